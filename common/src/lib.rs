@@ -1,0 +1,23 @@
+//! Rewind's pure core: the domain model, the recoverable-property table, the snapshot shard
+//! format and store trait, the diff engine and the recovery planner. Nothing here does async
+//! I/O or depends on tokio or NATS (CI checks it).
+
+pub mod diff;
+pub mod error;
+pub mod graph_json;
+pub mod id;
+pub mod model;
+pub mod plan;
+pub mod properties;
+pub mod report;
+pub mod snapshot;
+pub mod value;
+
+pub use error::{ScopeError, SnapshotError};
+pub use id::ObjectId;
+pub use model::{DirectoryObject, Lifecycle, Link, LinkKind, LinkSet, ObjectType, SourceOfAuthority};
+pub use report::{
+    Change, ChangedAttribute, ChangedLink, LinkState, NotRecoverableReason, RecoveryAction,
+    ReportEntry, ReportSummary, Scope,
+};
+pub use value::Value;

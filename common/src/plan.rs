@@ -1,0 +1,251 @@
+//! The recovery planner (pure): turns report entries into ordered recovery steps, each with a
+//! deterministic action id, and nothing for what is not recoverable. Also the reference
+//! semantics of every step on in-memory objects ([`apply_to_objects`]), which the tests and the
+//! dry-run use.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::ObjectId;
+use crate::model::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectType};
+use crate::properties;
+use crate::report::{Change, LinkState, RecoveryAction, ReportEntry};
+use crate::value::Value;
+
+/// The phases of a recovery, in the order they run: objects come back before they are
+/// updated, links are written once both ends exist, and soft deletes come last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    Restore = 1,
+    Update = 2,
+    Links = 3,
+    SoftDelete = 4,
+}
+
+/// One directory write of a recovery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "op")]
+pub enum Step {
+    /// Restore a soft-deleted object from its recycle bin.
+    Restore { id: ObjectId, object_type: ObjectType },
+    /// Write properties back (a `Value::Null` clears one).
+    Update {
+        id: ObjectId,
+        object_type: ObjectType,
+        properties: Vec<(String, Value)>,
+    },
+    /// Add a link (a static member, or re-create a grant or assignment from its data).
+    AddLink {
+        id: ObjectId,
+        object_type: ObjectType,
+        kind: LinkKind,
+        target: ObjectId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Value>,
+    },
+    /// Remove a link (a static member, a grant or an assignment).
+    RemoveLink {
+        id: ObjectId,
+        object_type: ObjectType,
+        kind: LinkKind,
+        target: ObjectId,
+    },
+    /// Soft delete an object (into its recycle bin).
+    SoftDelete { id: ObjectId, object_type: ObjectType },
+}
+
+impl Step {
+    pub fn phase(&self) -> Phase {
+        match self {
+            Step::Restore { .. } => Phase::Restore,
+            Step::Update { .. } => Phase::Update,
+            Step::AddLink { .. } | Step::RemoveLink { .. } => Phase::Links,
+            Step::SoftDelete { .. } => Phase::SoftDelete,
+        }
+    }
+
+    /// The object the step writes.
+    pub fn object_id(&self) -> ObjectId {
+        match self {
+            Step::Restore { id, .. }
+            | Step::Update { id, .. }
+            | Step::AddLink { id, .. }
+            | Step::RemoveLink { id, .. }
+            | Step::SoftDelete { id, .. } => *id,
+        }
+    }
+
+    fn sort_key(&self) -> (Phase, ObjectId, u8, ObjectId) {
+        match self {
+            Step::AddLink { id, kind, target, .. } => (self.phase(), *id, *kind as u8 * 2, *target),
+            Step::RemoveLink { id, kind, target, .. } => {
+                (self.phase(), *id, *kind as u8 * 2 + 1, *target)
+            }
+            _ => (self.phase(), self.object_id(), 0, ObjectId(0)),
+        }
+    }
+}
+
+/// A step with its deterministic id: the same step always gets the same id, so a redelivered
+/// or re-planned step is recognised and applied once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStep {
+    pub action_id: String,
+    #[serde(flatten)]
+    pub step: Step,
+}
+
+/// Plans the recovery of `entries`: recoverable entries only, in phase order, then by object
+/// id. A link to an object the report shows as hard-deleted is not added (it cannot exist).
+pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
+    let gone: BTreeSet<ObjectId> = entries
+        .iter()
+        .filter(|e| e.change == Change::HardDeleted)
+        .map(|e| e.id)
+        .collect();
+    let mut steps = Vec::new();
+    for e in entries.iter().filter(|e| e.is_recoverable()) {
+        let (id, object_type) = (e.id, e.object_type);
+        match e.action {
+            RecoveryAction::Restore | RecoveryAction::Update => {
+                if e.action == RecoveryAction::Restore {
+                    steps.push(Step::Restore { id, object_type });
+                }
+                let props: Vec<(String, Value)> = e
+                    .changed_attributes
+                    .iter()
+                    .map(|a| (a.name.clone(), a.backup.clone().unwrap_or(Value::Null)))
+                    .collect();
+                if !props.is_empty() {
+                    steps.push(Step::Update {
+                        id,
+                        object_type,
+                        properties: props,
+                    });
+                }
+                for l in e.changed_links.iter().filter(|l| l.recoverable) {
+                    if l.current == LinkState::Present {
+                        steps.push(Step::RemoveLink {
+                            id,
+                            object_type,
+                            kind: l.kind,
+                            target: l.target,
+                        });
+                    }
+                    if l.backup == LinkState::Present && !gone.contains(&l.target) {
+                        steps.push(Step::AddLink {
+                            id,
+                            object_type,
+                            kind: l.kind,
+                            target: l.target,
+                            data: l.backup_data.clone(),
+                        });
+                    }
+                }
+            }
+            RecoveryAction::SoftDelete | RecoveryAction::SoftDeleteAgain => {
+                for l in e.changed_links.iter().filter(|l| l.recoverable) {
+                    if l.current == LinkState::Present {
+                        steps.push(Step::RemoveLink {
+                            id,
+                            object_type,
+                            kind: l.kind,
+                            target: l.target,
+                        });
+                    }
+                }
+                steps.push(Step::SoftDelete { id, object_type });
+            }
+            RecoveryAction::NotRecoverable => {}
+        }
+    }
+    steps.sort_by_key(Step::sort_key);
+    steps
+        .into_iter()
+        .map(|step| PlannedStep {
+            action_id: action_id(&step),
+            step,
+        })
+        .collect()
+}
+
+/// The deterministic id of a step: blake3 of its canonical encoding, 128 bits in hex.
+pub fn action_id(step: &Step) -> String {
+    #[allow(clippy::expect_used)]
+    let bytes = rmp_serde::to_vec(step).expect("encoding a step into memory");
+    blake3::hash(&bytes).to_hex()[..32].to_owned()
+}
+
+/// Why a step could not be applied to the in-memory objects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("object {0} does not exist")]
+    NotFound(ObjectId),
+    #[error("object {0} has no property {1:?}")]
+    UnknownProperty(ObjectId, String),
+}
+
+/// Applies steps to objects held in memory, with the directory's semantics and idempotently
+/// (restoring an active object, adding an existing link or removing a missing one succeed).
+/// `now` is the soft-delete time.
+pub fn apply_to_objects(
+    objects: &mut BTreeMap<ObjectId, DirectoryObject>,
+    steps: &[PlannedStep],
+    now: i64,
+) -> Result<(), ApplyError> {
+    for planned in steps {
+        let id = planned.step.object_id();
+        let object = objects.get_mut(&id).ok_or(ApplyError::NotFound(id))?;
+        match &planned.step {
+            Step::Restore { .. } => object.lifecycle = Lifecycle::Active,
+            Step::Update { properties, .. } => {
+                for (name, value) in properties {
+                    if !object.set(name, value.clone()) {
+                        return Err(ApplyError::UnknownProperty(id, name.clone()));
+                    }
+                }
+            }
+            Step::AddLink {
+                kind, target, data, ..
+            } => object.add_link(
+                *kind,
+                Link {
+                    target: *target,
+                    data: data.clone(),
+                },
+            ),
+            Step::RemoveLink { kind, target, .. } => {
+                object.remove_link(*kind, *target);
+            }
+            Step::SoftDelete { .. } => {
+                if object.lifecycle.is_active() {
+                    object.lifecycle = Lifecycle::SoftDeleted { deleted_at: now };
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The recoverable view of an object: its recoverable properties and its recoverable links
+/// (static ones only), the part a recovery must make equal to the backup.
+pub fn recoverable_view(object: &DirectoryObject) -> (Vec<(u8, Value)>, Vec<(LinkKind, Vec<Link>)>) {
+    let t = object.object_type;
+    let attrs = object
+        .attributes
+        .iter()
+        .filter(|(pid, _)| properties::property(t, *pid).is_some_and(|d| d.recoverable))
+        .cloned()
+        .collect();
+    let links = object
+        .links
+        .iter()
+        .filter(|s| properties::link_recoverable(t, s.kind))
+        .filter(|s| !(s.kind == LinkKind::Members && object.dynamic_membership))
+        .map(|s| (s.kind, s.links.clone()))
+        .collect();
+    (attrs, links)
+}

@@ -1,0 +1,244 @@
+//! Difference-report entries and scopes: what changed since a backup and what a recovery
+//! would do about it, in the words of the spec.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ScopeError;
+use crate::id::ObjectId;
+use crate::model::{LinkKind, ObjectType};
+use crate::value::Value;
+
+/// Which objects a report or a recovery covers (fixed at creation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "values")]
+pub enum Scope {
+    All,
+    /// Objects of these types.
+    Types(Vec<ObjectType>),
+    /// Up to [`Scope::MAX_IDS`] objects by id (sorted, unique).
+    Ids(Vec<ObjectId>),
+}
+
+impl Scope {
+    pub const MAX_IDS: usize = 100;
+
+    /// A scope by ids: at least one, at most [`Scope::MAX_IDS`] after removing duplicates.
+    pub fn ids(ids: impl IntoIterator<Item = ObjectId>) -> Result<Self, ScopeError> {
+        let mut ids: Vec<ObjectId> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        match ids.len() {
+            0 => Err(ScopeError::NoIds),
+            n if n > Self::MAX_IDS => Err(ScopeError::TooManyIds {
+                max: Self::MAX_IDS,
+                given: n,
+            }),
+            _ => Ok(Scope::Ids(ids)),
+        }
+    }
+
+    /// A scope by types (at least one).
+    pub fn types(types: impl IntoIterator<Item = ObjectType>) -> Result<Self, ScopeError> {
+        let mut types: Vec<ObjectType> = types.into_iter().collect();
+        types.sort_unstable();
+        types.dedup();
+        if types.is_empty() {
+            return Err(ScopeError::NoTypes);
+        }
+        Ok(Scope::Types(types))
+    }
+
+    /// The object type a scope's type name stands for. Besides the type names, Microsoft's
+    /// `appRoleAssignment` and `oAuth2PermissionGrant` are accepted: they are recovered with
+    /// their service principal, never alone, so they stand for `servicePrincipal`.
+    pub fn type_from_name(name: &str) -> Result<ObjectType, crate::model::ParseObjectTypeError> {
+        match name {
+            "appRoleAssignment" | "oAuth2PermissionGrant" => Ok(ObjectType::ServicePrincipal),
+            other => other.parse(),
+        }
+    }
+
+    /// A compiled form for the diff's inner loop.
+    pub(crate) fn matcher(&self) -> ScopeMatcher<'_> {
+        match self {
+            Scope::All => ScopeMatcher::All,
+            Scope::Types(types) => {
+                ScopeMatcher::Types(types.iter().fold(0u32, |m, t| m | 1 << t.code()))
+            }
+            Scope::Ids(ids) => ScopeMatcher::Ids(ids),
+        }
+    }
+
+    pub fn contains(&self, id: ObjectId, object_type: ObjectType) -> bool {
+        self.matcher().contains(id, object_type.code())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ScopeMatcher<'a> {
+    All,
+    Types(u32),
+    Ids(&'a [ObjectId]),
+}
+
+impl ScopeMatcher<'_> {
+    #[inline]
+    pub(crate) fn contains(self, id: ObjectId, type_code: u8) -> bool {
+        match self {
+            ScopeMatcher::All => true,
+            ScopeMatcher::Types(mask) => mask & (1 << type_code) != 0,
+            ScopeMatcher::Ids(ids) => ids.binary_search(&id).is_ok(),
+        }
+    }
+}
+
+/// What happened to an object since the backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Change {
+    /// Created after the backup.
+    Created,
+    /// Recoverable properties or links differ.
+    Modified,
+    /// Soft-deleted after the backup.
+    SoftDeleted,
+    /// Restored after the backup (it was soft-deleted in the backup).
+    Restored,
+    /// Gone from the directory (hard-deleted, or purged from the recycle bin).
+    HardDeleted,
+}
+
+/// What a recovery does about a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RecoveryAction {
+    /// Revert the changed recoverable properties and static links.
+    Update,
+    /// Restore from soft delete, then revert what else changed.
+    Restore,
+    /// Soft delete an object created after the backup.
+    SoftDelete,
+    /// Soft delete again an object restored after the backup.
+    SoftDeleteAgain,
+    /// Shown, never touched; the reason says why.
+    NotRecoverable,
+}
+
+/// Why a change is shown but never recovered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NotRecoverableReason {
+    /// The object is gone; Rewind never re-creates objects.
+    HardDeleted,
+    /// The object is mastered on-premises.
+    SyncedFromOnPremises,
+    /// The only changes are memberships that a dynamic group's rule computes.
+    DynamicMembership,
+}
+
+/// A recoverable property whose value differs (absent values are `None`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangedAttribute {
+    pub name: String,
+    pub current: Option<Value>,
+    pub backup: Option<Value>,
+}
+
+/// Whether a link exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LinkState {
+    Present,
+    Absent,
+}
+
+/// A link that differs: added, removed, or (grants and assignments) with other data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangedLink {
+    pub kind: LinkKind,
+    pub target: ObjectId,
+    pub current: LinkState,
+    pub backup: LinkState,
+    /// False for memberships computed by a dynamic group's rule.
+    pub recoverable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_data: Option<Value>,
+}
+
+/// One entry of a difference report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportEntry {
+    pub id: ObjectId,
+    pub object_type: ObjectType,
+    pub display_name: String,
+    pub change: Change,
+    pub action: RecoveryAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<NotRecoverableReason>,
+    pub changed_attributes: Vec<ChangedAttribute>,
+    pub changed_links: Vec<ChangedLink>,
+}
+
+impl ReportEntry {
+    pub fn is_recoverable(&self) -> bool {
+        self.action != RecoveryAction::NotRecoverable
+    }
+}
+
+/// Counts over a report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportSummary {
+    pub objects: u64,
+    pub links: u64,
+    pub updates: u64,
+    pub restores: u64,
+    pub soft_deletes: u64,
+    pub soft_deletes_again: u64,
+    pub not_recoverable: u64,
+}
+
+impl ReportSummary {
+    pub fn of(entries: &[ReportEntry]) -> Self {
+        let mut s = ReportSummary::default();
+        for e in entries {
+            s.objects += 1;
+            s.links += e.changed_links.len() as u64;
+            match e.action {
+                RecoveryAction::Update => s.updates += 1,
+                RecoveryAction::Restore => s.restores += 1,
+                RecoveryAction::SoftDelete => s.soft_deletes += 1,
+                RecoveryAction::SoftDeleteAgain => s.soft_deletes_again += 1,
+                RecoveryAction::NotRecoverable => s.not_recoverable += 1,
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_limits() {
+        assert_eq!(Scope::ids([]), Err(ScopeError::NoIds));
+        assert_eq!(
+            Scope::ids((0..101).map(ObjectId)),
+            Err(ScopeError::TooManyIds { max: 100, given: 101 })
+        );
+        assert!(Scope::ids((0..100).map(ObjectId)).is_ok());
+        assert_eq!(Scope::types([]), Err(ScopeError::NoTypes));
+        assert_eq!(
+            Scope::type_from_name("oAuth2PermissionGrant"),
+            Ok(ObjectType::ServicePrincipal)
+        );
+        assert_eq!(Scope::type_from_name("namedLocationPolicy"), Ok(ObjectType::NamedLocation));
+        assert!(Scope::type_from_name("device").is_err());
+    }
+}

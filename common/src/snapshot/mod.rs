@@ -1,0 +1,254 @@
+//! Snapshots: a manifest plus one blob per ID-range shard, kept in a write-once shard store.
+//!
+//! - [`layout`]: how the 128-bit id space is cut into a power-of-two number of shards;
+//! - [`shard`]: the shard blob format (sorted index of id, type, lifecycle, content hash, and
+//!   zstd-compressed blocks of rmp-serde encoded objects), its writer and its verified reader;
+//! - [`store`]: the [`ShardStore`] trait and the local-directory store;
+//! - this module: the [`Manifest`], and writing / loading whole snapshots.
+
+pub mod layout;
+pub mod shard;
+pub mod store;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::SnapshotError;
+use crate::model::DirectoryObject;
+pub use layout::ShardLayout;
+pub use shard::{IndexEntry, LoadedShard, ShardWriter, SHARD_FORMAT_VERSION};
+pub use store::{LocalShardStore, ShardStore};
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_FORMAT_VERSION: u16 = 1;
+
+/// Why a snapshot was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SnapshotKind {
+    /// A retained backup.
+    Backup,
+    /// The current state, taken for a report or a recovery.
+    Live,
+    /// Taken just before a recovery, so that the recovery can be undone.
+    PreRecovery,
+}
+
+/// One shard of a snapshot as its manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardRef {
+    pub index: u32,
+    /// The store key of the blob.
+    pub key: String,
+    /// blake3 of the whole blob, lowercase hex; verified on every read.
+    pub digest: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// What a snapshot holds: its identity, its layout and a verified reference to every shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: u16,
+    pub tenant: String,
+    pub snapshot_id: String,
+    pub kind: SnapshotKind,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub shard_bits: u8,
+    pub object_count: u64,
+    pub shards: Vec<ShardRef>,
+}
+
+impl Manifest {
+    pub fn layout(&self) -> ShardLayout {
+        ShardLayout::new(self.shard_bits)
+    }
+
+    /// Total bytes of all shard blobs.
+    pub fn total_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// The store key of a snapshot's folder.
+pub fn snapshot_prefix(tenant: &str, snapshot_id: &str) -> String {
+    format!("tenants/{tenant}/snapshots/{snapshot_id}")
+}
+
+pub fn manifest_key(tenant: &str, snapshot_id: &str) -> String {
+    format!("{}/manifest.json", snapshot_prefix(tenant, snapshot_id))
+}
+
+pub fn shard_key(tenant: &str, snapshot_id: &str, shard: u32) -> String {
+    format!("{}/shard-{shard:05}.rws", snapshot_prefix(tenant, snapshot_id))
+}
+
+/// The identity of a snapshot being written.
+#[derive(Clone, Debug)]
+pub struct SnapshotInfo {
+    pub tenant: String,
+    pub snapshot_id: String,
+    pub kind: SnapshotKind,
+    pub created_at: i64,
+}
+
+/// Finishes every shard writer (in parallel), stores the blobs, then stores the manifest last,
+/// so that a manifest only ever names blobs that are already stored.
+pub fn write_snapshot(
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+    writers: Vec<ShardWriter>,
+) -> Result<Manifest, SnapshotError> {
+    if writers.len() != layout.count() as usize
+        || writers
+            .iter()
+            .enumerate()
+            .any(|(i, w)| w.shard_index() as usize != i || w.layout() != layout)
+    {
+        return Err(SnapshotError::Invalid(format!(
+            "a snapshot of {} shards needs one writer per shard, in order",
+            layout.count()
+        )));
+    }
+    let shards = writers
+        .into_par_iter()
+        .map(|writer| {
+            let index = writer.shard_index();
+            let objects = writer.len() as u64;
+            let blob = writer.finish()?;
+            let key = shard_key(&info.tenant, &info.snapshot_id, index);
+            store.put(&key, &blob)?;
+            Ok(ShardRef {
+                index,
+                key,
+                digest: blake3_hex(&blob),
+                objects,
+                bytes: blob.len() as u64,
+            })
+        })
+        .collect::<Result<Vec<_>, SnapshotError>>()?;
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        tenant: info.tenant.clone(),
+        snapshot_id: info.snapshot_id.clone(),
+        kind: info.kind,
+        created_at: info.created_at,
+        shard_bits: layout.bits(),
+        object_count: shards.iter().map(|s| s.objects).sum(),
+        shards,
+    };
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| SnapshotError::Invalid(format!("manifest does not serialize: {e}")))?;
+    store.put(&manifest_key(&info.tenant, &info.snapshot_id), &json)?;
+    Ok(manifest)
+}
+
+/// Writes a snapshot of `objects` (any order) with the given layout.
+pub fn write_objects(
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+    objects: impl IntoIterator<Item = DirectoryObject>,
+) -> Result<Manifest, SnapshotError> {
+    let mut writers = layout.writers();
+    for object in objects {
+        writers[layout.shard_of(object.id) as usize].add(object);
+    }
+    write_snapshot(store, info, layout, writers)
+}
+
+/// Reads and checks a snapshot's manifest.
+pub fn read_manifest(
+    store: &dyn ShardStore,
+    tenant: &str,
+    snapshot_id: &str,
+) -> Result<Manifest, SnapshotError> {
+    let key = manifest_key(tenant, snapshot_id);
+    let bytes = store.get(&key)?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| SnapshotError::Invalid(format!("manifest {key} does not parse: {e}")))?;
+    if manifest.format_version != MANIFEST_FORMAT_VERSION {
+        return Err(SnapshotError::Invalid(format!(
+            "manifest {key} has format version {} (this build reads {MANIFEST_FORMAT_VERSION})",
+            manifest.format_version
+        )));
+    }
+    if manifest.shards.len() != manifest.layout().count() as usize
+        || manifest
+            .shards
+            .iter()
+            .enumerate()
+            .any(|(i, s)| s.index as usize != i)
+    {
+        return Err(SnapshotError::Invalid(format!(
+            "manifest {key} does not list its {} shards in order",
+            manifest.layout().count()
+        )));
+    }
+    Ok(manifest)
+}
+
+/// A snapshot loaded into memory: every shard read, verified against its digest and indexed.
+#[derive(Debug)]
+pub struct LoadedSnapshot {
+    pub manifest: Manifest,
+    pub shards: Vec<LoadedShard>,
+}
+
+impl LoadedSnapshot {
+    pub fn object_count(&self) -> usize {
+        self.shards.iter().map(LoadedShard::len).sum()
+    }
+
+    /// Every object of the snapshot, decoded, in id order.
+    pub fn decode_all(&self) -> Result<Vec<DirectoryObject>, SnapshotError> {
+        let mut out = Vec::with_capacity(self.object_count());
+        for shard in &self.shards {
+            out.extend(shard.decode_all()?);
+        }
+        Ok(out)
+    }
+}
+
+/// Loads one shard of a manifest: read, verify the digest, check and index the blob.
+pub fn load_shard(
+    store: &dyn ShardStore,
+    manifest: &Manifest,
+    shard: u32,
+) -> Result<LoadedShard, SnapshotError> {
+    let shard_ref = manifest
+        .shards
+        .get(shard as usize)
+        .ok_or_else(|| SnapshotError::Invalid(format!("no shard {shard} in the manifest")))?;
+    let bytes = store.get(&shard_ref.key)?;
+    LoadedShard::open(bytes, manifest.layout(), shard, Some(&shard_ref.digest))
+}
+
+/// Loads a whole snapshot, shards in parallel.
+pub fn load_snapshot(
+    store: &dyn ShardStore,
+    tenant: &str,
+    snapshot_id: &str,
+) -> Result<LoadedSnapshot, SnapshotError> {
+    let manifest = read_manifest(store, tenant, snapshot_id)?;
+    let shards = (0..manifest.layout().count())
+        .into_par_iter()
+        .map(|i| load_shard(store, &manifest, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LoadedSnapshot { manifest, shards })
+}
+
+/// blake3 of `bytes` as lowercase hex (multithreaded for large inputs).
+pub fn blake3_hex(bytes: &[u8]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    if bytes.len() >= 1 << 20 {
+        hasher.update_rayon(bytes);
+    } else {
+        hasher.update(bytes);
+    }
+    hasher.finalize().to_hex().to_string()
+}

@@ -1,0 +1,2 @@
+//! The rewind binary.
+fn main() {}
