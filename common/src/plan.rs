@@ -79,8 +79,11 @@ impl Step {
 
     fn sort_key(&self) -> (Phase, ObjectId, u8, ObjectId) {
         match self {
-            Step::AddLink { id, kind, target, .. } => (self.phase(), *id, *kind as u8 * 2, *target),
+            // Removes before adds: a grant whose data changed is removed, then re-added.
             Step::RemoveLink { id, kind, target, .. } => {
+                (self.phase(), *id, *kind as u8 * 2, *target)
+            }
+            Step::AddLink { id, kind, target, .. } => {
                 (self.phase(), *id, *kind as u8 * 2 + 1, *target)
             }
             _ => (self.phase(), self.object_id(), 0, ObjectId(0)),
@@ -99,7 +102,7 @@ pub struct PlannedStep {
 }
 
 /// Plans the recovery of `entries`: recoverable entries only, in phase order, then by object
-/// id. A link to an object the report shows as hard-deleted is not added (it cannot exist).
+/// id (and within an object's links, removes before adds). A link to an object the report shows as hard-deleted is not added (it cannot exist).
 pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
     let gone: BTreeSet<ObjectId> = entries
         .iter()

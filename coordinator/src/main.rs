@@ -1,2 +1,31 @@
-//! The rewind binary.
-fn main() {}
+//! The `rewind` binary: every role of Rewind is a subcommand.
+
+use clap::{Parser, Subcommand};
+use rewind_loadtest::cli::LoadtestCommand;
+
+#[derive(Debug, Parser)]
+#[command(name = "rewind", version, about = "Back up identity directories, see what changed, put objects back")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load tests, generators and benchmarks.
+    Loadtest {
+        #[command(subcommand)]
+        command: LoadtestCommand,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Loadtest { command } => rewind_loadtest::cli::run(command),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,1 +1,7 @@
-//! Rewind load-test harness.
+//! Rewind's load-test harness: the seeded tenant generator, the benchmark drivers and the
+//! `rewind loadtest` command line.
+
+pub mod bench_diff;
+pub mod cli;
+pub mod rss;
+pub mod tenant;

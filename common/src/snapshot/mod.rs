@@ -95,42 +95,44 @@ pub struct SnapshotInfo {
     pub created_at: i64,
 }
 
-/// Finishes every shard writer (in parallel), stores the blobs, then stores the manifest last,
-/// so that a manifest only ever names blobs that are already stored.
-pub fn write_snapshot(
+/// Finishes one shard writer and stores its blob; the returned reference goes in the manifest.
+pub fn store_shard(
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    writer: ShardWriter,
+) -> Result<ShardRef, SnapshotError> {
+    let index = writer.shard_index();
+    let objects = writer.len() as u64;
+    let blob = writer.finish()?;
+    let key = shard_key(&info.tenant, &info.snapshot_id, index);
+    store.put(&key, &blob)?;
+    Ok(ShardRef {
+        index,
+        key,
+        digest: blake3_hex(&blob),
+        objects,
+        bytes: blob.len() as u64,
+    })
+}
+
+/// Stores the manifest of a snapshot whose shards are all stored. Called last, so that a
+/// manifest only ever names blobs that are already in the store.
+pub fn seal_manifest(
     store: &dyn ShardStore,
     info: &SnapshotInfo,
     layout: ShardLayout,
-    writers: Vec<ShardWriter>,
+    mut shards: Vec<ShardRef>,
 ) -> Result<Manifest, SnapshotError> {
-    if writers.len() != layout.count() as usize
-        || writers
-            .iter()
-            .enumerate()
-            .any(|(i, w)| w.shard_index() as usize != i || w.layout() != layout)
+    shards.sort_by_key(|s| s.index);
+    if shards.len() != layout.count() as usize
+        || shards.iter().enumerate().any(|(i, s)| s.index as usize != i)
     {
         return Err(SnapshotError::Invalid(format!(
-            "a snapshot of {} shards needs one writer per shard, in order",
-            layout.count()
+            "a snapshot of {} shards needs every shard exactly once ({} given)",
+            layout.count(),
+            shards.len()
         )));
     }
-    let shards = writers
-        .into_par_iter()
-        .map(|writer| {
-            let index = writer.shard_index();
-            let objects = writer.len() as u64;
-            let blob = writer.finish()?;
-            let key = shard_key(&info.tenant, &info.snapshot_id, index);
-            store.put(&key, &blob)?;
-            Ok(ShardRef {
-                index,
-                key,
-                digest: blake3_hex(&blob),
-                objects,
-                bytes: blob.len() as u64,
-            })
-        })
-        .collect::<Result<Vec<_>, SnapshotError>>()?;
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         tenant: info.tenant.clone(),
@@ -145,6 +147,25 @@ pub fn write_snapshot(
         .map_err(|e| SnapshotError::Invalid(format!("manifest does not serialize: {e}")))?;
     store.put(&manifest_key(&info.tenant, &info.snapshot_id), &json)?;
     Ok(manifest)
+}
+
+/// Finishes every shard writer (in parallel), stores the blobs, then the manifest.
+pub fn write_snapshot(
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+    writers: Vec<ShardWriter>,
+) -> Result<Manifest, SnapshotError> {
+    if writers.iter().any(|w| w.layout() != layout) {
+        return Err(SnapshotError::Invalid(
+            "every shard writer must use the snapshot's layout".into(),
+        ));
+    }
+    let shards = writers
+        .into_par_iter()
+        .map(|writer| store_shard(store, info, writer))
+        .collect::<Result<Vec<_>, SnapshotError>>()?;
+    seal_manifest(store, info, layout, shards)
 }
 
 /// Writes a snapshot of `objects` (any order) with the given layout.

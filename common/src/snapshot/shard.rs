@@ -11,13 +11,20 @@
 //! 16  object count u32         4
 //! 20  block count u32          4
 //! 24  data length u64          8
-//! 32  index: object count x 40 (id 16, hash 16, type 1, lifecycle 1, flags 1, 0 1, offset 4)
+//! 32  dictionary length u32    4
+//! 36  0 u32                    4
+//! 40  index: object count x 40 (id 16, hash 16, type 1, lifecycle 1, flags 1, 0 1, offset 4)
 //!     blocks: block count x 20 (data offset u64, compressed length u32, raw length u32,
 //!             first object u32)
+//!     dictionary: raw bytes
 //!     data: the compressed blocks
 //! ```
 //! Objects are stored in id order; block `b` holds objects `first_object[b]..first_object[b+1]`
 //! and an index entry's offset is where its encoding starts in its block's raw bytes.
+//!
+//! Blocks are small (a few objects), so reading one changed object costs little; they still
+//! compress well because every block is compressed against the shard's dictionary: a sample of
+//! the shard's own encodings used as zstd raw-content dictionary.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,12 +38,16 @@ use crate::snapshot::layout::ShardLayout;
 pub const SHARD_MAGIC: [u8; 8] = *b"RWSHARD\0";
 /// The shard format this build writes and reads.
 pub const SHARD_FORMAT_VERSION: u16 = 1;
-const HEADER_LEN: usize = 32;
+const HEADER_LEN: usize = 40;
 const INDEX_ENTRY_LEN: usize = 40;
 const BLOCK_ENTRY_LEN: usize = 20;
 /// Raw bytes a block collects before it is compressed. Small blocks keep the cost of reading
 /// one changed object low; this is the measured balance with the compression ratio.
-pub const DEFAULT_BLOCK_BYTES: usize = 8 * 1024;
+pub const DEFAULT_BLOCK_BYTES: usize = 512;
+/// The largest raw block a reader accepts (a bound on what a damaged blob can make it allocate).
+pub const MAX_BLOCK_RAW_BYTES: u32 = 64 << 20;
+/// Bytes of sampled encodings in a shard's compression dictionary (at most).
+pub const DICTIONARY_BYTES: usize = 16 * 1024;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 /// Index flag: the object is synced from on-premises.
@@ -113,6 +124,11 @@ impl ShardWriter {
         self.entries.is_empty()
     }
 
+    /// Encoded bytes collected so far (before compression).
+    pub fn encoded_len(&self) -> usize {
+        self.encodings.len()
+    }
+
     /// Adds an object (put in canonical form here).
     pub fn add(&mut self, mut object: DirectoryObject) {
         object.normalize();
@@ -160,7 +176,14 @@ impl ShardWriter {
             )));
         }
         let io = |e: std::io::Error| SnapshotError::Invalid(format!("shard {shard}: zstd: {e}"));
-        let mut compressor = zstd::bulk::Compressor::new(self.level).map_err(io)?;
+        let dictionary = self.sample_dictionary();
+        let prepared = zstd::dict::EncoderDictionary::copy(&dictionary, self.level);
+        let mut compressor = if dictionary.is_empty() {
+            zstd::bulk::Compressor::new(self.level)
+        } else {
+            zstd::bulk::Compressor::with_prepared_dictionary(&prepared)
+        }
+        .map_err(io)?;
         let mut index = Vec::with_capacity(self.entries.len() * INDEX_ENTRY_LEN);
         let mut blocks = Vec::new();
         let mut data = Vec::new();
@@ -183,6 +206,12 @@ impl ShardWriter {
             index.extend_from_slice(&[entry.type_code, entry.lifecycle, entry.flags, 0]);
             index.extend_from_slice(&(raw.len() as u32).to_le_bytes());
             raw.extend_from_slice(encoding);
+            if raw.len() > MAX_BLOCK_RAW_BYTES as usize {
+                return Err(SnapshotError::Invalid(format!(
+                    "shard {shard}: object {} is larger than a block may be ({MAX_BLOCK_RAW_BYTES} bytes)",
+                    entry.id
+                )));
+            }
             if raw.len() >= self.block_bytes {
                 flush(&mut raw, first_object, &mut blocks, &mut data)?;
                 first_object = i as u32 + 1;
@@ -201,10 +230,33 @@ impl ShardWriter {
         blob.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         blob.extend_from_slice(&block_count.to_le_bytes());
         blob.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        blob.extend_from_slice(&(dictionary.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&[0; 4]);
         blob.extend_from_slice(&index);
         blob.extend_from_slice(&blocks);
+        blob.extend_from_slice(&dictionary);
         blob.extend_from_slice(&data);
         Ok(blob)
+    }
+
+    /// Encodings sampled evenly across the shard, up to [`DICTIONARY_BYTES`]; empty when the
+    /// shard is small enough that a dictionary would not pay for itself.
+    fn sample_dictionary(&self) -> Vec<u8> {
+        if self.encodings.len() < DICTIONARY_BYTES * 2 {
+            return Vec::new();
+        }
+        let avg = (self.encodings.len() / self.entries.len().max(1)).max(1);
+        let wanted = (DICTIONARY_BYTES / avg).max(1);
+        let step = (self.entries.len() / wanted).max(1);
+        let mut dictionary = Vec::with_capacity(DICTIONARY_BYTES);
+        for (_, start, len) in self.entries.iter().step_by(step) {
+            let encoding = &self.encodings[*start as usize..(*start + *len) as usize];
+            if dictionary.len() + encoding.len() > DICTIONARY_BYTES {
+                break;
+            }
+            dictionary.extend_from_slice(encoding);
+        }
+        dictionary
     }
 }
 
@@ -217,14 +269,25 @@ struct Block {
 }
 
 /// A shard blob read into memory, verified and indexed. Objects are decoded on demand.
-#[derive(Debug)]
 pub struct LoadedShard {
     shard: u32,
     layout: ShardLayout,
     index: Vec<IndexEntry>,
     blocks: Vec<Block>,
     data_start: usize,
+    dictionary: Option<zstd::dict::DecoderDictionary<'static>>,
     blob: Vec<u8>,
+}
+
+impl std::fmt::Debug for LoadedShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedShard")
+            .field("shard", &self.shard)
+            .field("objects", &self.index.len())
+            .field("blocks", &self.blocks.len())
+            .field("bytes", &self.blob.len())
+            .finish()
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -293,9 +356,11 @@ impl LoadedShard {
         let objects = u32_at(&blob, 16) as u64;
         let block_count = u32_at(&blob, 20) as u64;
         let data_len = u64_at(&blob, 24);
+        let dictionary_len = u64::from(u32_at(&blob, 32));
         let index_start = HEADER_LEN as u64;
         let blocks_start = index_start + objects * INDEX_ENTRY_LEN as u64;
-        let data_start = blocks_start + block_count * BLOCK_ENTRY_LEN as u64;
+        let dictionary_start = blocks_start + block_count * BLOCK_ENTRY_LEN as u64;
+        let data_start = dictionary_start + dictionary_len;
         let expected_len = data_start.saturating_add(data_len);
         if actual_len < expected_len {
             return Err(SnapshotError::Truncated {
@@ -363,7 +428,11 @@ impl LoadedShard {
                     block.first_object > prev.first_object
                 }
             };
-            if !in_data || !ordered || u64::from(block.first_object) >= objects {
+            if !in_data
+                || !ordered
+                || u64::from(block.first_object) >= objects
+                || block.raw_len > MAX_BLOCK_RAW_BYTES
+            {
                 return Err(SnapshotError::corrupt(
                     shard,
                     format!("block {b} lies outside the blob or out of order"),
@@ -389,12 +458,18 @@ impl LoadedShard {
                 ));
             }
         }
+        let dictionary = (dictionary_len > 0).then(|| {
+            zstd::dict::DecoderDictionary::copy(
+                &blob[dictionary_start as usize..data_start as usize],
+            )
+        });
         Ok(Self {
             shard,
             layout,
             index,
             blocks,
             data_start: data_start as usize,
+            dictionary,
             blob,
         })
     }
@@ -437,9 +512,17 @@ impl LoadedShard {
         let compressed = &self.blob[start..start + block.compressed_len as usize];
         DECOMPRESSOR.with(|d| {
             let mut d = d.borrow_mut();
-            let raw = d
-                .decompress(compressed, block.raw_len as usize)
-                .map_err(|e| SnapshotError::corrupt(self.shard, format!("block {b}: {e}")))?;
+            let mut raw = Vec::with_capacity(block.raw_len as usize);
+            let result = match &self.dictionary {
+                Some(dict) => d.decompress_using_ddict(&mut raw, compressed, dict.as_ddict()),
+                None => d.decompress(&mut raw, compressed),
+            };
+            result.map_err(|code| {
+                SnapshotError::corrupt(
+                    self.shard,
+                    format!("block {b}: {}", zstd::zstd_safe::get_error_name(code)),
+                )
+            })?;
             if raw.len() != block.raw_len as usize {
                 return Err(SnapshotError::corrupt(
                     self.shard,
@@ -511,8 +594,6 @@ impl BlockCache {
 }
 
 thread_local! {
-    static DECOMPRESSOR: RefCell<zstd::bulk::Decompressor<'static>> = RefCell::new(
-        #[allow(clippy::expect_used)]
-        zstd::bulk::Decompressor::new().expect("a zstd decompression context"),
-    );
+    static DECOMPRESSOR: RefCell<zstd::zstd_safe::DCtx<'static>> =
+        RefCell::new(zstd::zstd_safe::DCtx::create());
 }

@@ -1,0 +1,325 @@
+//! `rewind loadtest bench-diff`: generates a tenant and its changed state, stores both as
+//! snapshots, and measures the diff cold (load, verify, index and diff), warm (diff alone) and
+//! against a plain baseline that decodes every object and compares field by field.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use rewind_common::diff::{diff_decoded, diff_snapshots};
+use rewind_common::graph_json::to_graph_json;
+use rewind_common::snapshot::{
+    self, seal_manifest, store_shard, LoadedSnapshot, LocalShardStore, Manifest, ShardLayout,
+    ShardStore, ShardWriter, SnapshotInfo, SnapshotKind,
+};
+use rewind_common::{ReportEntry, ReportSummary, Scope};
+use serde::Serialize;
+
+use crate::rss;
+use crate::tenant::{Fate, TenantGenerator, TenantSpec};
+
+const TENANT: &str = "bench";
+
+/// Settings of one benchmark run.
+#[derive(Clone, Debug)]
+pub struct BenchDiffConfig {
+    pub objects: u64,
+    pub seed: u64,
+    /// Timed repetitions of each measurement (the median is reported).
+    pub runs: usize,
+    /// Where the snapshots go (a temporary folder when `None`).
+    pub store: Option<PathBuf>,
+    /// Also write both states as Graph-shaped JSON Lines here.
+    pub export_jsonl: Option<PathBuf>,
+    /// Raw bytes per compressed block of the shard blobs.
+    pub block_bytes: usize,
+}
+
+/// The results, printed as one JSON object.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchDiffResult {
+    pub objects: u64,
+    pub changed: u64,
+    pub created: u64,
+    pub soft_deleted: u64,
+    pub report_entries: u64,
+    pub shards: u32,
+    pub cold_seconds: f64,
+    pub warm_seconds: f64,
+    pub baseline_seconds: f64,
+    pub speedup: f64,
+    pub cold_runs: Vec<f64>,
+    pub warm_runs: Vec<f64>,
+    pub baseline_runs: Vec<f64>,
+    /// Peak resident memory over the cold and warm phases.
+    pub peak_rss_bytes: u64,
+    /// Peak resident memory over the baseline phase.
+    pub baseline_peak_rss_bytes: u64,
+    /// Stored bytes (compressed blobs, index included) per object.
+    pub bytes_per_object: f64,
+    /// Encoded (rmp-serde) bytes per object before compression.
+    pub encoded_bytes_per_object: f64,
+    /// Encoded object bytes over stored bytes.
+    pub compression_ratio: f64,
+    pub generate_seconds: f64,
+    pub block_bytes: usize,
+    pub threads: usize,
+}
+
+/// Errors of the benchmark driver.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Snapshot(#[from] rewind_common::SnapshotError),
+    #[error(transparent)]
+    Store(#[from] rewind_common::snapshot::store::StoreError),
+    #[error("i/o on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the report is wrong: {0}")]
+    Wrong(String),
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+struct Written {
+    manifest: Manifest,
+    encoded_bytes: u64,
+}
+
+/// Generates one state straight into shard blobs: indexes are bucketed by shard, then every
+/// shard is generated, encoded, compressed and stored in parallel.
+fn write_state(
+    generator: &TenantGenerator,
+    store: &dyn ShardStore,
+    snapshot_id: &str,
+    kind: SnapshotKind,
+    current: bool,
+    block_bytes: usize,
+) -> Result<Written, BenchError> {
+    let count = if current {
+        generator.current_count()
+    } else {
+        generator.backup_count()
+    };
+    let layout = ShardLayout::for_object_count(count);
+    let shard_of: Vec<u32> = (0..count)
+        .into_par_iter()
+        .map(|i| layout.shard_of(generator.id(i)))
+        .collect();
+    let mut buckets = vec![Vec::new(); layout.count() as usize];
+    for (i, s) in shard_of.iter().enumerate() {
+        buckets[*s as usize].push(i as u64);
+    }
+    drop(shard_of);
+    let info = SnapshotInfo {
+        tenant: TENANT.into(),
+        snapshot_id: snapshot_id.into(),
+        kind,
+        created_at: 1_795_000_000,
+    };
+    let refs = buckets
+        .into_par_iter()
+        .enumerate()
+        .map(|(s, indexes)| {
+            let mut writer = ShardWriter::new(layout, s as u32)
+                .with_blocks(block_bytes, rewind_common::snapshot::shard::DEFAULT_ZSTD_LEVEL);
+            for i in indexes {
+                let object = if current {
+                    generator.current_object(i)
+                } else {
+                    Some(generator.backup_object(i))
+                };
+                if let Some(o) = object {
+                    writer.add(o);
+                }
+            }
+            let encoded = writer.encoded_len() as u64;
+            Ok((store_shard(store, &info, writer)?, encoded))
+        })
+        .collect::<Result<Vec<_>, BenchError>>()?;
+    let encoded_bytes = refs.iter().map(|(_, e)| e).sum();
+    let manifest = seal_manifest(store, &info, layout, refs.into_iter().map(|(r, _)| r).collect())?;
+    Ok(Written {
+        manifest,
+        encoded_bytes,
+    })
+}
+
+fn load_both(store: &dyn ShardStore) -> Result<(LoadedSnapshot, LoadedSnapshot), BenchError> {
+    Ok((
+        snapshot::load_snapshot(store, TENANT, "backup")?,
+        snapshot::load_snapshot(store, TENANT, "current")?,
+    ))
+}
+
+/// The baseline: decode every object of both snapshots (shard by shard, in parallel) and
+/// compare them field by field.
+fn baseline(b: &LoadedSnapshot, c: &LoadedSnapshot) -> Result<Vec<ReportEntry>, BenchError> {
+    if b.manifest.shard_bits != c.manifest.shard_bits {
+        let (bo, co) = (b.decode_all()?, c.decode_all()?);
+        return Ok(diff_decoded(&bo, &co, &Scope::All));
+    }
+    let parts = b
+        .shards
+        .par_iter()
+        .zip(c.shards.par_iter())
+        .map(|(bs, cs)| Ok(diff_decoded(&bs.decode_all()?, &cs.decode_all()?, &Scope::All)))
+        .collect::<Result<Vec<_>, BenchError>>()?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+fn export(snapshot: &LoadedSnapshot, path: &Path) -> Result<(), BenchError> {
+    let io = |source| BenchError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut out = BufWriter::new(File::create(path).map_err(io)?);
+    for shard in &snapshot.shards {
+        for object in shard.decode_all()? {
+            serde_json::to_writer(&mut out, &to_graph_json(&object))
+                .map_err(|e| io(std::io::Error::other(e)))?;
+            out.write_all(b"\n").map_err(io)?;
+        }
+    }
+    out.flush().map_err(io)
+}
+
+/// Runs the benchmark, reporting progress on stderr.
+pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
+    let runs = config.runs.max(1);
+    let generator = TenantGenerator::new(TenantSpec::new(config.objects, config.seed));
+    let tmp;
+    let root = match &config.store {
+        Some(p) => p.clone(),
+        None => {
+            tmp = tempfile::tempdir().map_err(|source| BenchError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+            tmp.path().to_owned()
+        }
+    };
+    let store = LocalShardStore::open(root.join(format!(
+        "seed-{}-n-{}-b-{}",
+        config.seed, config.objects, config.block_bytes
+    )))?;
+
+    let (mut changed, mut soft_deleted) = (0u64, 0u64);
+    for i in 0..generator.backup_count() {
+        match generator.fate(i) {
+            Fate::Changed => changed += 1,
+            Fate::SoftDeleted => soft_deleted += 1,
+            Fate::Unchanged => {}
+        }
+    }
+    let created = generator.current_count() - generator.backup_count();
+
+    eprintln!("generating {} objects and their changed state ...", generator.backup_count());
+    let t = Instant::now();
+    let backup = write_state(&generator, &store, "backup", SnapshotKind::Backup, false, config.block_bytes)?;
+    let current = write_state(&generator, &store, "current", SnapshotKind::Live, true, config.block_bytes)?;
+    let generate_seconds = t.elapsed().as_secs_f64();
+    eprintln!("  stored both snapshots in {generate_seconds:.1} s");
+
+    rss::reset_peak();
+    let mut cold_runs = Vec::new();
+    let mut entries = Vec::new();
+    for r in 0..runs {
+        drop(std::mem::take(&mut entries));
+        let t = Instant::now();
+        let (b, c) = load_both(&store)?;
+        entries = diff_snapshots(&b, &c, &Scope::All)?;
+        cold_runs.push(t.elapsed().as_secs_f64());
+        eprintln!("  cold run {}/{runs}: {:.3} s", r + 1, cold_runs[r]);
+    }
+    let (b, c) = load_both(&store)?;
+    let mut warm_runs = Vec::new();
+    for r in 0..runs {
+        let t = Instant::now();
+        let again = diff_snapshots(&b, &c, &Scope::All)?;
+        warm_runs.push(t.elapsed().as_secs_f64());
+        eprintln!("  warm run {}/{runs}: {:.3} s", r + 1, warm_runs[r]);
+        if again != entries {
+            return Err(BenchError::Wrong("two diffs of the same snapshots differ".into()));
+        }
+    }
+    let peak_rss_bytes = rss::peak_rss_bytes().unwrap_or(0);
+
+    let expected = changed + soft_deleted + created;
+    if entries.len() as u64 != expected {
+        return Err(BenchError::Wrong(format!(
+            "{} entries, the generator changed {expected} objects",
+            entries.len()
+        )));
+    }
+
+    rss::reset_peak();
+    let mut baseline_runs = Vec::new();
+    for r in 0..runs {
+        let t = Instant::now();
+        let plain = baseline(&b, &c)?;
+        baseline_runs.push(t.elapsed().as_secs_f64());
+        eprintln!("  baseline run {}/{runs}: {:.3} s", r + 1, baseline_runs[r]);
+        if plain != entries {
+            return Err(BenchError::Wrong("the baseline's report differs from the engine's".into()));
+        }
+    }
+    let baseline_peak_rss_bytes = rss::peak_rss_bytes().unwrap_or(0);
+
+    if let Some(dir) = &config.export_jsonl {
+        std::fs::create_dir_all(dir).map_err(|source| BenchError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        export(&b, &dir.join("backup.jsonl"))?;
+        export(&c, &dir.join("current.jsonl"))?;
+        eprintln!("  exported backup.jsonl and current.jsonl to {}", dir.display());
+    }
+
+    let summary = ReportSummary::of(&entries);
+    eprintln!(
+        "  report: {} updates, {} restores, {} soft deletes, {} not recoverable",
+        summary.updates, summary.restores, summary.soft_deletes, summary.not_recoverable
+    );
+    let stored = (backup.manifest.total_bytes() + current.manifest.total_bytes()) as f64;
+    let encoded = (backup.encoded_bytes + current.encoded_bytes) as f64;
+    let objects_both = (backup.manifest.object_count + current.manifest.object_count) as f64;
+    let (cold, warm, base) = (median(&cold_runs), median(&warm_runs), median(&baseline_runs));
+    Ok(BenchDiffResult {
+        objects: generator.backup_count(),
+        changed,
+        created,
+        soft_deleted,
+        report_entries: entries.len() as u64,
+        shards: backup.manifest.layout().count(),
+        cold_seconds: cold,
+        warm_seconds: warm,
+        baseline_seconds: base,
+        speedup: if warm > 0.0 { base / warm } else { 0.0 },
+        cold_runs,
+        warm_runs,
+        baseline_runs,
+        peak_rss_bytes,
+        baseline_peak_rss_bytes,
+        bytes_per_object: stored / objects_both,
+        encoded_bytes_per_object: encoded / objects_both,
+        compression_ratio: encoded / stored,
+        generate_seconds,
+        block_bytes: config.block_bytes,
+        threads: rayon::current_num_threads(),
+    })
+}
