@@ -22,7 +22,7 @@ use crate::snapshot::shard::{BlockCache, IndexEntry, LoadedShard};
 use crate::snapshot::{LoadedSnapshot, ShardLayout};
 
 /// How the diff cuts its work.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct DiffOptions {
     /// Extra bits of split below the finer of the two shard layouts; `None` picks them so that
     /// a segment holds about [`DiffOptions::TARGET_SEGMENT_OBJECTS`] objects.
@@ -33,19 +33,18 @@ impl DiffOptions {
     pub const TARGET_SEGMENT_OBJECTS: usize = 2048;
 }
 
-impl Default for DiffOptions {
-    fn default() -> Self {
-        Self { split_bits: None }
-    }
-}
-
 /// Diffs two loaded snapshots of the same tenant within `scope`. Entries come in id order.
 pub fn diff_snapshots(
     backup: &LoadedSnapshot,
     current: &LoadedSnapshot,
     scope: &Scope,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
-    diff_shards(&backup.shards, &current.shards, scope, DiffOptions::default())
+    diff_shards(
+        &backup.shards,
+        &current.shards,
+        scope,
+        DiffOptions::default(),
+    )
 }
 
 /// Diffs two complete shard sets (each in shard order, any power-of-two layouts).
@@ -236,7 +235,10 @@ fn created(current: DirectoryObject) -> ReportEntry {
     if current.source == SourceOfAuthority::OnPremises {
         return not_recoverable(e, NotRecoverableReason::SyncedFromOnPremises);
     }
-    for kind in [LinkKind::OAuth2PermissionGrants, LinkKind::AppRoleAssignedTo] {
+    for kind in [
+        LinkKind::OAuth2PermissionGrants,
+        LinkKind::AppRoleAssignedTo,
+    ] {
         if properties::link_recoverable(current.object_type, kind) {
             e.changed_links
                 .extend(current.links_of(kind).iter().map(|l| ChangedLink {
@@ -347,8 +349,16 @@ fn changed_links(backup: &DirectoryObject, current: &DirectoryObject, out: &mut 
             out.push(ChangedLink {
                 kind,
                 target,
-                current: if cur.is_some() { LinkState::Present } else { LinkState::Absent },
-                backup: if bak.is_some() { LinkState::Present } else { LinkState::Absent },
+                current: if cur.is_some() {
+                    LinkState::Present
+                } else {
+                    LinkState::Absent
+                },
+                backup: if bak.is_some() {
+                    LinkState::Present
+                } else {
+                    LinkState::Absent
+                },
                 recoverable,
                 current_data: cur.and_then(|l| l.data.clone()),
                 backup_data: bak.and_then(|l| l.data.clone()),

@@ -12,7 +12,9 @@ pub enum SnapshotError {
         expected: String,
         actual: String,
     },
-    #[error("shard {shard}: unsupported shard format version {found} (this build reads {supported})")]
+    #[error(
+        "shard {shard}: unsupported shard format version {found} (this build reads {supported})"
+    )]
     UnsupportedVersion {
         shard: u32,
         found: u16,

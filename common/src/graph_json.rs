@@ -40,7 +40,10 @@ pub fn to_graph_json(object: &DirectoryObject) -> Json {
         map.insert(def.name.into(), value.to_json());
     }
     if let Lifecycle::SoftDeleted { deleted_at } = object.lifecycle {
-        map.insert("deletedDateTime".into(), Json::String(format_time(deleted_at)));
+        map.insert(
+            "deletedDateTime".into(),
+            Json::String(format_time(deleted_at)),
+        );
     }
     if object.source == SourceOfAuthority::OnPremises {
         map.insert("onPremisesSyncEnabled".into(), Json::Bool(true));
@@ -83,15 +86,13 @@ pub enum GraphJsonError {
 pub fn from_graph_json(t: ObjectType, json: &Json) -> Result<DirectoryObject, GraphJsonError> {
     let map = json.as_object().ok_or(GraphJsonError::NotAnObject)?;
     let id = match map.get("id").and_then(Json::as_str) {
-        Some(s) => s
-            .parse::<ObjectId>()
-            .or_else(|_| {
-                if t.is_singleton() {
-                    Ok(ObjectId::for_singleton(s))
-                } else {
-                    Err(GraphJsonError::BadId(s.to_owned()))
-                }
-            })?,
+        Some(s) => s.parse::<ObjectId>().or_else(|_| {
+            if t.is_singleton() {
+                Ok(ObjectId::for_singleton(s))
+            } else {
+                Err(GraphJsonError::BadId(s.to_owned()))
+            }
+        })?,
         None if t.is_singleton() => ObjectId::for_singleton(t.as_str()),
         None => return Err(GraphJsonError::BadId("absent".into())),
     };
@@ -102,7 +103,10 @@ pub fn from_graph_json(t: ObjectType, json: &Json) -> Result<DirectoryObject, Gr
         }
     }
     if t == ObjectType::NamedLocation && object.get("@odata.type").is_none() {
-        object.set("@odata.type", Value::from("#microsoft.graph.ipNamedLocation"));
+        object.set(
+            "@odata.type",
+            Value::from("#microsoft.graph.ipNamedLocation"),
+        );
     }
     if let Some(ts) = map.get("deletedDateTime").and_then(Json::as_str) {
         let deleted_at = parse_time(ts)
@@ -220,7 +224,9 @@ mod tests {
         let mut sp = DirectoryObject::new(ObjectId(42 << 100), ObjectType::ServicePrincipal);
         sp.set("displayName", "Rogue".into());
         sp.set("tags", Value::List(vec!["a".into()]));
-        sp.lifecycle = Lifecycle::SoftDeleted { deleted_at: 1_700_000_000 };
+        sp.lifecycle = Lifecycle::SoftDeleted {
+            deleted_at: 1_700_000_000,
+        };
         sp.add_link(
             LinkKind::OAuth2PermissionGrants,
             Link {
@@ -233,7 +239,10 @@ mod tests {
         sp.add_link(LinkKind::Owners, Link::to(ObjectId(3)));
         let json = to_graph_json(&sp);
         assert_eq!(json["deletedDateTime"], "2023-11-14T22:13:20Z");
-        assert_eq!(from_graph_json(ObjectType::ServicePrincipal, &json).unwrap(), sp);
+        assert_eq!(
+            from_graph_json(ObjectType::ServicePrincipal, &json).unwrap(),
+            sp
+        );
 
         let mut g = DirectoryObject::new(ObjectId(5), ObjectType::Group);
         g.set("groupTypes", Value::List(vec!["DynamicMembership".into()]));

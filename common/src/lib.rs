@@ -15,7 +15,9 @@ pub mod value;
 
 pub use error::{ScopeError, SnapshotError};
 pub use id::ObjectId;
-pub use model::{DirectoryObject, Lifecycle, Link, LinkKind, LinkSet, ObjectType, SourceOfAuthority};
+pub use model::{
+    DirectoryObject, Lifecycle, Link, LinkKind, LinkSet, ObjectType, SourceOfAuthority,
+};
 pub use report::{
     Change, ChangedAttribute, ChangedLink, LinkState, NotRecoverableReason, RecoveryAction,
     ReportEntry, ReportSummary, Scope,

@@ -143,7 +143,9 @@ impl<'de> Deserialize<'de> for ObjectType {
 pub enum Lifecycle {
     #[default]
     Active,
-    SoftDeleted { deleted_at: i64 },
+    SoftDeleted {
+        deleted_at: i64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -151,7 +153,9 @@ pub enum Lifecycle {
 enum LifecycleText {
     Active,
     #[serde(rename_all = "camelCase")]
-    SoftDeleted { deleted_at: i64 },
+    SoftDeleted {
+        deleted_at: i64,
+    },
 }
 
 impl Serialize for Lifecycle {
@@ -162,7 +166,9 @@ impl Serialize for Lifecycle {
                 LifecycleText::SoftDeleted { deleted_at }.serialize(serializer)
             }
             (false, Lifecycle::Active) => serializer.serialize_none(),
-            (false, Lifecycle::SoftDeleted { deleted_at }) => serializer.serialize_some(&deleted_at),
+            (false, Lifecycle::SoftDeleted { deleted_at }) => {
+                serializer.serialize_some(&deleted_at)
+            }
         }
     }
 }
@@ -474,7 +480,9 @@ mod tests {
     fn encoding_round_trips() {
         let mut u = DirectoryObject::new(ObjectId(u128::MAX - 1), ObjectType::User);
         u.set("displayName", "Ann".into());
-        u.lifecycle = Lifecycle::SoftDeleted { deleted_at: 1_700_000_000 };
+        u.lifecycle = Lifecycle::SoftDeleted {
+            deleted_at: 1_700_000_000,
+        };
         u.source = SourceOfAuthority::OnPremises;
         let bytes = u.encode();
         assert_eq!(DirectoryObject::decode(&bytes).unwrap(), u);

@@ -29,7 +29,10 @@ pub enum Phase {
 #[serde(rename_all = "camelCase", tag = "op")]
 pub enum Step {
     /// Restore a soft-deleted object from its recycle bin.
-    Restore { id: ObjectId, object_type: ObjectType },
+    Restore {
+        id: ObjectId,
+        object_type: ObjectType,
+    },
     /// Write properties back (a `Value::Null` clears one).
     Update {
         id: ObjectId,
@@ -53,7 +56,10 @@ pub enum Step {
         target: ObjectId,
     },
     /// Soft delete an object (into its recycle bin).
-    SoftDelete { id: ObjectId, object_type: ObjectType },
+    SoftDelete {
+        id: ObjectId,
+        object_type: ObjectType,
+    },
 }
 
 impl Step {
@@ -80,12 +86,12 @@ impl Step {
     fn sort_key(&self) -> (Phase, ObjectId, u8, ObjectId) {
         match self {
             // Removes before adds: a grant whose data changed is removed, then re-added.
-            Step::RemoveLink { id, kind, target, .. } => {
-                (self.phase(), *id, *kind as u8 * 2, *target)
-            }
-            Step::AddLink { id, kind, target, .. } => {
-                (self.phase(), *id, *kind as u8 * 2 + 1, *target)
-            }
+            Step::RemoveLink {
+                id, kind, target, ..
+            } => (self.phase(), *id, *kind as u8 * 2, *target),
+            Step::AddLink {
+                id, kind, target, ..
+            } => (self.phase(), *id, *kind as u8 * 2 + 1, *target),
             _ => (self.phase(), self.object_id(), 0, ObjectId(0)),
         }
     }
@@ -233,9 +239,16 @@ pub fn apply_to_objects(
     Ok(())
 }
 
-/// The recoverable view of an object: its recoverable properties and its recoverable links
-/// (static ones only), the part a recovery must make equal to the backup.
-pub fn recoverable_view(object: &DirectoryObject) -> (Vec<(u8, Value)>, Vec<(LinkKind, Vec<Link>)>) {
+/// The part of an object a recovery must make equal to the backup: its recoverable properties
+/// and its recoverable (static) links.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecoverableView {
+    pub attributes: Vec<(u8, Value)>,
+    pub links: Vec<(LinkKind, Vec<Link>)>,
+}
+
+/// The recoverable view of an object.
+pub fn recoverable_view(object: &DirectoryObject) -> RecoverableView {
     let t = object.object_type;
     let attrs = object
         .attributes
@@ -250,5 +263,8 @@ pub fn recoverable_view(object: &DirectoryObject) -> (Vec<(u8, Value)>, Vec<(Lin
         .filter(|s| !(s.kind == LinkKind::Members && object.dynamic_membership))
         .map(|s| (s.kind, s.links.clone()))
         .collect();
-    (attrs, links)
+    RecoverableView {
+        attributes: attrs,
+        links,
+    }
 }

@@ -236,7 +236,10 @@ pub fn link_recoverable(t: ObjectType, kind: LinkKind) -> bool {
     matches!(
         (t, kind),
         (ObjectType::Group, LinkKind::Members)
-            | (ObjectType::ServicePrincipal, LinkKind::OAuth2PermissionGrants)
+            | (
+                ObjectType::ServicePrincipal,
+                LinkKind::OAuth2PermissionGrants
+            )
             | (ObjectType::ServicePrincipal, LinkKind::AppRoleAssignedTo)
     )
 }

@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(Scope::ids([]), Err(ScopeError::NoIds));
         assert_eq!(
             Scope::ids((0..101).map(ObjectId)),
-            Err(ScopeError::TooManyIds { max: 100, given: 101 })
+            Err(ScopeError::TooManyIds {
+                max: 100,
+                given: 101
+            })
         );
         assert!(Scope::ids((0..100).map(ObjectId)).is_ok());
         assert_eq!(Scope::types([]), Err(ScopeError::NoTypes));
@@ -238,7 +241,10 @@ mod tests {
             Scope::type_from_name("oAuth2PermissionGrant"),
             Ok(ObjectType::ServicePrincipal)
         );
-        assert_eq!(Scope::type_from_name("namedLocationPolicy"), Ok(ObjectType::NamedLocation));
+        assert_eq!(
+            Scope::type_from_name("namedLocationPolicy"),
+            Ok(ObjectType::NamedLocation)
+        );
         assert!(Scope::type_from_name("device").is_err());
     }
 }

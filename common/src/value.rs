@@ -64,9 +64,9 @@ impl Value {
                 .unwrap_or(serde_json::Value::Null),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::List(l) => serde_json::Value::Array(l.iter().map(Value::to_json).collect()),
-            Value::Map(m) => serde_json::Value::Object(
-                m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
-            ),
+            Value::Map(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 }
@@ -184,7 +184,10 @@ mod tests {
     #[test]
     fn msgpack_and_json_round_trip() {
         let v = Value::Map(BTreeMap::from([
-            ("a".to_owned(), Value::List(vec![Value::Int(-3), Value::Null])),
+            (
+                "a".to_owned(),
+                Value::List(vec![Value::Int(-3), Value::Null]),
+            ),
             ("b".to_owned(), Value::Bool(true)),
             ("c".to_owned(), Value::from("x")),
             ("d".to_owned(), Value::Float(1.5)),

@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use rewind_loadtest::cli::LoadtestCommand;
 
 #[derive(Debug, Parser)]
-#[command(name = "rewind", version, about = "Back up identity directories, see what changed, put objects back")]
+#[command(
+    name = "rewind",
+    version,
+    about = "Back up identity directories, see what changed, put objects back"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

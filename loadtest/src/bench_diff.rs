@@ -135,8 +135,10 @@ fn write_state(
         .into_par_iter()
         .enumerate()
         .map(|(s, indexes)| {
-            let mut writer = ShardWriter::new(layout, s as u32)
-                .with_blocks(block_bytes, rewind_common::snapshot::shard::DEFAULT_ZSTD_LEVEL);
+            let mut writer = ShardWriter::new(layout, s as u32).with_blocks(
+                block_bytes,
+                rewind_common::snapshot::shard::DEFAULT_ZSTD_LEVEL,
+            );
             for i in indexes {
                 let object = if current {
                     generator.current_object(i)
@@ -152,7 +154,12 @@ fn write_state(
         })
         .collect::<Result<Vec<_>, BenchError>>()?;
     let encoded_bytes = refs.iter().map(|(_, e)| e).sum();
-    let manifest = seal_manifest(store, &info, layout, refs.into_iter().map(|(r, _)| r).collect())?;
+    let manifest = seal_manifest(
+        store,
+        &info,
+        layout,
+        refs.into_iter().map(|(r, _)| r).collect(),
+    )?;
     Ok(Written {
         manifest,
         encoded_bytes,
@@ -177,7 +184,13 @@ fn baseline(b: &LoadedSnapshot, c: &LoadedSnapshot) -> Result<Vec<ReportEntry>, 
         .shards
         .par_iter()
         .zip(c.shards.par_iter())
-        .map(|(bs, cs)| Ok(diff_decoded(&bs.decode_all()?, &cs.decode_all()?, &Scope::All)))
+        .map(|(bs, cs)| {
+            Ok(diff_decoded(
+                &bs.decode_all()?,
+                &cs.decode_all()?,
+                &Scope::All,
+            ))
+        })
         .collect::<Result<Vec<_>, BenchError>>()?;
     Ok(parts.into_iter().flatten().collect())
 }
@@ -228,10 +241,27 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
     }
     let created = generator.current_count() - generator.backup_count();
 
-    eprintln!("generating {} objects and their changed state ...", generator.backup_count());
+    eprintln!(
+        "generating {} objects and their changed state ...",
+        generator.backup_count()
+    );
     let t = Instant::now();
-    let backup = write_state(&generator, &store, "backup", SnapshotKind::Backup, false, config.block_bytes)?;
-    let current = write_state(&generator, &store, "current", SnapshotKind::Live, true, config.block_bytes)?;
+    let backup = write_state(
+        &generator,
+        &store,
+        "backup",
+        SnapshotKind::Backup,
+        false,
+        config.block_bytes,
+    )?;
+    let current = write_state(
+        &generator,
+        &store,
+        "current",
+        SnapshotKind::Live,
+        true,
+        config.block_bytes,
+    )?;
     let generate_seconds = t.elapsed().as_secs_f64();
     eprintln!("  stored both snapshots in {generate_seconds:.1} s");
 
@@ -254,7 +284,9 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
         warm_runs.push(t.elapsed().as_secs_f64());
         eprintln!("  warm run {}/{runs}: {:.3} s", r + 1, warm_runs[r]);
         if again != entries {
-            return Err(BenchError::Wrong("two diffs of the same snapshots differ".into()));
+            return Err(BenchError::Wrong(
+                "two diffs of the same snapshots differ".into(),
+            ));
         }
     }
     let peak_rss_bytes = rss::peak_rss_bytes().unwrap_or(0);
@@ -275,7 +307,9 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
         baseline_runs.push(t.elapsed().as_secs_f64());
         eprintln!("  baseline run {}/{runs}: {:.3} s", r + 1, baseline_runs[r]);
         if plain != entries {
-            return Err(BenchError::Wrong("the baseline's report differs from the engine's".into()));
+            return Err(BenchError::Wrong(
+                "the baseline's report differs from the engine's".into(),
+            ));
         }
     }
     let baseline_peak_rss_bytes = rss::peak_rss_bytes().unwrap_or(0);
@@ -287,7 +321,10 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
         })?;
         export(&b, &dir.join("backup.jsonl"))?;
         export(&c, &dir.join("current.jsonl"))?;
-        eprintln!("  exported backup.jsonl and current.jsonl to {}", dir.display());
+        eprintln!(
+            "  exported backup.jsonl and current.jsonl to {}",
+            dir.display()
+        );
     }
 
     let summary = ReportSummary::of(&entries);
@@ -298,7 +335,11 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
     let stored = (backup.manifest.total_bytes() + current.manifest.total_bytes()) as f64;
     let encoded = (backup.encoded_bytes + current.encoded_bytes) as f64;
     let objects_both = (backup.manifest.object_count + current.manifest.object_count) as f64;
-    let (cold, warm, base) = (median(&cold_runs), median(&warm_runs), median(&baseline_runs));
+    let (cold, warm, base) = (
+        median(&cold_runs),
+        median(&warm_runs),
+        median(&baseline_runs),
+    );
     Ok(BenchDiffResult {
         objects: generator.backup_count(),
         changed,

@@ -5,7 +5,9 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rewind_common::model::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectType, SourceOfAuthority};
+use rewind_common::model::{
+    DirectoryObject, Lifecycle, Link, LinkKind, ObjectType, SourceOfAuthority,
+};
 use rewind_common::{ObjectId, Value};
 
 /// The shape of a generated tenant and of its incident.
@@ -113,7 +115,9 @@ impl TypeLayout {
             ObjectType::AuthenticationMethodsPolicy => {
                 self.users + self.groups + self.apps + self.sps + self.policies + self.locations
             }
-            ObjectType::AuthorizationPolicy => self.start_of(ObjectType::AuthenticationMethodsPolicy) + 1,
+            ObjectType::AuthorizationPolicy => {
+                self.start_of(ObjectType::AuthenticationMethodsPolicy) + 1
+            }
             ObjectType::Organization => self.start_of(ObjectType::AuthenticationMethodsPolicy) + 2,
         }
     }
@@ -138,12 +142,28 @@ const LAST: &[&str] = &[
     "Tanaka", "Umarov", "Varga", "Weber", "Yilmaz", "Zhang",
 ];
 const DEPARTMENTS: &[&str] = &[
-    "Sales", "Engineering", "Finance", "Marketing", "Support", "Legal", "Operations", "HR",
-    "Research", "Procurement",
+    "Sales",
+    "Engineering",
+    "Finance",
+    "Marketing",
+    "Support",
+    "Legal",
+    "Operations",
+    "HR",
+    "Research",
+    "Procurement",
 ];
 const TITLES: &[&str] = &[
-    "Analyst", "Engineer", "Manager", "Director", "Consultant", "Specialist", "Associate",
-    "Lead", "Architect", "Coordinator",
+    "Analyst",
+    "Engineer",
+    "Manager",
+    "Director",
+    "Consultant",
+    "Specialist",
+    "Associate",
+    "Lead",
+    "Architect",
+    "Coordinator",
 ];
 const CITIES: &[(&str, &str, &str)] = &[
     ("Seattle", "WA", "US"),
@@ -157,7 +177,14 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("Toronto", "ON", "CA"),
     ("Lagos", "Lagos", "NG"),
 ];
-const STREETS: &[&str] = &["Main St", "Oak Ave", "Pine Rd", "Cedar Ln", "Harbor Way", "Elm St"];
+const STREETS: &[&str] = &[
+    "Main St",
+    "Oak Ave",
+    "Pine Rd",
+    "Cedar Ln",
+    "Harbor Way",
+    "Elm St",
+];
 
 const DOMAIN: &str = "contoso.example";
 
@@ -260,7 +287,10 @@ impl TenantGenerator {
             ObjectType::AuthorizationPolicy => {
                 o.set("displayName", "Authorization Policy".into());
                 o.set("blockMsolPowerShell", false.into());
-                o.set("guestUserRoleId", "10dae51f-b6af-4016-8d66-8c2a99b929b3".into());
+                o.set(
+                    "guestUserRoleId",
+                    "10dae51f-b6af-4016-8d66-8c2a99b929b3".into(),
+                );
             }
             ObjectType::Organization => {
                 o.set("displayName", "Contoso".into());
@@ -286,7 +316,11 @@ impl TenantGenerator {
         let mut o = self.backup_object(i);
         match self.fate(i) {
             Fate::Unchanged => {}
-            Fate::SoftDeleted => o.lifecycle = Lifecycle::SoftDeleted { deleted_at: 1_795_000_000 },
+            Fate::SoftDeleted => {
+                o.lifecycle = Lifecycle::SoftDeleted {
+                    deleted_at: 1_795_000_000,
+                }
+            }
             Fate::Changed => self.change(&mut o, i),
         }
         Some(o)
@@ -296,8 +330,14 @@ impl TenantGenerator {
         let mut rng = self.rng(i, 2);
         match o.object_type {
             ObjectType::User => {
-                o.set("department", (*DEPARTMENTS.choose(&mut rng).unwrap_or(&"Sales")).into());
-                o.set("jobTitle", format!("Senior {}", TITLES.choose(&mut rng).unwrap_or(&"Lead")).into());
+                o.set(
+                    "department",
+                    (*DEPARTMENTS.choose(&mut rng).unwrap_or(&"Sales")).into(),
+                );
+                o.set(
+                    "jobTitle",
+                    format!("Senior {}", TITLES.choose(&mut rng).unwrap_or(&"Lead")).into(),
+                );
                 if rng.gen_bool(0.5) {
                     o.set("accountEnabled", false.into());
                 }
@@ -316,7 +356,10 @@ impl TenantGenerator {
                 o.set("notes", format!("changed by incident {i}").into());
             }
             ObjectType::AuthenticationMethodsPolicy => {
-                o.set("email", Value::from_json(&serde_json::json!({"id": "email", "state": "disabled"})));
+                o.set(
+                    "email",
+                    Value::from_json(&serde_json::json!({"id": "email", "state": "disabled"})),
+                );
             }
             ObjectType::AuthorizationPolicy => {
                 o.set("blockMsolPowerShell", true.into());
@@ -341,45 +384,109 @@ impl TenantGenerator {
         let s = |v: String| Value::String(v);
         o.set("accountEnabled", true.into());
         o.set("ageGroup", "Adult".into());
-        o.set("businessPhones", Value::List(vec![s(format!("+1 555 {:04}", rng.gen_range(0..10_000)))]));
+        o.set(
+            "businessPhones",
+            Value::List(vec![s(format!("+1 555 {:04}", rng.gen_range(0..10_000)))]),
+        );
         o.set("city", city.into());
         o.set("companyName", "Contoso Ltd".into());
         o.set("consentProvidedForMinor", "NotRequired".into());
         o.set("country", country.into());
         o.set("department", dept.into());
         o.set("displayName", s(format!("{first} {last}")));
-        o.set("employeeHireDate", s(format!("20{:02}-{:02}-{:02}T00:00:00Z", rng.gen_range(5..26), rng.gen_range(1..13), rng.gen_range(1..29))));
+        o.set(
+            "employeeHireDate",
+            s(format!(
+                "20{:02}-{:02}-{:02}T00:00:00Z",
+                rng.gen_range(5..26),
+                rng.gen_range(1..13),
+                rng.gen_range(1..29)
+            )),
+        );
         o.set("employeeId", s(format!("E{:07}", i)));
         o.set(
             "employeeOrgData",
             Value::Map(
                 [
-                    ("costCenter".to_owned(), s(format!("CC{}", rng.gen_range(100..999)))),
+                    (
+                        "costCenter".to_owned(),
+                        s(format!("CC{}", rng.gen_range(100..999))),
+                    ),
                     ("division".to_owned(), dept.into()),
                 ]
                 .into(),
             ),
         );
-        o.set("employeeType", (if rng.gen_bool(0.9) { "Employee" } else { "Contractor" }).into());
-        o.set("faxNumber", s(format!("+1 555 {:04}", rng.gen_range(0..10_000))));
+        o.set(
+            "employeeType",
+            (if rng.gen_bool(0.9) {
+                "Employee"
+            } else {
+                "Contractor"
+            })
+            .into(),
+        );
+        o.set(
+            "faxNumber",
+            s(format!("+1 555 {:04}", rng.gen_range(0..10_000))),
+        );
         o.set("givenName", first.into());
         o.set("jobTitle", title.into());
         o.set("mail", s(format!("{nick}@{DOMAIN}")));
         o.set("mailNickname", s(nick.clone()));
-        o.set("mobilePhone", s(format!("+1 555 {:04} {:03}", rng.gen_range(0..10_000), rng.gen_range(0..1000))));
-        o.set("officeLocation", s(format!("{city} {}", rng.gen_range(1..40))));
-        o.set("otherMails", Value::List(vec![s(format!("{nick}@mail.example"))]));
+        o.set(
+            "mobilePhone",
+            s(format!(
+                "+1 555 {:04} {:03}",
+                rng.gen_range(0..10_000),
+                rng.gen_range(0..1000)
+            )),
+        );
+        o.set(
+            "officeLocation",
+            s(format!("{city} {}", rng.gen_range(1..40))),
+        );
+        o.set(
+            "otherMails",
+            Value::List(vec![s(format!("{nick}@mail.example"))]),
+        );
         o.set("passwordPolicies", "DisablePasswordExpiration".into());
-        o.set("perUserMfaState", (if rng.gen_bool(0.7) { "enforced" } else { "disabled" }).into());
-        o.set("postalCode", s(format!("{:05}", rng.gen_range(10_000..99_999))));
+        o.set(
+            "perUserMfaState",
+            (if rng.gen_bool(0.7) {
+                "enforced"
+            } else {
+                "disabled"
+            })
+            .into(),
+        );
+        o.set(
+            "postalCode",
+            s(format!("{:05}", rng.gen_range(10_000..99_999))),
+        );
         o.set("preferredDataLocation", country.into());
         o.set("preferredLanguage", "en-US".into());
         o.set("state", state.into());
-        o.set("streetAddress", s(format!("{} {}", rng.gen_range(1..999), STREETS.choose(rng).unwrap_or(&"Main St"))));
+        o.set(
+            "streetAddress",
+            s(format!(
+                "{} {}",
+                rng.gen_range(1..999),
+                STREETS.choose(rng).unwrap_or(&"Main St")
+            )),
+        );
         o.set("surname", last.into());
         o.set("usageLocation", country.into());
         o.set("userPrincipalName", s(format!("{nick}@{DOMAIN}")));
-        o.set("userType", (if rng.gen_bool(0.95) { "Member" } else { "Guest" }).into());
+        o.set(
+            "userType",
+            (if rng.gen_bool(0.95) {
+                "Member"
+            } else {
+                "Guest"
+            })
+            .into(),
+        );
         if rng.gen_bool(self.spec.on_premises) {
             o.source = SourceOfAuthority::OnPremises;
         }
@@ -390,34 +497,56 @@ impl TenantGenerator {
         let dynamic = rng.gen_bool(0.05);
         let name = format!("{dept} team {i}");
         o.set("displayName", name.clone().into());
-        o.set("description", format!("Members of the {dept} team {i}").into());
+        o.set(
+            "description",
+            format!("Members of the {dept} team {i}").into(),
+        );
         o.set("mailEnabled", false.into());
         o.set("mailNickname", format!("team{i}").into());
         o.set("securityEnabled", true.into());
         o.set("visibility", "Private".into());
         let users = self.layout.users.max(1);
         let size = rng.gen_range(5..50);
-        let members = (0..size).map(|_| Link::to(self.id(rng.gen_range(0..users)))).collect();
+        let members = (0..size)
+            .map(|_| Link::to(self.id(rng.gen_range(0..users))))
+            .collect();
         if dynamic {
             o.set("groupTypes", Value::List(vec!["DynamicMembership".into()]));
-            o.set("membershipRule", format!("user.department -eq \"{dept}\"").into());
+            o.set(
+                "membershipRule",
+                format!("user.department -eq \"{dept}\"").into(),
+            );
             o.dynamic_membership = true;
         } else {
             o.set("groupTypes", Value::List(vec![]));
         }
         o.set_links(LinkKind::Members, members);
-        o.set_links(LinkKind::Owners, vec![Link::to(self.id(rng.gen_range(0..users)))]);
+        o.set_links(
+            LinkKind::Owners,
+            vec![Link::to(self.id(rng.gen_range(0..users)))],
+        );
     }
 
     fn fill_service_principal(&self, o: &mut DirectoryObject, i: u64, rng: &mut ChaCha8Rng) {
         let app = i - self.layout.start_of(ObjectType::ServicePrincipal);
         o.set("displayName", format!("App {app}").into());
-        o.set("appId", self.id(self.layout.start_of(ObjectType::Application) + app).to_string().into());
+        o.set(
+            "appId",
+            self.id(self.layout.start_of(ObjectType::Application) + app)
+                .to_string()
+                .into(),
+        );
         o.set("accountEnabled", true.into());
         o.set("appRoleAssignmentRequired", rng.gen_bool(0.3).into());
         o.set("servicePrincipalType", "Application".into());
-        o.set("servicePrincipalNames", Value::List(vec![format!("api://app-{app}").into()]));
-        o.set("tags", Value::List(vec!["WindowsAzureActiveDirectoryIntegratedApp".into()]));
+        o.set(
+            "servicePrincipalNames",
+            Value::List(vec![format!("api://app-{app}").into()]),
+        );
+        o.set(
+            "tags",
+            Value::List(vec!["WindowsAzureActiveDirectoryIntegratedApp".into()]),
+        );
         o.set("publisherName", "Contoso".into());
         if rng.gen_bool(0.5) {
             let grant_id = ObjectId(self.id(i).0 ^ 0x5151);
@@ -440,9 +569,15 @@ impl TenantGenerator {
 
 fn fill_application(o: &mut DirectoryObject, i: u64, rng: &mut ChaCha8Rng) {
     o.set("displayName", format!("App {i}").into());
-    o.set("appId", format!("{:08x}-0000-4000-8000-{:012x}", rng.gen::<u32>(), i).into());
+    o.set(
+        "appId",
+        format!("{:08x}-0000-4000-8000-{:012x}", rng.gen::<u32>(), i).into(),
+    );
     o.set("signInAudience", "AzureADMyOrg".into());
-    o.set("identifierUris", Value::List(vec![format!("api://app-{i}").into()]));
+    o.set(
+        "identifierUris",
+        Value::List(vec![format!("api://app-{i}").into()]),
+    );
     o.set("createdDateTime", "2024-01-01T00:00:00Z".into());
     o.set("publisherDomain", DOMAIN.into());
     o.set("isDeviceOnlyAuthSupported", false.into());
@@ -451,7 +586,15 @@ fn fill_application(o: &mut DirectoryObject, i: u64, rng: &mut ChaCha8Rng) {
 
 fn fill_policy(o: &mut DirectoryObject, i: u64, rng: &mut ChaCha8Rng) {
     o.set("displayName", format!("Require MFA {i}").into());
-    o.set("state", (if rng.gen_bool(0.8) { "enabled" } else { "enabledForReportingButNotEnforced" }).into());
+    o.set(
+        "state",
+        (if rng.gen_bool(0.8) {
+            "enabled"
+        } else {
+            "enabledForReportingButNotEnforced"
+        })
+        .into(),
+    );
     o.set(
         "conditions",
         Value::from_json(&serde_json::json!({
@@ -481,10 +624,15 @@ fn fill_location(o: &mut DirectoryObject, i: u64, rng: &mut ChaCha8Rng) {
 
 fn fill_methods_policy(o: &mut DirectoryObject) {
     o.set("displayName", "Authentication Methods Policy".into());
-    for (k, m) in rewind_common::properties::AUTHENTICATION_METHOD_CONFIGURATIONS.iter().enumerate() {
+    for (k, m) in rewind_common::properties::AUTHENTICATION_METHOD_CONFIGURATIONS
+        .iter()
+        .enumerate()
+    {
         o.set(
             m,
-            Value::from_json(&serde_json::json!({"id": m, "state": if k % 2 == 0 {"enabled"} else {"disabled"}})),
+            Value::from_json(
+                &serde_json::json!({"id": m, "state": if k % 2 == 0 {"enabled"} else {"disabled"}}),
+            ),
         );
     }
 }
@@ -502,10 +650,17 @@ mod tests {
             .count();
         assert!(users * 100 / g.backup_count() as usize >= 84);
         let u = g.backup_object(0);
-        assert!(u.attributes.len() >= 30, "a user has {} properties", u.attributes.len());
+        assert!(
+            u.attributes.len() >= 30,
+            "a user has {} properties",
+            u.attributes.len()
+        );
         let fates: Vec<Fate> = (0..g.backup_count()).map(|i| g.fate(i)).collect();
         assert!(fates.contains(&Fate::Changed) && fates.contains(&Fate::SoftDeleted));
-        assert_eq!(g.type_layout().type_of(g.backup_count() - 1), ObjectType::Organization);
+        assert_eq!(
+            g.type_layout().type_of(g.backup_count() - 1),
+            ObjectType::Organization
+        );
         assert!(g.current_object(g.current_count()).is_none());
     }
 }

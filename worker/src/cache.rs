@@ -94,7 +94,9 @@ impl SnapshotCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rewind_common::snapshot::{write_objects, LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind};
+    use rewind_common::snapshot::{
+        write_objects, LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind,
+    };
     use rewind_common::{DirectoryObject, ObjectId, ObjectType};
 
     fn write(store: &LocalShardStore, id: &str, n: u128) {
@@ -121,7 +123,11 @@ mod tests {
         assert_eq!(cache.loads(), 1);
         assert_eq!(a1.object_count(), 10);
         cache.get_or_load(&store, "t", "b").unwrap();
-        assert_eq!(cache.entries.len(), 1, "budget of 1 byte keeps one snapshot");
+        assert_eq!(
+            cache.entries.len(),
+            1,
+            "budget of 1 byte keeps one snapshot"
+        );
         cache.get_or_load(&store, "t", "a").unwrap();
         assert_eq!(cache.loads(), 3);
         assert!(cache.get_or_load(&store, "t", "missing").is_err());

@@ -62,7 +62,9 @@ impl ShardLayout {
 
     /// One empty writer per shard, in shard order.
     pub fn writers(self) -> Vec<ShardWriter> {
-        (0..self.count()).map(|i| ShardWriter::new(self, i)).collect()
+        (0..self.count())
+            .map(|i| ShardWriter::new(self, i))
+            .collect()
     }
 }
 

@@ -83,7 +83,10 @@ pub fn manifest_key(tenant: &str, snapshot_id: &str) -> String {
 }
 
 pub fn shard_key(tenant: &str, snapshot_id: &str, shard: u32) -> String {
-    format!("{}/shard-{shard:05}.rws", snapshot_prefix(tenant, snapshot_id))
+    format!(
+        "{}/shard-{shard:05}.rws",
+        snapshot_prefix(tenant, snapshot_id)
+    )
 }
 
 /// The identity of a snapshot being written.
@@ -125,7 +128,10 @@ pub fn seal_manifest(
 ) -> Result<Manifest, SnapshotError> {
     shards.sort_by_key(|s| s.index);
     if shards.len() != layout.count() as usize
-        || shards.iter().enumerate().any(|(i, s)| s.index as usize != i)
+        || shards
+            .iter()
+            .enumerate()
+            .any(|(i, s)| s.index as usize != i)
     {
         return Err(SnapshotError::Invalid(format!(
             "a snapshot of {} shards needs every shard exactly once ({} given)",

@@ -189,16 +189,17 @@ impl ShardWriter {
         let mut data = Vec::new();
         let mut raw = Vec::with_capacity(self.block_bytes * 2);
         let mut first_object = 0u32;
-        let mut flush = |raw: &mut Vec<u8>, first: u32, blocks: &mut Vec<u8>, data: &mut Vec<u8>| {
-            let compressed = compressor.compress(raw).map_err(io)?;
-            blocks.extend_from_slice(&(data.len() as u64).to_le_bytes());
-            blocks.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
-            blocks.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-            blocks.extend_from_slice(&first.to_le_bytes());
-            data.extend_from_slice(&compressed);
-            raw.clear();
-            Ok::<(), SnapshotError>(())
-        };
+        let mut flush =
+            |raw: &mut Vec<u8>, first: u32, blocks: &mut Vec<u8>, data: &mut Vec<u8>| {
+                let compressed = compressor.compress(raw).map_err(io)?;
+                blocks.extend_from_slice(&(data.len() as u64).to_le_bytes());
+                blocks.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
+                blocks.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                blocks.extend_from_slice(&first.to_le_bytes());
+                data.extend_from_slice(&compressed);
+                raw.clear();
+                Ok::<(), SnapshotError>(())
+            };
         for (i, (entry, start, len)) in self.entries.iter().enumerate() {
             let encoding = &self.encodings[*start as usize..(*start + *len) as usize];
             index.extend_from_slice(&entry.id.to_bytes());
@@ -221,8 +222,7 @@ impl ShardWriter {
             flush(&mut raw, first_object, &mut blocks, &mut data)?;
         }
         let block_count = (blocks.len() / BLOCK_ENTRY_LEN) as u32;
-        let mut blob =
-            Vec::with_capacity(HEADER_LEN + index.len() + blocks.len() + data.len());
+        let mut blob = Vec::with_capacity(HEADER_LEN + index.len() + blocks.len() + data.len());
         blob.extend_from_slice(&SHARD_MAGIC);
         blob.extend_from_slice(&SHARD_FORMAT_VERSION.to_le_bytes());
         blob.extend_from_slice(&[self.layout.bits(), 0]);
@@ -332,7 +332,10 @@ impl LoadedShard {
             });
         }
         if blob[..8] != SHARD_MAGIC {
-            return Err(SnapshotError::corrupt(shard, "not a shard blob (bad magic)"));
+            return Err(SnapshotError::corrupt(
+                shard,
+                "not a shard blob (bad magic)",
+            ));
         }
         let version = u16_at(&blob, 8);
         if version != SHARD_FORMAT_VERSION {
@@ -403,7 +406,10 @@ impl LoadedShard {
                     format!("object {} lies outside the shard's id range", entry.id),
                 ));
             }
-            if index.last().is_some_and(|prev: &IndexEntry| prev.id >= entry.id) {
+            if index
+                .last()
+                .is_some_and(|prev: &IndexEntry| prev.id >= entry.id)
+            {
                 return Err(SnapshotError::corrupt(shard, "index is not sorted by id"));
             }
             index.push(entry);
@@ -526,23 +532,38 @@ impl LoadedShard {
             if raw.len() != block.raw_len as usize {
                 return Err(SnapshotError::corrupt(
                     self.shard,
-                    format!("block {b} decompresses to {} bytes, not {}", raw.len(), block.raw_len),
+                    format!(
+                        "block {b} decompresses to {} bytes, not {}",
+                        raw.len(),
+                        block.raw_len
+                    ),
                 ));
             }
             Ok(raw)
         })
     }
 
-    fn decode_in_block(&self, i: usize, b: usize, raw: &[u8]) -> Result<DirectoryObject, SnapshotError> {
+    fn decode_in_block(
+        &self,
+        i: usize,
+        b: usize,
+        raw: &[u8],
+    ) -> Result<DirectoryObject, SnapshotError> {
         let entry = &self.index[i];
-        let end = if b + 1 < self.blocks.len() && self.blocks[b + 1].first_object as usize == i + 1 {
+        let end = if b + 1 < self.blocks.len() && self.blocks[b + 1].first_object as usize == i + 1
+        {
             raw.len()
         } else {
-            self.index.get(i + 1).map_or(raw.len(), |n| n.offset as usize)
+            self.index
+                .get(i + 1)
+                .map_or(raw.len(), |n| n.offset as usize)
         };
         let bytes = &raw[entry.offset as usize..end];
         let object = DirectoryObject::decode(bytes).map_err(|e| {
-            SnapshotError::corrupt(self.shard, format!("object {} does not decode: {e}", entry.id))
+            SnapshotError::corrupt(
+                self.shard,
+                format!("object {} does not decode: {e}", entry.id),
+            )
         })?;
         if object.id != entry.id || object.object_type.code() != entry.type_code {
             return Err(SnapshotError::corrupt(
@@ -554,13 +575,16 @@ impl LoadedShard {
     }
 
     /// Decodes the object at index position `i`, reusing blocks already in `cache`.
-    pub fn object(&self, i: usize, cache: &mut BlockCache) -> Result<DirectoryObject, SnapshotError> {
+    pub fn object(
+        &self,
+        i: usize,
+        cache: &mut BlockCache,
+    ) -> Result<DirectoryObject, SnapshotError> {
         let b = self.block_of(i);
-        if !cache.blocks.contains_key(&b) {
-            let raw = self.decompress_block(b)?;
-            cache.blocks.insert(b, raw);
-        }
-        let raw = &cache.blocks[&b];
+        let raw = match cache.blocks.entry(b) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.decompress_block(b)?),
+        };
         self.decode_in_block(i, b, raw)
     }
 

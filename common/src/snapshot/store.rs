@@ -152,7 +152,9 @@ impl ShardStore for LocalShardStore {
                     stack.push(path);
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
                     let key = rel.to_string_lossy().replace('\\', "/");
-                    if key.starts_with(prefix) && !key.rsplit('/').next().unwrap_or("").starts_with(".tmp-") {
+                    if key.starts_with(prefix)
+                        && !key.rsplit('/').next().unwrap_or("").starts_with(".tmp-")
+                    {
                         out.push(key);
                     }
                 }
@@ -179,7 +181,10 @@ mod tests {
         ));
         assert_eq!(store.get("a/b/c.bin").unwrap(), b"one");
         assert!(matches!(store.get("a/x"), Err(StoreError::NotFound(_))));
-        assert!(matches!(store.put("../x", b""), Err(StoreError::InvalidKey(_))));
+        assert!(matches!(
+            store.put("../x", b""),
+            Err(StoreError::InvalidKey(_))
+        ));
         assert_eq!(store.list("a/").unwrap(), vec!["a/b/c.bin".to_owned()]);
     }
 }

@@ -277,7 +277,8 @@ fn cases() -> Vec<Case> {
             }),
         },
         Case {
-            name: "service principal created with a grant and an assignment → soft delete with them",
+            name:
+                "service principal created with a grant and an assignment → soft delete with them",
             backup: None,
             current: Some(with(service_principal(), |o| {
                 o.add_link(LinkKind::OAuth2PermissionGrants, grant(21));
@@ -419,7 +420,11 @@ fn every_row_of_the_change_to_action_table() {
         let ok = match (&case.expect, got) {
             (None, None) => true,
             (Some(x), Some(e)) => {
-                let attrs: Vec<&str> = e.changed_attributes.iter().map(|a| a.name.as_str()).collect();
+                let attrs: Vec<&str> = e
+                    .changed_attributes
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect();
                 let links: Vec<_> = e
                     .changed_links
                     .iter()

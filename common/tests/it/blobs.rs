@@ -14,9 +14,13 @@ use crate::support::{info, store};
 fn objects(n: u128) -> Vec<DirectoryObject> {
     (0..n)
         .map(|i| {
-            let mut u = DirectoryObject::new(ObjectId(i * (u128::MAX / n.max(1))), ObjectType::User);
+            let mut u =
+                DirectoryObject::new(ObjectId(i * (u128::MAX / n.max(1))), ObjectType::User);
             u.set("displayName", Value::from(format!("User {i}")));
-            u.set("department", Value::from(["Sales", "Legal"][i as usize % 2]));
+            u.set(
+                "department",
+                Value::from(["Sales", "Legal"][i as usize % 2]),
+            );
             u.set("city", Value::from("Berlin"));
             u
         })
@@ -58,8 +62,14 @@ fn a_flipped_byte_is_a_digest_mismatch_naming_the_shard() {
     bytes[at] ^= 0x40;
     std::fs::write(store.root().join(&victim.key), &bytes).expect("overwrite");
     let err = load_snapshot(&store, "contoso", "s").expect_err("corrupt blob accepted");
-    assert!(matches!(err, SnapshotError::DigestMismatch { shard: 3, .. }), "{err}");
-    assert!(err.to_string().starts_with("shard 3: digest mismatch"), "{err}");
+    assert!(
+        matches!(err, SnapshotError::DigestMismatch { shard: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("shard 3: digest mismatch"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -68,9 +78,15 @@ fn a_truncated_blob_is_rejected() {
     let digest = blake3_hex(&bytes);
     let cut = bytes[..bytes.len() - 7].to_vec();
     let err = open(cut.clone(), Some(&digest)).expect_err("truncated accepted");
-    assert!(matches!(err, SnapshotError::DigestMismatch { shard: 0, .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::DigestMismatch { shard: 0, .. }),
+        "{err}"
+    );
     let err = open(cut, None).expect_err("truncated accepted without digest");
-    assert!(matches!(err, SnapshotError::Truncated { shard: 0, .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::Truncated { shard: 0, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("truncated"), "{err}");
     let err = open(bytes[..10].to_vec(), None).expect_err("stub accepted");
     assert!(matches!(err, SnapshotError::Truncated { .. }), "{err}");
@@ -83,17 +99,32 @@ fn a_wrong_version_is_rejected_even_with_a_matching_digest() {
     let digest = blake3_hex(&bytes);
     let err = open(bytes, Some(&digest)).expect_err("wrong version accepted");
     assert!(
-        matches!(err, SnapshotError::UnsupportedVersion { shard: 0, found: 9, supported: 1 }),
+        matches!(
+            err,
+            SnapshotError::UnsupportedVersion {
+                shard: 0,
+                found: 9,
+                supported: 1
+            }
+        ),
         "{err}"
     );
-    assert!(err.to_string().contains("unsupported shard format version 9"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unsupported shard format version 9"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_blob_under_the_wrong_shard_or_magic_is_rejected() {
     let bytes = blob();
-    let err = LoadedShard::open(bytes.clone(), ShardLayout::new(1), 1, None).expect_err("wrong shard");
-    assert!(matches!(err, SnapshotError::Corrupt { shard: 1, .. }), "{err}");
+    let err =
+        LoadedShard::open(bytes.clone(), ShardLayout::new(1), 1, None).expect_err("wrong shard");
+    assert!(
+        matches!(err, SnapshotError::Corrupt { shard: 1, .. }),
+        "{err}"
+    );
     let mut bad = bytes;
     bad[0] = b'X';
     let err = open(bad, None).expect_err("bad magic");
@@ -110,7 +141,10 @@ fn damaged_compressed_data_with_a_recomputed_digest_fails_cleanly() {
     let digest = blake3_hex(&bytes);
     let shard = open(bytes, Some(&digest)).expect("structure is intact");
     let err = shard.decode_all().expect_err("garbage decoded");
-    assert!(matches!(err, SnapshotError::Corrupt { shard: 0, .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::Corrupt { shard: 0, .. }),
+        "{err}"
+    );
 }
 
 #[test]

@@ -42,7 +42,13 @@ struct Spec {
     link_edits: Vec<(bool, u8)>,
 }
 
-const USER_PROPS: &[&str] = &["department", "jobTitle", "city", "displayName", "accountEnabled"];
+const USER_PROPS: &[&str] = &[
+    "department",
+    "jobTitle",
+    "city",
+    "displayName",
+    "accountEnabled",
+];
 const GROUP_PROPS: &[&str] = &["description", "displayName", "classification"];
 const SP_PROPS: &[&str] = &["notes", "description", "displayName", "tags"];
 const VALUES: &[&str] = &["a", "b", "c"];
@@ -69,16 +75,18 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop::collection::vec(0u8..40, 0..5),
         prop::collection::vec((any::<bool>(), 0u8..40), 0..4),
     )
-        .prop_map(|(id, kind, on_premises, fate, attrs, edits, links, link_edits)| Spec {
-            id,
-            kind,
-            on_premises: on_premises && kind == 0,
-            fate,
-            attrs,
-            edits,
-            links,
-            link_edits,
-        })
+        .prop_map(
+            |(id, kind, on_premises, fate, attrs, edits, links, link_edits)| Spec {
+                id,
+                kind,
+                on_premises: on_premises && kind == 0,
+                fate,
+                attrs,
+                edits,
+                links,
+                link_edits,
+            },
+        )
 }
 
 fn props(kind: u8) -> &'static [&'static str] {
@@ -100,7 +108,11 @@ fn apply_attrs(o: &mut DirectoryObject, kind: u8, attrs: &[(u8, u8)]) {
     let names = props(kind);
     for (p, v) in attrs {
         let name = names[usize::from(*p) % names.len()];
-        let v = if name == "accountEnabled" { Value::Bool(*v % 2 == 0) } else { value(*v) };
+        let v = if name == "accountEnabled" {
+            Value::Bool(*v % 2 == 0)
+        } else {
+            value(*v)
+        };
         o.set(name, v);
     }
 }
@@ -184,11 +196,23 @@ fn by_id(objects: &[DirectoryObject]) -> BTreeMap<ObjectId, DirectoryObject> {
 }
 
 /// The recoverable view without links to objects that are gone (never re-created).
-fn view_without(o: &DirectoryObject, gone: &BTreeSet<ObjectId>) -> impl PartialEq + std::fmt::Debug {
-    let (attrs, links) = recoverable_view(o);
-    let links: Vec<_> = links
+fn view_without(
+    o: &DirectoryObject,
+    gone: &BTreeSet<ObjectId>,
+) -> impl PartialEq + std::fmt::Debug {
+    let view = recoverable_view(o);
+    let attrs = view.attributes;
+    let links: Vec<_> = view
+        .links
         .into_iter()
-        .map(|(k, ls)| (k, ls.into_iter().filter(|l| !gone.contains(&l.target)).collect::<Vec<_>>()))
+        .map(|(k, ls)| {
+            (
+                k,
+                ls.into_iter()
+                    .filter(|l| !gone.contains(&l.target))
+                    .collect::<Vec<_>>(),
+            )
+        })
         .filter(|(_, ls)| !ls.is_empty())
         .collect();
     (attrs, links)

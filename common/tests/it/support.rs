@@ -32,14 +32,24 @@ pub fn diff_via_store(
     split_bits: Option<u8>,
 ) -> Vec<ReportEntry> {
     let (_dir, store) = store();
-    write_objects(&store, &info("b"), ShardLayout::new(bits.0), backup.iter().cloned())
-        .expect("write backup");
-    write_objects(&store, &info("c"), ShardLayout::new(bits.1), current.iter().cloned())
-        .expect("write current");
+    write_objects(
+        &store,
+        &info("b"),
+        ShardLayout::new(bits.0),
+        backup.iter().cloned(),
+    )
+    .expect("write backup");
+    write_objects(
+        &store,
+        &info("c"),
+        ShardLayout::new(bits.1),
+        current.iter().cloned(),
+    )
+    .expect("write current");
     let b = load_snapshot(&store, "contoso", "b").expect("load backup");
     let c = load_snapshot(&store, "contoso", "c").expect("load current");
-    let entries = diff_shards(&b.shards, &c.shards, scope, DiffOptions { split_bits })
-        .expect("diff");
+    let entries =
+        diff_shards(&b.shards, &c.shards, scope, DiffOptions { split_bits }).expect("diff");
     let plain = diff_decoded(
         &b.decode_all().expect("decode"),
         &c.decode_all().expect("decode"),

@@ -1,0 +1,80 @@
+//! Tests of the `rewind` binary as an operator runs it: real process, real arguments, exit
+//! codes and output.
+
+use std::process::Command;
+
+fn rewind(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(args)
+        .output()
+        .expect("the rewind binary runs")
+}
+
+#[test]
+fn bench_diff_prints_its_results_as_json_on_the_last_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jsonl = dir.path().join("export");
+    let out = rewind(&[
+        "loadtest",
+        "bench-diff",
+        "--objects",
+        "3000",
+        "--runs",
+        "1",
+        "--export-jsonl",
+        jsonl.to_str().expect("utf-8 path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench-diff failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().expect("a result line");
+    let result: serde_json::Value = serde_json::from_str(last).expect("JSON on the last line");
+    for key in [
+        "objects",
+        "changed",
+        "cold_seconds",
+        "warm_seconds",
+        "baseline_seconds",
+        "speedup",
+        "peak_rss_bytes",
+        "bytes_per_object",
+    ] {
+        assert!(result.get(key).is_some(), "missing {key} in {last}");
+    }
+    assert_eq!(result["objects"], 3000);
+    let expected = result["changed"].as_u64().unwrap_or(0)
+        + result["created"].as_u64().unwrap_or(0)
+        + result["soft_deleted"].as_u64().unwrap_or(0);
+    assert!(expected > 0);
+    assert_eq!(result["report_entries"].as_u64(), Some(expected));
+    assert!(
+        stderr.contains("cold run 1/1"),
+        "no progress shown: {stderr}"
+    );
+
+    let backup = std::fs::read_to_string(jsonl.join("backup.jsonl")).expect("backup.jsonl");
+    let current = std::fs::read_to_string(jsonl.join("current.jsonl")).expect("current.jsonl");
+    assert_eq!(backup.lines().count(), 3000);
+    assert_eq!(
+        current.lines().count() as u64,
+        3000 + result["created"].as_u64().unwrap_or(0)
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(backup.lines().next().expect("a line")).expect("Graph JSON");
+    assert!(
+        first["id"].is_string() && first["@odata.type"].is_string(),
+        "{first}"
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_a_non_zero_exit() {
+    let out = rewind(&["loadtest", "bench-diff", "--objects", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--objects must be at least 1"));
+    let out = rewind(&["loadtest", "bench-diff", "--objects", "many"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'many'"));
+    let out = rewind(&["no-such-role"]);
+    assert!(!out.status.success());
+}
