@@ -501,6 +501,11 @@ impl LoadedShard {
         self.index.is_empty()
     }
 
+    /// Bytes of the objects' encodings before compression (the sum of the raw block sizes).
+    pub fn encoded_len(&self) -> usize {
+        self.blocks.iter().map(|b| b.raw_len as usize).sum()
+    }
+
     /// Bytes of the blob held in memory.
     pub fn blob_len(&self) -> usize {
         self.blob.len()
