@@ -12,14 +12,16 @@ use rayon::prelude::*;
 
 use crate::error::SnapshotError;
 use crate::id::ObjectId;
-use crate::model::{DirectoryObject, Link, LinkKind, SourceOfAuthority};
+use crate::model::{DirectoryObject, Link, LinkKind, ObjectType, SourceOfAuthority};
 use crate::properties;
 use crate::report::{
     Change, ChangedAttribute, ChangedLink, LinkState, NotRecoverableReason, RecoveryAction,
     ReportEntry, Scope, ScopeMatcher,
 };
-use crate::snapshot::shard::{BlockCache, IndexEntry, LoadedShard};
+use crate::snapshot::raw;
+use crate::snapshot::shard::{BlockCache, IndexEntry, LoadedShard, FLAG_DYNAMIC, FLAG_ON_PREMISES};
 use crate::snapshot::{LoadedSnapshot, ShardLayout};
+use crate::value::Value;
 
 /// How the diff cuts its work.
 #[derive(Clone, Copy, Debug, Default)]
@@ -175,17 +177,17 @@ fn diff_segment(
             Ordering::Equal => {
                 let (x, y) = (&bi[i], &ci[j]);
                 if x.hash != y.hash && in_scope(scope, x, y) {
-                    let backup = rb.object(b.start + i)?;
-                    let current = rc.object(c.start + j)?;
                     if x.type_code == y.type_code {
-                        out.extend(compare(backup, current));
+                        let xb = rb.shard.encoding(b.start + i, &mut rb.cache)?;
+                        let yc = rc.shard.encoding(c.start + j, &mut rc.cache)?;
+                        out.extend(compare_raw(x, y, xb, yc, b.shard.shard(), c.shard.shard())?);
                     } else {
                         // An id never changes type; if it seems to, report both sides as they are.
                         if x.is_active() {
-                            out.push(gone(backup));
+                            out.push(gone(rb.object(b.start + i)?));
                         }
                         if y.is_active() {
-                            out.push(created(current));
+                            out.push(created(rc.object(c.start + j)?));
                         }
                     }
                 }
@@ -255,49 +257,204 @@ fn created(current: DirectoryObject) -> ReportEntry {
     e
 }
 
-/// Both sides exist and their hashes differ.
-fn compare(backup: DirectoryObject, current: DirectoryObject) -> Option<ReportEntry> {
-    let (b_active, c_active) = (backup.lifecycle.is_active(), current.lifecycle.is_active());
-    let on_premises = current.source == SourceOfAuthority::OnPremises;
-    let mut e = match (b_active, c_active) {
-        (false, false) => return None,
-        (false, true) => entry(&current, Change::Restored, RecoveryAction::SoftDeleteAgain),
-        (true, false) => {
-            let mut e = entry(&current, Change::SoftDeleted, RecoveryAction::Restore);
-            changed_attributes(&backup, &current, &mut e.changed_attributes);
-            changed_links(&backup, &current, &mut e.changed_links);
-            e
-        }
-        (true, true) => {
-            let mut e = entry(&current, Change::Modified, RecoveryAction::Update);
-            changed_attributes(&backup, &current, &mut e.changed_attributes);
-            changed_links(&backup, &current, &mut e.changed_links);
-            if e.changed_attributes.is_empty() && e.changed_links.is_empty() {
-                return None;
-            }
-            if e.changed_attributes.is_empty() && e.changed_links.iter().all(|l| !l.recoverable) {
-                return Some(not_recoverable(e, NotRecoverableReason::DynamicMembership));
-            }
-            e
-        }
-    };
-    if e.display_name.is_empty() {
-        e.display_name = backup.display_name().unwrap_or_default().to_owned();
-    }
-    if on_premises {
-        e = not_recoverable(e, NotRecoverableReason::SyncedFromOnPremises);
-    }
-    Some(e)
+/// What the rules need to know about two versions of an object whose hashes differ.
+struct Pair {
+    id: ObjectId,
+    object_type: ObjectType,
+    display_name: String,
+    backup_active: bool,
+    current_active: bool,
+    on_premises: bool,
 }
 
-/// Merges the two sorted attribute lists, keeping recoverable properties that differ.
+/// The change → action rules of the spec for an object present on both sides. `diffs` fills
+/// in the changed recoverable attributes and links; it is only called when they matter.
+fn classify(
+    pair: Pair,
+    diffs: impl FnOnce(&mut Vec<ChangedAttribute>, &mut Vec<ChangedLink>) -> Result<(), SnapshotError>,
+) -> Result<Option<ReportEntry>, SnapshotError> {
+    let (change, action) = match (pair.backup_active, pair.current_active) {
+        (false, false) => return Ok(None),
+        (false, true) => (Change::Restored, RecoveryAction::SoftDeleteAgain),
+        (true, false) => (Change::SoftDeleted, RecoveryAction::Restore),
+        (true, true) => (Change::Modified, RecoveryAction::Update),
+    };
+    let mut e = ReportEntry {
+        id: pair.id,
+        object_type: pair.object_type,
+        display_name: pair.display_name,
+        change,
+        action,
+        reason: None,
+        changed_attributes: Vec::new(),
+        changed_links: Vec::new(),
+    };
+    if pair.backup_active {
+        diffs(&mut e.changed_attributes, &mut e.changed_links)?;
+    }
+    if change == Change::Modified {
+        if e.changed_attributes.is_empty() && e.changed_links.is_empty() {
+            return Ok(None);
+        }
+        if e.changed_attributes.is_empty() && e.changed_links.iter().all(|l| !l.recoverable) {
+            return Ok(Some(not_recoverable(
+                e,
+                NotRecoverableReason::DynamicMembership,
+            )));
+        }
+    }
+    if pair.on_premises {
+        e = not_recoverable(e, NotRecoverableReason::SyncedFromOnPremises);
+    }
+    Ok(Some(e))
+}
+
+/// Both sides decoded (the plain path).
+fn compare(backup: &DirectoryObject, current: &DirectoryObject) -> Option<ReportEntry> {
+    let pair = Pair {
+        id: current.id,
+        object_type: current.object_type,
+        display_name: current
+            .display_name()
+            .or(backup.display_name())
+            .unwrap_or_default()
+            .to_owned(),
+        backup_active: backup.lifecycle.is_active(),
+        current_active: current.lifecycle.is_active(),
+        on_premises: current.source == SourceOfAuthority::OnPremises,
+    };
+    let dynamic = backup.dynamic_membership || current.dynamic_membership;
+    let t = current.object_type;
+    let diffs = |attrs: &mut Vec<ChangedAttribute>, links: &mut Vec<ChangedLink>| {
+        changed_attributes(t, &backup.attributes, &current.attributes, attrs);
+        for &kind in properties::link_kinds(t) {
+            if properties::link_recoverable(t, kind) {
+                let recoverable = !(kind == LinkKind::Members && dynamic);
+                changed_links(
+                    kind,
+                    recoverable,
+                    backup.links_of(kind),
+                    current.links_of(kind),
+                    links,
+                );
+            }
+        }
+        Ok(())
+    };
+    // The plain path has no failure of its own.
+    classify(pair, diffs).unwrap_or_default()
+}
+
+/// Both sides as raw encodings (the engine's path): attributes and link sets are compared as
+/// bytes, and only those that differ are decoded.
+fn compare_raw(
+    x: &IndexEntry,
+    y: &IndexEntry,
+    backup: &[u8],
+    current: &[u8],
+    b_shard: u32,
+    c_shard: u32,
+) -> Result<Option<ReportEntry>, SnapshotError> {
+    let t = y.object_type();
+    let corrupt =
+        |shard: u32, what: &str| SnapshotError::corrupt(shard, format!("object {}: {what}", y.id));
+    let ob = raw::parse(backup).map_err(|e| corrupt(b_shard, e.0))?;
+    let oc = raw::parse(current).map_err(|e| corrupt(c_shard, e.0))?;
+    let name_id = properties::property_id(t, "displayName");
+    let name_of = |o: &raw::RawObject<'_>| -> Option<String> {
+        let (_, v) = o.attributes.iter().find(|(p, _)| Some(*p) == name_id)?;
+        match rmp_serde::from_slice::<Value>(v).ok()? {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    };
+    let pair = Pair {
+        id: y.id,
+        object_type: t,
+        display_name: name_of(&oc).or_else(|| name_of(&ob)).unwrap_or_default(),
+        backup_active: x.is_active(),
+        current_active: y.is_active(),
+        on_premises: y.flags & FLAG_ON_PREMISES != 0,
+    };
+    let dynamic = (x.flags | y.flags) & FLAG_DYNAMIC != 0;
+    classify(pair, |attrs, links| {
+        let value = |shard: u32, bytes: &[u8]| {
+            rmp_serde::from_slice::<Value>(bytes).map_err(|e| corrupt(shard, &e.to_string()))
+        };
+        let (b, c) = (&ob.attributes, &oc.attributes);
+        let (mut i, mut j) = (0, 0);
+        while i < b.len() || j < c.len() {
+            let (pid, bv, cv) = match (b.get(i), c.get(j)) {
+                (Some(p), Some(q)) if p.0 == q.0 => {
+                    i += 1;
+                    j += 1;
+                    if p.1 == q.1 {
+                        continue;
+                    }
+                    (p.0, Some(p.1), Some(q.1))
+                }
+                (Some(p), Some(q)) if p.0 < q.0 => {
+                    i += 1;
+                    (p.0, Some(p.1), None)
+                }
+                (Some(p), None) => {
+                    i += 1;
+                    (p.0, Some(p.1), None)
+                }
+                (_, Some(q)) => {
+                    j += 1;
+                    (q.0, None, Some(q.1))
+                }
+                (None, None) => break,
+            };
+            if let Some(def) = properties::property(t, pid).filter(|d| d.recoverable) {
+                attrs.push(ChangedAttribute {
+                    name: def.name.to_owned(),
+                    current: cv.map(|v| value(c_shard, v)).transpose()?,
+                    backup: bv.map(|v| value(b_shard, v)).transpose()?,
+                });
+            }
+        }
+        fn set_of<'a>(
+            o: &raw::RawObject<'a>,
+            kind: LinkKind,
+        ) -> Result<Option<&'a [u8]>, rmp_serde::decode::Error> {
+            for (k, set) in &o.link_sets {
+                if rmp_serde::from_slice::<LinkKind>(k)? == kind {
+                    return Ok(Some(*set));
+                }
+            }
+            Ok(None)
+        }
+        for &kind in properties::link_kinds(t) {
+            if !properties::link_recoverable(t, kind) {
+                continue;
+            }
+            let bs = set_of(&ob, kind).map_err(|e| corrupt(b_shard, &e.to_string()))?;
+            let cs = set_of(&oc, kind).map_err(|e| corrupt(c_shard, &e.to_string()))?;
+            if bs == cs {
+                continue;
+            }
+            let decode = |shard: u32, set: Option<&[u8]>| match set {
+                None => Ok(Vec::new()),
+                Some(bytes) => rmp_serde::from_slice::<Vec<Link>>(bytes)
+                    .map_err(|e| corrupt(shard, &e.to_string())),
+            };
+            let recoverable = !(kind == LinkKind::Members && dynamic);
+            let (bl, cl) = (decode(b_shard, bs)?, decode(c_shard, cs)?);
+            changed_links(kind, recoverable, &bl, &cl, links);
+        }
+        Ok(())
+    })
+}
+
+/// Merges two sorted attribute lists, keeping recoverable properties that differ.
 fn changed_attributes(
-    backup: &DirectoryObject,
-    current: &DirectoryObject,
+    t: ObjectType,
+    b: &[(u8, Value)],
+    c: &[(u8, Value)],
     out: &mut Vec<ChangedAttribute>,
 ) {
-    let t = current.object_type;
-    let (b, c) = (&backup.attributes, &current.attributes);
     let (mut i, mut j) = (0, 0);
     while i < b.len() || j < c.len() {
         let (pid, bv, cv) = match (b.get(i), c.get(j)) {
@@ -333,60 +490,57 @@ fn changed_attributes(
     }
 }
 
-/// Merges the link sets of every recoverable link kind; dynamic memberships are shown but
-/// marked not recoverable.
-fn changed_links(backup: &DirectoryObject, current: &DirectoryObject, out: &mut Vec<ChangedLink>) {
-    let t = current.object_type;
-    let dynamic = backup.dynamic_membership || current.dynamic_membership;
-    for &kind in properties::link_kinds(t) {
-        if !properties::link_recoverable(t, kind) {
-            continue;
-        }
-        let recoverable = !(kind == LinkKind::Members && dynamic);
-        let (b, c) = (backup.links_of(kind), current.links_of(kind));
-        let (mut i, mut j) = (0, 0);
-        let push = |out: &mut Vec<ChangedLink>, target, cur: Option<&Link>, bak: Option<&Link>| {
-            out.push(ChangedLink {
-                kind,
-                target,
-                current: if cur.is_some() {
-                    LinkState::Present
-                } else {
-                    LinkState::Absent
-                },
-                backup: if bak.is_some() {
-                    LinkState::Present
-                } else {
-                    LinkState::Absent
-                },
-                recoverable,
-                current_data: cur.and_then(|l| l.data.clone()),
-                backup_data: bak.and_then(|l| l.data.clone()),
-            })
-        };
-        while i < b.len() || j < c.len() {
-            match (b.get(i), c.get(j)) {
-                (Some(x), Some(y)) if x.target == y.target => {
-                    if x.data != y.data {
-                        push(out, x.target, Some(y), Some(x));
-                    }
-                    i += 1;
-                    j += 1;
+/// Merges two sorted link lists of one kind into the links that differ (added, removed, or
+/// with other data).
+fn changed_links(
+    kind: LinkKind,
+    recoverable: bool,
+    b: &[Link],
+    c: &[Link],
+    out: &mut Vec<ChangedLink>,
+) {
+    let push = |out: &mut Vec<ChangedLink>, target, cur: Option<&Link>, bak: Option<&Link>| {
+        out.push(ChangedLink {
+            kind,
+            target,
+            current: if cur.is_some() {
+                LinkState::Present
+            } else {
+                LinkState::Absent
+            },
+            backup: if bak.is_some() {
+                LinkState::Present
+            } else {
+                LinkState::Absent
+            },
+            recoverable,
+            current_data: cur.and_then(|l| l.data.clone()),
+            backup_data: bak.and_then(|l| l.data.clone()),
+        })
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < b.len() || j < c.len() {
+        match (b.get(i), c.get(j)) {
+            (Some(x), Some(y)) if x.target == y.target => {
+                if x.data != y.data {
+                    push(out, x.target, Some(y), Some(x));
                 }
-                (Some(x), Some(y)) if x.target < y.target => {
-                    push(out, x.target, None, Some(x));
-                    i += 1;
-                }
-                (Some(x), None) => {
-                    push(out, x.target, None, Some(x));
-                    i += 1;
-                }
-                (_, Some(y)) => {
-                    push(out, y.target, Some(y), None);
-                    j += 1;
-                }
-                (None, None) => break,
+                i += 1;
+                j += 1;
             }
+            (Some(x), Some(y)) if x.target < y.target => {
+                push(out, x.target, None, Some(x));
+                i += 1;
+            }
+            (Some(x), None) => {
+                push(out, x.target, None, Some(x));
+                i += 1;
+            }
+            (_, Some(y)) => {
+                push(out, y.target, Some(y), None);
+                j += 1;
+            }
+            (None, None) => break,
         }
     }
 }
@@ -407,7 +561,7 @@ pub fn diff_decoded(
             (Some(b), Some(c)) if b.id == c.id => {
                 if b != c && (in_scope(b) || in_scope(c)) {
                     if b.object_type == c.object_type {
-                        out.extend(compare(b.clone(), c.clone()));
+                        out.extend(compare(b, c));
                     } else {
                         if b.lifecycle.is_active() {
                             out.push(gone(b.clone()));

@@ -7,6 +7,7 @@
 //! - this module: the [`Manifest`], and writing / loading whole snapshots.
 
 pub mod layout;
+pub mod raw;
 pub mod shard;
 pub mod store;
 

@@ -548,6 +548,18 @@ impl LoadedShard {
         })
     }
 
+    /// Where object `i`'s encoding lies in the raw bytes of its block `b`.
+    fn range_in_block(&self, i: usize, b: usize, raw_len: usize) -> std::ops::Range<usize> {
+        let next_in_other_block =
+            b + 1 < self.blocks.len() && self.blocks[b + 1].first_object as usize == i + 1;
+        let end = if next_in_other_block {
+            raw_len
+        } else {
+            self.index.get(i + 1).map_or(raw_len, |n| n.offset as usize)
+        };
+        self.index[i].offset as usize..end
+    }
+
     fn decode_in_block(
         &self,
         i: usize,
@@ -555,15 +567,7 @@ impl LoadedShard {
         raw: &[u8],
     ) -> Result<DirectoryObject, SnapshotError> {
         let entry = &self.index[i];
-        let end = if b + 1 < self.blocks.len() && self.blocks[b + 1].first_object as usize == i + 1
-        {
-            raw.len()
-        } else {
-            self.index
-                .get(i + 1)
-                .map_or(raw.len(), |n| n.offset as usize)
-        };
-        let bytes = &raw[entry.offset as usize..end];
+        let bytes = &raw[self.range_in_block(i, b, raw.len())];
         let object = DirectoryObject::decode(bytes).map_err(|e| {
             SnapshotError::corrupt(
                 self.shard,
@@ -579,6 +583,18 @@ impl LoadedShard {
         Ok(object)
     }
 
+    /// The raw bytes of object `i`'s block, from `cache` or decompressed into it.
+    fn cached_block<'c>(
+        &self,
+        b: usize,
+        cache: &'c mut BlockCache,
+    ) -> Result<&'c [u8], SnapshotError> {
+        Ok(match cache.blocks.entry(b) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.decompress_block(b)?),
+        })
+    }
+
     /// Decodes the object at index position `i`, reusing blocks already in `cache`.
     pub fn object(
         &self,
@@ -586,11 +602,20 @@ impl LoadedShard {
         cache: &mut BlockCache,
     ) -> Result<DirectoryObject, SnapshotError> {
         let b = self.block_of(i);
-        let raw = match cache.blocks.entry(b) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.decompress_block(b)?),
-        };
+        let raw = self.cached_block(b, cache)?;
         self.decode_in_block(i, b, raw)
+    }
+
+    /// The canonical encoding of the object at index position `i`, without decoding it.
+    pub fn encoding<'c>(
+        &self,
+        i: usize,
+        cache: &'c mut BlockCache,
+    ) -> Result<&'c [u8], SnapshotError> {
+        let b = self.block_of(i);
+        let raw = self.cached_block(b, cache)?;
+        let range = self.range_in_block(i, b, raw.len());
+        Ok(&raw[range])
     }
 
     /// Every object of the shard, decoded, in id order.
