@@ -317,6 +317,27 @@ fn cases() -> Vec<Case> {
             }),
         },
         Case {
+            name: "grant's scope changed → removed, then re-added with the backup's data",
+            backup: Some(with(service_principal(), |o| {
+                o.add_link(LinkKind::OAuth2PermissionGrants, grant(21));
+            })),
+            current: Some(with(service_principal(), |o| {
+                let mut widened = grant(21);
+                widened.data = Some(Value::Map(
+                    [("scope".to_owned(), Value::from("Everything.All"))].into(),
+                ));
+                o.add_link(LinkKind::OAuth2PermissionGrants, widened);
+            })),
+            expect: Some(Expect {
+                change: Change::Modified,
+                action: RecoveryAction::Update,
+                reason: None,
+                attributes: &[],
+                links: &[(Present, Present, true)],
+                steps: &["removeLink", "addLink"],
+            }),
+        },
+        Case {
             name: "conditional access policy switched off → update",
             backup: Some(with(
                 DirectoryObject::new(ID, ObjectType::ConditionalAccessPolicy),
