@@ -1,1 +1,3 @@
 //! Rewind load-test harness.
+
+pub mod dirsim;

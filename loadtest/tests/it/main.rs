@@ -1,0 +1,1 @@
+//! Integration tests of the load-test crate, against real servers on 127.0.0.1:0.
