@@ -59,6 +59,8 @@ struct SavedTenant {
     client_id: String,
     client_secret: String,
     org_id: ObjectId,
+    /// The tenant's change counter (delta tokens stay meaningful across a restart).
+    seq: u64,
     objects: u64,
 }
 
@@ -100,6 +102,7 @@ pub fn save(app: &App, path: &Path) -> Result<u64, PersistError> {
             client_id: t.client_id.clone(),
             client_secret: t.client_secret.clone(),
             org_id: t.org_id,
+            seq: data.seq(),
             objects: data.object_count() as u64,
         };
         rmp_serde::encode::write(&mut enc, &saved)?;
@@ -141,6 +144,7 @@ pub fn load(path: &Path) -> Result<Loaded, PersistError> {
     for _ in 0..header.tenants {
         let saved: SavedTenant = rmp_serde::decode::from_read(&mut dec).map_err(decode)?;
         let mut data = TenantData::default();
+        data.set_seq(saved.seq);
         for _ in 0..saved.objects {
             let o: DirectoryObject = rmp_serde::decode::from_read(&mut dec).map_err(decode)?;
             data.upsert_quiet(o);

@@ -2,7 +2,7 @@
 //! by id (the paging order), with side indexes for the recycle bins, OAuth2 grants and dynamic
 //! groups, and the lifecycle operations (soft delete, restore, purge) Entra applies.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rewind_common::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Value};
 
@@ -33,6 +33,19 @@ pub struct TenantData {
     grants: BTreeMap<ObjectId, ObjectId>,
     /// Dynamic groups whose rule the simulator understands.
     rules: BTreeMap<ObjectId, Rule>,
+    /// The change counter: every change of an object takes the next number (for delta queries).
+    seq: u64,
+    /// The last change of each object (purged ones included), by change number.
+    changes: BTreeMap<u64, (ObjectId, u8)>,
+    last_change: HashMap<ObjectId, u64>,
+}
+
+/// One entry of the change log: the object, its type, and the change number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeEntry {
+    pub seq: u64,
+    pub id: ObjectId,
+    pub object_type: ObjectType,
 }
 
 impl Default for TenantData {
@@ -43,6 +56,9 @@ impl Default for TenantData {
             deleted: vec![BTreeSet::new(); ObjectType::ALL.len()],
             grants: BTreeMap::new(),
             rules: BTreeMap::new(),
+            seq: 0,
+            changes: BTreeMap::new(),
+            last_change: HashMap::new(),
         }
     }
 }
@@ -94,6 +110,37 @@ impl TenantData {
         &self.grants
     }
 
+    /// The number of the latest change.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Continues numbering changes after `seq` (a loaded state file's counter).
+    pub fn set_seq(&mut self, seq: u64) {
+        self.seq = self.seq.max(seq);
+    }
+
+    /// Objects whose last change came after change `after`, in change order.
+    pub fn changes_after(&self, after: u64) -> impl Iterator<Item = ChangeEntry> + '_ {
+        self.changes
+            .range(after.saturating_add(1)..)
+            .filter_map(|(seq, (id, code))| {
+                ObjectType::from_code(*code).map(|object_type| ChangeEntry {
+                    seq: *seq,
+                    id: *id,
+                    object_type,
+                })
+            })
+    }
+
+    fn record(&mut self, t: ObjectType, id: ObjectId) {
+        self.seq += 1;
+        if let Some(old) = self.last_change.insert(id, self.seq) {
+            self.changes.remove(&old);
+        }
+        self.changes.insert(self.seq, (id, t.code()));
+    }
+
     /// Inserts or replaces an object and recomputes the dynamic groups it affects.
     pub fn upsert(&mut self, object: DirectoryObject) {
         let (t, id) = (object.object_type, object.id);
@@ -113,6 +160,7 @@ impl TenantData {
             self.unindex(&old);
         }
         self.index(&object);
+        self.record(object.object_type, object.id);
         self.maps[slot(object.object_type)].insert(object.id, object);
     }
 
@@ -180,15 +228,25 @@ impl TenantData {
             .iter()
             .map(|(g, rule)| (*g, active && rule.matches(user)))
             .collect();
+        let mut changed = Vec::new();
         let groups = &mut self.maps[slot(ObjectType::Group)];
         for (gid, member) in verdicts {
             if let Some(group) = groups.get_mut(&gid) {
-                if member {
+                let is_member = group
+                    .links_of(LinkKind::Members)
+                    .binary_search_by_key(&user_id, |l| l.target)
+                    .is_ok();
+                if member && !is_member {
                     group.add_link(LinkKind::Members, Link::to(user_id));
-                } else {
+                    changed.push(gid);
+                } else if !member && is_member {
                     group.remove_link(LinkKind::Members, user_id);
+                    changed.push(gid);
                 }
             }
+        }
+        for gid in changed {
+            self.record(ObjectType::Group, gid);
         }
     }
 
@@ -203,7 +261,10 @@ impl TenantData {
             .map(|u| Link::to(u.id))
             .collect();
         if let Some(group) = self.maps[slot(ObjectType::Group)].get_mut(&group_id) {
-            group.set_links(LinkKind::Members, members);
+            if group.links_of(LinkKind::Members) != members.as_slice() {
+                group.set_links(LinkKind::Members, members);
+                self.record(ObjectType::Group, group_id);
+            }
         }
     }
 
@@ -261,12 +322,14 @@ impl TenantData {
         for &(t, id) in objects {
             if let Some(old) = self.maps[slot(t)].remove(&id) {
                 self.unindex(&old);
+                self.record(t, id);
                 gone.insert(id);
             }
         }
         if gone.is_empty() {
             return 0;
         }
+        let mut touched = Vec::new();
         for t in [
             ObjectType::Group,
             ObjectType::Application,
@@ -276,6 +339,7 @@ impl TenantData {
                 if o.links.is_empty() {
                     continue;
                 }
+                let before: usize = o.links.iter().map(|s| s.links.len()).sum();
                 for set in &mut o.links {
                     set.links.retain(|l| {
                         if gone.contains(&l.target) {
@@ -295,7 +359,14 @@ impl TenantData {
                     });
                 }
                 o.links.retain(|s| !s.links.is_empty());
+                let after: usize = o.links.iter().map(|s| s.links.len()).sum();
+                if after != before {
+                    touched.push((t, o.id));
+                }
             }
+        }
+        for (t, id) in touched {
+            self.record(t, id);
         }
         gone.len()
     }

@@ -2,6 +2,7 @@
 
 mod auth;
 mod batch;
+mod delta;
 mod lifecycle;
 mod persistence;
 mod reads;
