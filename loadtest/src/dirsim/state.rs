@@ -82,7 +82,7 @@ impl App {
 
     /// The simulated time, in Unix seconds.
     pub fn now(&self) -> i64 {
-        real_now() + self.clock_offset.load(Ordering::Relaxed)
+        real_now().saturating_add(self.clock_offset.load(Ordering::Relaxed))
     }
 
     pub fn clock_offset(&self) -> i64 {
@@ -94,7 +94,7 @@ impl App {
     }
 
     pub fn set_now(&self, unix: i64) {
-        self.set_clock_offset(unix - real_now());
+        self.set_clock_offset(unix.saturating_sub(real_now()));
     }
 
     pub fn advance(&self, secs: i64) {
@@ -170,7 +170,8 @@ impl App {
             token.clone(),
             Token {
                 tenant: tenant.to_owned(),
-                expires: now + std::time::Duration::from_secs(lifetime_secs),
+                // At most ten years, so that the deadline cannot overflow.
+                expires: now + std::time::Duration::from_secs(lifetime_secs.min(315_360_000)),
             },
         );
         token

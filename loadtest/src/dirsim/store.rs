@@ -155,7 +155,13 @@ impl TenantData {
 
     /// Inserts or replaces an object without recomputing dynamic groups (bulk loads call
     /// [`TenantData::recompute_all_dynamic`] once at the end).
-    pub fn upsert_quiet(&mut self, object: DirectoryObject) {
+    pub fn upsert_quiet(&mut self, mut object: DirectoryObject) {
+        // Objects are built by pushing; their spare capacity would double the memory held.
+        object.attributes.shrink_to_fit();
+        for set in &mut object.links {
+            set.links.shrink_to_fit();
+        }
+        object.links.shrink_to_fit();
         if let Some(old) = self.maps[slot(object.object_type)].remove(&object.id) {
             self.unindex(&old);
         }
