@@ -213,6 +213,7 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
         }
     };
     ctx.app.metrics.request(&label);
+    ctx.app.metrics.response(reply.status.as_u16());
     reply
 }
 

@@ -8,12 +8,14 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value as Json};
 
+use super::state::lock;
 use super::throttle::Scope;
 
 /// Counters shared by all tenants.
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<String, u64>>,
+    responses: Mutex<BTreeMap<u16, u64>>,
     writes: AtomicU64,
     throttled_read: AtomicU64,
     throttled_write: AtomicU64,
@@ -24,13 +26,18 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn request(&self, route: &str) {
-        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.requests);
         match map.get_mut(route) {
             Some(n) => *n += 1,
             None => {
                 map.insert(route.to_owned(), 1);
             }
         }
+    }
+
+    /// Counts a Graph answer by its status (a bounded set of labels).
+    pub fn response(&self, status: u16) {
+        *lock(&self.responses).entry(status).or_insert(0) += 1;
     }
 
     pub fn write(&self) {
@@ -67,11 +74,7 @@ impl Metrics {
 
     /// The counters as JSON, with each tenant's writes in the current and previous window.
     pub fn to_json(&self, windows: &BTreeMap<String, (u64, u64)>) -> Json {
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let requests = lock(&self.requests).clone();
         let throttled: BTreeMap<&str, u64> = self
             .throttled_by_scope()
             .into_iter()
@@ -81,8 +84,13 @@ impl Metrics {
             .iter()
             .map(|(t, (cur, prev))| (t, json!({"current": cur, "previous": prev})))
             .collect();
+        let responses: BTreeMap<String, u64> = lock(&self.responses)
+            .iter()
+            .map(|(s, n)| (s.to_string(), *n))
+            .collect();
         json!({
             "requests": requests,
+            "responses": responses,
             "writes": self.writes.load(Ordering::Relaxed),
             "writesInWindow": windows,
             "throttled": throttled,
@@ -95,11 +103,7 @@ impl Metrics {
     /// The counters in Prometheus text exposition format.
     pub fn to_prometheus(&self, windows: &BTreeMap<String, (u64, u64)>) -> String {
         let mut out = String::new();
-        let requests = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let requests = lock(&self.requests).clone();
         out.push_str("# HELP rewind_dirsim_requests_total Graph requests served, by route.\n");
         out.push_str("# TYPE rewind_dirsim_requests_total counter\n");
         for (route, n) in &requests {
@@ -107,6 +111,14 @@ impl Metrics {
                 out,
                 "rewind_dirsim_requests_total{{route=\"{}\"}} {n}",
                 escape(route)
+            );
+        }
+        out.push_str("# HELP rewind_dirsim_responses_total Graph answers sent, by HTTP status.\n");
+        out.push_str("# TYPE rewind_dirsim_responses_total counter\n");
+        for (status, n) in lock(&self.responses).iter() {
+            let _ = writeln!(
+                out,
+                "rewind_dirsim_responses_total{{status=\"{status}\"}} {n}"
             );
         }
         out.push_str("# HELP rewind_dirsim_writes_total Directory writes admitted.\n");

@@ -82,7 +82,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
 /// Writes the state of every tenant; returns how many objects were saved. Each tenant is
 /// read-locked while it is written, so each is saved consistently.
 pub fn save(app: &App, path: &Path) -> Result<u64, PersistError> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let file = File::create(&tmp).map_err(io(&tmp))?;
     let mut enc = zstd::Encoder::new(BufWriter::new(file), 3).map_err(io(&tmp))?;
     let tenants = app.all_tenants();

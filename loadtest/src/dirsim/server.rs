@@ -245,7 +245,7 @@ async fn graph_entry(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_owned();
-    let base = format!("http://{host}/{}/v1.0", tenant.name);
+    let base = format!("http://{host}/{tenant_name}/v1.0");
     let req = GraphRequest {
         method,
         path,

@@ -105,8 +105,14 @@ impl App {
         read(&self.settings).clone()
     }
 
+    /// The tenant by its name, or by its organization (tenant) id as clients often address it.
     pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
-        read(&self.tenants).get(name).cloned()
+        let tenants = read(&self.tenants);
+        if let Some(t) = tenants.get(name) {
+            return Some(t.clone());
+        }
+        let id = name.parse::<ObjectId>().ok()?;
+        tenants.values().find(|t| t.org_id == id).cloned()
     }
 
     pub fn all_tenants(&self) -> Vec<Arc<Tenant>> {

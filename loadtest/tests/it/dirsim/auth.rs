@@ -49,6 +49,21 @@ fn graph_requires_a_live_token_of_the_same_tenant() {
         .unwrap();
     assert_eq!(bogus.status().as_u16(), 401);
 
+    // A tenant is also addressed by its organization (tenant) id.
+    let org_id = contoso.get("/organization").values()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let by_id = sim.token_request(&org_id, "app-contoso", "secret-contoso");
+    assert_eq!(by_id.status, 200);
+    let token = by_id.body["access_token"].as_str().unwrap();
+    let r = agent()
+        .get(format!("{}/{org_id}/v1.0/users?$top=1", sim.base))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
     let mut fabrikam = sim.client("fabrikam");
     fabrikam.graph = format!("{}/contoso/v1.0", sim.base);
     let foreign = fabrikam.get("/users");

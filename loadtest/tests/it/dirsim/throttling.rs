@@ -138,13 +138,19 @@ fn requests_are_counted_by_route() {
     c.get("/users");
     c.get("/users");
     c.get(&format!("/users/{}", id(1)));
+    c.get(&format!("/users/{}", id(2)));
     let counters = sim.counters();
+    assert_eq!(counters["responses"]["404"], 1);
     assert_eq!(counters["requests"]["GET /users"], 2);
-    assert_eq!(counters["requests"]["GET /users/{id}"], 1);
+    assert_eq!(counters["requests"]["GET /users/{id}"], 2);
     let text = sim.get("/metrics").body.as_str().unwrap().to_owned();
     assert!(
         text.contains("rewind_dirsim_requests_total{route=\"GET /users\"} 2"),
         "{text}"
     );
     assert!(text.contains("# TYPE rewind_dirsim_requests_total counter"));
+    assert!(
+        text.contains("rewind_dirsim_responses_total{status=\"200\"} 3"),
+        "{text}"
+    );
 }
