@@ -1,8 +1,45 @@
 //! `dirsim`, the tenant simulator: an HTTP server that serves many Entra ID tenants in the
-//! Microsoft Graph dialect (token endpoint, reads, writes, recycle bins, `$batch`, Graph-like
-//! throttling and injected faults), with admin routes under `/_admin/`, counters on `/metrics`
-//! and its state saved to a file. A real Graph client works unchanged against
-//! `http://host:port/{tenant}/v1.0`, authenticating at `http://host:port/{tenant}/oauth2/v2.0/token`.
+//! Microsoft Graph dialect (`shared/spec/graph-dialect.md`), faithful enough that a real Graph
+//! client works unchanged against `http://host:port/{tenant}/v1.0`, authenticating at
+//! `http://host:port/{tenant}/oauth2/v2.0/token` (client credentials). A tenant is addressed by
+//! its name or by its organization id.
+//!
+//! # Graph routes (relative to `/{tenant}/v1.0`)
+//! - `GET /users`, `/groups`, `/applications`, `/servicePrincipals` (paged by id, `$top` ≤ 999,
+//!   `$select`, `$filter` `id eq`, `id in (≤15)`, `prop eq 'value'`), `POST` to create; `GET`,
+//!   `PATCH` (partial, 204), `DELETE` (soft, 204) on `/{collection}/{id}`; `GET /{collection}/delta`.
+//! - `GET /groups/{id}/members|owners`, `POST .../members|owners/$ref`,
+//!   `DELETE .../members|owners/{memberId}/$ref` (owners of applications and service principals too).
+//! - `GET|POST /servicePrincipals/{id}/appRoleAssignedTo`, `GET|DELETE .../{assignmentId}`.
+//! - `GET|POST /oauth2PermissionGrants`, `GET|PATCH|DELETE /oauth2PermissionGrants/{id}`
+//!   (admin consent only; held as links of the client service principal).
+//! - `/identity/conditionalAccess/policies|namedLocations` (GET, POST, and GET/PATCH/DELETE by
+//!   id), their recycle bin `/identity/conditionalAccess/deletedItems/policies|namedLocations`
+//!   (GET, GET/DELETE by id, `POST .../{id}/restore`).
+//! - `GET|PATCH /policies/authenticationMethodsPolicy`, `/policies/authorizationPolicy`;
+//!   `GET /organization`, `GET|PATCH /organization/{id}`.
+//! - `GET /directory/deletedItems/microsoft.graph.{user,group,application,servicePrincipal}`,
+//!   `GET|DELETE /directory/deletedItems/{id}`, `POST /directory/deletedItems/{id}/restore`.
+//! - `POST /directoryObjects/getByIds` (≤ 1000 ids), `GET /directoryObjects/{id}`, `POST /$batch`
+//!   (≤ 20 requests, `dependsOn`, 424).
+//!
+//! # Lifecycle
+//! Soft-deleted objects keep id, properties and links, and are purged after
+//! `purge_after_days` (30) days of the simulated clock. Objects synced from on-premises refuse
+//! cloud writes of synced properties (400). Dynamic groups (`membershipRule`, see [`Rule`]) are
+//! recomputed by the simulator whenever a user changes.
+//!
+//! # Admin routes
+//! - `POST /_admin/tenants` `{"tenant","clientId","clientSecret","organizationId"?}`, `GET /_admin/tenants`.
+//! - `POST /_admin/tenants/{tenant}/objects`: JSON Lines of Graph-shaped objects, each with a
+//!   `type` (`user`, `group`, ..., or an `@odata.type`), links under `members`, `owners`,
+//!   `oauth2PermissionGrants`, `appRoleAssignedTo` (see `rewind_common::graph_json`).
+//! - `PATCH /_admin/tenants/{tenant}/objects/{id}`: a change made by on-premises sync (may touch
+//!   synced properties; `onPremisesSyncEnabled` moves the source of authority).
+//! - `GET|PATCH /_admin/settings` ([`Settings`], snake_case fields).
+//! - `GET|POST /_admin/clock` (`{"set"}`, `{"setTime"}`, `{"advanceSecs"}`, `{"advanceDays"}`).
+//! - `GET /_admin/counters` (JSON) and `GET /metrics` (Prometheus text, `rewind_dirsim_*`).
+//! - `POST /_admin/save` (to the state file given at start).
 
 mod error;
 mod graph;
