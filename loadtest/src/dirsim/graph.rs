@@ -19,7 +19,7 @@ use super::error::{random_guid, GraphError};
 use super::settings::Settings;
 use super::state::{lock, read, write, App, Tenant};
 use super::store::TenantData;
-use super::throttle::Class;
+use super::throttle::{Class, Scope};
 
 /// One Graph request, relative to `/v1.0/`.
 #[derive(Debug, Clone)]
@@ -175,6 +175,30 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
             return Err(GraphError::unavailable(settings.retry_after_503_secs));
         }
         let class = classify(&req.method, &segs, &req.query);
+        let is_write = matches!(
+            class,
+            Class::Write | Class::ConditionalAccess { write: true }
+        );
+        if is_write
+            && settings.write_503_rate > 0.0
+            && rand::random::<f64>() < settings.write_503_rate
+        {
+            ctx.app.metrics.unavailable();
+            return Err(GraphError::unavailable(settings.retry_after_503_secs));
+        }
+        if is_write
+            && settings.write_429_rate > 0.0
+            && rand::random::<f64>() < settings.write_429_rate
+        {
+            ctx.app.metrics.throttled(Scope::Injected);
+            let low = settings.retry_after_429_min_secs;
+            let high = settings.retry_after_429_max_secs.max(low);
+            let retry = low + rand::random::<u64>() % (high - low + 1);
+            return Err(GraphError::throttled(
+                "Application request limit has been reached for the tenant.",
+                Some(retry),
+            ));
+        }
         let admitted = lock(&ctx.tenant.throttle).admit(&settings, class, Instant::now());
         if let Err(t) = admitted {
             ctx.app.metrics.throttled(t.scope);

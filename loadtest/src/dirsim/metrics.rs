@@ -20,6 +20,7 @@ pub struct Metrics {
     throttled_read: AtomicU64,
     throttled_write: AtomicU64,
     throttled_ca: AtomicU64,
+    throttled_injected: AtomicU64,
     unavailable: AtomicU64,
     dropped: AtomicU64,
 }
@@ -49,6 +50,7 @@ impl Metrics {
             Scope::Read => &self.throttled_read,
             Scope::Write => &self.throttled_write,
             Scope::ConditionalAccess => &self.throttled_ca,
+            Scope::Injected => &self.throttled_injected,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -61,13 +63,17 @@ impl Metrics {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn throttled_by_scope(&self) -> [(Scope, u64); 3] {
+    fn throttled_by_scope(&self) -> [(Scope, u64); 4] {
         [
             (Scope::Read, self.throttled_read.load(Ordering::Relaxed)),
             (Scope::Write, self.throttled_write.load(Ordering::Relaxed)),
             (
                 Scope::ConditionalAccess,
                 self.throttled_ca.load(Ordering::Relaxed),
+            ),
+            (
+                Scope::Injected,
+                self.throttled_injected.load(Ordering::Relaxed),
             ),
         ]
     }

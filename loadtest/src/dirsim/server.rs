@@ -524,7 +524,12 @@ async fn patch_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(e) => return admin_error(StatusCode::BAD_REQUEST, e),
     };
-    for rate in [merged.error_503_rate, merged.drop_rate] {
+    for rate in [
+        merged.error_503_rate,
+        merged.drop_rate,
+        merged.write_429_rate,
+        merged.write_503_rate,
+    ] {
         if !(0.0..=1.0).contains(&rate) {
             return admin_error(StatusCode::BAD_REQUEST, "rates must be between 0 and 1");
         }

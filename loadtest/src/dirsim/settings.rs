@@ -32,6 +32,17 @@ pub struct Settings {
     /// The Retry-After of injected 503s, in seconds.
     #[arg(long, default_value_t = 1)]
     pub retry_after_503_secs: u64,
+    /// Share of directory writes answered with 429 whatever the limits, 0..=1 (scenario S10).
+    #[arg(long, default_value_t = 0.0)]
+    pub write_429_rate: f64,
+    /// Injected 429s carry a Retry-After drawn between these bounds, in whole seconds.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after_429_min_secs: u64,
+    #[arg(long, default_value_t = 3)]
+    pub retry_after_429_max_secs: u64,
+    /// Share of directory writes answered with 503, on top of `error_503_rate`, 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    pub write_503_rate: f64,
     /// Share of Graph requests whose connection is dropped without an answer, 0..=1.
     #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
@@ -55,6 +66,10 @@ impl Default for Settings {
             latency_ms: 0,
             error_503_rate: 0.0,
             retry_after_503_secs: 1,
+            write_429_rate: 0.0,
+            retry_after_429_min_secs: 1,
+            retry_after_429_max_secs: 3,
+            write_503_rate: 0.0,
             drop_rate: 0.0,
             max_scan_per_page: 20_000,
             purge_after_days: 30,

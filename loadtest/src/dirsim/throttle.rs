@@ -25,6 +25,8 @@ pub enum Scope {
     Read,
     Write,
     ConditionalAccess,
+    /// A 429 injected at the configured rate (not a limit).
+    Injected,
 }
 
 impl Scope {
@@ -33,6 +35,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::Write => "write",
             Scope::ConditionalAccess => "conditional_access",
+            Scope::Injected => "injected",
         }
     }
 }

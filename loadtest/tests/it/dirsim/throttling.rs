@@ -154,3 +154,29 @@ fn requests_are_counted_by_route() {
         "{text}"
     );
 }
+
+#[test]
+fn injected_write_429s_and_503s_leave_reads_alone() {
+    let sim = sim_with_tenant();
+    sim.load("contoso", &[user(1, "Sales")]);
+    let c = sim.client("contoso");
+    let u = format!("/users/{}", id(1));
+    sim.settings(json!({"write_429_rate": 1.0, "retry_after_429_min_secs": 2, "retry_after_429_max_secs": 2}));
+    let r = c.patch(&u, &json!({"jobTitle": "x"}));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("2"));
+    assert_eq!(c.get(&u).status, 200);
+    assert!(
+        c.get(&format!("{u}?$select=jobTitle")).body["jobTitle"].is_null(),
+        "not applied"
+    );
+    sim.settings(json!({"write_429_rate": 0.0, "write_503_rate": 1.0}));
+    assert_eq!(c.patch(&u, &json!({"jobTitle": "x"})).status, 503);
+    assert_eq!(c.get(&u).status, 200);
+    let counters = sim.counters();
+    assert_eq!(counters["throttled"]["injected"], 1);
+    assert_eq!(counters["unavailable"], 1);
+    assert_eq!(counters["writes"], 0, "refused writes are not admitted");
+    sim.settings(json!({"write_503_rate": 0.0}));
+    assert_eq!(c.patch(&u, &json!({"jobTitle": "x"})).status, 204);
+}
