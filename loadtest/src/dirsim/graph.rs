@@ -888,7 +888,7 @@ fn directory(
             if data.find_directory_object(member).is_none() {
                 return Err(GraphError::not_found(member));
             }
-            data.update(t, id, |o| {
+            data.modify_links(t, id, |o| {
                 if o.links_of(kind).binary_search_by_key(&member, |l| l.target).is_ok() {
                     return Err(GraphError::bad_request(format!(
                         "One or more added object references already exist for the following modified properties: '{}'.",
@@ -915,7 +915,7 @@ fn directory(
             let member = parse_id(member)?;
             let mut data = write(&ctx.tenant.data);
             check_link_write(&data, t, id, kind)?;
-            data.update(t, id, |o| {
+            data.modify_links(t, id, |o| {
                 if o.remove_link(kind, member) {
                     Ok(())
                 } else {
@@ -1333,7 +1333,7 @@ fn app_role_assigned_to(
             link_data.insert("principalId".to_owned(), Value::from(principal.to_string()));
             link_data.insert("appRoleId".to_owned(), Value::from(app_role.to_string()));
             link_data.insert("createdDateTime".to_owned(), Value::from(format_time(now)));
-            data.update(t, sp_id, |sp| {
+            data.modify_links(t, sp_id, |sp| {
                 let exists = sp.links_of(kind).iter().any(|l| {
                     let d = link_data_of(l);
                     d.get("principalId").and_then(Value::as_str) == Some(&principal.to_string())
@@ -1388,7 +1388,7 @@ fn app_role_assigned_to(
             if data.active(t, sp_id).is_none() {
                 return Err(GraphError::not_found(sp_id));
             }
-            data.update(t, sp_id, |sp| {
+            data.modify_links(t, sp_id, |sp| {
                 if sp.remove_link(kind, aid) {
                     Ok(())
                 } else {

@@ -651,12 +651,13 @@ async fn bulk_load(
                 }
             }
             loaded += parsed.len();
+            // `upsert` evaluates each loaded user against the dynamic rules, and computes the
+            // members of each loaded dynamic group: no pass over every user per chunk.
             let mut data = write(&t.data);
             for o in parsed {
-                data.upsert_quiet(o);
+                data.upsert(o);
             }
         }
-        write(&t.data).recompute_all_dynamic();
         json!({"loaded": loaded, "errorCount": error_count, "errors": errors})
     })
     .await;

@@ -153,8 +153,8 @@ impl TenantData {
         }
     }
 
-    /// Inserts or replaces an object without recomputing dynamic groups (bulk loads call
-    /// [`TenantData::recompute_all_dynamic`] once at the end).
+    /// Inserts or replaces an object without recomputing dynamic groups (for loading a saved
+    /// state, whose computed memberships are already there).
     pub fn upsert_quiet(&mut self, mut object: DirectoryObject) {
         // Objects are built by pushing; their spare capacity would double the memory held.
         object.attributes.shrink_to_fit();
@@ -183,6 +183,22 @@ impl TenantData {
             .ok_or_else(|| GraphError::not_found(id))?;
         let r = f(&mut copy)?;
         self.upsert(copy);
+        Ok(r)
+    }
+
+    /// Changes an object's member, owner or app role assignment links in place (no index
+    /// depends on them, so large groups are not copied). `f` must check before it mutates.
+    pub fn modify_links<R>(
+        &mut self,
+        t: ObjectType,
+        id: ObjectId,
+        f: impl FnOnce(&mut DirectoryObject) -> Result<R, GraphError>,
+    ) -> Result<R, GraphError> {
+        let o = self.maps[slot(t)]
+            .get_mut(&id)
+            .ok_or_else(|| GraphError::not_found(id))?;
+        let r = f(o)?;
+        self.record(t, id);
         Ok(r)
     }
 
@@ -271,13 +287,6 @@ impl TenantData {
                 group.set_links(LinkKind::Members, members);
                 self.record(ObjectType::Group, group_id);
             }
-        }
-    }
-
-    pub fn recompute_all_dynamic(&mut self) {
-        let ids: Vec<ObjectId> = self.rules.keys().copied().collect();
-        for id in ids {
-            self.recompute_group(id);
         }
     }
 

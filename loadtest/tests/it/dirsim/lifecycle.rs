@@ -208,4 +208,8 @@ fn dynamic_groups_are_recomputed_when_users_change() {
         204
     );
     assert_eq!(members(&c), vec![id(1)]);
+
+    // Users bulk-loaded after the group are evaluated against its rule as they arrive.
+    sim.load("contoso", &[user(10, "Marketing"), user(11, "Sales")]);
+    assert_eq!(members(&c), vec![id(1), id(10)]);
 }
