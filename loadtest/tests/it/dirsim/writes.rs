@@ -325,3 +325,47 @@ fn singletons_are_patched_in_place() {
     );
     assert_eq!(c.delete("/policies/authorizationPolicy").status, 405);
 }
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let sim = sim_with_tenant();
+    let mut objects: Vec<_> = (1..=100).map(|n| user(n, "Sales")).collect();
+    objects.push(group(1000, &[]));
+    sim.load("contoso", &objects);
+    let token = sim.client("contoso").token;
+    let graph = format!("{}/contoso/v1.0", sim.base);
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let (token, graph) = (token.clone(), graph.clone());
+            std::thread::spawn(move || {
+                let agent = super::support::agent();
+                for n in (1..=25).map(|k| w * 25 + k) {
+                    let r = agent
+                        .post(format!("{graph}/groups/{}/members/$ref", id(1000)))
+                        .header("Authorization", &format!("Bearer {token}"))
+                        .send_json(
+                            json!({"@odata.id": format!("{graph}/directoryObjects/{}", id(n))}),
+                        )
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 204);
+                    let r = agent
+                        .patch(format!("{graph}/users/{}", id(n)))
+                        .header("Authorization", &format!("Bearer {token}"))
+                        .send_json(json!({"jobTitle": format!("worker {w}")}))
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 204);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let c = sim.client("contoso");
+    let members = c.get_all(&format!("/groups/{}/members?$top=999", id(1000)));
+    assert_eq!(members.len(), 100);
+    let titled = c.get_all("/users?$select=jobTitle&$top=999");
+    assert!(titled.iter().all(|u| u["jobTitle"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("worker"))));
+}
