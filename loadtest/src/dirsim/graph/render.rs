@@ -88,7 +88,14 @@ pub(super) fn render(o: &DirectoryObject, select: Option<&[String]>) -> Json {
     let full = full_json(o);
     match select {
         Some(fields) => select_fields(full, fields),
-        None if o.object_type == ObjectType::User => select_fields(full, USER_DEFAULT),
+        None if o.object_type == ObjectType::User && o.lifecycle.is_active() => {
+            select_fields(full, USER_DEFAULT)
+        }
+        None if o.object_type == ObjectType::User => {
+            let mut fields = USER_DEFAULT.to_vec();
+            fields.push("deletedDateTime");
+            select_fields(full, &fields)
+        }
         None => Json::Object(full),
     }
 }
