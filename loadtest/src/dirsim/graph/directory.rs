@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// The id in a path: a GUID, or for users a userPrincipalName (found by a scan, as a
+/// convenience for clients that address users that way).
+fn resolve_id(data: &TenantData, t: ObjectType, segment: &str) -> Result<ObjectId, GraphError> {
+    if let Ok(id) = segment.parse::<ObjectId>() {
+        return Ok(id);
+    }
+    if t == ObjectType::User && segment.contains('@') {
+        let found = data.map(t).values().find(|u| {
+            u.lifecycle.is_active()
+                && u.get("userPrincipalName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|upn| upn.eq_ignore_ascii_case(segment))
+        });
+        if let Some(u) = found {
+            return Ok(u.id);
+        }
+    }
+    Err(GraphError::not_found(segment))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn directory(
     ctx: &Ctx<'_>,
@@ -23,8 +43,8 @@ pub(super) fn directory(
         [] if *m == Method::POST => create(ctx, req, t),
         ["delta"] if *m == Method::GET => delta(ctx, t, coll, q, now, settings),
         [id] if *m == Method::GET => {
-            let id = parse_id(id)?;
             let data = read(&ctx.tenant.data);
+            let id = resolve_id(&data, t, id)?;
             let o = data
                 .active(t, id)
                 .ok_or_else(|| GraphError::not_found(id))?;
@@ -38,9 +58,9 @@ pub(super) fn directory(
             Ok(Reply::json(StatusCode::OK, body))
         }
         [id] if *m == Method::PATCH => {
-            let id = parse_id(id)?;
             let body = body_object(req)?;
             let mut data = write(&ctx.tenant.data);
+            let id = resolve_id(&data, t, id)?;
             data.update(t, id, |o| {
                 if !o.lifecycle.is_active() {
                     return Err(GraphError::not_found(id));
@@ -50,8 +70,8 @@ pub(super) fn directory(
             Ok(Reply::no_content())
         }
         [id] if *m == Method::DELETE => {
-            let id = parse_id(id)?;
             let mut data = write(&ctx.tenant.data);
+            let id = resolve_id(&data, t, id)?;
             let o = data
                 .active(t, id)
                 .ok_or_else(|| GraphError::not_found(id))?;

@@ -113,6 +113,10 @@ fn select_and_the_default_user_properties() {
     assert_eq!(selected.header("x-ms-resource-unit"), Some("1"));
     assert_eq!(plain.header("x-ms-resource-unit"), Some("2"));
 
+    let by_upn = c.get("/users/USER1@contoso.example?$select=department");
+    assert_eq!(by_upn.status, 200);
+    assert_eq!(by_upn.body["id"], id(1));
+
     let missing = c.get(&format!("/users/{}", id(99)));
     assert_eq!(missing.status, 404);
     assert_eq!(missing.code(), "Request_ResourceNotFound");
