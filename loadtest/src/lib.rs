@@ -1,7 +1,8 @@
-//! Rewind's load-test harness: the seeded tenant generator, the benchmark drivers and the
-//! `rewind loadtest` command line.
+//! Rewind's load-test harness: the tenant simulator (`dirsim`), the seeded tenant generator,
+//! the benchmark drivers and the `rewind loadtest` command line.
 
 pub mod bench_diff;
 pub mod cli;
+pub mod dirsim;
 pub mod rss;
 pub mod tenant;

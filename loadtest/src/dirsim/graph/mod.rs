@@ -1,0 +1,366 @@
+//! The Graph dialect the simulator serves under `/{tenant}/v1.0/`: routing, query options
+//! (`$select`, `$top`, `$filter`, `$skiptoken`), absolute next links, rendering of objects,
+//! grants and assignments, and the read and write handlers. One request in, one [`Reply`] out,
+//! so that `$batch` runs its inner requests through the very same path.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::time::Instant;
+
+use axum::http::{Method, StatusCode};
+use rewind_common::graph_json::{format_time, from_graph_json, to_graph_json};
+use rewind_common::properties;
+use rewind_common::{
+    DirectoryObject, Link, LinkKind, ObjectId, ObjectType, SourceOfAuthority, Value,
+};
+use serde_json::{Map, Value as Json};
+
+use super::error::{random_guid, GraphError};
+use super::settings::Settings;
+use super::state::{lock, read, write, App, Tenant};
+use super::store::TenantData;
+use super::throttle::{Class, Scope};
+
+mod delta;
+mod directory;
+mod links;
+mod policies;
+mod query;
+mod render;
+
+use delta::*;
+pub use directory::apply_patch;
+use directory::*;
+use links::*;
+use policies::*;
+use query::*;
+use render::*;
+
+/// One Graph request, relative to `/v1.0/`.
+#[derive(Debug, Clone)]
+pub struct GraphRequest {
+    pub method: Method,
+    /// Percent-decoded path without the leading slash (`users/{id}`).
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Json>,
+}
+
+/// One answer: status, headers and an optional JSON body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Json>,
+}
+
+impl Reply {
+    pub fn json(status: StatusCode, body: Json) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Some(body),
+        }
+    }
+
+    pub fn no_content() -> Self {
+        Self {
+            status: StatusCode::NO_CONTENT,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub fn error(e: &GraphError, now: i64) -> Self {
+        let mut headers = Vec::new();
+        if let Some(secs) = e.retry_after {
+            headers.push(("retry-after", secs.to_string()));
+        }
+        Self {
+            status: e.status,
+            headers,
+            body: Some(e.body(&format_time(now))),
+        }
+    }
+}
+
+/// Where a request runs: the server, the tenant, and the tenant's absolute Graph base URL.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub tenant: &'a Tenant,
+    /// `http://host:port/{tenant}/v1.0`
+    pub base: &'a str,
+}
+
+/// Splits a path into percent-decoded segments.
+pub fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| char::from(b).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Percent-encodes a query value, keeping the characters OData links show literally.
+pub fn encode_query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~$'(),".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The route label of a request for the counters (ids replaced by `{id}`).
+pub fn route_label(method: &Method, segs: &[String]) -> String {
+    let mut label = format!("{method} ");
+    for s in segs {
+        label.push('/');
+        if s.parse::<ObjectId>().is_ok() {
+            label.push_str("{id}");
+        } else {
+            label.push_str(s);
+        }
+    }
+    if segs.is_empty() {
+        label.push('/');
+    }
+    label
+}
+
+/// How a request is throttled (see the throttling section of the Graph dialect spec).
+pub fn classify(method: &Method, segs: &[String], query: &[(String, String)]) -> Class {
+    let first = segs.first().map(String::as_str);
+    if first == Some("identity") {
+        return Class::ConditionalAccess {
+            write: *method != Method::GET,
+        };
+    }
+    if first == Some("$batch") {
+        return Class::Free;
+    }
+    let is_get_by_ids =
+        first == Some("directoryObjects") && segs.get(1).map(String::as_str) == Some("getByIds");
+    if *method == Method::GET || is_get_by_ids {
+        let base: u32 = if first == Some("users") { 2 } else { 1 };
+        let selected = query.iter().any(|(k, _)| k == "$select" || k == "select");
+        let cost = if selected {
+            base.saturating_sub(1).max(1)
+        } else {
+            base
+        };
+        return Class::Read { cost };
+    }
+    Class::Write
+}
+
+/// Runs one Graph request: injected faults, throttling, purging of expired soft deletes, then
+/// the handler. Counts it by route.
+pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
+    let segs = segments(&req.path);
+    let now = ctx.app.now();
+    let settings = ctx.app.settings();
+    let mut label = route_label(&req.method, &segs);
+
+    let reply = (|| {
+        if settings.error_503_rate > 0.0 && rand::random::<f64>() < settings.error_503_rate {
+            ctx.app.metrics.unavailable();
+            return Err(GraphError::unavailable(settings.retry_after_503_secs));
+        }
+        let class = classify(&req.method, &segs, &req.query);
+        let is_write = matches!(
+            class,
+            Class::Write | Class::ConditionalAccess { write: true }
+        );
+        if is_write
+            && settings.write_503_rate > 0.0
+            && rand::random::<f64>() < settings.write_503_rate
+        {
+            ctx.app.metrics.unavailable();
+            return Err(GraphError::unavailable(settings.retry_after_503_secs));
+        }
+        if is_write
+            && settings.write_429_rate > 0.0
+            && rand::random::<f64>() < settings.write_429_rate
+        {
+            ctx.app.metrics.throttled(Scope::Injected);
+            let low = settings.retry_after_429_min_secs;
+            let high = settings.retry_after_429_max_secs.max(low);
+            let retry = low + rand::random::<u64>() % (high - low + 1);
+            return Err(GraphError::throttled(
+                "Application request limit has been reached for the tenant.",
+                Some(retry),
+            ));
+        }
+        let admitted = lock(&ctx.tenant.throttle).admit(&settings, class, Instant::now());
+        if let Err(t) = admitted {
+            ctx.app.metrics.throttled(t.scope);
+            return Err(GraphError::throttled(
+                "Application request limit has been reached for the tenant.",
+                t.retry_after,
+            ));
+        }
+        if matches!(
+            class,
+            Class::Write | Class::ConditionalAccess { write: true }
+        ) {
+            ctx.app.metrics.write();
+        }
+        purge_if_due(ctx.tenant, now, &settings);
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let q = Query::parse(&req.query)?;
+        let mut reply = dispatch(ctx, req, &segs, &q, now, &settings)?;
+        if let Class::Read { cost } = class {
+            reply.headers.push(("x-ms-resource-unit", cost.to_string()));
+        }
+        Ok(reply)
+    })();
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => {
+            if e.code == "BadRequest" && e.status == StatusCode::BAD_REQUEST {
+                label = "unmatched".to_owned();
+            }
+            let mut r = Reply::error(&e, now);
+            if e.status == StatusCode::TOO_MANY_REQUESTS {
+                r.headers
+                    .push(("x-ms-throttle-scope", "Tenant/ReadWrite/All".to_owned()));
+            }
+            r
+        }
+    };
+    ctx.app.metrics.request(&label);
+    ctx.app.metrics.response(reply.status.as_u16());
+    reply
+}
+
+fn purge_if_due(tenant: &Tenant, now: i64, settings: &Settings) {
+    let after = settings.purge_after_secs();
+    if read(&tenant.data).purge_due(now, after) {
+        write(&tenant.data).purge_expired(now, after);
+    }
+}
+
+fn directory_type(segment: &str) -> Option<ObjectType> {
+    match segment {
+        "users" => Some(ObjectType::User),
+        "groups" => Some(ObjectType::Group),
+        "applications" => Some(ObjectType::Application),
+        "servicePrincipals" => Some(ObjectType::ServicePrincipal),
+        _ => None,
+    }
+}
+
+fn parse_id(s: &str) -> Result<ObjectId, GraphError> {
+    s.parse::<ObjectId>().map_err(|_| GraphError::not_found(s))
+}
+
+fn body_object(req: &GraphRequest) -> Result<&Map<String, Json>, GraphError> {
+    req.body
+        .as_ref()
+        .and_then(Json::as_object)
+        .ok_or_else(|| GraphError::bad_request("A JSON object was expected in the request body."))
+}
+
+fn dispatch(
+    ctx: &Ctx<'_>,
+    req: &GraphRequest,
+    segs: &[&str],
+    q: &Query,
+    now: i64,
+    settings: &Settings,
+) -> Result<Reply, GraphError> {
+    let m = &req.method;
+    match segs {
+        [coll, rest @ ..] if directory_type(coll).is_some() => {
+            let t = directory_type(coll).ok_or_else(GraphError::no_route)?;
+            directory(ctx, req, t, coll, rest, q, now, settings)
+        }
+        ["directory", "deletedItems", rest @ ..] => deleted_items(ctx, req, rest, q, settings),
+        ["directoryObjects", "getByIds"] if *m == Method::POST => get_by_ids(ctx, req),
+        ["directoryObjects", id] if *m == Method::GET => {
+            let id = parse_id(id)?;
+            let data = read(&ctx.tenant.data);
+            let o = data
+                .find_directory_object(id)
+                .ok_or_else(|| GraphError::not_found(id))?;
+            Ok(Reply::json(StatusCode::OK, render(o, q.select.as_deref())))
+        }
+        ["oauth2PermissionGrants", rest @ ..] => grants(ctx, req, rest, q, settings),
+        ["identity", "conditionalAccess", rest @ ..] => {
+            conditional_access(ctx, req, rest, q, now, settings)
+        }
+        ["policies", "authenticationMethodsPolicy"] => {
+            singleton(ctx, req, ObjectType::AuthenticationMethodsPolicy, q)
+        }
+        ["policies", "authorizationPolicy"] => {
+            singleton(ctx, req, ObjectType::AuthorizationPolicy, q)
+        }
+        ["organization"] if *m == Method::GET => {
+            let data = read(&ctx.tenant.data);
+            let values = data
+                .map(ObjectType::Organization)
+                .values()
+                .map(|o| render(o, q.select.as_deref()))
+                .collect();
+            Ok(collection(ctx, "organization", values, None))
+        }
+        ["organization", id] => {
+            let id = parse_id(id)?;
+            if id != ctx.tenant.org_id {
+                return Err(GraphError::not_found(id));
+            }
+            singleton(ctx, req, ObjectType::Organization, q)
+        }
+        _ => Err(GraphError::no_route()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_and_encoding() {
+        assert_eq!(
+            parse_filter("id eq '00000000-0000-0000-0000-000000000001'").unwrap(),
+            Filter::Ids(vec![ObjectId(1)])
+        );
+        assert!(
+            matches!(parse_filter("displayName eq 'A b'").unwrap(), Filter::Eq(p, _) if p == "displayName")
+        );
+        assert!(parse_filter("startswith(displayName,'a')").is_err());
+        assert_eq!(encode_query_value("id eq 'x'"), "id%20eq%20'x'");
+        assert_eq!(percent_decode("%24ref"), "$ref");
+        assert_eq!(
+            route_label(
+                &Method::GET,
+                &segments("users/00000000-0000-0000-0000-000000000001")
+            ),
+            "GET /users/{id}"
+        );
+    }
+}

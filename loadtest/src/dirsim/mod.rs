@@ -1,0 +1,257 @@
+//! `dirsim`, the tenant simulator: an HTTP server that serves many Entra ID tenants in the
+//! Microsoft Graph dialect (`shared/spec/graph-dialect.md`), faithful enough that a real Graph
+//! client works unchanged against `http://host:port/{tenant}/v1.0`, authenticating at
+//! `http://host:port/{tenant}/oauth2/v2.0/token` (client credentials). A tenant is addressed by
+//! its name or by its organization id.
+//!
+//! # Graph routes (relative to `/{tenant}/v1.0`)
+//! - `GET /users`, `/groups`, `/applications`, `/servicePrincipals` (paged by id, `$top` ≤ 999,
+//!   `$select`, `$filter` `id eq`, `id in (≤15)`, `prop eq 'value'`), `POST` to create; `GET`,
+//!   `PATCH` (partial, 204), `DELETE` (soft, 204) on `/{collection}/{id}`; `GET /{collection}/delta`.
+//! - `GET /groups/{id}/members|owners`, `POST .../members|owners/$ref`,
+//!   `DELETE .../members|owners/{memberId}/$ref` (owners of applications and service principals too).
+//! - `GET|POST /servicePrincipals/{id}/appRoleAssignedTo`, `GET|DELETE .../{assignmentId}`.
+//! - `GET|POST /oauth2PermissionGrants`, `GET|PATCH|DELETE /oauth2PermissionGrants/{id}`
+//!   (admin consent only; held as links of the client service principal).
+//! - `/identity/conditionalAccess/policies|namedLocations` (GET, POST, and GET/PATCH/DELETE by
+//!   id), their recycle bin `/identity/conditionalAccess/deletedItems/policies|namedLocations`
+//!   (GET, GET/DELETE by id, `POST .../{id}/restore`).
+//! - `GET|PATCH /policies/authenticationMethodsPolicy`, `/policies/authorizationPolicy`;
+//!   `GET /organization`, `GET|PATCH /organization/{id}`.
+//! - `GET /directory/deletedItems/microsoft.graph.{user,group,application,servicePrincipal}`,
+//!   `GET|DELETE /directory/deletedItems/{id}`, `POST /directory/deletedItems/{id}/restore`.
+//! - `POST /directoryObjects/getByIds` (≤ 1000 ids), `GET /directoryObjects/{id}`, `POST /$batch`
+//!   (≤ 20 requests, `dependsOn`, 424).
+//!
+//! # Lifecycle
+//! Soft-deleted objects keep id, properties and links, and are purged after
+//! `purge_after_days` (30) days of the simulated clock. Objects synced from on-premises refuse
+//! cloud writes of synced properties (400). Dynamic groups (`membershipRule`, see [`Rule`]) are
+//! recomputed by the simulator whenever a user changes.
+//!
+//! # Admin routes
+//! - `POST /_admin/tenants` `{"tenant","clientId","clientSecret","organizationId"?}`, `GET /_admin/tenants`.
+//! - `POST /_admin/tenants/{tenant}/objects`: JSON Lines of Graph-shaped objects, each with a
+//!   `type` (`user`, `group`, ..., or an `@odata.type`), links under `members`, `owners`,
+//!   `oauth2PermissionGrants`, `appRoleAssignedTo` (see `rewind_common::graph_json`).
+//! - `PATCH /_admin/tenants/{tenant}/objects/{id}`: a change made by on-premises sync (may touch
+//!   synced properties; `onPremisesSyncEnabled` moves the source of authority).
+//! - `GET|PATCH /_admin/settings` ([`Settings`], snake_case fields).
+//! - `GET|POST /_admin/clock` (`{"set"}`, `{"setTime"}`, `{"advanceSecs"}`, `{"advanceDays"}`).
+//! - `GET /_admin/counters` (JSON) and `GET /metrics` (Prometheus text, `rewind_dirsim_*`).
+//! - `POST /_admin/save` (to the state file given at start).
+
+mod error;
+mod graph;
+mod metrics;
+mod persist;
+mod rule;
+mod server;
+mod settings;
+mod state;
+mod store;
+mod throttle;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::GraphError;
+pub use persist::PersistError;
+pub use rule::{Rule, RuleError};
+pub use settings::Settings;
+
+use state::App;
+
+/// The `dirsim` command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirsimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// State file: loaded at start when it exists, saved on shutdown and on `POST /_admin/save`.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// How to start a simulator.
+#[derive(Debug, Clone)]
+pub struct DirsimConfig {
+    pub listen: SocketAddr,
+    pub state: Option<PathBuf>,
+    /// Initial settings (a loaded state file's settings replace them).
+    pub settings: Settings,
+}
+
+impl Default for DirsimConfig {
+    /// Bound to `127.0.0.1:0`, no state file, default settings.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state: None,
+            settings: Settings::default(),
+        }
+    }
+}
+
+impl From<DirsimArgs> for DirsimConfig {
+    fn from(a: DirsimArgs) -> Self {
+        Self {
+            listen: a.listen,
+            state: a.state,
+            settings: a.settings,
+        }
+    }
+}
+
+/// Why the simulator could not start, save or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DirsimError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    #[error("the simulator was started without a state file")]
+    NoStateFile,
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+/// A running simulator. Dropping it stops the server (without saving).
+#[derive(Debug)]
+pub struct Running {
+    base_url: String,
+    app: Arc<App>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// `http://127.0.0.1:port` (tenants live under `/{tenant}/v1.0`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Saves the state file now; returns how many objects were saved.
+    pub async fn save(&self) -> Result<u64, DirsimError> {
+        let path = self
+            .app
+            .state_path
+            .clone()
+            .ok_or(DirsimError::NoStateFile)?;
+        let app = self.app.clone();
+        tokio::task::spawn_blocking(move || persist::save(&app, &path))
+            .await
+            .map_err(|e| DirsimError::Task(e.to_string()))?
+            .map_err(DirsimError::from)
+    }
+
+    /// Stops serving (in-flight requests finish first).
+    pub async fn stop(mut self) -> Result<(), DirsimError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .map_err(|e| DirsimError::Task(e.to_string()))?
+                .map_err(|e| DirsimError::Task(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts a simulator on the current tokio runtime (loading the state file if it exists).
+pub async fn spawn(config: DirsimConfig) -> Result<Running, DirsimError> {
+    let app = App::new(config.settings.clone(), config.state.clone());
+    if let Some(path) = config.state.clone().filter(|p| p.exists()) {
+        let loaded = tokio::task::spawn_blocking(move || persist::load(&path))
+            .await
+            .map_err(|e| DirsimError::Task(e.to_string()))??;
+        app.set_clock_offset(loaded.clock_offset);
+        *state::write(&app.settings) = loaded.settings;
+        for t in loaded.tenants {
+            app.insert_tenant(t);
+        }
+    }
+    let app = Arc::new(app);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| DirsimError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| DirsimError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let router = server::router(app.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(Running {
+        base_url: format!("http://{addr}"),
+        app,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// Serves until Ctrl-C or SIGTERM, printing the base URL on stdout first; saves the state
+/// file (if one was given) on the way out.
+pub fn run(args: DirsimArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let has_state = args.state.is_some();
+        let running = spawn(args.into()).await?;
+        println!("{}", running.base_url());
+        shutdown_signal().await;
+        if has_state {
+            let saved = running.save().await?;
+            eprintln!("dirsim: saved {saved} objects");
+        }
+        running.stop().await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,184 @@
+//! Dynamic membership rules (`user.department -eq "Sales"`): a small subset of Entra's rule
+//! language that the simulator evaluates itself to recompute dynamic groups' members.
+//!
+//! Supported: `user.<property> <op> <value>` with `-eq`, `-ne`, `-startsWith`, `-contains`,
+//! `-notContains`, values in double quotes (or `true`/`false`/`null`), clauses joined by `-and`
+//! or `-or` (`-and` binds tighter), optional parentheses around a whole clause. Comparisons are
+//! case-insensitive, as in Entra.
+
+use rewind_common::{properties, DirectoryObject, ObjectType, Value};
+
+/// Why a rule could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported membership rule: {0}")]
+pub struct RuleError(pub String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    StartsWith,
+    Contains,
+    NotContains,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Clause {
+    property: u8,
+    op: Op,
+    /// Lowercased; `None` for `null`.
+    value: Option<String>,
+}
+
+/// A parsed rule: a disjunction of conjunctions of clauses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    any_of: Vec<Vec<Clause>>,
+}
+
+impl Rule {
+    pub fn parse(text: &str) -> Result<Self, RuleError> {
+        let err = || RuleError(text.to_owned());
+        let mut any_of = Vec::new();
+        for alternative in split_keyword(text, "-or") {
+            let mut all_of = Vec::new();
+            for clause in split_keyword(&alternative, "-and") {
+                all_of.push(parse_clause(&clause).ok_or_else(err)?);
+            }
+            any_of.push(all_of);
+        }
+        if any_of.is_empty() {
+            return Err(err());
+        }
+        Ok(Self { any_of })
+    }
+
+    /// Whether the user matches (the caller checks that the user is active).
+    pub fn matches(&self, user: &DirectoryObject) -> bool {
+        self.any_of
+            .iter()
+            .any(|all| all.iter().all(|c| clause_matches(c, user)))
+    }
+}
+
+/// Splits on a keyword surrounded by whitespace, case-insensitively, outside quotes.
+fn split_keyword(text: &str, keyword: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut in_quotes = false;
+    let words: Vec<&str> = text.split(' ').collect();
+    for word in words {
+        let quotes = word.matches('"').count();
+        if !in_quotes && word.eq_ignore_ascii_case(keyword) {
+            parts.push(std::mem::take(&mut current));
+            continue;
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+        if quotes % 2 == 1 {
+            in_quotes = !in_quotes;
+        }
+    }
+    parts.push(current);
+    parts
+        .into_iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn parse_clause(text: &str) -> Option<Clause> {
+    let mut text = text.trim();
+    while text.starts_with('(') && text.ends_with(')') && text.len() >= 2 {
+        text = text[1..text.len() - 1].trim();
+    }
+    let (subject, rest) = text.split_once(char::is_whitespace)?;
+    let (op, value) = rest.trim().split_once(char::is_whitespace)?;
+    let name = subject.strip_prefix("user.").or_else(|| {
+        subject
+            .get(..5)
+            .filter(|p| p.eq_ignore_ascii_case("user."))
+            .map(|_| &subject[5..])
+    })?;
+    let property = properties::properties(ObjectType::User)
+        .iter()
+        .position(|p| p.name.eq_ignore_ascii_case(name))
+        .and_then(|i| u8::try_from(i).ok())?;
+    let op = match op.to_ascii_lowercase().as_str() {
+        "-eq" => Op::Eq,
+        "-ne" => Op::Ne,
+        "-startswith" => Op::StartsWith,
+        "-contains" => Op::Contains,
+        "-notcontains" => Op::NotContains,
+        _ => return None,
+    };
+    let value = value.trim();
+    let value = if let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(inner.to_lowercase())
+    } else {
+        match value.to_ascii_lowercase().as_str() {
+            "null" => None,
+            v @ ("true" | "false") => Some(v.to_owned()),
+            _ => return None,
+        }
+    };
+    Some(Clause {
+        property,
+        op,
+        value,
+    })
+}
+
+fn clause_matches(clause: &Clause, user: &DirectoryObject) -> bool {
+    let actual: Option<String> = user
+        .attributes
+        .binary_search_by_key(&clause.property, |(p, _)| *p)
+        .ok()
+        .and_then(|i| match &user.attributes[i].1 {
+            Value::String(s) => Some(s.to_lowercase()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Int(n) => Some(n.to_string()),
+            _ => None,
+        });
+    match (clause.op, &clause.value, actual) {
+        (Op::Eq, v, a) => *v == a,
+        (Op::Ne, v, a) => *v != a,
+        (Op::StartsWith, Some(v), Some(a)) => a.starts_with(v.as_str()),
+        (Op::Contains, Some(v), Some(a)) => a.contains(v.as_str()),
+        (Op::NotContains, Some(v), Some(a)) => !a.contains(v.as_str()),
+        (Op::NotContains, _, None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rewind_common::ObjectId;
+
+    fn user(department: &str, enabled: bool) -> DirectoryObject {
+        let mut u = DirectoryObject::new(ObjectId(1), ObjectType::User);
+        u.set("department", department.into());
+        u.set("accountEnabled", enabled.into());
+        u
+    }
+
+    #[test]
+    fn eq_and_combinations() {
+        let r = Rule::parse(r#"user.department -eq "Sales""#).unwrap();
+        assert!(r.matches(&user("sales", true)));
+        assert!(!r.matches(&user("Support", true)));
+        let r = Rule::parse(
+            r#"(user.department -eq "Sales Ops") -and (user.accountEnabled -eq true) -or user.department -startsWith "Eng""#,
+        )
+        .unwrap();
+        assert!(r.matches(&user("Sales Ops", true)));
+        assert!(!r.matches(&user("Sales Ops", false)));
+        assert!(r.matches(&user("Engineering", false)));
+        assert!(Rule::parse("user.manager -eq \"x\"").is_err());
+        assert!(Rule::parse("device.os -eq \"x\"").is_err());
+    }
+}

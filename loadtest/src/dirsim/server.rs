@@ -1,0 +1,728 @@
+//! The HTTP face of the simulator: the token endpoint, bearer-token checks, the Graph entry
+//! point (with latency and dropped-connection faults) and `$batch`, `/metrics`, and the admin
+//! routes under `/_admin/` (tenants, bulk load, settings, clock, counters, save).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, patch, post};
+use axum::Router;
+use rewind_common::graph_json::{format_time, from_graph_json, odata_type, parse_time};
+use rewind_common::{ObjectId, ObjectType, SourceOfAuthority};
+use serde_json::{json, Map, Value as Json};
+
+use super::error::GraphError;
+use super::graph::{self, Ctx, GraphRequest, Reply};
+use super::persist;
+use super::state::{read, write, App, Tenant};
+
+/// The simulator's routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/_admin/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/_admin/tenants/{tenant}/objects",
+            post(bulk_load).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/_admin/tenants/{tenant}/objects/{id}", patch(sync_patch))
+        .route("/_admin/settings", get(get_settings).patch(patch_settings))
+        .route("/_admin/clock", get(get_clock).post(set_clock))
+        .route("/_admin/counters", get(counters))
+        .route("/_admin/save", post(save))
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/{tenant}/v1.0/{*rest}", any(graph_entry))
+        .fallback(fallback)
+        .with_state(app)
+}
+
+fn json_response(status: StatusCode, body: &Json) -> Response {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn reply_response(reply: Reply) -> Response {
+    let mut r = match &reply.body {
+        Some(b) => json_response(reply.status, b),
+        None => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = reply.status;
+            r
+        }
+    };
+    for (name, value) in reply.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            r.headers_mut().insert(name, v);
+        }
+    }
+    r
+}
+
+fn error_response(app: &App, e: &GraphError) -> Response {
+    reply_response(Reply::error(e, app.now()))
+}
+
+fn admin_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    json_response(
+        status,
+        &json!({"error": {"code": status.canonical_reason().unwrap_or("error"), "message": message.to_string()}}),
+    )
+}
+
+async fn fallback(State(app): State<Arc<App>>) -> Response {
+    let e = GraphError::new(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        "No such route on the simulator.",
+    );
+    error_response(&app, &e)
+}
+
+/// A response whose body fails at once, so the connection is cut without a complete answer.
+fn dropped_connection() -> Response {
+    let stream = futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped (injected fault)"))
+    });
+    Response::new(Body::from_stream(stream))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token endpoint
+
+fn oauth_error(app: &App, status: StatusCode, code: &'static str, message: String) -> Response {
+    let e = GraphError::new(status, code, message.clone());
+    let mut body = e.body(&format_time(app.now()));
+    if let Some(m) = body.as_object_mut() {
+        m.insert("error_description".into(), Json::String(message));
+    }
+    json_response(status, &body)
+}
+
+async fn token(State(app): State<Arc<App>>, Path(tenant): Path<String>, body: Bytes) -> Response {
+    let form: HashMap<String, String> = match serde_urlencoded::from_bytes(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return oauth_error(
+                &app,
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("AADSTS900144: malformed form body: {e}"),
+            )
+        }
+    };
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    if field("grant_type") != "client_credentials" {
+        return oauth_error(
+            &app,
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "AADSTS70003: The app requested an unsupported grant type; only client_credentials is served.".into(),
+        );
+    }
+    let Some(t) = app.tenant(&tenant) else {
+        return oauth_error(
+            &app,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("AADSTS90002: Tenant '{tenant}' not found."),
+        );
+    };
+    if field("client_id") != t.client_id {
+        return oauth_error(
+            &app,
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            format!("AADSTS700016: Application with identifier '{}' was not found in the directory '{tenant}'.", field("client_id")),
+        );
+    }
+    if field("client_secret") != t.client_secret {
+        return oauth_error(
+            &app,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "AADSTS7000215: Invalid client secret provided.".into(),
+        );
+    }
+    if !field("scope").ends_with("/.default") {
+        return oauth_error(
+            &app,
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "AADSTS1002012: The provided value for scope is not valid; client credentials flows must use a scope ending in /.default.".into(),
+        );
+    }
+    let lifetime = app.settings().token_lifetime_secs;
+    let access_token = app.issue_token(&t.name, lifetime);
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "token_type": "Bearer",
+            "expires_in": lifetime.saturating_sub(1),
+            "ext_expires_in": lifetime.saturating_sub(1),
+            "access_token": access_token,
+        }),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graph entry point and $batch
+
+async fn graph_entry(
+    State(app): State<Arc<App>>,
+    Path((tenant_name, _rest)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let settings = app.settings();
+    if settings.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
+    }
+    if settings.drop_rate > 0.0 && rand::random::<f64>() < settings.drop_rate {
+        app.metrics.dropped();
+        return dropped_connection();
+    }
+    let Some(tenant) = app.tenant(&tenant_name) else {
+        return error_response(
+            &app,
+            &GraphError::unauthorized(format!("Tenant '{tenant_name}' is not served here.")),
+        );
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(bearer) = bearer else {
+        return error_response(&app, &GraphError::unauthorized("Access token is empty."));
+    };
+    if app.token_tenant(bearer).as_deref() != Some(tenant.name.as_str()) {
+        return error_response(
+            &app,
+            &GraphError::unauthorized("Access token has expired or is not yet valid."),
+        );
+    }
+    let path = uri.path().splitn(4, '/').nth(3).unwrap_or("").to_owned();
+    let query: Vec<(String, String)> = match serde_urlencoded::from_str(uri.query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => {
+            return error_response(
+                &app,
+                &GraphError::bad_request(format!("Invalid query string: {e}")),
+            )
+        }
+    };
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<Json>(&body) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                return error_response(
+                    &app,
+                    &GraphError::bad_request(format!("Invalid JSON body: {e}")),
+                )
+            }
+        }
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let base = format!("http://{host}/{tenant_name}/v1.0");
+    let req = GraphRequest {
+        method,
+        path,
+        query,
+        body,
+    };
+    let app2 = app.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let ctx = Ctx {
+            app: &app2,
+            tenant: &tenant,
+            base: &base,
+        };
+        let segs = graph::segments(&req.path);
+        if segs.len() == 1 && segs[0] == "$batch" {
+            if req.method == Method::POST {
+                batch(&ctx, &req)
+            } else {
+                Reply::error(&GraphError::method_not_allowed(), app2.now())
+            }
+        } else {
+            graph::handle(&ctx, &req)
+        }
+    })
+    .await;
+    match result {
+        Ok(reply) => reply_response(reply),
+        Err(e) => error_response(
+            &app,
+            &GraphError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "generalException",
+                format!("request failed: {e}"),
+            ),
+        ),
+    }
+}
+
+/// One inner request of a batch.
+struct BatchItem {
+    id: String,
+    depends_on: Vec<String>,
+    request: Result<GraphRequest, GraphError>,
+}
+
+fn parse_batch_item(item: &Json) -> Result<BatchItem, GraphError> {
+    let id = match item.get("id") {
+        Some(Json::String(s)) => s.clone(),
+        Some(Json::Number(n)) => n.to_string(),
+        _ => return Err(GraphError::bad_request("Every batch request needs an id.")),
+    };
+    let depends_on = item
+        .get("dependsOn")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| {
+                    d.as_str()
+                        .map(str::to_owned)
+                        .or_else(|| d.as_i64().map(|n| n.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let request = (|| {
+        let method = item
+            .get("method")
+            .and_then(Json::as_str)
+            .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+            .ok_or_else(|| GraphError::bad_request("A batch request needs a method."))?;
+        let url = item
+            .get("url")
+            .and_then(Json::as_str)
+            .ok_or_else(|| GraphError::bad_request("A batch request needs a url."))?;
+        let url = match url.find("/v1.0/") {
+            Some(i) if url.starts_with("http") => &url[i + "/v1.0/".len()..],
+            _ => url.trim_start_matches('/'),
+        };
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let query = serde_urlencoded::from_str(query)
+            .map_err(|e| GraphError::bad_request(format!("Invalid query string: {e}")))?;
+        Ok(GraphRequest {
+            method,
+            path: path.to_owned(),
+            query,
+            body: item.get("body").cloned().filter(|b| !b.is_null()),
+        })
+    })();
+    Ok(BatchItem {
+        id,
+        depends_on,
+        request,
+    })
+}
+
+/// Runs a JSON batch: at most 20 requests, `dependsOn` honoured (a failed dependency yields
+/// 424), each inner request throttled and faulted on its own.
+fn batch(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
+    let now = ctx.app.now();
+    let run = || -> Result<Reply, GraphError> {
+        let requests = req
+            .body
+            .as_ref()
+            .and_then(|b| b.get("requests"))
+            .and_then(Json::as_array)
+            .ok_or_else(|| GraphError::bad_request("A batch needs a requests array."))?;
+        if requests.len() > 20 {
+            return Err(GraphError::bad_request(format!(
+                "The number of requests in the batch ({}) exceeds the limit of 20.",
+                requests.len()
+            )));
+        }
+        let items = requests
+            .iter()
+            .map(parse_batch_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        if ids.len() != items.len() {
+            return Err(GraphError::bad_request("Batch request ids must be unique."));
+        }
+        for item in &items {
+            if let Some(d) = item.depends_on.iter().find(|d| !ids.contains(d.as_str())) {
+                return Err(GraphError::bad_request(format!(
+                    "Request '{}' depends on '{d}', which is not in the batch.",
+                    item.id
+                )));
+            }
+        }
+        // Order by dependencies (a cycle is a bad request).
+        let mut order = Vec::with_capacity(items.len());
+        let mut placed: HashSet<&str> = HashSet::new();
+        while order.len() < items.len() {
+            let before = order.len();
+            for (i, item) in items.iter().enumerate() {
+                if !placed.contains(item.id.as_str())
+                    && item.depends_on.iter().all(|d| placed.contains(d.as_str()))
+                {
+                    placed.insert(item.id.as_str());
+                    order.push(i);
+                }
+            }
+            if order.len() == before {
+                return Err(GraphError::bad_request(
+                    "The dependsOn of the batch requests form a cycle.",
+                ));
+            }
+        }
+        let mut statuses: HashMap<&str, StatusCode> = HashMap::new();
+        let mut responses = Vec::with_capacity(items.len());
+        for i in order {
+            let item = &items[i];
+            let failed_dep = item
+                .depends_on
+                .iter()
+                .any(|d| statuses.get(d.as_str()).is_none_or(|s| !s.is_success()));
+            let reply = if failed_dep {
+                Reply::error(
+                    &GraphError::new(
+                        StatusCode::FAILED_DEPENDENCY,
+                        "FailedDependency",
+                        "A request this one depends on failed.",
+                    ),
+                    now,
+                )
+            } else {
+                match &item.request {
+                    Ok(r) => graph::handle(ctx, r),
+                    Err(e) => Reply::error(e, now),
+                }
+            };
+            statuses.insert(item.id.as_str(), reply.status);
+            let mut headers = Map::new();
+            for (k, v) in &reply.headers {
+                let name = match *k {
+                    "retry-after" => "Retry-After".to_owned(),
+                    other => other.to_owned(),
+                };
+                headers.insert(name, Json::String(v.clone()));
+            }
+            if reply.body.is_some() {
+                headers.insert(
+                    "Content-Type".into(),
+                    Json::String("application/json".into()),
+                );
+            }
+            let mut entry = Map::new();
+            entry.insert("id".into(), Json::String(item.id.clone()));
+            entry.insert("status".into(), Json::from(reply.status.as_u16()));
+            entry.insert("headers".into(), Json::Object(headers));
+            if let Some(b) = reply.body {
+                entry.insert("body".into(), b);
+            }
+            responses.push(Json::Object(entry));
+        }
+        Ok(Reply::json(
+            StatusCode::OK,
+            json!({ "responses": responses }),
+        ))
+    };
+    ctx.app.metrics.request("POST /$batch");
+    run().unwrap_or_else(|e| Reply::error(&e, now))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics and admin routes
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = app.metrics.to_prometheus(&app.write_windows());
+    let mut r = Response::new(Body::from(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+async fn counters(State(app): State<Arc<App>>) -> Response {
+    json_response(StatusCode::OK, &app.metrics.to_json(&app.write_windows()))
+}
+
+fn tenant_summary(t: &Tenant) -> Json {
+    json!({
+        "tenant": t.name,
+        "clientId": t.client_id,
+        "organizationId": t.org_id.to_string(),
+        "objects": read(&t.data).counts(),
+    })
+}
+
+async fn list_tenants(State(app): State<Arc<App>>) -> Response {
+    let list: Vec<Json> = app
+        .all_tenants()
+        .iter()
+        .map(|t| tenant_summary(t))
+        .collect();
+    json_response(StatusCode::OK, &Json::Array(list))
+}
+
+async fn create_tenant(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Json>(&body) else {
+        return admin_error(StatusCode::BAD_REQUEST, "a JSON object was expected");
+    };
+    let s = |k: &str| body.get(k).and_then(Json::as_str);
+    let (Some(name), Some(client_id), Some(secret)) =
+        (s("tenant"), s("clientId"), s("clientSecret"))
+    else {
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            "tenant, clientId and clientSecret are required",
+        );
+    };
+    let org_id = match s("organizationId").map(str::parse::<ObjectId>) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => return admin_error(StatusCode::BAD_REQUEST, e),
+    };
+    match app.create_tenant(name, client_id, secret, org_id) {
+        Ok(t) => json_response(StatusCode::CREATED, &tenant_summary(&t)),
+        Err(e @ super::state::TenantError::Exists(_)) => admin_error(StatusCode::CONFLICT, e),
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn get_settings(State(app): State<Arc<App>>) -> Response {
+    match serde_json::to_value(app.settings()) {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn patch_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let Ok(patch) = serde_json::from_slice::<Json>(&body) else {
+        return admin_error(StatusCode::BAD_REQUEST, "a JSON object was expected");
+    };
+    let merged = match app.settings().merged(&patch) {
+        Ok(s) => s,
+        Err(e) => return admin_error(StatusCode::BAD_REQUEST, e),
+    };
+    for rate in [
+        merged.error_503_rate,
+        merged.drop_rate,
+        merged.write_429_rate,
+        merged.write_503_rate,
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            return admin_error(StatusCode::BAD_REQUEST, "rates must be between 0 and 1");
+        }
+    }
+    *write(&app.settings) = merged;
+    get_settings(State(app)).await
+}
+
+fn clock_json(app: &App) -> Json {
+    let now = app.now();
+    json!({"now": now, "time": format_time(now), "offsetSecs": app.clock_offset()})
+}
+
+async fn get_clock(State(app): State<Arc<App>>) -> Response {
+    json_response(StatusCode::OK, &clock_json(&app))
+}
+
+/// `{"set": unix}`, `{"setTime": "2026-...Z"}`, `{"advanceSecs": n}` or `{"advanceDays": n}`;
+/// objects whose recycle-bin time is over are purged at once.
+async fn set_clock(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Json>(&body) else {
+        return admin_error(StatusCode::BAD_REQUEST, "a JSON object was expected");
+    };
+    if let Some(t) = body.get("set").and_then(Json::as_i64) {
+        app.set_now(t);
+    } else if let Some(t) = body.get("setTime").and_then(Json::as_str) {
+        match parse_time(t) {
+            Some(t) => app.set_now(t),
+            None => return admin_error(StatusCode::BAD_REQUEST, "setTime is not an RFC 3339 time"),
+        }
+    } else if let Some(s) = body.get("advanceSecs").and_then(Json::as_i64) {
+        app.advance(s);
+    } else if let Some(d) = body.get("advanceDays").and_then(Json::as_i64) {
+        app.advance(d.saturating_mul(86_400));
+    } else {
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            "one of set, setTime, advanceSecs, advanceDays is required",
+        );
+    }
+    let app2 = app.clone();
+    let purged = tokio::task::spawn_blocking(move || {
+        let now = app2.now();
+        let after = app2.settings().purge_after_secs();
+        app2.all_tenants()
+            .iter()
+            .map(|t| write(&t.data).purge_expired(now, after))
+            .sum::<usize>()
+    })
+    .await
+    .unwrap_or(0);
+    let mut j = clock_json(&app);
+    if let Some(m) = j.as_object_mut() {
+        m.insert("purged".into(), Json::from(purged));
+    }
+    json_response(StatusCode::OK, &j)
+}
+
+/// The object type a bulk-load line names (`type`, else `@odata.type`).
+fn line_type(line: &Map<String, Json>) -> Option<ObjectType> {
+    if let Some(t) = line.get("type").and_then(Json::as_str) {
+        return t.parse().ok();
+    }
+    let odata = line.get("@odata.type").and_then(Json::as_str)?;
+    if matches!(
+        odata,
+        "#microsoft.graph.ipNamedLocation" | "#microsoft.graph.countryNamedLocation"
+    ) {
+        return Some(ObjectType::NamedLocation);
+    }
+    ObjectType::ALL
+        .into_iter()
+        .find(|t| odata_type(*t) == odata)
+}
+
+/// Loads JSON Lines of Graph-shaped objects (each with a `type`) into a tenant, replacing
+/// objects with the same id. Parsing runs off the async workers and the tenant is locked one
+/// chunk at a time, so other requests keep being served.
+async fn bulk_load(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(t) = app.tenant(&tenant) else {
+        return admin_error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let text = String::from_utf8_lossy(&body);
+        let mut loaded = 0usize;
+        let mut errors = Vec::new();
+        let mut error_count = 0usize;
+        let lines: Vec<(usize, &str)> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .collect();
+        for chunk in lines.chunks(2000) {
+            let mut parsed = Vec::with_capacity(chunk.len());
+            for (n, line) in chunk {
+                let object = serde_json::from_str::<Json>(line)
+                    .map_err(|e| e.to_string())
+                    .and_then(|j| {
+                        let map = j.as_object().ok_or("not a JSON object")?;
+                        let ty = line_type(map).ok_or("no known type (set \"type\")")?;
+                        let mut o = from_graph_json(ty, &j).map_err(|e| e.to_string())?;
+                        if ty == ObjectType::Organization {
+                            o.id = t.org_id;
+                        }
+                        Ok(o)
+                    });
+                match object {
+                    Ok(o) => parsed.push(o),
+                    Err(e) => {
+                        error_count += 1;
+                        if errors.len() < 20 {
+                            errors.push(json!({"line": n + 1, "error": e}));
+                        }
+                    }
+                }
+            }
+            loaded += parsed.len();
+            // `upsert` evaluates each loaded user against the dynamic rules, and computes the
+            // members of each loaded dynamic group: no pass over every user per chunk.
+            let mut data = write(&t.data);
+            for o in parsed {
+                data.upsert(o);
+            }
+        }
+        json!({"loaded": loaded, "errorCount": error_count, "errors": errors})
+    })
+    .await;
+    match result {
+        Ok(j) => json_response(StatusCode::OK, &j),
+        Err(e) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Plays on-premises sync (or an admin's change outside Graph): a partial update that may
+/// change synced properties; `onPremisesSyncEnabled` moves the source of authority.
+async fn sync_patch(
+    State(app): State<Arc<App>>,
+    Path((tenant, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(t) = app.tenant(&tenant) else {
+        return admin_error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
+    };
+    let Ok(id) = id.parse::<ObjectId>() else {
+        return admin_error(StatusCode::BAD_REQUEST, "not an object id");
+    };
+    let Some(body) = serde_json::from_slice::<Json>(&body)
+        .ok()
+        .and_then(|b| b.as_object().cloned())
+    else {
+        return admin_error(StatusCode::BAD_REQUEST, "a JSON object was expected");
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let mut data = write(&t.data);
+        let ty = data
+            .find(id)
+            .map(|o| o.object_type)
+            .ok_or_else(|| GraphError::not_found(id))?;
+        data.update(ty, id, |o| {
+            graph::apply_patch(o, &body, true)?;
+            if let Some(synced) = body.get("onPremisesSyncEnabled").and_then(Json::as_bool) {
+                o.source = if synced {
+                    SourceOfAuthority::OnPremises
+                } else {
+                    SourceOfAuthority::Cloud
+                };
+            }
+            Ok(())
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => error_response(&app, &e),
+        Err(e) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn save(State(app): State<Arc<App>>) -> Response {
+    let Some(path) = app.state_path.clone() else {
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            "the simulator was started without a state file",
+        );
+    };
+    let app2 = app.clone();
+    match tokio::task::spawn_blocking(move || persist::save(&app2, &path)).await {
+        Ok(Ok(objects)) => json_response(StatusCode::OK, &json!({"saved": objects})),
+        Ok(Err(e)) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}

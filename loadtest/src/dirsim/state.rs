@@ -1,0 +1,273 @@
+//! The simulator's shared state: tenants (credentials, directory, throttling state), settings,
+//! the simulated clock, issued tokens and counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rewind_common::{DirectoryObject, ObjectId, ObjectType, Value};
+use serde_json::json;
+
+use super::error::random_guid;
+use super::metrics::Metrics;
+use super::settings::Settings;
+use super::store::TenantData;
+use super::throttle::ThrottleState;
+
+/// A read guard, recovering the data of a lock poisoned by a panicking writer.
+pub fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One simulated tenant.
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The id of the tenant's organization object.
+    pub org_id: ObjectId,
+    pub data: RwLock<TenantData>,
+    pub throttle: Mutex<ThrottleState>,
+}
+
+/// An issued bearer token.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub tenant: String,
+    pub expires: Instant,
+}
+
+/// Why a tenant could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("tenant {0:?} already exists")]
+    Exists(String),
+    #[error("invalid tenant name {0:?} (letters, digits, '.', '-' and '_' only)")]
+    BadName(String),
+}
+
+/// Everything the server shares between requests.
+#[derive(Debug)]
+pub struct App {
+    pub tenants: RwLock<BTreeMap<String, Arc<Tenant>>>,
+    pub settings: RwLock<Settings>,
+    clock_offset: AtomicI64,
+    pub tokens: Mutex<HashMap<String, Token>>,
+    pub metrics: Metrics,
+    pub state_path: Option<PathBuf>,
+}
+
+impl App {
+    pub fn new(settings: Settings, state_path: Option<PathBuf>) -> Self {
+        Self {
+            tenants: RwLock::new(BTreeMap::new()),
+            settings: RwLock::new(settings),
+            clock_offset: AtomicI64::new(0),
+            tokens: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            state_path,
+        }
+    }
+
+    /// The simulated time, in Unix seconds.
+    pub fn now(&self) -> i64 {
+        real_now().saturating_add(self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    pub fn clock_offset(&self) -> i64 {
+        self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    pub fn set_clock_offset(&self, offset: i64) {
+        self.clock_offset.store(offset, Ordering::Relaxed);
+    }
+
+    pub fn set_now(&self, unix: i64) {
+        self.set_clock_offset(unix.saturating_sub(real_now()));
+    }
+
+    pub fn advance(&self, secs: i64) {
+        self.clock_offset.fetch_add(secs, Ordering::Relaxed);
+    }
+
+    pub fn settings(&self) -> Settings {
+        read(&self.settings).clone()
+    }
+
+    /// The tenant by its name, or by its organization (tenant) id as clients often address it.
+    pub fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+        let tenants = read(&self.tenants);
+        if let Some(t) = tenants.get(name) {
+            return Some(t.clone());
+        }
+        let id = name.parse::<ObjectId>().ok()?;
+        tenants.values().find(|t| t.org_id == id).cloned()
+    }
+
+    pub fn all_tenants(&self) -> Vec<Arc<Tenant>> {
+        read(&self.tenants).values().cloned().collect()
+    }
+
+    /// Adds a tenant with its singletons (organization, authorization policy, authentication
+    /// methods policy) seeded.
+    pub fn create_tenant(
+        &self,
+        name: &str,
+        client_id: &str,
+        client_secret: &str,
+        org_id: Option<ObjectId>,
+    ) -> Result<Arc<Tenant>, TenantError> {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && !name.starts_with('_')
+            && name != "metrics"
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !valid {
+            return Err(TenantError::BadName(name.to_owned()));
+        }
+        let mut tenants = write(&self.tenants);
+        if tenants.contains_key(name) {
+            return Err(TenantError::Exists(name.to_owned()));
+        }
+        let org_id = org_id.unwrap_or(ObjectId(random_guid()));
+        let mut data = TenantData::default();
+        for object in seed_singletons(name, org_id) {
+            data.upsert(object);
+        }
+        let tenant = Arc::new(Tenant {
+            name: name.to_owned(),
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.to_owned(),
+            org_id,
+            data: RwLock::new(data),
+            throttle: Mutex::new(ThrottleState::default()),
+        });
+        tenants.insert(name.to_owned(), tenant.clone());
+        Ok(tenant)
+    }
+
+    /// Adds a tenant as a saved state file holds it.
+    pub fn insert_tenant(&self, tenant: Tenant) {
+        write(&self.tenants).insert(tenant.name.clone(), Arc::new(tenant));
+    }
+
+    /// Issues a token for `tenant` valid for the configured lifetime.
+    pub fn issue_token(&self, tenant: &str, lifetime_secs: u64) -> String {
+        let token = format!("dirsim.{:032x}{:032x}", random_guid(), random_guid());
+        let now = Instant::now();
+        let mut tokens = lock(&self.tokens);
+        if tokens.len() > 10_000 {
+            tokens.retain(|_, t| t.expires > now);
+        }
+        tokens.insert(
+            token.clone(),
+            Token {
+                tenant: tenant.to_owned(),
+                // At most ten years, so that the deadline cannot overflow.
+                expires: now + std::time::Duration::from_secs(lifetime_secs.min(315_360_000)),
+            },
+        );
+        token
+    }
+
+    /// The tenant a live token was issued for.
+    pub fn token_tenant(&self, token: &str) -> Option<String> {
+        let tokens = lock(&self.tokens);
+        let t = tokens.get(token)?;
+        (t.expires > Instant::now()).then(|| t.tenant.clone())
+    }
+
+    /// Each tenant's writes in the current and the previous write window.
+    pub fn write_windows(&self) -> BTreeMap<String, (u64, u64)> {
+        let settings = self.settings();
+        let now = Instant::now();
+        self.all_tenants()
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    lock(&t.throttle).writes_in_window(&settings, now),
+                )
+            })
+            .collect()
+    }
+}
+
+pub fn real_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn seed_singletons(name: &str, org_id: ObjectId) -> Vec<DirectoryObject> {
+    let mut org = DirectoryObject::new(org_id, ObjectType::Organization);
+    org.set("displayName", name.into());
+    org.set("mfaEnabled", false.into());
+    org.set("mfaAppPasswordsBlocked", true.into());
+    org.set("mfaRememberDevicesEnabled", false.into());
+    org.set("mfaRememberDevicesDays", Value::Int(14));
+    org.set(
+        "mfaAvailableMethods",
+        Value::List(vec!["phoneAppNotification".into(), "phoneAppOtp".into()]),
+    );
+
+    let mut authz = DirectoryObject::new(
+        ObjectId::for_singleton("authorizationPolicy"),
+        ObjectType::AuthorizationPolicy,
+    );
+    authz.set("displayName", "Authorization Policy".into());
+    authz.set("blockMsolPowerShell", false.into());
+    authz.set(
+        "guestUserRoleId",
+        "10dae51f-b6af-4016-8d66-8c2a99b929b3".into(),
+    );
+
+    let mut methods = DirectoryObject::new(
+        ObjectId::for_singleton("authenticationMethodsPolicy"),
+        ObjectType::AuthenticationMethodsPolicy,
+    );
+    methods.set("displayName", "Authentication Methods Policy".into());
+    for (id, kind) in [
+        ("email", "emailAuthenticationMethodConfiguration"),
+        ("fido2", "fido2AuthenticationMethodConfiguration"),
+        (
+            "microsoftAuthenticator",
+            "microsoftAuthenticatorAuthenticationMethodConfiguration",
+        ),
+        ("sms", "smsAuthenticationMethodConfiguration"),
+        (
+            "softwareOath",
+            "softwareOathAuthenticationMethodConfiguration",
+        ),
+        (
+            "temporaryAccessPass",
+            "temporaryAccessPassAuthenticationMethodConfiguration",
+        ),
+        ("voice", "voiceAuthenticationMethodConfiguration"),
+        (
+            "x509Certificate",
+            "x509CertificateAuthenticationMethodConfiguration",
+        ),
+    ] {
+        let config = json!({
+            "@odata.type": format!("#microsoft.graph.{kind}"),
+            "state": "disabled",
+        });
+        methods.set(id, Value::from_json(&config));
+    }
+    vec![org, authz, methods]
+}

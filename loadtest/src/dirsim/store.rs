@@ -1,0 +1,433 @@
+//! One tenant's directory as the simulator keeps it: `DirectoryObject`s in per-type maps ordered
+//! by id (the paging order), with side indexes for the recycle bins, OAuth2 grants and dynamic
+//! groups, and the lifecycle operations (soft delete, restore, purge) Entra applies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rewind_common::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Value};
+
+use super::error::GraphError;
+use super::rule::Rule;
+
+/// The soft-deletable directory types served under `/directory/deletedItems`.
+pub const DIRECTORY_TYPES: [ObjectType; 4] = [
+    ObjectType::User,
+    ObjectType::Group,
+    ObjectType::Application,
+    ObjectType::ServicePrincipal,
+];
+
+fn slot(t: ObjectType) -> usize {
+    usize::from(t.code().saturating_sub(1))
+}
+
+/// A tenant's objects and indexes.
+#[derive(Debug)]
+pub struct TenantData {
+    maps: Vec<BTreeMap<ObjectId, DirectoryObject>>,
+    /// Soft-deleted objects by deletion time (for purging).
+    deleted_by_time: BTreeSet<(i64, ObjectId, u8)>,
+    /// Soft-deleted ids per type (for the recycle-bin listings).
+    deleted: Vec<BTreeSet<ObjectId>>,
+    /// OAuth2 grant id → the client service principal holding it as a link.
+    grants: BTreeMap<ObjectId, ObjectId>,
+    /// Dynamic groups whose rule the simulator understands.
+    rules: BTreeMap<ObjectId, Rule>,
+    /// The change counter: every change of an object takes the next number (for delta queries).
+    seq: u64,
+    /// The last change of each object (purged ones included), by change number.
+    changes: BTreeMap<u64, (ObjectId, u8)>,
+    last_change: HashMap<ObjectId, u64>,
+}
+
+/// One entry of the change log: the object, its type, and the change number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeEntry {
+    pub seq: u64,
+    pub id: ObjectId,
+    pub object_type: ObjectType,
+}
+
+impl Default for TenantData {
+    fn default() -> Self {
+        Self {
+            maps: vec![BTreeMap::new(); ObjectType::ALL.len()],
+            deleted_by_time: BTreeSet::new(),
+            deleted: vec![BTreeSet::new(); ObjectType::ALL.len()],
+            grants: BTreeMap::new(),
+            rules: BTreeMap::new(),
+            seq: 0,
+            changes: BTreeMap::new(),
+            last_change: HashMap::new(),
+        }
+    }
+}
+
+impl TenantData {
+    pub fn map(&self, t: ObjectType) -> &BTreeMap<ObjectId, DirectoryObject> {
+        &self.maps[slot(t)]
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.maps.iter().map(BTreeMap::len).sum()
+    }
+
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        ObjectType::ALL
+            .into_iter()
+            .map(|t| (t.as_str(), self.map(t).len()))
+            .collect()
+    }
+
+    pub fn all_objects(&self) -> impl Iterator<Item = &DirectoryObject> {
+        self.maps.iter().flat_map(BTreeMap::values)
+    }
+
+    pub fn get(&self, t: ObjectType, id: ObjectId) -> Option<&DirectoryObject> {
+        self.map(t).get(&id)
+    }
+
+    /// The object if it exists and is not soft-deleted.
+    pub fn active(&self, t: ObjectType, id: ObjectId) -> Option<&DirectoryObject> {
+        self.get(t, id).filter(|o| o.lifecycle.is_active())
+    }
+
+    /// The object of any type with this id.
+    pub fn find(&self, id: ObjectId) -> Option<&DirectoryObject> {
+        ObjectType::ALL.into_iter().find_map(|t| self.get(t, id))
+    }
+
+    /// The active directory object (user, group, application, service principal) with this id.
+    pub fn find_directory_object(&self, id: ObjectId) -> Option<&DirectoryObject> {
+        DIRECTORY_TYPES.into_iter().find_map(|t| self.active(t, id))
+    }
+
+    pub fn deleted_ids(&self, t: ObjectType) -> &BTreeSet<ObjectId> {
+        &self.deleted[slot(t)]
+    }
+
+    pub fn grants(&self) -> &BTreeMap<ObjectId, ObjectId> {
+        &self.grants
+    }
+
+    /// The number of the latest change.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Continues numbering changes after `seq` (a loaded state file's counter).
+    pub fn set_seq(&mut self, seq: u64) {
+        self.seq = self.seq.max(seq);
+    }
+
+    /// Objects whose last change came after change `after`, in change order.
+    pub fn changes_after(&self, after: u64) -> impl Iterator<Item = ChangeEntry> + '_ {
+        self.changes
+            .range(after.saturating_add(1)..)
+            .filter_map(|(seq, (id, code))| {
+                ObjectType::from_code(*code).map(|object_type| ChangeEntry {
+                    seq: *seq,
+                    id: *id,
+                    object_type,
+                })
+            })
+    }
+
+    fn record(&mut self, t: ObjectType, id: ObjectId) {
+        self.seq += 1;
+        if let Some(old) = self.last_change.insert(id, self.seq) {
+            self.changes.remove(&old);
+        }
+        self.changes.insert(self.seq, (id, t.code()));
+    }
+
+    /// Inserts or replaces an object and recomputes the dynamic groups it affects.
+    pub fn upsert(&mut self, object: DirectoryObject) {
+        let (t, id) = (object.object_type, object.id);
+        self.upsert_quiet(object);
+        if t == ObjectType::User {
+            self.refresh_user(id);
+        }
+        if self.rules.contains_key(&id) {
+            self.recompute_group(id);
+        }
+    }
+
+    /// Inserts or replaces an object without recomputing dynamic groups (for loading a saved
+    /// state, whose computed memberships are already there).
+    pub fn upsert_quiet(&mut self, mut object: DirectoryObject) {
+        // Objects are built by pushing; their spare capacity would double the memory held.
+        object.attributes.shrink_to_fit();
+        for set in &mut object.links {
+            set.links.shrink_to_fit();
+        }
+        object.links.shrink_to_fit();
+        if let Some(old) = self.maps[slot(object.object_type)].remove(&object.id) {
+            self.unindex(&old);
+        }
+        self.index(&object);
+        self.record(object.object_type, object.id);
+        self.maps[slot(object.object_type)].insert(object.id, object);
+    }
+
+    /// Applies `f` to a copy of the object and stores the copy when `f` succeeds.
+    pub fn update<R>(
+        &mut self,
+        t: ObjectType,
+        id: ObjectId,
+        f: impl FnOnce(&mut DirectoryObject) -> Result<R, GraphError>,
+    ) -> Result<R, GraphError> {
+        let mut copy = self
+            .get(t, id)
+            .cloned()
+            .ok_or_else(|| GraphError::not_found(id))?;
+        let r = f(&mut copy)?;
+        self.upsert(copy);
+        Ok(r)
+    }
+
+    /// Changes an object's member, owner or app role assignment links in place (no index
+    /// depends on them, so large groups are not copied). `f` must check before it mutates.
+    pub fn modify_links<R>(
+        &mut self,
+        t: ObjectType,
+        id: ObjectId,
+        f: impl FnOnce(&mut DirectoryObject) -> Result<R, GraphError>,
+    ) -> Result<R, GraphError> {
+        let o = self.maps[slot(t)]
+            .get_mut(&id)
+            .ok_or_else(|| GraphError::not_found(id))?;
+        let r = f(o)?;
+        self.record(t, id);
+        Ok(r)
+    }
+
+    fn index(&mut self, o: &DirectoryObject) {
+        if let Lifecycle::SoftDeleted { deleted_at } = o.lifecycle {
+            self.deleted_by_time
+                .insert((deleted_at, o.id, o.object_type.code()));
+            self.deleted[slot(o.object_type)].insert(o.id);
+        }
+        if o.object_type == ObjectType::ServicePrincipal {
+            for l in o.links_of(LinkKind::OAuth2PermissionGrants) {
+                self.grants.insert(l.target, o.id);
+            }
+        }
+        if o.object_type == ObjectType::Group && o.dynamic_membership {
+            if let Some(rule) = o
+                .get("membershipRule")
+                .and_then(Value::as_str)
+                .and_then(|r| Rule::parse(r).ok())
+            {
+                self.rules.insert(o.id, rule);
+            }
+        }
+    }
+
+    fn unindex(&mut self, o: &DirectoryObject) {
+        if let Lifecycle::SoftDeleted { deleted_at } = o.lifecycle {
+            self.deleted_by_time
+                .remove(&(deleted_at, o.id, o.object_type.code()));
+            self.deleted[slot(o.object_type)].remove(&o.id);
+        }
+        for l in o.links_of(LinkKind::OAuth2PermissionGrants) {
+            self.grants.remove(&l.target);
+        }
+        self.rules.remove(&o.id);
+    }
+
+    /// Adds or removes the user in every dynamic group according to its rule.
+    fn refresh_user(&mut self, user_id: ObjectId) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let Some(user) = self.maps[slot(ObjectType::User)].get(&user_id) else {
+            return;
+        };
+        let active = user.lifecycle.is_active();
+        let verdicts: Vec<(ObjectId, bool)> = self
+            .rules
+            .iter()
+            .map(|(g, rule)| (*g, active && rule.matches(user)))
+            .collect();
+        let mut changed = Vec::new();
+        let groups = &mut self.maps[slot(ObjectType::Group)];
+        for (gid, member) in verdicts {
+            if let Some(group) = groups.get_mut(&gid) {
+                let is_member = group
+                    .links_of(LinkKind::Members)
+                    .binary_search_by_key(&user_id, |l| l.target)
+                    .is_ok();
+                if member && !is_member {
+                    group.add_link(LinkKind::Members, Link::to(user_id));
+                    changed.push(gid);
+                } else if !member && is_member {
+                    group.remove_link(LinkKind::Members, user_id);
+                    changed.push(gid);
+                }
+            }
+        }
+        for gid in changed {
+            self.record(ObjectType::Group, gid);
+        }
+    }
+
+    /// Recomputes one dynamic group's members from all users.
+    pub fn recompute_group(&mut self, group_id: ObjectId) {
+        let Some(rule) = self.rules.get(&group_id) else {
+            return;
+        };
+        let members: Vec<Link> = self.maps[slot(ObjectType::User)]
+            .values()
+            .filter(|u| u.lifecycle.is_active() && rule.matches(u))
+            .map(|u| Link::to(u.id))
+            .collect();
+        if let Some(group) = self.maps[slot(ObjectType::Group)].get_mut(&group_id) {
+            if group.links_of(LinkKind::Members) != members.as_slice() {
+                group.set_links(LinkKind::Members, members);
+                self.record(ObjectType::Group, group_id);
+            }
+        }
+    }
+
+    /// Puts an active object in its recycle bin at `now`.
+    pub fn soft_delete(&mut self, t: ObjectType, id: ObjectId, now: i64) -> Result<(), GraphError> {
+        if self.active(t, id).is_none() {
+            return Err(GraphError::not_found(id));
+        }
+        self.update(t, id, |o| {
+            o.lifecycle = Lifecycle::SoftDeleted { deleted_at: now };
+            Ok(())
+        })
+    }
+
+    /// Brings a soft-deleted object back with its id, properties and links.
+    pub fn restore(&mut self, t: ObjectType, id: ObjectId) -> Result<(), GraphError> {
+        if !self.deleted_ids(t).contains(&id) {
+            return Err(GraphError::not_found(id));
+        }
+        self.update(t, id, |o| {
+            o.lifecycle = Lifecycle::Active;
+            Ok(())
+        })
+    }
+
+    /// The first soft-deleted object due for purging, if any is due at `now`.
+    pub fn purge_due(&self, now: i64, after_secs: i64) -> bool {
+        self.deleted_by_time
+            .first()
+            .is_some_and(|(at, _, _)| at.saturating_add(after_secs) <= now)
+    }
+
+    /// Hard-deletes every soft-deleted object older than `after_secs`; returns how many.
+    pub fn purge_expired(&mut self, now: i64, after_secs: i64) -> usize {
+        let due: Vec<(ObjectType, ObjectId)> = self
+            .deleted_by_time
+            .iter()
+            .take_while(|(at, _, _)| at.saturating_add(after_secs) <= now)
+            .filter_map(|(_, id, code)| ObjectType::from_code(*code).map(|t| (t, *id)))
+            .collect();
+        self.purge(&due)
+    }
+
+    /// Hard-deletes objects (active or not) and every membership, ownership and app role
+    /// assignment pointing at them; returns how many existed.
+    pub fn purge(&mut self, objects: &[(ObjectType, ObjectId)]) -> usize {
+        let mut gone = HashSet::new();
+        for &(t, id) in objects {
+            if let Some(old) = self.maps[slot(t)].remove(&id) {
+                self.unindex(&old);
+                self.record(t, id);
+                gone.insert(id);
+            }
+        }
+        if gone.is_empty() {
+            return 0;
+        }
+        let mut touched = Vec::new();
+        for t in [
+            ObjectType::Group,
+            ObjectType::Application,
+            ObjectType::ServicePrincipal,
+        ] {
+            for o in self.maps[slot(t)].values_mut() {
+                if o.links.is_empty() {
+                    continue;
+                }
+                let before: usize = o.links.iter().map(|s| s.links.len()).sum();
+                for set in &mut o.links {
+                    set.links.retain(|l| {
+                        if gone.contains(&l.target) {
+                            return false;
+                        }
+                        if set.kind == LinkKind::AppRoleAssignedTo {
+                            let principal = match &l.data {
+                                Some(Value::Map(m)) => m
+                                    .get("principalId")
+                                    .and_then(Value::as_str)
+                                    .and_then(|s| s.parse::<ObjectId>().ok()),
+                                _ => None,
+                            };
+                            return !principal.is_some_and(|p| gone.contains(&p));
+                        }
+                        true
+                    });
+                }
+                o.links.retain(|s| !s.links.is_empty());
+                let after: usize = o.links.iter().map(|s| s.links.len()).sum();
+                if after != before {
+                    touched.push((t, o.id));
+                }
+            }
+        }
+        for (t, id) in touched {
+            self.record(t, id);
+        }
+        gone.len()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn user(n: u128, dept: &str) -> DirectoryObject {
+        let mut u = DirectoryObject::new(ObjectId(n), ObjectType::User);
+        u.set("department", dept.into());
+        u
+    }
+
+    #[test]
+    fn lifecycle_and_dynamic_groups() {
+        let mut d = TenantData::default();
+        let mut g = DirectoryObject::new(ObjectId(100), ObjectType::Group);
+        g.dynamic_membership = true;
+        g.set("membershipRule", r#"user.department -eq "Sales""#.into());
+        let mut s = DirectoryObject::new(ObjectId(101), ObjectType::Group);
+        s.add_link(LinkKind::Members, Link::to(ObjectId(2)));
+        d.upsert(g);
+        d.upsert(s);
+        d.upsert(user(1, "Sales"));
+        d.upsert(user(2, "Support"));
+        let members = |d: &TenantData, g| {
+            d.get(ObjectType::Group, ObjectId(g))
+                .map(|g| g.links_of(LinkKind::Members).len())
+        };
+        assert_eq!(members(&d, 100), Some(1));
+        d.upsert(user(2, "Sales"));
+        assert_eq!(members(&d, 100), Some(2));
+        d.soft_delete(ObjectType::User, ObjectId(2), 10).unwrap();
+        assert_eq!(members(&d, 100), Some(1));
+        assert_eq!(
+            members(&d, 101),
+            Some(1),
+            "static link kept while soft-deleted"
+        );
+        assert!(!d.purge_due(20, 30));
+        assert!(d.purge_due(40, 30));
+        assert_eq!(d.purge_expired(40, 30), 1);
+        assert_eq!(members(&d, 101), Some(0));
+        assert!(d.find(ObjectId(2)).is_none());
+    }
+}

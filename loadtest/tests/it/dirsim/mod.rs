@@ -1,0 +1,11 @@
+//! Tests of the tenant simulator over real HTTP with a blocking client.
+
+mod auth;
+mod batch;
+mod delta;
+mod lifecycle;
+mod persistence;
+mod reads;
+mod support;
+mod throttling;
+mod writes;
