@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use rewind_loadtest::cli::LoadtestCommand;
+use rewind_loadtest::dirsim::DirsimArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,6 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve simulated Entra ID tenants in the Microsoft Graph dialect (prints its base URL).
+    Dirsim(DirsimArgs),
     /// Load tests, generators and benchmarks.
     Loadtest {
         #[command(subcommand)]
@@ -26,6 +29,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Dirsim(args) => rewind_loadtest::dirsim::run(args),
         Command::Loadtest { command } => rewind_loadtest::cli::run(command),
     };
     if let Err(e) = result {

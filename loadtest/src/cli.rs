@@ -8,6 +8,23 @@ use crate::bench_diff::{self, BenchDiffConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum LoadtestCommand {
+    /// Create (or refill) a tenant of N generated objects in a running simulator; prints the
+    /// tenant's Graph base URL, token URL and credentials as JSON on the last line.
+    Gen {
+        /// The simulator's root URL, as `rewind dirsim` prints it.
+        #[arg(long)]
+        dirsim: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 10_000)]
+        objects: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long)]
+        client_secret: Option<String>,
+    },
     /// Benchmark the diff engine on a generated tenant (1% changed, 0.5% created, 0.5%
     /// soft-deleted); prints progress on stderr and the results as JSON on the last line.
     BenchDiff {
@@ -34,6 +51,28 @@ pub enum LoadtestCommand {
 /// Runs a loadtest subcommand.
 pub fn run(command: LoadtestCommand) -> anyhow::Result<()> {
     match command {
+        LoadtestCommand::Gen {
+            dirsim,
+            tenant,
+            objects,
+            seed,
+            client_id,
+            client_secret,
+        } => {
+            if objects == 0 {
+                anyhow::bail!("--objects must be at least 1");
+            }
+            let result = crate::gen::run(&crate::gen::GenConfig {
+                dirsim,
+                tenant,
+                objects,
+                seed,
+                client_id,
+                client_secret,
+            })?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
         LoadtestCommand::BenchDiff {
             objects,
             seed,

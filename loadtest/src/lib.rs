@@ -4,5 +4,6 @@
 pub mod bench_diff;
 pub mod cli;
 pub mod dirsim;
+pub mod gen;
 pub mod rss;
 pub mod tenant;
