@@ -326,7 +326,7 @@ fn compare(backup: &DirectoryObject, current: &DirectoryObject) -> Option<Report
     let dynamic = backup.dynamic_membership || current.dynamic_membership;
     let t = current.object_type;
     let diffs = |attrs: &mut Vec<ChangedAttribute>, links: &mut Vec<ChangedLink>| {
-        changed_attributes(t, &backup.attributes, &current.attributes, attrs);
+        changed_attributes(t, &backup.attributes, &current.attributes, attrs)?;
         for &kind in properties::link_kinds(t) {
             if properties::link_recoverable(t, kind) {
                 let recoverable = !(kind == LinkKind::Members && dynamic);
@@ -381,32 +381,7 @@ fn compare_raw(
         let value = |shard: u32, bytes: &[u8]| {
             rmp_serde::from_slice::<Value>(bytes).map_err(|e| corrupt(shard, &e.to_string()))
         };
-        let (b, c) = (&ob.attributes, &oc.attributes);
-        let (mut i, mut j) = (0, 0);
-        while i < b.len() || j < c.len() {
-            let (pid, bv, cv) = match (b.get(i), c.get(j)) {
-                (Some(p), Some(q)) if p.0 == q.0 => {
-                    i += 1;
-                    j += 1;
-                    if p.1 == q.1 {
-                        continue;
-                    }
-                    (p.0, Some(p.1), Some(q.1))
-                }
-                (Some(p), Some(q)) if p.0 < q.0 => {
-                    i += 1;
-                    (p.0, Some(p.1), None)
-                }
-                (Some(p), None) => {
-                    i += 1;
-                    (p.0, Some(p.1), None)
-                }
-                (_, Some(q)) => {
-                    j += 1;
-                    (q.0, None, Some(q.1))
-                }
-                (None, None) => break,
-            };
+        for_each_difference(&ob.attributes, &oc.attributes, |pid, bv, cv| {
             if let Some(def) = properties::property(t, pid).filter(|d| d.recoverable) {
                 attrs.push(ChangedAttribute {
                     name: def.name.to_owned(),
@@ -414,7 +389,8 @@ fn compare_raw(
                     backup: bv.map(|v| value(b_shard, v)).transpose()?,
                 });
             }
-        }
+            Ok(())
+        })?;
         fn set_of<'a>(
             o: &raw::RawObject<'a>,
             kind: LinkKind,
@@ -448,38 +424,48 @@ fn compare_raw(
     })
 }
 
-/// Merges two sorted attribute lists, keeping recoverable properties that differ.
+/// Merges two attribute lists sorted by property id and calls `f(id, backup, current)` for
+/// every property whose value differs (absent on one side, or unequal).
+fn for_each_difference<T: PartialEq>(
+    b: &[(u8, T)],
+    c: &[(u8, T)],
+    mut f: impl FnMut(u8, Option<&T>, Option<&T>) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (b.get(i), c.get(j)) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                if x.1 != y.1 {
+                    f(x.0, Some(&x.1), Some(&y.1))?;
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x.0 < y.0 => {
+                f(x.0, Some(&x.1), None)?;
+                i += 1;
+            }
+            (Some(x), None) => {
+                f(x.0, Some(&x.1), None)?;
+                i += 1;
+            }
+            (_, Some(y)) => {
+                f(y.0, None, Some(&y.1))?;
+                j += 1;
+            }
+            (None, None) => return Ok(()),
+        }
+    }
+}
+
+/// The recoverable properties whose values differ, with both values.
 fn changed_attributes(
     t: ObjectType,
     b: &[(u8, Value)],
     c: &[(u8, Value)],
     out: &mut Vec<ChangedAttribute>,
-) {
-    let (mut i, mut j) = (0, 0);
-    while i < b.len() || j < c.len() {
-        let (pid, bv, cv) = match (b.get(i), c.get(j)) {
-            (Some(x), Some(y)) if x.0 == y.0 => {
-                i += 1;
-                j += 1;
-                if x.1 == y.1 {
-                    continue;
-                }
-                (x.0, Some(&x.1), Some(&y.1))
-            }
-            (Some(x), Some(y)) if x.0 < y.0 => {
-                i += 1;
-                (x.0, Some(&x.1), None)
-            }
-            (Some(x), None) => {
-                i += 1;
-                (x.0, Some(&x.1), None)
-            }
-            (_, Some(y)) => {
-                j += 1;
-                (y.0, None, Some(&y.1))
-            }
-            (None, None) => break,
-        };
+) -> Result<(), SnapshotError> {
+    for_each_difference(b, c, |pid, bv, cv| {
         if let Some(def) = properties::property(t, pid).filter(|d| d.recoverable) {
             out.push(ChangedAttribute {
                 name: def.name.to_owned(),
@@ -487,7 +473,8 @@ fn changed_attributes(
                 backup: bv.cloned(),
             });
         }
-    }
+        Ok(())
+    })
 }
 
 /// Merges two sorted link lists of one kind into the links that differ (added, removed, or
