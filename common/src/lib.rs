@@ -2,6 +2,7 @@
 //! format and store trait, the diff engine and the recovery planner. Nothing here does async
 //! I/O or depends on tokio or NATS (CI checks it).
 
+pub mod connector;
 pub mod diff;
 pub mod error;
 pub mod graph_json;
@@ -15,7 +16,9 @@ pub mod value;
 
 pub use error::{ScopeError, SnapshotError};
 pub use id::ObjectId;
-pub use model::{DirectoryObject, Lifecycle, Link, LinkKind, LinkSet, ObjectType, SourceOfAuthority};
+pub use model::{
+    DirectoryObject, Lifecycle, Link, LinkKind, LinkSet, ObjectType, SourceOfAuthority,
+};
 pub use report::{
     Change, ChangedAttribute, ChangedLink, LinkState, NotRecoverableReason, RecoveryAction,
     ReportEntry, ReportSummary, Scope,

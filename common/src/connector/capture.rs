@@ -1,0 +1,643 @@
+//! Tenant capture: every object type paged with `$top` and `$select` of its kept properties,
+//! next links followed exactly as given, the links of groups, applications and service
+//! principals read concurrently by a small pool of threads, admin-consent grants attached to
+//! their client service principal, recycle bins and singletons; each decoded object goes
+//! straight into the shard writer of its shard.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
+
+use super::http::{json_error, Method};
+use super::{ConnectorError, GraphConnector};
+use crate::graph_json::from_graph_json;
+use crate::id::ObjectId;
+use crate::model::{DirectoryObject, Link, LinkKind, ObjectType};
+use crate::properties::{self, AUTHENTICATION_METHOD_CONFIGURATIONS};
+use crate::snapshot::{
+    write_snapshot, Manifest, ShardLayout, ShardStore, ShardWriter, SnapshotInfo,
+};
+use crate::value::Value;
+
+/// What a capture read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Objects written, by type (soft-deleted ones included).
+    pub objects: BTreeMap<ObjectType, u64>,
+    /// Links attached to objects (members, owners, grants, assignments).
+    pub links: u64,
+    /// Collection pages read.
+    pub pages: u64,
+    /// Graph requests sent during the capture (retries included).
+    pub requests: u64,
+    /// Response bytes read during the capture.
+    pub bytes: u64,
+}
+
+impl CaptureStats {
+    pub fn total_objects(&self) -> u64 {
+        self.objects.values().sum()
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    value: Vec<Json>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<String>,
+}
+
+/// The shard writers, each behind its own lock, and the counters of a capture.
+struct Sink {
+    layout: ShardLayout,
+    writers: Vec<Mutex<ShardWriter>>,
+    objects: Mutex<BTreeMap<ObjectType, u64>>,
+    links: AtomicU64,
+    pages: AtomicU64,
+}
+
+impl Sink {
+    fn new(layout: ShardLayout) -> Self {
+        Self {
+            layout,
+            writers: layout.writers().into_iter().map(Mutex::new).collect(),
+            objects: Mutex::new(BTreeMap::new()),
+            links: AtomicU64::new(0),
+            pages: AtomicU64::new(0),
+        }
+    }
+
+    fn add(&self, object: DirectoryObject) -> Result<(), ConnectorError> {
+        let links: usize = object.links.iter().map(|s| s.links.len()).sum();
+        self.links.fetch_add(links as u64, Ordering::Relaxed);
+        let t = object.object_type;
+        let shard = self.layout.shard_of(object.id) as usize;
+        let writer = self.writers.get(shard).ok_or_else(poisoned)?;
+        writer.lock().map_err(|_| poisoned())?.add(object);
+        *self
+            .objects
+            .lock()
+            .map_err(|_| poisoned())?
+            .entry(t)
+            .or_default() += 1;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<SinkTotals, ConnectorError> {
+        let writers = self
+            .writers
+            .into_iter()
+            .map(|m| m.into_inner().map_err(|_| poisoned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let objects = self.objects.into_inner().map_err(|_| poisoned())?;
+        Ok((
+            writers,
+            objects,
+            self.links.into_inner(),
+            self.pages.into_inner(),
+        ))
+    }
+}
+
+/// The writers and counts a sink ends with: writers, objects by type, links, pages.
+type SinkTotals = (Vec<ShardWriter>, BTreeMap<ObjectType, u64>, u64, u64);
+
+/// The link sets read for the object at an index of a page.
+type PageLinks = Vec<(usize, Vec<(LinkKind, Vec<Link>)>)>;
+
+fn poisoned() -> ConnectorError {
+    ConnectorError::Settings("a capture thread panicked".into())
+}
+
+fn malformed(url: &str, reason: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Malformed {
+        url: url.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The Graph collection path of a type (singletons have their own URL).
+pub(crate) fn collection_path(t: ObjectType) -> &'static str {
+    match t {
+        ObjectType::User => "/users",
+        ObjectType::Group => "/groups",
+        ObjectType::Application => "/applications",
+        ObjectType::ServicePrincipal => "/servicePrincipals",
+        ObjectType::ConditionalAccessPolicy => "/identity/conditionalAccess/policies",
+        ObjectType::NamedLocation => "/identity/conditionalAccess/namedLocations",
+        ObjectType::AuthenticationMethodsPolicy => "/policies/authenticationMethodsPolicy",
+        ObjectType::AuthorizationPolicy => "/policies/authorizationPolicy",
+        ObjectType::Organization => "/organization",
+    }
+}
+
+/// The recycle-bin collection of a soft-deletable type.
+pub(crate) fn deleted_path(t: ObjectType) -> Option<&'static str> {
+    match t {
+        ObjectType::User => Some("/directory/deletedItems/microsoft.graph.user"),
+        ObjectType::Group => Some("/directory/deletedItems/microsoft.graph.group"),
+        ObjectType::Application => Some("/directory/deletedItems/microsoft.graph.application"),
+        ObjectType::ServicePrincipal => {
+            Some("/directory/deletedItems/microsoft.graph.servicePrincipal")
+        }
+        ObjectType::ConditionalAccessPolicy => {
+            Some("/identity/conditionalAccess/deletedItems/policies")
+        }
+        ObjectType::NamedLocation => {
+            Some("/identity/conditionalAccess/deletedItems/namedLocations")
+        }
+        _ => None,
+    }
+}
+
+/// The `$select` of a type: its kept properties plus what the lifecycle needs.
+pub fn select_list(t: ObjectType) -> String {
+    let mut names: Vec<&str> = vec!["id", "deletedDateTime"];
+    if matches!(
+        t,
+        ObjectType::User
+            | ObjectType::Group
+            | ObjectType::Application
+            | ObjectType::ServicePrincipal
+    ) {
+        names.push("onPremisesSyncEnabled");
+    }
+    for def in properties::properties(t) {
+        if !def.name.starts_with('@') && !names.contains(&def.name) {
+            names.push(def.name);
+        }
+    }
+    if t == ObjectType::Group {
+        for extra in ["groupTypes", "membershipRule"] {
+            if !names.contains(&extra) {
+                names.push(extra);
+            }
+        }
+    }
+    names.join(",")
+}
+
+impl GraphConnector {
+    /// Reads one page of a collection, parsing the JSON straight from the answer.
+    fn page(&self, url: &str) -> Result<Page, ConnectorError> {
+        self.call(Method::Get, url, None, |response| {
+            serde_json::from_reader(std::io::BufReader::with_capacity(
+                64 * 1024,
+                self.body_reader(response),
+            ))
+            .map_err(|e| json_error(url, e))
+        })
+    }
+
+    /// Calls `each` with every page of a collection, following next links exactly as given
+    /// (an empty page with a next link is followed too).
+    pub(crate) fn for_each_page(
+        &self,
+        first: &str,
+        mut each: impl FnMut(Vec<Json>) -> Result<(), ConnectorError>,
+    ) -> Result<u64, ConnectorError> {
+        let mut url = self.url(first);
+        let mut pages = 0;
+        loop {
+            let page = self.page(&url)?;
+            pages += 1;
+            each(page.value)?;
+            match page.next_link {
+                Some(next) if !next.is_empty() => url = next,
+                _ => return Ok(pages),
+            }
+        }
+    }
+
+    fn list_url(&self, path: &str, t: ObjectType) -> String {
+        format!(
+            "{path}?$top={}&$select={}",
+            self.settings.page_size,
+            select_list(t)
+        )
+    }
+
+    /// The ids of a link collection (`/groups/{id}/members`, `/.../owners`).
+    fn link_ids(&self, path: &str) -> Result<Vec<Link>, ConnectorError> {
+        let mut links = Vec::new();
+        let first = format!("{path}?$top={}&$select=id", self.settings.page_size);
+        self.for_each_page(&first, |values| {
+            for v in values {
+                let id = v
+                    .get("id")
+                    .and_then(Json::as_str)
+                    .and_then(|s| s.parse::<ObjectId>().ok())
+                    .ok_or_else(|| {
+                        malformed(path, format!("a linked object without an id: {v}"))
+                    })?;
+                links.push(Link::to(id));
+            }
+            Ok(())
+        })?;
+        Ok(links)
+    }
+
+    /// The app role assignments granted on a service principal, as links with their data.
+    fn assignments(&self, sp: ObjectId) -> Result<Vec<Link>, ConnectorError> {
+        let path = format!("/servicePrincipals/{sp}/appRoleAssignedTo");
+        let first = format!(
+            "{path}?$top={}&$select=id,principalId,appRoleId,principalType",
+            self.settings.page_size
+        );
+        let mut links = Vec::new();
+        self.for_each_page(&first, |values| {
+            for v in values {
+                links.push(link_with_data(
+                    &path,
+                    &v,
+                    &["principalId", "appRoleId", "principalType"],
+                )?);
+            }
+            Ok(())
+        })?;
+        Ok(links)
+    }
+
+    /// Admin-consent grants by their client service principal.
+    fn admin_grants(&self) -> Result<HashMap<ObjectId, Vec<Link>>, ConnectorError> {
+        let path = "/oauth2PermissionGrants";
+        let first = format!(
+            "{path}?$top={}&$select=id,clientId,consentType,principalId,resourceId,scope",
+            self.settings.page_size
+        );
+        let mut by_client: HashMap<ObjectId, Vec<Link>> = HashMap::new();
+        self.for_each_page(&first, |values| {
+            for v in values {
+                if v.get("consentType").and_then(Json::as_str) != Some("AllPrincipals") {
+                    continue;
+                }
+                let client = v
+                    .get("clientId")
+                    .and_then(Json::as_str)
+                    .and_then(|s| s.parse::<ObjectId>().ok())
+                    .ok_or_else(|| malformed(path, format!("a grant without a clientId: {v}")))?;
+                let link = link_with_data(
+                    path,
+                    &v,
+                    &["consentType", "resourceId", "scope", "principalId"],
+                )?;
+                by_client.entry(client).or_default().push(link);
+            }
+            Ok(())
+        })?;
+        Ok(by_client)
+    }
+
+    /// Pages through one collection of objects of type `t`, reads the links of each page's
+    /// objects concurrently (when `with_links`), and hands every object to the sink.
+    fn capture_collection(
+        &self,
+        sink: &Sink,
+        path: &str,
+        t: ObjectType,
+        with_links: bool,
+        grants: &HashMap<ObjectId, Vec<Link>>,
+    ) -> Result<(), ConnectorError> {
+        let first = self.list_url(path, t);
+        let pages = self.for_each_page(&first, |values| {
+            let mut objects = values
+                .iter()
+                .map(|v| from_graph_json(t, v).map_err(|e| malformed(path, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if with_links {
+                self.attach_links(&mut objects, grants)?;
+            }
+            for o in objects {
+                sink.add(o)?;
+            }
+            Ok(())
+        })?;
+        sink.pages.fetch_add(pages, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads the links of active objects with a small pool of threads.
+    fn attach_links(
+        &self,
+        objects: &mut [DirectoryObject],
+        grants: &HashMap<ObjectId, Vec<Link>>,
+    ) -> Result<(), ConnectorError> {
+        let next = AtomicUsize::new(0);
+        let results: Mutex<PageLinks> = Mutex::new(Vec::new());
+        let first_error: Mutex<Option<ConnectorError>> = Mutex::new(None);
+        let targets: Vec<(usize, ObjectId, ObjectType)> = objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.lifecycle.is_active())
+            .map(|(i, o)| (i, o.id, o.object_type))
+            .collect();
+        let threads = self.settings.link_threads.clamp(1, targets.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(index, id, t)) = targets.get(i) else {
+                        return;
+                    };
+                    match self.read_links(id, t) {
+                        Ok(sets) => {
+                            if let Ok(mut r) = results.lock() {
+                                r.push((index, sets));
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().map_err(|_| poisoned())? {
+            return Err(e);
+        }
+        for (index, sets) in results.into_inner().map_err(|_| poisoned())? {
+            if let Some(o) = objects.get_mut(index) {
+                for (kind, links) in sets {
+                    o.set_links(kind, links);
+                }
+            }
+        }
+        for o in objects.iter_mut() {
+            if o.object_type == ObjectType::ServicePrincipal && o.lifecycle.is_active() {
+                if let Some(g) = grants.get(&o.id) {
+                    o.set_links(LinkKind::OAuth2PermissionGrants, g.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The links Graph serves for one active object (grants come from the grant list).
+    fn read_links(
+        &self,
+        id: ObjectId,
+        t: ObjectType,
+    ) -> Result<Vec<(LinkKind, Vec<Link>)>, ConnectorError> {
+        let base = format!("{}/{id}", collection_path(t));
+        let mut sets = Vec::new();
+        for &kind in properties::link_kinds(t) {
+            let links = match kind {
+                LinkKind::Members | LinkKind::Owners => {
+                    self.link_ids(&format!("{base}/{}", kind.as_str()))?
+                }
+                LinkKind::AppRoleAssignedTo => self.assignments(id)?,
+                LinkKind::OAuth2PermissionGrants => continue,
+            };
+            sets.push((kind, links));
+        }
+        Ok(sets)
+    }
+
+    /// Reads a singleton (the organization is a collection of one).
+    fn capture_singleton(&self, sink: &Sink, t: ObjectType) -> Result<(), ConnectorError> {
+        let path = collection_path(t);
+        let url = self.url(path);
+        let json = self.call_json(Method::Get, &url, None)?;
+        let items: Vec<Json> = match (t, json) {
+            (ObjectType::Organization, Json::Object(mut m)) => match m.remove("value") {
+                Some(Json::Array(a)) => a,
+                _ => return Err(malformed(path, "no value array")),
+            },
+            (_, j @ Json::Object(_)) => vec![j],
+            (_, other) => return Err(malformed(path, format!("not an object: {other}"))),
+        };
+        for item in items {
+            let mut object = from_graph_json(t, &item).map_err(|e| malformed(path, e))?;
+            if t == ObjectType::AuthenticationMethodsPolicy {
+                merge_method_configurations(&mut object, &item);
+            }
+            sink.add(object)?;
+        }
+        Ok(())
+    }
+
+    /// Captures the whole tenant into one shard writer per shard of `layout`.
+    pub fn capture(
+        &self,
+        layout: ShardLayout,
+    ) -> Result<(Vec<ShardWriter>, CaptureStats), ConnectorError> {
+        let before = self.traffic();
+        self.authenticate()?;
+        let sink = Sink::new(layout);
+        let no_grants = HashMap::new();
+        let errors: Mutex<Vec<ConnectorError>> = Mutex::new(Vec::new());
+        let record = |r: Result<(), ConnectorError>| {
+            if let Err(e) = r {
+                if let Ok(mut errs) = errors.lock() {
+                    errs.push(e);
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            // Users (the bulk of a tenant) page on their own thread.
+            scope.spawn(|| {
+                record((|| {
+                    self.capture_collection(&sink, "/users", ObjectType::User, false, &no_grants)?;
+                    self.capture_deleted(&sink, ObjectType::User)
+                })())
+            });
+            scope.spawn(|| {
+                record((|| {
+                    self.capture_collection(&sink, "/groups", ObjectType::Group, true, &no_grants)?;
+                    self.capture_deleted(&sink, ObjectType::Group)
+                })())
+            });
+            record((|| {
+                let grants = self.admin_grants()?;
+                self.capture_collection(
+                    &sink,
+                    "/servicePrincipals",
+                    ObjectType::ServicePrincipal,
+                    true,
+                    &grants,
+                )?;
+                self.capture_deleted(&sink, ObjectType::ServicePrincipal)?;
+                self.capture_collection(
+                    &sink,
+                    "/applications",
+                    ObjectType::Application,
+                    true,
+                    &no_grants,
+                )?;
+                self.capture_deleted(&sink, ObjectType::Application)?;
+                for t in [
+                    ObjectType::ConditionalAccessPolicy,
+                    ObjectType::NamedLocation,
+                ] {
+                    self.capture_collection(&sink, collection_path(t), t, false, &no_grants)?;
+                    self.capture_deleted(&sink, t)?;
+                }
+                for t in [
+                    ObjectType::AuthenticationMethodsPolicy,
+                    ObjectType::AuthorizationPolicy,
+                    ObjectType::Organization,
+                ] {
+                    self.capture_singleton(&sink, t)?;
+                }
+                Ok(())
+            })());
+        });
+        if let Some(e) = errors
+            .into_inner()
+            .map_err(|_| poisoned())?
+            .into_iter()
+            .next()
+        {
+            return Err(e);
+        }
+        let (writers, objects, links, pages) = sink.finish()?;
+        let after = self.traffic();
+        Ok((
+            writers,
+            CaptureStats {
+                objects,
+                links,
+                pages,
+                requests: after.requests - before.requests,
+                bytes: after.bytes - before.bytes,
+            },
+        ))
+    }
+
+    fn capture_deleted(&self, sink: &Sink, t: ObjectType) -> Result<(), ConnectorError> {
+        match deleted_path(t) {
+            Some(path) => self.capture_collection(sink, path, t, false, &HashMap::new()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A link whose target is the item's `id` and whose data is the named fields (nulls left out).
+fn link_with_data(path: &str, item: &Json, fields: &[&str]) -> Result<Link, ConnectorError> {
+    let target = item
+        .get("id")
+        .and_then(Json::as_str)
+        .and_then(|s| s.parse::<ObjectId>().ok())
+        .ok_or_else(|| malformed(path, format!("an item without an id: {item}")))?;
+    let data: BTreeMap<String, Value> = fields
+        .iter()
+        .filter_map(|f| {
+            item.get(*f)
+                .filter(|v| !v.is_null())
+                .map(|v| ((*f).to_owned(), Value::from_json(v)))
+        })
+        .collect();
+    Ok(Link {
+        target,
+        data: (!data.is_empty()).then_some(Value::Map(data)),
+    })
+}
+
+/// Real Graph serves the method configurations only in `authenticationMethodConfigurations`;
+/// each is kept under its id (without the id itself).
+fn merge_method_configurations(object: &mut DirectoryObject, item: &Json) {
+    let Some(configs) = item
+        .get("authenticationMethodConfigurations")
+        .and_then(Json::as_array)
+    else {
+        return;
+    };
+    for c in configs {
+        let Json::Object(m) = c else {
+            continue;
+        };
+        let Some(id) = m.get("id").and_then(Json::as_str) else {
+            continue;
+        };
+        if !AUTHENTICATION_METHOD_CONFIGURATIONS.contains(&id) {
+            continue;
+        }
+        let mut config: Map<String, Json> = m.clone();
+        config.remove("id");
+        object.set(id, Value::from_json(&Json::Object(config)));
+    }
+    object.normalize();
+}
+
+/// Captures the tenant and stores it as a sealed snapshot (shards first, manifest last).
+pub fn capture_snapshot(
+    connector: &GraphConnector,
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+) -> Result<Manifest, ConnectorError> {
+    capture_snapshot_with_stats(connector, store, info, layout).map(|(m, _)| m)
+}
+
+/// [`capture_snapshot`], also returning what the capture read.
+pub fn capture_snapshot_with_stats(
+    connector: &GraphConnector,
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+) -> Result<(Manifest, CaptureStats), ConnectorError> {
+    let (writers, stats) = connector.capture(layout)?;
+    let manifest = write_snapshot(store, info, layout, writers)?;
+    Ok((manifest, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_lists_hold_the_kept_properties_and_the_lifecycle() {
+        let users = select_list(ObjectType::User);
+        for name in [
+            "id",
+            "deletedDateTime",
+            "onPremisesSyncEnabled",
+            "accountEnabled",
+            "userType",
+        ] {
+            assert!(users.split(',').any(|n| n == name), "{name} in {users}");
+        }
+        let groups = select_list(ObjectType::Group);
+        assert!(groups.split(',').any(|n| n == "membershipRule"));
+        assert!(groups.split(',').any(|n| n == "groupTypes"));
+        assert!(!select_list(ObjectType::NamedLocation).contains('@'));
+        let n = groups.split(',').count();
+        let mut unique: Vec<&str> = groups.split(',').collect();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), n);
+    }
+
+    #[test]
+    fn links_keep_their_data_without_nulls() {
+        let item = serde_json::json!({
+            "id": "00000000-0000-0000-0000-000000000009",
+            "consentType": "AllPrincipals",
+            "principalId": null,
+            "resourceId": "00000000-0000-0000-0000-000000000001",
+            "scope": "User.Read"
+        });
+        let link = link_with_data(
+            "/x",
+            &item,
+            &["consentType", "resourceId", "scope", "principalId"],
+        )
+        .unwrap();
+        assert_eq!(link.target, ObjectId(9));
+        let Some(Value::Map(m)) = link.data else {
+            panic!("no data")
+        };
+        assert_eq!(m.len(), 3);
+        assert!(!m.contains_key("principalId"));
+    }
+}
