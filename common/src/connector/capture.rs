@@ -71,19 +71,22 @@ impl Sink {
         }
     }
 
-    fn add(&self, object: DirectoryObject) -> Result<(), ConnectorError> {
-        let links: usize = object.links.iter().map(|s| s.links.len()).sum();
+    /// Adds the decoded objects of one page (each to the writer of its shard).
+    fn add_page(&self, objects: Vec<DirectoryObject>) -> Result<(), ConnectorError> {
+        let mut counts: BTreeMap<ObjectType, u64> = BTreeMap::new();
+        let mut links = 0usize;
+        for object in objects {
+            links += object.links.iter().map(|s| s.links.len()).sum::<usize>();
+            *counts.entry(object.object_type).or_default() += 1;
+            let shard = self.layout.shard_of(object.id) as usize;
+            let writer = self.writers.get(shard).ok_or_else(poisoned)?;
+            writer.lock().map_err(|_| poisoned())?.add(object);
+        }
         self.links.fetch_add(links as u64, Ordering::Relaxed);
-        let t = object.object_type;
-        let shard = self.layout.shard_of(object.id) as usize;
-        let writer = self.writers.get(shard).ok_or_else(poisoned)?;
-        writer.lock().map_err(|_| poisoned())?.add(object);
-        *self
-            .objects
-            .lock()
-            .map_err(|_| poisoned())?
-            .entry(t)
-            .or_default() += 1;
+        let mut totals = self.objects.lock().map_err(|_| poisoned())?;
+        for (t, n) in counts {
+            *totals.entry(t).or_default() += n;
+        }
         Ok(())
     }
 
@@ -303,20 +306,35 @@ impl GraphConnector {
         grants: &HashMap<ObjectId, Vec<Link>>,
     ) -> Result<(), ConnectorError> {
         let first = self.list_url(path, t);
-        let pages = self.for_each_page(&first, |values| {
-            let mut objects = values
-                .iter()
-                .map(|v| from_graph_json(t, v).map_err(|e| malformed(path, e)))
-                .collect::<Result<Vec<_>, _>>()?;
-            if with_links {
-                self.attach_links(&mut objects, grants)?;
-            }
-            for o in objects {
-                sink.add(o)?;
-            }
-            Ok(())
-        })?;
-        sink.pages.fetch_add(pages, Ordering::Relaxed);
+        // The pages are read on this thread and decoded (links read, objects encoded into
+        // their shards) on another, so that the next page is on its way meanwhile.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Json>>(2);
+        let (read, decoded) = std::thread::scope(|scope| {
+            let decoder = scope.spawn(move || -> Result<(), ConnectorError> {
+                for values in rx {
+                    let mut objects = values
+                        .iter()
+                        .map(|v| from_graph_json(t, v).map_err(|e| malformed(path, e)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    drop(values);
+                    if with_links {
+                        self.attach_links(&mut objects, grants)?;
+                    }
+                    sink.add_page(objects)?;
+                }
+                Ok(())
+            });
+            let read = self.for_each_page(&first, |values| {
+                tx.send(values)
+                    .map_err(|_| ConnectorError::Settings("the page decoder stopped".into()))
+            });
+            drop(tx);
+            let decoded = decoder.join().unwrap_or_else(|_| Err(poisoned()));
+            (read, decoded)
+        });
+        // The decoder's error comes first: it is why sending a page failed.
+        decoded?;
+        sink.pages.fetch_add(read?, Ordering::Relaxed);
         Ok(())
     }
 
@@ -421,7 +439,7 @@ impl GraphConnector {
             if t == ObjectType::AuthenticationMethodsPolicy {
                 merge_method_configurations(&mut object, &item);
             }
-            sink.add(object)?;
+            sink.add_page(vec![object])?;
         }
         Ok(())
     }
