@@ -36,6 +36,9 @@ pub enum ConnectorError {
     /// The request did not get a complete answer (connection refused or dropped, timeout).
     #[error("transport failure: {0}")]
     Transport(String),
+    /// The request cannot be made (a malformed URL, TLS refused): retrying cannot help.
+    #[error("request cannot be sent: {0}")]
+    Request(String),
     /// The answer could not be read as the dialect says it should be.
     #[error("malformed answer from {url}: {reason}")]
     Malformed { url: String, reason: String },
@@ -55,6 +58,7 @@ impl ConnectorError {
             ConnectorError::Transport(_) => ErrorClass::Transient,
             ConnectorError::Auth { status, .. } => status_class(*status),
             ConnectorError::Malformed { .. }
+            | ConnectorError::Request(_)
             | ConnectorError::Settings(_)
             | ConnectorError::Snapshot(_) => ErrorClass::Permanent,
         }

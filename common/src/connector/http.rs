@@ -72,8 +72,20 @@ pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+/// A request that got no answer: a connection or timeout failure is transient; a request that
+/// cannot be made at all (bad URL, TLS refused) is permanent.
 fn transport(e: ureq::Error) -> ConnectorError {
-    ConnectorError::Transport(e.to_string())
+    match e {
+        ureq::Error::BadUri(_)
+        | ureq::Error::Http(_)
+        | ureq::Error::Tls(_)
+        | ureq::Error::TlsRequired
+        | ureq::Error::RequireHttpsOnly(_)
+        | ureq::Error::InvalidProxyUrl
+        | ureq::Error::BodyExceedsLimit(_)
+        | ureq::Error::LargeResponseHeader(..) => ConnectorError::Request(e.to_string()),
+        other => ConnectorError::Transport(other.to_string()),
+    }
 }
 
 /// A body reader that counts the bytes it hands out.
