@@ -5,7 +5,7 @@
 //! straight into the shard writer of its shard.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Deserialize;
@@ -58,6 +58,8 @@ struct Sink {
     objects: Mutex<BTreeMap<ObjectType, u64>>,
     links: AtomicU64,
     pages: AtomicU64,
+    /// Set when a part of the capture failed: the other parts stop at their next page.
+    failed: AtomicBool,
 }
 
 impl Sink {
@@ -68,11 +70,15 @@ impl Sink {
             objects: Mutex::new(BTreeMap::new()),
             links: AtomicU64::new(0),
             pages: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         }
     }
 
     /// Adds the decoded objects of one page (each to the writer of its shard).
     fn add_page(&self, objects: Vec<DirectoryObject>) -> Result<(), ConnectorError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(ConnectorError::Aborted);
+        }
         let mut counts: BTreeMap<ObjectType, u64> = BTreeMap::new();
         let mut links = 0usize;
         for object in objects {
@@ -296,15 +302,16 @@ impl GraphConnector {
     }
 
     /// Pages through one collection of objects of type `t`, reads the links of each page's
-    /// objects concurrently (when `with_links`), and hands every object to the sink.
-    fn capture_collection(
+    /// active objects concurrently (when `with_links`), and hands each decoded page to
+    /// `deliver`. Returns the number of pages read.
+    fn read_collection(
         &self,
-        sink: &Sink,
         path: &str,
         t: ObjectType,
         with_links: bool,
         grants: &HashMap<ObjectId, Vec<Link>>,
-    ) -> Result<(), ConnectorError> {
+        deliver: &(dyn Fn(Vec<DirectoryObject>) -> Result<(), ConnectorError> + Sync),
+    ) -> Result<u64, ConnectorError> {
         let first = self.list_url(path, t);
         // The pages are read on this thread and decoded (links read, objects encoded into
         // their shards) on another, so that the next page is on its way meanwhile.
@@ -320,7 +327,7 @@ impl GraphConnector {
                     if with_links {
                         self.attach_links(&mut objects, grants)?;
                     }
-                    sink.add_page(objects)?;
+                    deliver(objects)?;
                 }
                 Ok(())
             });
@@ -334,7 +341,47 @@ impl GraphConnector {
         });
         // The decoder's error comes first: it is why sending a page failed.
         decoded?;
-        sink.pages.fetch_add(read?, Ordering::Relaxed);
+        read
+    }
+
+    /// Captures every object of a collection type: its recycle bin, then its active objects.
+    /// The recycle bin is read first and held in memory (it is small); an object that the
+    /// active listing then shows was restored meanwhile and is kept as active, so that no
+    /// object is ever written twice.
+    fn capture_type(
+        &self,
+        sink: &Sink,
+        t: ObjectType,
+        grants: &HashMap<ObjectId, Vec<Link>>,
+    ) -> Result<(), ConnectorError> {
+        let bin: Mutex<HashMap<ObjectId, DirectoryObject>> = Mutex::new(HashMap::new());
+        let mut pages = 0;
+        if let Some(path) = deleted_path(t) {
+            pages += self.read_collection(path, t, false, grants, &|objects| {
+                let mut bin = bin.lock().map_err(|_| poisoned())?;
+                bin.extend(objects.into_iter().map(|o| (o.id, o)));
+                Ok(())
+            })?;
+        }
+        let with_links = !properties::link_kinds(t).is_empty();
+        pages += self.read_collection(collection_path(t), t, with_links, grants, &|objects| {
+            {
+                let mut bin = bin.lock().map_err(|_| poisoned())?;
+                if !bin.is_empty() {
+                    for o in &objects {
+                        bin.remove(&o.id);
+                    }
+                }
+            }
+            sink.add_page(objects)
+        })?;
+        let rest: Vec<DirectoryObject> = bin
+            .into_inner()
+            .map_err(|_| poisoned())?
+            .into_values()
+            .collect();
+        sink.add_page(rest)?;
+        sink.pages.fetch_add(pages, Ordering::Relaxed);
         Ok(())
     }
 
@@ -411,10 +458,16 @@ impl GraphConnector {
         for &kind in properties::link_kinds(t) {
             let links = match kind {
                 LinkKind::Members | LinkKind::Owners => {
-                    self.link_ids(&format!("{base}/{}", kind.as_str()))?
+                    self.link_ids(&format!("{base}/{}", kind.as_str()))
                 }
-                LinkKind::AppRoleAssignedTo => self.assignments(id)?,
+                LinkKind::AppRoleAssignedTo => self.assignments(id),
                 LinkKind::OAuth2PermissionGrants => continue,
+            };
+            // An object deleted since its page was read has no links to read any more; the
+            // capture goes on (the object is kept as it was listed).
+            let links = match links {
+                Err(e) if e.status() == Some(404) => Vec::new(),
+                other => other?,
             };
             sets.push((kind, links));
         }
@@ -459,46 +512,23 @@ impl GraphConnector {
                 if let Ok(mut errs) = errors.lock() {
                     errs.push(e);
                 }
+                sink.failed.store(true, Ordering::Relaxed);
             }
         };
         std::thread::scope(|scope| {
-            // Users (the bulk of a tenant) page on their own thread.
-            scope.spawn(|| {
-                record((|| {
-                    self.capture_collection(&sink, "/users", ObjectType::User, false, &no_grants)?;
-                    self.capture_deleted(&sink, ObjectType::User)
-                })())
-            });
-            scope.spawn(|| {
-                record((|| {
-                    self.capture_collection(&sink, "/groups", ObjectType::Group, true, &no_grants)?;
-                    self.capture_deleted(&sink, ObjectType::Group)
-                })())
-            });
+            // Users (the bulk of a tenant) and groups (with their links) on threads of their
+            // own; the rest here.
+            scope.spawn(|| record(self.capture_type(&sink, ObjectType::User, &no_grants)));
+            scope.spawn(|| record(self.capture_type(&sink, ObjectType::Group, &no_grants)));
             record((|| {
                 let grants = self.admin_grants()?;
-                self.capture_collection(
-                    &sink,
-                    "/servicePrincipals",
-                    ObjectType::ServicePrincipal,
-                    true,
-                    &grants,
-                )?;
-                self.capture_deleted(&sink, ObjectType::ServicePrincipal)?;
-                self.capture_collection(
-                    &sink,
-                    "/applications",
-                    ObjectType::Application,
-                    true,
-                    &no_grants,
-                )?;
-                self.capture_deleted(&sink, ObjectType::Application)?;
+                self.capture_type(&sink, ObjectType::ServicePrincipal, &grants)?;
                 for t in [
+                    ObjectType::Application,
                     ObjectType::ConditionalAccessPolicy,
                     ObjectType::NamedLocation,
                 ] {
-                    self.capture_collection(&sink, collection_path(t), t, false, &no_grants)?;
-                    self.capture_deleted(&sink, t)?;
+                    self.capture_type(&sink, t, &no_grants)?;
                 }
                 for t in [
                     ObjectType::AuthenticationMethodsPolicy,
@@ -530,13 +560,6 @@ impl GraphConnector {
                 bytes: after.bytes - before.bytes,
             },
         ))
-    }
-
-    fn capture_deleted(&self, sink: &Sink, t: ObjectType) -> Result<(), ConnectorError> {
-        match deleted_path(t) {
-            Some(path) => self.capture_collection(sink, path, t, false, &HashMap::new()),
-            None => Ok(()),
-        }
     }
 }
 

@@ -45,6 +45,9 @@ pub enum ConnectorError {
     /// The settings cannot be used.
     #[error("invalid connector settings: {0}")]
     Settings(String),
+    /// The work stopped because another part of it failed (that failure is reported).
+    #[error("stopped because another part of the work failed")]
+    Aborted,
     /// Writing the captured snapshot failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -59,6 +62,7 @@ impl ConnectorError {
             ConnectorError::Auth { status, .. } => status_class(*status),
             ConnectorError::Malformed { .. }
             | ConnectorError::Request(_)
+            | ConnectorError::Aborted
             | ConnectorError::Settings(_)
             | ConnectorError::Snapshot(_) => ErrorClass::Permanent,
         }
