@@ -233,7 +233,7 @@ impl GraphConnector {
     }
 
     /// A fresh backoff sequence (exponential, with jitter).
-    pub(crate) fn backoff(&self) -> impl Iterator<Item = Duration> {
+    pub(crate) fn backoff(&self) -> backon::ExponentialBackoff {
         ExponentialBuilder::default()
             .with_min_delay(self.settings.min_backoff)
             .with_max_delay(self.settings.max_backoff)
@@ -243,10 +243,15 @@ impl GraphConnector {
             .build()
     }
 
-    /// The wait before a retry: the `Retry-After` if given (capped), else `fallback`.
+    /// The wait before a retry: the `Retry-After` if given (capped), plus a little of the
+    /// jittered `fallback` (at most a tenth more) so that waiting clients do not all come back
+    /// at once; else `fallback`.
     pub(crate) fn wait_for(&self, retry_after: Option<Duration>, fallback: Duration) -> Duration {
         match retry_after {
-            Some(d) => d.min(self.settings.max_retry_after),
+            Some(d) => {
+                let d = d.min(self.settings.max_retry_after);
+                d + fallback.min(d / 10)
+            }
             None => fallback,
         }
     }

@@ -4,8 +4,10 @@
 //! success), inner 429/503 retried after their `Retry-After` without re-sending what already
 //! succeeded. One [`StepOutcome`] per step, in the order of the steps.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use backon::ExponentialBackoff;
 
 use serde_json::{json, Map, Value as Json};
 
@@ -20,6 +22,9 @@ use crate::value::Value;
 
 /// Requests in one `$batch` (Graph's limit).
 pub const MAX_BATCH: usize = 20;
+
+/// How far past the first unsettled step a batch may take steps from.
+const WINDOW: usize = 10 * MAX_BATCH;
 
 /// What became of one step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -417,12 +422,127 @@ impl GraphConnector {
         })
     }
 
-    /// Applies the steps in order, in batches of up to 20; one outcome per step, in order.
+    /// Applies the steps, in batches of up to 20, keeping their order where it matters (see
+    /// [`needs`]); one outcome per step, in the order of the steps.
+    ///
+    /// Steps are taken in order into each batch. A step answered with 429 or 503 waits its
+    /// `Retry-After` (or its own backoff) and goes into a later batch, while the steps after it
+    /// that do not need it fill the batches meanwhile; a step that succeeded is never sent again.
     pub fn apply_steps(&self, steps: &[PlannedStep]) -> Vec<StepOutcome> {
-        let mut outcomes: Vec<Option<StepResult>> = vec![None; steps.len()];
-        for chunk_start in (0..steps.len()).step_by(MAX_BATCH) {
-            let end = (chunk_start + MAX_BATCH).min(steps.len());
-            self.apply_chunk(steps, chunk_start..end, &mut outcomes);
+        let n = steps.len();
+        let mut outcomes: Vec<Option<StepResult>> = vec![None; n];
+        let mut inners: Vec<Option<Inner>> = vec![None; n];
+        for (i, planned) in steps.iter().enumerate() {
+            match self.inner_request(&planned.step) {
+                Ok(Some(inner)) => inners[i] = Some(inner),
+                Ok(None) => outcomes[i] = Some(StepResult::AlreadyInState),
+                Err(r) => outcomes[i] = Some(r),
+            }
+        }
+        let max = self.settings.max_attempts;
+        let mut ready_at: Vec<Option<Instant>> = vec![None; n];
+        let mut attempts: HashMap<usize, u32> = HashMap::new();
+        let mut backoffs: HashMap<usize, ExponentialBackoff> = HashMap::new();
+        let mut first = 0usize;
+        loop {
+            while first < n && outcomes[first].is_some() {
+                first += 1;
+            }
+            if first == n {
+                break;
+            }
+            let now = Instant::now();
+            let window = first..(first + WINDOW).min(n);
+            let mut batch: Vec<usize> = Vec::with_capacity(MAX_BATCH);
+            let mut wake: Option<Instant> = None;
+            for i in window.clone() {
+                if batch.len() == MAX_BATCH {
+                    break;
+                }
+                if outcomes[i].is_some() {
+                    continue;
+                }
+                if let Some(t) = ready_at[i].filter(|t| *t > now) {
+                    wake = Some(wake.map_or(t, |w| w.min(t)));
+                    continue;
+                }
+                // Every unsettled earlier step this one needs must go in the same batch.
+                let blocked = (first..i).any(|j| {
+                    outcomes[j].is_none()
+                        && needs(&steps[j].step, &steps[i].step)
+                        && !batch.contains(&j)
+                });
+                if !blocked {
+                    batch.push(i);
+                }
+            }
+            if batch.is_empty() {
+                let pause = wake.map_or(self.settings.min_backoff, |w| {
+                    w.saturating_duration_since(now)
+                });
+                std::thread::sleep(pause);
+                continue;
+            }
+            let pending: Vec<(usize, &Inner)> = batch
+                .iter()
+                .filter_map(|i| inners[*i].as_ref().map(|r| (*i, r)))
+                .collect();
+            let answers = match self.send_batch(steps, &pending) {
+                Ok(a) => a,
+                Err(e) => {
+                    for i in &batch {
+                        outcomes[*i] = Some(StepResult::from_error(&e));
+                    }
+                    continue;
+                }
+            };
+            for &i in &batch {
+                let step = &steps[i].step;
+                let answer = answers.get(&i);
+                let status = answer.map_or(0, |a| a.status);
+                let mut retry = |retry_after: Option<Duration>| -> bool {
+                    let n_tries = attempts.entry(i).or_insert(1);
+                    *n_tries += 1;
+                    if *n_tries > max {
+                        return false;
+                    }
+                    let fallback = backoffs
+                        .entry(i)
+                        .or_insert_with(|| self.backoff())
+                        .next()
+                        .unwrap_or(self.settings.max_backoff);
+                    ready_at[i] = Some(Instant::now() + self.wait_for(retry_after, fallback));
+                    true
+                };
+                match (answer, status) {
+                    (Some(_), 200..=299) => outcomes[i] = Some(StepResult::Applied),
+                    // What it depends on failed in this batch: it goes again with it, or
+                    // alone once that has settled (a 424 spends an attempt too).
+                    (Some(a), 424) => {
+                        if !retry(None) {
+                            outcomes[i] = Some(a.failed());
+                        } else {
+                            ready_at[i] = None;
+                        }
+                    }
+                    (Some(a), s) if status_class(s) == ErrorClass::Transient => {
+                        if !retry(a.retry_after) {
+                            outcomes[i] = Some(a.failed());
+                        }
+                    }
+                    (Some(a), _) => outcomes[i] = Some(self.interpret(step, a)),
+                    (None, _) => {
+                        if !retry(None) {
+                            outcomes[i] = Some(StepResult::Failed {
+                                permanent: false,
+                                status: 0,
+                                code: "noAnswer".into(),
+                                message: "the batch never answered this request".into(),
+                            });
+                        }
+                    }
+                }
+            }
         }
         steps
             .iter()
@@ -435,96 +555,12 @@ impl GraphConnector {
             .collect()
     }
 
-    fn apply_chunk(
-        &self,
-        steps: &[PlannedStep],
-        range: std::ops::Range<usize>,
-        outcomes: &mut [Option<StepResult>],
-    ) {
-        let mut pending: Vec<(usize, Inner)> = Vec::new();
-        for i in range {
-            match self.inner_request(&steps[i].step) {
-                Ok(Some(inner)) => pending.push((i, inner)),
-                Ok(None) => outcomes[i] = Some(StepResult::AlreadyInState),
-                Err(r) => outcomes[i] = Some(r),
-            }
-        }
-        let max = self.settings.max_attempts;
-        let mut attempts: BTreeMap<usize, u32> = BTreeMap::new();
-        let mut backoff = self.backoff();
-        // Rounds are bounded: each one either settles a step or spends one of its attempts
-        // (a 424 waits for a dependency that the same round settles).
-        let mut rounds = 0u32;
-        while !pending.is_empty() {
-            rounds += 1;
-            let answers = match self.send_batch(steps, &pending) {
-                Ok(a) => a,
-                Err(e) => {
-                    for (i, _) in &pending {
-                        outcomes[*i] = Some(StepResult::from_error(&e));
-                    }
-                    return;
-                }
-            };
-            let mut retry = Vec::new();
-            let mut wait: Option<Duration> = None;
-            for (i, inner) in pending {
-                let Some(answer) = answers.get(&i) else {
-                    // No answer for it in the batch: spend an attempt and send it again.
-                    let n = attempts.entry(i).or_insert(1);
-                    *n += 1;
-                    if *n > max {
-                        outcomes[i] = Some(StepResult::Failed {
-                            permanent: false,
-                            status: 0,
-                            code: "noAnswer".into(),
-                            message: "the batch never answered this request".into(),
-                        });
-                    } else {
-                        retry.push((i, inner));
-                    }
-                    continue;
-                };
-                let step = &steps[i].step;
-                match answer.status {
-                    200..=299 => outcomes[i] = Some(StepResult::Applied),
-                    424 if rounds <= max.saturating_mul(2) => retry.push((i, inner)),
-                    s if status_class(s) == ErrorClass::Transient => {
-                        let n = attempts.entry(i).or_insert(1);
-                        *n += 1;
-                        if *n > max {
-                            outcomes[i] = Some(answer.failed());
-                        } else {
-                            if let Some(ra) = answer.retry_after {
-                                wait = Some(wait.map_or(ra, |w| w.max(ra)));
-                            } else if wait.is_none() {
-                                wait = Some(Duration::ZERO);
-                            }
-                            retry.push((i, inner));
-                        }
-                    }
-                    _ => outcomes[i] = Some(self.interpret(step, answer)),
-                }
-            }
-            pending = retry;
-            if !pending.is_empty() {
-                let fallback = backoff.next().unwrap_or(self.settings.max_backoff);
-                let pause = match wait {
-                    Some(d) if !d.is_zero() => self.wait_for(Some(d), fallback),
-                    Some(_) => fallback,
-                    None => Duration::ZERO,
-                };
-                std::thread::sleep(pause);
-            }
-        }
-    }
-
     /// Sends one `$batch` of the pending steps (with retries of the whole batch), returning
     /// the answers by step index.
     fn send_batch(
         &self,
         steps: &[PlannedStep],
-        pending: &[(usize, Inner)],
+        pending: &[(usize, &Inner)],
     ) -> Result<BTreeMap<usize, Answer>, ConnectorError> {
         let mut requests = Vec::with_capacity(pending.len());
         for (pos, (i, inner)) in pending.iter().enumerate() {
@@ -540,14 +576,14 @@ impl GraphConnector {
                     json!({"Content-Type": "application/json"}),
                 );
             }
-            // The last earlier step in this batch on the same object (or on the object this
-            // step links to) must run first.
-            let depends = pending[..pos].iter().rev().find(|(j, _)| {
-                let other = steps[*j].step.object_id();
-                other == step.object_id() || Some(other) == link_target(step)
-            });
-            if let Some((j, _)) = depends {
-                r.insert("dependsOn".into(), json!([j.to_string()]));
+            // The earlier steps of this batch that this one needs run first.
+            let depends: Vec<Json> = pending[..pos]
+                .iter()
+                .filter(|(j, _)| needs(&steps[*j].step, step))
+                .map(|(j, _)| Json::String(j.to_string()))
+                .collect();
+            if !depends.is_empty() {
+                r.insert("dependsOn".into(), Json::Array(depends));
             }
             requests.push(Json::Object(r));
         }
@@ -594,13 +630,233 @@ impl GraphConnector {
     }
 }
 
-fn link_target(step: &Step) -> Option<ObjectId> {
-    match step {
+/// The objects a step needs to exist: its own, and the one it links to (a member, a grant's
+/// resource, an assignment's principal).
+fn touches(step: &Step) -> [Option<ObjectId>; 2] {
+    let other = match step {
         Step::AddLink {
             kind: LinkKind::Members,
             target,
             ..
         } => Some(*target),
+        Step::AddLink {
+            kind: LinkKind::OAuth2PermissionGrants,
+            data,
+            ..
+        } => data_str(&data_map(data), "resourceId").and_then(|s| s.parse().ok()),
+        Step::AddLink {
+            kind: LinkKind::AppRoleAssignedTo,
+            data,
+            ..
+        } => data_str(&data_map(data), "principalId").and_then(|s| s.parse().ok()),
         _ => None,
+    };
+    [Some(step.object_id()), other]
+}
+
+/// Whether `later` must not run before `earlier` (given in plan order): it needs an object
+/// that `earlier` restores; it deletes the object `earlier` writes; or both update the same
+/// object. Other steps run in any order (two member adds to one group need no ordering).
+pub fn needs(earlier: &Step, later: &Step) -> bool {
+    let id = earlier.object_id();
+    match (earlier, later) {
+        (Step::Restore { .. }, _) => touches(later).contains(&Some(id)),
+        (_, Step::SoftDelete { .. }) => later.object_id() == id,
+        (Step::Update { .. }, Step::Update { .. }) => later.object_id() == id,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::GraphSettings;
+
+    fn connector() -> GraphConnector {
+        let settings = GraphSettings::new(
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:9/t/v1.0",
+            "t",
+            "app",
+            "secret",
+        );
+        match GraphConnector::new(settings) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn request(step: &Step) -> Inner {
+        match connector().inner_request(step) {
+            Ok(Some(r)) => r,
+            other => panic!("{step:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_step_becomes_its_request() {
+        let (u, g, sp) = (
+            ObjectType::User,
+            ObjectType::Group,
+            ObjectType::ServicePrincipal,
+        );
+        let restore = request(&Step::Restore {
+            id: ObjectId(1),
+            object_type: u,
+        });
+        assert_eq!(restore.method, Method::Post);
+        assert_eq!(
+            restore.url,
+            format!("/directory/deletedItems/{}/restore", ObjectId(1))
+        );
+        let ca = request(&Step::Restore {
+            id: ObjectId(2),
+            object_type: ObjectType::NamedLocation,
+        });
+        assert_eq!(
+            ca.url,
+            format!(
+                "/identity/conditionalAccess/deletedItems/namedLocations/{}/restore",
+                ObjectId(2)
+            )
+        );
+        let update = request(&Step::Update {
+            id: ObjectId(1),
+            object_type: u,
+            properties: vec![("city".into(), Value::Null)],
+        });
+        assert_eq!(update.method, Method::Patch);
+        assert_eq!(update.body, Some(json!({"city": null})));
+        let authz = request(&Step::Update {
+            id: ObjectId(3),
+            object_type: ObjectType::AuthorizationPolicy,
+            properties: vec![],
+        });
+        assert_eq!(authz.url, "/policies/authorizationPolicy");
+        let add = request(&Step::AddLink {
+            id: ObjectId(4),
+            object_type: g,
+            kind: LinkKind::Members,
+            target: ObjectId(5),
+            data: None,
+        });
+        assert_eq!(add.url, format!("/groups/{}/members/$ref", ObjectId(4)));
+        assert_eq!(
+            add.body,
+            Some(
+                json!({"@odata.id": format!("http://127.0.0.1:9/t/v1.0/directoryObjects/{}", ObjectId(5))})
+            )
+        );
+        let remove_grant = request(&Step::RemoveLink {
+            id: ObjectId(6),
+            object_type: sp,
+            kind: LinkKind::OAuth2PermissionGrants,
+            target: ObjectId(7),
+        });
+        assert_eq!(remove_grant.method, Method::Delete);
+        assert_eq!(
+            remove_grant.url,
+            format!("/oauth2PermissionGrants/{}", ObjectId(7))
+        );
+        let delete = request(&Step::SoftDelete {
+            id: ObjectId(8),
+            object_type: sp,
+        });
+        assert_eq!(delete.url, format!("/servicePrincipals/{}", ObjectId(8)));
+        let owners = connector().inner_request(&Step::AddLink {
+            id: ObjectId(4),
+            object_type: g,
+            kind: LinkKind::Owners,
+            target: ObjectId(5),
+            data: None,
+        });
+        assert!(matches!(
+            owners,
+            Err(StepResult::Failed {
+                permanent: true,
+                ..
+            })
+        ));
+        let no_data = connector().inner_request(&Step::AddLink {
+            id: ObjectId(6),
+            object_type: sp,
+            kind: LinkKind::AppRoleAssignedTo,
+            target: ObjectId(9),
+            data: None,
+        });
+        assert!(matches!(
+            no_data,
+            Err(StepResult::Failed {
+                permanent: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn only_real_dependencies_order_steps() {
+        let u = ObjectType::User;
+        let g = ObjectType::Group;
+        let restore = Step::Restore {
+            id: ObjectId(1),
+            object_type: u,
+        };
+        let update = Step::Update {
+            id: ObjectId(1),
+            object_type: u,
+            properties: vec![],
+        };
+        let member = |group: u128, target: u128| Step::AddLink {
+            id: ObjectId(group),
+            object_type: g,
+            kind: LinkKind::Members,
+            target: ObjectId(target),
+            data: None,
+        };
+        assert!(needs(&restore, &update));
+        assert!(
+            needs(&restore, &member(9, 1)),
+            "a member must exist before it is added"
+        );
+        assert!(
+            !needs(&member(9, 2), &member(9, 3)),
+            "two adds to a group are independent"
+        );
+        assert!(needs(
+            &member(9, 2),
+            &Step::SoftDelete {
+                id: ObjectId(9),
+                object_type: g
+            }
+        ));
+        assert!(!needs(
+            &update,
+            &Step::Update {
+                id: ObjectId(2),
+                object_type: u,
+                properties: vec![]
+            }
+        ));
+        let grant = Step::AddLink {
+            id: ObjectId(3),
+            object_type: ObjectType::ServicePrincipal,
+            kind: LinkKind::OAuth2PermissionGrants,
+            target: ObjectId(4),
+            data: Some(Value::Map(
+                [(
+                    "resourceId".to_owned(),
+                    Value::from(ObjectId(5).to_string()),
+                )]
+                .into(),
+            )),
+        };
+        let restore_resource = Step::Restore {
+            id: ObjectId(5),
+            object_type: ObjectType::ServicePrincipal,
+        };
+        assert!(
+            needs(&restore_resource, &grant),
+            "a grant's resource must exist first"
+        );
     }
 }
