@@ -388,7 +388,17 @@ fn full_capture_of_10000_objects_equals_the_ground_truth() {
     assert_eq!(truth.len(), 10_000);
     load(&sim, "contoso", &truth);
     let conn = connector(&sim, "contoso");
+    let started = std::time::Instant::now();
     let (writers, stats) = conn.capture(ShardLayout::new(3)).unwrap();
+    // For the reader of the test output only (a debug build; never asserted).
+    eprintln!(
+        "capture: {} objects, {} links, {} requests, {} bytes in {:?}",
+        stats.total_objects(),
+        stats.links,
+        stats.requests,
+        stats.bytes,
+        started.elapsed()
+    );
     assert_eq!(writers.len(), 8);
     assert_eq!(stats.total_objects(), 10_000);
     let users = truth
