@@ -489,7 +489,16 @@ impl GraphConnector {
                 .collect();
             let answers = match self.send_batch(steps, &pending) {
                 Ok(a) => a,
+                Err(e) if e.is_transient() || matches!(e.status(), Some(401 | 403)) => {
+                    // The batch itself failed after its retries (the service is unreachable,
+                    // or refuses the credentials): every step not yet settled fails with it.
+                    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                        *o = Some(StepResult::from_error(&e));
+                    }
+                    break;
+                }
                 Err(e) => {
+                    // This batch was refused as a whole: its steps fail, the others go on.
                     for i in &batch {
                         outcomes[*i] = Some(StepResult::from_error(&e));
                     }

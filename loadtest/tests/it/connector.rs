@@ -1301,3 +1301,55 @@ fn storms_of_503_and_dropped_connections_are_survived() {
     assert!(counters["dropped"].as_u64().unwrap() > 0, "{counters}");
     check_batch_state(&c);
 }
+
+#[test]
+fn an_unreachable_directory_is_a_transient_failure() {
+    // A port that nothing listens on any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut s = GraphSettings::new(
+        base.clone(),
+        format!("{base}/contoso/v1.0"),
+        "contoso",
+        "app-contoso",
+        "secret-contoso",
+    );
+    s.max_attempts = 3;
+    s.min_backoff = Duration::from_millis(10);
+    let conn = GraphConnector::new(s).unwrap();
+    let err = conn.capture(ShardLayout::new(0)).unwrap_err();
+    assert!(matches!(err, ConnectorError::Transport(_)), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(
+        conn.traffic().token_requests,
+        3,
+        "retried up to max_attempts"
+    );
+    let steps: Vec<PlannedStep> = (1..=30)
+        .map(|n| {
+            step(Step::SoftDelete {
+                id: uid(n),
+                object_type: ObjectType::User,
+            })
+        })
+        .collect();
+    let outcomes = conn.apply_steps(&steps);
+    assert_eq!(outcomes.len(), 30);
+    for o in outcomes {
+        assert!(
+            matches!(
+                o.result,
+                StepResult::Failed {
+                    permanent: false,
+                    status: 0,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+    }
+}
