@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Deserialize;
-use serde_json::{Map, Value as Json};
+use serde_json::{json, Map, Value as Json};
 
 use super::http::{json_error, Method};
 use super::{ConnectorError, GraphConnector};
@@ -114,9 +114,6 @@ impl Sink {
 
 /// The writers and counts a sink ends with: writers, objects by type, links, pages.
 type SinkTotals = (Vec<ShardWriter>, BTreeMap<ObjectType, u64>, u64, u64);
-
-/// The link sets read for the object at an index of a page.
-type PageLinks = Vec<(usize, Vec<(LinkKind, Vec<Link>)>)>;
 
 fn poisoned() -> ConnectorError {
     ConnectorError::Settings("a capture thread panicked".into())
@@ -230,45 +227,83 @@ impl GraphConnector {
         )
     }
 
-    /// The ids of a link collection (`/groups/{id}/members`, `/.../owners`).
-    fn link_ids(&self, path: &str) -> Result<Vec<Link>, ConnectorError> {
-        let mut links = Vec::new();
-        let first = format!("{path}?$top={}&$select=id", self.settings.page_size);
-        self.for_each_page(&first, |values| {
-            for v in values {
-                let id = v
-                    .get("id")
-                    .and_then(Json::as_str)
-                    .and_then(|s| s.parse::<ObjectId>().ok())
-                    .ok_or_else(|| {
-                        malformed(path, format!("a linked object without an id: {v}"))
-                    })?;
-                links.push(Link::to(id));
-            }
-            Ok(())
-        })?;
-        Ok(links)
+    /// The first URL of a link job (relative to the Graph base).
+    fn link_url(&self, job: &LinkJob) -> String {
+        format!(
+            "{}?$top={}&$select={}",
+            job.path,
+            self.settings.page_size,
+            link_select(job.kind)
+        )
     }
 
-    /// The app role assignments granted on a service principal, as links with their data.
-    fn assignments(&self, sp: ObjectId) -> Result<Vec<Link>, ConnectorError> {
-        let path = format!("/servicePrincipals/{sp}/appRoleAssignedTo");
-        let first = format!(
-            "{path}?$top={}&$select=id,principalId,appRoleId,principalType",
-            self.settings.page_size
-        );
+    /// Reads one link collection on its own, every page, with retries. A holder that is gone
+    /// (deleted since its page was listed) has no links to read any more: the capture goes
+    /// on with none.
+    fn read_link_job(&self, job: &LinkJob) -> Result<Vec<Link>, ConnectorError> {
         let mut links = Vec::new();
-        self.for_each_page(&first, |values| {
-            for v in values {
-                links.push(link_with_data(
-                    &path,
-                    &v,
-                    &["principalId", "appRoleId", "principalType"],
-                )?);
-            }
+        let read = self.for_each_page(&self.link_url(job), |values| {
+            links.extend(parse_links(&job.path, job.kind, &values)?);
             Ok(())
-        })?;
-        Ok(links)
+        });
+        match read {
+            Ok(_) => Ok(links),
+            Err(e) if e.status() == Some(404) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads up to 20 link collections in one `$batch`. A collection whose inner answer is
+    /// not a plain success (throttled, failed) is read again on its own, with retries; one
+    /// with more pages follows its next link.
+    fn read_link_batch(&self, jobs: &[LinkJob]) -> Result<Vec<Vec<Link>>, ConnectorError> {
+        let requests: Vec<Json> = jobs
+            .iter()
+            .enumerate()
+            .map(
+                |(k, job)| json!({"id": k.to_string(), "method": "GET", "url": self.link_url(job)}),
+            )
+            .collect();
+        let url = self.url("/$batch");
+        let answer = self.call_json(Method::Post, &url, Some(&json!({ "requests": requests })))?;
+        let mut out: Vec<Option<Vec<Link>>> = vec![None; jobs.len()];
+        for r in answer["responses"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            let Some(k) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()) else {
+                continue;
+            };
+            let (Some(job), Some(slot)) = (jobs.get(k), out.get_mut(k)) else {
+                continue;
+            };
+            match r["status"].as_u64() {
+                Some(200) => {
+                    let values = r["body"]["value"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]);
+                    let mut links = parse_links(&job.path, job.kind, values)?;
+                    if let Some(next) = r["body"]["@odata.nextLink"].as_str() {
+                        self.for_each_page(next, |values| {
+                            links.extend(parse_links(&job.path, job.kind, &values)?);
+                            Ok(())
+                        })?;
+                    }
+                    *slot = Some(links);
+                }
+                Some(404) => *slot = Some(Vec::new()),
+                _ => {}
+            }
+        }
+        jobs.iter()
+            .zip(out)
+            .map(|(job, links)| match links {
+                Some(l) => Ok(l),
+                None => self.read_link_job(job),
+            })
+            .collect()
     }
 
     /// Admin-consent grants by their client service principal.
@@ -385,22 +420,38 @@ impl GraphConnector {
         Ok(())
     }
 
-    /// Reads the links of active objects with a small pool of threads.
+    /// Reads the links of a page's active objects: their link collections go 20 to a
+    /// `$batch`, the batches shared out to a small pool of threads.
     fn attach_links(
         &self,
         objects: &mut [DirectoryObject],
         grants: &HashMap<ObjectId, Vec<Link>>,
     ) -> Result<(), ConnectorError> {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<PageLinks> = Mutex::new(Vec::new());
-        let first_error: Mutex<Option<ConnectorError>> = Mutex::new(None);
-        let targets: Vec<(usize, ObjectId, ObjectType)> = objects
+        let jobs: Vec<LinkJob> = objects
             .iter()
             .enumerate()
             .filter(|(_, o)| o.lifecycle.is_active())
-            .map(|(i, o)| (i, o.id, o.object_type))
+            .flat_map(|(index, o)| {
+                properties::link_kinds(o.object_type)
+                    .iter()
+                    .filter(|k| **k != LinkKind::OAuth2PermissionGrants)
+                    .map(move |&kind| LinkJob {
+                        index,
+                        kind,
+                        path: format!(
+                            "{}/{}/{}",
+                            collection_path(o.object_type),
+                            o.id,
+                            kind.as_str()
+                        ),
+                    })
+            })
             .collect();
-        let threads = self.settings.link_threads.clamp(1, targets.len().max(1));
+        let chunks: Vec<&[LinkJob]> = jobs.chunks(super::write::MAX_BATCH).collect();
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<(usize, LinkKind, Vec<Link>)>> = Mutex::new(Vec::new());
+        let first_error: Mutex<Option<ConnectorError>> = Mutex::new(None);
+        let threads = self.settings.link_threads.clamp(1, chunks.len().max(1));
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| loop {
@@ -408,13 +459,18 @@ impl GraphConnector {
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(index, id, t)) = targets.get(i) else {
+                    let Some(chunk) = chunks.get(i) else {
                         return;
                     };
-                    match self.read_links(id, t) {
+                    match self.read_link_batch(chunk) {
                         Ok(sets) => {
                             if let Ok(mut r) = results.lock() {
-                                r.push((index, sets));
+                                r.extend(
+                                    chunk
+                                        .iter()
+                                        .zip(sets)
+                                        .map(|(job, links)| (job.index, job.kind, links)),
+                                );
                             }
                         }
                         Err(e) => {
@@ -430,11 +486,9 @@ impl GraphConnector {
         if let Some(e) = first_error.into_inner().map_err(|_| poisoned())? {
             return Err(e);
         }
-        for (index, sets) in results.into_inner().map_err(|_| poisoned())? {
+        for (index, kind, links) in results.into_inner().map_err(|_| poisoned())? {
             if let Some(o) = objects.get_mut(index) {
-                for (kind, links) in sets {
-                    o.set_links(kind, links);
-                }
+                o.set_links(kind, links);
             }
         }
         for o in objects.iter_mut() {
@@ -445,33 +499,6 @@ impl GraphConnector {
             }
         }
         Ok(())
-    }
-
-    /// The links Graph serves for one active object (grants come from the grant list).
-    fn read_links(
-        &self,
-        id: ObjectId,
-        t: ObjectType,
-    ) -> Result<Vec<(LinkKind, Vec<Link>)>, ConnectorError> {
-        let base = format!("{}/{id}", collection_path(t));
-        let mut sets = Vec::new();
-        for &kind in properties::link_kinds(t) {
-            let links = match kind {
-                LinkKind::Members | LinkKind::Owners => {
-                    self.link_ids(&format!("{base}/{}", kind.as_str()))
-                }
-                LinkKind::AppRoleAssignedTo => self.assignments(id),
-                LinkKind::OAuth2PermissionGrants => continue,
-            };
-            // An object deleted since its page was read has no links to read any more; the
-            // capture goes on (the object is kept as it was listed).
-            let links = match links {
-                Err(e) if e.status() == Some(404) => Vec::new(),
-                other => other?,
-            };
-            sets.push((kind, links));
-        }
-        Ok(sets)
     }
 
     /// Reads a singleton (the organization is a collection of one).
@@ -561,6 +588,40 @@ impl GraphConnector {
             },
         ))
     }
+}
+
+/// One link collection to read: of the object at `index` of a page.
+struct LinkJob {
+    index: usize,
+    kind: LinkKind,
+    /// `/groups/{id}/members` and the like.
+    path: String,
+}
+
+/// The `$select` of a link collection.
+fn link_select(kind: LinkKind) -> &'static str {
+    match kind {
+        LinkKind::AppRoleAssignedTo => "id,principalId,appRoleId,principalType",
+        _ => "id",
+    }
+}
+
+/// The links of one page of a link collection.
+fn parse_links(path: &str, kind: LinkKind, values: &[Json]) -> Result<Vec<Link>, ConnectorError> {
+    values
+        .iter()
+        .map(|v| match kind {
+            LinkKind::AppRoleAssignedTo => {
+                link_with_data(path, v, &["principalId", "appRoleId", "principalType"])
+            }
+            _ => v
+                .get("id")
+                .and_then(Json::as_str)
+                .and_then(|s| s.parse::<ObjectId>().ok())
+                .map(Link::to)
+                .ok_or_else(|| malformed(path, format!("a linked object without an id: {v}"))),
+        })
+        .collect()
 }
 
 /// A link whose target is the item's `id` and whose data is the named fields (nulls left out).
