@@ -163,13 +163,9 @@ pub(crate) fn deleted_path(t: ObjectType) -> Option<&'static str> {
 /// The `$select` of a type: its kept properties plus what the lifecycle needs.
 pub fn select_list(t: ObjectType) -> String {
     let mut names: Vec<&str> = vec!["id", "deletedDateTime"];
-    if matches!(
-        t,
-        ObjectType::User
-            | ObjectType::Group
-            | ObjectType::Application
-            | ObjectType::ServicePrincipal
-    ) {
+    // Only users and groups are synced from on-premises (Graph has no such property on the
+    // other types, and refuses a `$select` of a property a type does not have).
+    if matches!(t, ObjectType::User | ObjectType::Group) {
         names.push("onPremisesSyncEnabled");
     }
     for def in properties::properties(t) {
