@@ -282,10 +282,16 @@ impl GraphConnector {
                         .unwrap_or(&[]);
                     let mut links = parse_links(&job.path, job.kind, values)?;
                     if let Some(next) = r["body"]["@odata.nextLink"].as_str() {
-                        self.for_each_page(next, |values| {
+                        let rest = self.for_each_page(next, |values| {
                             links.extend(parse_links(&job.path, job.kind, &values)?);
                             Ok(())
-                        })?;
+                        });
+                        match rest {
+                            Ok(_) => {}
+                            // The holder went away between two pages: it has no links now.
+                            Err(e) if e.status() == Some(404) => links.clear(),
+                            Err(e) => return Err(e),
+                        }
                     }
                     *slot = Some(links);
                 }

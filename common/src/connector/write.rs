@@ -443,6 +443,7 @@ impl GraphConnector {
         let mut ready_at: Vec<Option<Instant>> = vec![None; n];
         let mut attempts: HashMap<usize, u32> = HashMap::new();
         let mut backoffs: HashMap<usize, ExponentialBackoff> = HashMap::new();
+        let mut failed_dependency: HashMap<usize, u32> = HashMap::new();
         let mut first = 0usize;
         loop {
             while first < n && outcomes[first].is_some() {
@@ -525,13 +526,13 @@ impl GraphConnector {
                 };
                 match (answer, status) {
                     (Some(_), 200..=299) => outcomes[i] = Some(StepResult::Applied),
-                    // What it depends on failed in this batch: it goes again with it, or
-                    // alone once that has settled (a 424 spends an attempt too).
+                    // What it depends on failed in this batch (and spent an attempt of its
+                    // own): it goes again with it, or alone once that has settled.
                     (Some(a), 424) => {
-                        if !retry(None) {
+                        let n_424 = failed_dependency.entry(i).or_insert(0);
+                        *n_424 += 1;
+                        if *n_424 > max.saturating_mul(4) {
                             outcomes[i] = Some(a.failed());
-                        } else {
-                            ready_at[i] = None;
                         }
                     }
                     (Some(a), s) if status_class(s) == ErrorClass::Transient => {

@@ -498,6 +498,15 @@ fn empty_pages_with_next_links_are_followed() {
     let conn = connector(&sim, "contoso");
     let captured = capture_all(&conn, "contoso");
     assert_same(&captured, &truth);
+    // Small pages: member lists read in a batch continue through their next links.
+    assert!(truth
+        .iter()
+        .any(|o| o.links_of(LinkKind::Members).len() > 4));
+    let mut small = settings(&sim, "contoso", "secret-contoso");
+    small.page_size = 4;
+    let conn = GraphConnector::new(small).unwrap();
+    let captured = capture_all(&conn, "contoso");
+    assert_same(&captured, &truth);
 }
 
 fn step(s: Step) -> PlannedStep {
