@@ -89,8 +89,7 @@ fn map(items: &[(&str, Value)]) -> Value {
     )
 }
 
-/// A seeded tenant of `users + groups + ...` objects with links, soft-deleted and synced
-/// objects, conditional access and the three singletons, in canonical form.
+/// How many objects of each collection type a generated tenant has.
 struct Counts {
     users: usize,
     groups: usize,
@@ -100,6 +99,9 @@ struct Counts {
     locations: usize,
 }
 
+/// A seeded tenant: the counted objects with links (between active objects only, as Graph
+/// lists them), soft-deleted and synced objects, and the three singletons, in canonical form
+/// and id order.
 fn generate(seed: u64, c: &Counts) -> Vec<DirectoryObject> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let now = now();
@@ -221,8 +223,8 @@ fn generate(seed: u64, c: &Counts) -> Vec<DirectoryObject> {
     let sp_ids: Vec<ObjectId> = (0..c.sps).map(|_| new_id(&mut rng)).collect();
     let active_sps: Vec<ObjectId> = sp_ids
         .iter()
-        .step_by(1)
         .copied()
+        // About one in twenty is in the recycle bin.
         .filter(|i| i.0 % 20 != 0)
         .collect();
     for (n, sp_id) in sp_ids.iter().enumerate() {
