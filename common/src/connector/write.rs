@@ -665,14 +665,20 @@ fn touches(step: &Step) -> [Option<ObjectId>; 2] {
 }
 
 /// Whether `later` must not run before `earlier` (given in plan order): it needs an object
-/// that `earlier` restores; it deletes the object `earlier` writes; or both update the same
-/// object. Other steps run in any order (two member adds to one group need no ordering).
+/// that `earlier` restores; it deletes the object `earlier` writes; both update the same
+/// object; or it adds a link of the kind `earlier` removes from the same object (a grant or
+/// assignment whose data changed is removed, then re-added: the other way round, the add
+/// would find it present and the remove would then take it away). Other steps run in any
+/// order (two member adds to one group need no ordering).
 pub fn needs(earlier: &Step, later: &Step) -> bool {
     let id = earlier.object_id();
     match (earlier, later) {
         (Step::Restore { .. }, _) => touches(later).contains(&Some(id)),
         (_, Step::SoftDelete { .. }) => later.object_id() == id,
         (Step::Update { .. }, Step::Update { .. }) => later.object_id() == id,
+        (Step::RemoveLink { kind: k1, .. }, Step::AddLink { kind: k2, .. }) => {
+            later.object_id() == id && k1 == k2
+        }
         _ => false,
     }
 }
@@ -868,5 +874,16 @@ mod tests {
             needs(&restore_resource, &grant),
             "a grant's resource must exist first"
         );
+        let remove_grant = Step::RemoveLink {
+            id: ObjectId(3),
+            object_type: ObjectType::ServicePrincipal,
+            kind: LinkKind::OAuth2PermissionGrants,
+            target: ObjectId(4),
+        };
+        assert!(
+            needs(&remove_grant, &grant),
+            "a changed grant is removed, then re-added"
+        );
+        assert!(!needs(&member(9, 2), &remove_grant));
     }
 }

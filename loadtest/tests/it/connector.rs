@@ -1364,3 +1364,41 @@ fn an_unreachable_directory_is_a_transient_failure() {
         );
     }
 }
+
+#[test]
+fn a_changed_grant_is_removed_then_re_added_in_one_batch() {
+    let sim = write_scene();
+    let c = sim.client("contoso");
+    let conn = connector(&sim, "contoso");
+    let sp_t = ObjectType::ServicePrincipal;
+    let backup = map(&[
+        ("consentType", s("AllPrincipals")),
+        ("resourceId", Value::from(id(301))),
+        ("scope", s("User.Read Mail.Read")),
+    ]);
+    let steps = vec![
+        step(Step::RemoveLink {
+            id: uid(300),
+            object_type: sp_t,
+            kind: LinkKind::OAuth2PermissionGrants,
+            target: uid(900),
+        }),
+        step(Step::AddLink {
+            id: uid(300),
+            object_type: sp_t,
+            kind: LinkKind::OAuth2PermissionGrants,
+            target: uid(900),
+            data: Some(backup),
+        }),
+    ];
+    let before = conn.traffic().requests;
+    let outcomes = conn.apply_steps(&steps);
+    assert_eq!(conn.traffic().requests - before, 1, "one batch");
+    for o in &outcomes {
+        assert_eq!(o.result, StepResult::Applied);
+    }
+    let grants = c.get_all("/oauth2PermissionGrants");
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(grants[0]["scope"], "User.Read Mail.Read");
+    assert_eq!(grants[0]["clientId"], id(300));
+}
