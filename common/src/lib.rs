@@ -2,6 +2,7 @@
 //! format and store trait, the diff engine and the recovery planner. Nothing here does async
 //! I/O or depends on tokio or NATS (CI checks it).
 
+pub mod connector;
 pub mod diff;
 pub mod error;
 pub mod graph_json;

@@ -2,5 +2,6 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod connector;
 mod dirsim;
 mod gen;

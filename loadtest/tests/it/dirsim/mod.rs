@@ -6,6 +6,6 @@ mod delta;
 mod lifecycle;
 mod persistence;
 mod reads;
-pub mod support;
+pub(crate) mod support;
 mod throttling;
 mod writes;

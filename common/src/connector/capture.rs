@@ -1,0 +1,747 @@
+//! Tenant capture: every object type paged with `$top` and `$select` of its kept properties,
+//! next links followed exactly as given, the links of groups, applications and service
+//! principals read concurrently by a small pool of threads, admin-consent grants attached to
+//! their client service principal, recycle bins and singletons; each decoded object goes
+//! straight into the shard writer of its shard.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value as Json};
+
+use super::http::{json_error, Method};
+use super::{ConnectorError, GraphConnector};
+use crate::graph_json::from_graph_json;
+use crate::id::ObjectId;
+use crate::model::{DirectoryObject, Link, LinkKind, ObjectType};
+use crate::properties::{self, AUTHENTICATION_METHOD_CONFIGURATIONS};
+use crate::snapshot::{
+    write_snapshot, Manifest, ShardLayout, ShardStore, ShardWriter, SnapshotInfo,
+};
+use crate::value::Value;
+
+/// What a capture read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Objects written, by type (soft-deleted ones included).
+    pub objects: BTreeMap<ObjectType, u64>,
+    /// Links attached to objects (members, owners, grants, assignments).
+    pub links: u64,
+    /// Collection pages read.
+    pub pages: u64,
+    /// Graph requests sent during the capture (retries included).
+    pub requests: u64,
+    /// Response bytes read during the capture.
+    pub bytes: u64,
+}
+
+impl CaptureStats {
+    pub fn total_objects(&self) -> u64 {
+        self.objects.values().sum()
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    value: Vec<Json>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<String>,
+}
+
+/// The shard writers, each behind its own lock, and the counters of a capture.
+struct Sink {
+    layout: ShardLayout,
+    writers: Vec<Mutex<ShardWriter>>,
+    objects: Mutex<BTreeMap<ObjectType, u64>>,
+    links: AtomicU64,
+    pages: AtomicU64,
+    /// Set when a part of the capture failed: the other parts stop at their next page.
+    failed: AtomicBool,
+}
+
+impl Sink {
+    fn new(layout: ShardLayout) -> Self {
+        Self {
+            layout,
+            writers: layout.writers().into_iter().map(Mutex::new).collect(),
+            objects: Mutex::new(BTreeMap::new()),
+            links: AtomicU64::new(0),
+            pages: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Adds the decoded objects of one page (each to the writer of its shard).
+    fn add_page(&self, objects: Vec<DirectoryObject>) -> Result<(), ConnectorError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(ConnectorError::Aborted);
+        }
+        let mut counts: BTreeMap<ObjectType, u64> = BTreeMap::new();
+        let mut links = 0usize;
+        for object in objects {
+            links += object.links.iter().map(|s| s.links.len()).sum::<usize>();
+            *counts.entry(object.object_type).or_default() += 1;
+            let shard = self.layout.shard_of(object.id) as usize;
+            let writer = self.writers.get(shard).ok_or_else(poisoned)?;
+            writer.lock().map_err(|_| poisoned())?.add(object);
+        }
+        self.links.fetch_add(links as u64, Ordering::Relaxed);
+        let mut totals = self.objects.lock().map_err(|_| poisoned())?;
+        for (t, n) in counts {
+            *totals.entry(t).or_default() += n;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<SinkTotals, ConnectorError> {
+        let writers = self
+            .writers
+            .into_iter()
+            .map(|m| m.into_inner().map_err(|_| poisoned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let objects = self.objects.into_inner().map_err(|_| poisoned())?;
+        Ok((
+            writers,
+            objects,
+            self.links.into_inner(),
+            self.pages.into_inner(),
+        ))
+    }
+}
+
+/// The writers and counts a sink ends with: writers, objects by type, links, pages.
+type SinkTotals = (Vec<ShardWriter>, BTreeMap<ObjectType, u64>, u64, u64);
+
+fn poisoned() -> ConnectorError {
+    ConnectorError::Settings("a capture thread panicked".into())
+}
+
+fn malformed(url: &str, reason: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Malformed {
+        url: url.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The Graph collection path of a type (singletons have their own URL).
+pub(crate) fn collection_path(t: ObjectType) -> &'static str {
+    match t {
+        ObjectType::User => "/users",
+        ObjectType::Group => "/groups",
+        ObjectType::Application => "/applications",
+        ObjectType::ServicePrincipal => "/servicePrincipals",
+        ObjectType::ConditionalAccessPolicy => "/identity/conditionalAccess/policies",
+        ObjectType::NamedLocation => "/identity/conditionalAccess/namedLocations",
+        ObjectType::AuthenticationMethodsPolicy => "/policies/authenticationMethodsPolicy",
+        ObjectType::AuthorizationPolicy => "/policies/authorizationPolicy",
+        ObjectType::Organization => "/organization",
+    }
+}
+
+/// The recycle-bin collection of a soft-deletable type.
+pub(crate) fn deleted_path(t: ObjectType) -> Option<&'static str> {
+    match t {
+        ObjectType::User => Some("/directory/deletedItems/microsoft.graph.user"),
+        ObjectType::Group => Some("/directory/deletedItems/microsoft.graph.group"),
+        ObjectType::Application => Some("/directory/deletedItems/microsoft.graph.application"),
+        ObjectType::ServicePrincipal => {
+            Some("/directory/deletedItems/microsoft.graph.servicePrincipal")
+        }
+        ObjectType::ConditionalAccessPolicy => {
+            Some("/identity/conditionalAccess/deletedItems/policies")
+        }
+        ObjectType::NamedLocation => {
+            Some("/identity/conditionalAccess/deletedItems/namedLocations")
+        }
+        _ => None,
+    }
+}
+
+/// The `$select` of a type: its kept properties plus what the lifecycle needs.
+pub fn select_list(t: ObjectType) -> String {
+    let mut names: Vec<&str> = vec!["id", "deletedDateTime"];
+    // Only users and groups are synced from on-premises (Graph has no such property on the
+    // other types, and refuses a `$select` of a property a type does not have).
+    if matches!(t, ObjectType::User | ObjectType::Group) {
+        names.push("onPremisesSyncEnabled");
+    }
+    for def in properties::properties(t) {
+        if !def.name.starts_with('@') && !names.contains(&def.name) {
+            names.push(def.name);
+        }
+    }
+    if t == ObjectType::Group {
+        for extra in ["groupTypes", "membershipRule"] {
+            if !names.contains(&extra) {
+                names.push(extra);
+            }
+        }
+    }
+    names.join(",")
+}
+
+impl GraphConnector {
+    /// Reads one page of a collection, parsing the JSON straight from the answer.
+    fn page(&self, url: &str) -> Result<Page, ConnectorError> {
+        self.call(Method::Get, url, None, |response| {
+            serde_json::from_reader(std::io::BufReader::with_capacity(
+                64 * 1024,
+                self.body_reader(response),
+            ))
+            .map_err(|e| json_error(url, e))
+        })
+    }
+
+    /// Calls `each` with every page of a collection, following next links exactly as given
+    /// (an empty page with a next link is followed too).
+    pub(crate) fn for_each_page(
+        &self,
+        first: &str,
+        mut each: impl FnMut(Vec<Json>) -> Result<(), ConnectorError>,
+    ) -> Result<u64, ConnectorError> {
+        let mut url = self.url(first);
+        let mut pages = 0;
+        loop {
+            let page = self.page(&url)?;
+            pages += 1;
+            each(page.value)?;
+            match page.next_link {
+                Some(next) if !next.is_empty() => url = next,
+                _ => return Ok(pages),
+            }
+        }
+    }
+
+    fn list_url(&self, path: &str, t: ObjectType) -> String {
+        format!(
+            "{path}?$top={}&$select={}",
+            self.settings.page_size,
+            select_list(t)
+        )
+    }
+
+    /// The first URL of a link job (relative to the Graph base).
+    fn link_url(&self, job: &LinkJob) -> String {
+        format!(
+            "{}?$top={}&$select={}",
+            job.path,
+            self.settings.page_size,
+            link_select(job.kind)
+        )
+    }
+
+    /// Reads one link collection on its own, every page, with retries. A holder that is gone
+    /// (deleted since its page was listed) has no links to read any more: the capture goes
+    /// on with none.
+    fn read_link_job(&self, job: &LinkJob) -> Result<Vec<Link>, ConnectorError> {
+        let mut links = Vec::new();
+        let read = self.for_each_page(&self.link_url(job), |values| {
+            links.extend(parse_links(&job.path, job.kind, &values)?);
+            Ok(())
+        });
+        match read {
+            Ok(_) => Ok(links),
+            Err(e) if e.status() == Some(404) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads up to 20 link collections in one `$batch`. A collection whose inner answer is
+    /// not a plain success (throttled, failed) is read again on its own, with retries; one
+    /// with more pages follows its next link.
+    fn read_link_batch(&self, jobs: &[LinkJob]) -> Result<Vec<Vec<Link>>, ConnectorError> {
+        let requests: Vec<Json> = jobs
+            .iter()
+            .enumerate()
+            .map(
+                |(k, job)| json!({"id": k.to_string(), "method": "GET", "url": self.link_url(job)}),
+            )
+            .collect();
+        let url = self.url("/$batch");
+        let answer = self.call_json(Method::Post, &url, Some(&json!({ "requests": requests })))?;
+        let mut out: Vec<Option<Vec<Link>>> = vec![None; jobs.len()];
+        for r in answer["responses"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            let Some(k) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()) else {
+                continue;
+            };
+            let (Some(job), Some(slot)) = (jobs.get(k), out.get_mut(k)) else {
+                continue;
+            };
+            match r["status"].as_u64() {
+                Some(200) => {
+                    let values = r["body"]["value"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]);
+                    let mut links = parse_links(&job.path, job.kind, values)?;
+                    if let Some(next) = r["body"]["@odata.nextLink"].as_str() {
+                        let rest = self.for_each_page(next, |values| {
+                            links.extend(parse_links(&job.path, job.kind, &values)?);
+                            Ok(())
+                        });
+                        match rest {
+                            Ok(_) => {}
+                            // The holder went away between two pages: it has no links now.
+                            Err(e) if e.status() == Some(404) => links.clear(),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    *slot = Some(links);
+                }
+                Some(404) => *slot = Some(Vec::new()),
+                _ => {}
+            }
+        }
+        jobs.iter()
+            .zip(out)
+            .map(|(job, links)| match links {
+                Some(l) => Ok(l),
+                None => self.read_link_job(job),
+            })
+            .collect()
+    }
+
+    /// Admin-consent grants by their client service principal.
+    fn admin_grants(&self) -> Result<HashMap<ObjectId, Vec<Link>>, ConnectorError> {
+        let path = "/oauth2PermissionGrants";
+        let first = format!(
+            "{path}?$top={}&$select=id,clientId,consentType,principalId,resourceId,scope",
+            self.settings.page_size
+        );
+        let mut by_client: HashMap<ObjectId, Vec<Link>> = HashMap::new();
+        self.for_each_page(&first, |values| {
+            for v in values {
+                if v.get("consentType").and_then(Json::as_str) != Some("AllPrincipals") {
+                    continue;
+                }
+                let client = v
+                    .get("clientId")
+                    .and_then(Json::as_str)
+                    .and_then(|s| s.parse::<ObjectId>().ok())
+                    .ok_or_else(|| malformed(path, format!("a grant without a clientId: {v}")))?;
+                let link = link_with_data(
+                    path,
+                    &v,
+                    &["consentType", "resourceId", "scope", "principalId"],
+                )?;
+                by_client.entry(client).or_default().push(link);
+            }
+            Ok(())
+        })?;
+        Ok(by_client)
+    }
+
+    /// Pages through one collection of objects of type `t`, reads the links of each page's
+    /// active objects concurrently (when `with_links`), and hands each decoded page to
+    /// `deliver`. Returns the number of pages read.
+    fn read_collection(
+        &self,
+        path: &str,
+        t: ObjectType,
+        with_links: bool,
+        grants: &HashMap<ObjectId, Vec<Link>>,
+        deliver: &(dyn Fn(Vec<DirectoryObject>) -> Result<(), ConnectorError> + Sync),
+    ) -> Result<u64, ConnectorError> {
+        let first = self.list_url(path, t);
+        // The pages are read on this thread and decoded (links read, objects encoded into
+        // their shards) on another, so that the next page is on its way meanwhile.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Json>>(2);
+        let (read, decoded) = std::thread::scope(|scope| {
+            let decoder = scope.spawn(move || -> Result<(), ConnectorError> {
+                for values in rx {
+                    let mut objects = values
+                        .iter()
+                        .map(|v| from_graph_json(t, v).map_err(|e| malformed(path, e)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    drop(values);
+                    if with_links {
+                        self.attach_links(&mut objects, grants)?;
+                    }
+                    deliver(objects)?;
+                }
+                Ok(())
+            });
+            let read = self.for_each_page(&first, |values| {
+                tx.send(values)
+                    .map_err(|_| ConnectorError::Settings("the page decoder stopped".into()))
+            });
+            drop(tx);
+            let decoded = decoder.join().unwrap_or_else(|_| Err(poisoned()));
+            (read, decoded)
+        });
+        // The decoder's error comes first: it is why sending a page failed.
+        decoded?;
+        read
+    }
+
+    /// Captures every object of a collection type: its recycle bin, then its active objects.
+    /// The recycle bin is read first and held in memory (it is small); an object that the
+    /// active listing then shows was restored meanwhile and is kept as active, so that no
+    /// object is ever written twice.
+    fn capture_type(
+        &self,
+        sink: &Sink,
+        t: ObjectType,
+        grants: &HashMap<ObjectId, Vec<Link>>,
+    ) -> Result<(), ConnectorError> {
+        let bin: Mutex<HashMap<ObjectId, DirectoryObject>> = Mutex::new(HashMap::new());
+        let mut pages = 0;
+        if let Some(path) = deleted_path(t) {
+            pages += self.read_collection(path, t, false, grants, &|objects| {
+                let mut bin = bin.lock().map_err(|_| poisoned())?;
+                bin.extend(objects.into_iter().map(|o| (o.id, o)));
+                Ok(())
+            })?;
+        }
+        let with_links = !properties::link_kinds(t).is_empty();
+        pages += self.read_collection(collection_path(t), t, with_links, grants, &|objects| {
+            {
+                let mut bin = bin.lock().map_err(|_| poisoned())?;
+                if !bin.is_empty() {
+                    for o in &objects {
+                        bin.remove(&o.id);
+                    }
+                }
+            }
+            sink.add_page(objects)
+        })?;
+        let rest: Vec<DirectoryObject> = bin
+            .into_inner()
+            .map_err(|_| poisoned())?
+            .into_values()
+            .collect();
+        sink.add_page(rest)?;
+        sink.pages.fetch_add(pages, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reads the links of a page's active objects: their link collections go 20 to a
+    /// `$batch`, the batches shared out to a small pool of threads.
+    fn attach_links(
+        &self,
+        objects: &mut [DirectoryObject],
+        grants: &HashMap<ObjectId, Vec<Link>>,
+    ) -> Result<(), ConnectorError> {
+        let jobs: Vec<LinkJob> = objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.lifecycle.is_active())
+            .flat_map(|(index, o)| {
+                properties::link_kinds(o.object_type)
+                    .iter()
+                    .filter(|k| **k != LinkKind::OAuth2PermissionGrants)
+                    .map(move |&kind| LinkJob {
+                        index,
+                        kind,
+                        path: format!(
+                            "{}/{}/{}",
+                            collection_path(o.object_type),
+                            o.id,
+                            kind.as_str()
+                        ),
+                    })
+            })
+            .collect();
+        let chunks: Vec<&[LinkJob]> = jobs.chunks(super::write::MAX_BATCH).collect();
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<(usize, LinkKind, Vec<Link>)>> = Mutex::new(Vec::new());
+        let first_error: Mutex<Option<ConnectorError>> = Mutex::new(None);
+        let threads = self.settings.link_threads.clamp(1, chunks.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(i) else {
+                        return;
+                    };
+                    match self.read_link_batch(chunk) {
+                        Ok(sets) => {
+                            if let Ok(mut r) = results.lock() {
+                                r.extend(
+                                    chunk
+                                        .iter()
+                                        .zip(sets)
+                                        .map(|(job, links)| (job.index, job.kind, links)),
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().map_err(|_| poisoned())? {
+            return Err(e);
+        }
+        for (index, kind, links) in results.into_inner().map_err(|_| poisoned())? {
+            if let Some(o) = objects.get_mut(index) {
+                o.set_links(kind, links);
+            }
+        }
+        for o in objects.iter_mut() {
+            if o.object_type == ObjectType::ServicePrincipal && o.lifecycle.is_active() {
+                if let Some(g) = grants.get(&o.id) {
+                    o.set_links(LinkKind::OAuth2PermissionGrants, g.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a singleton (the organization is a collection of one).
+    fn capture_singleton(&self, sink: &Sink, t: ObjectType) -> Result<(), ConnectorError> {
+        let path = collection_path(t);
+        let url = self.url(path);
+        let json = self.call_json(Method::Get, &url, None)?;
+        let items: Vec<Json> = match (t, json) {
+            (ObjectType::Organization, Json::Object(mut m)) => match m.remove("value") {
+                Some(Json::Array(a)) => a,
+                _ => return Err(malformed(path, "no value array")),
+            },
+            (_, j @ Json::Object(_)) => vec![j],
+            (_, other) => return Err(malformed(path, format!("not an object: {other}"))),
+        };
+        for item in items {
+            let mut object = from_graph_json(t, &item).map_err(|e| malformed(path, e))?;
+            if t == ObjectType::AuthenticationMethodsPolicy {
+                merge_method_configurations(&mut object, &item);
+            }
+            sink.add_page(vec![object])?;
+        }
+        Ok(())
+    }
+
+    /// Captures the whole tenant into one shard writer per shard of `layout`.
+    pub fn capture(
+        &self,
+        layout: ShardLayout,
+    ) -> Result<(Vec<ShardWriter>, CaptureStats), ConnectorError> {
+        let before = self.traffic();
+        self.authenticate()?;
+        let sink = Sink::new(layout);
+        let no_grants = HashMap::new();
+        let errors: Mutex<Vec<ConnectorError>> = Mutex::new(Vec::new());
+        let record = |r: Result<(), ConnectorError>| {
+            if let Err(e) = r {
+                if let Ok(mut errs) = errors.lock() {
+                    errs.push(e);
+                }
+                sink.failed.store(true, Ordering::Relaxed);
+            }
+        };
+        std::thread::scope(|scope| {
+            // Users (the bulk of a tenant) and groups (with their links) on threads of their
+            // own; the rest here.
+            scope.spawn(|| record(self.capture_type(&sink, ObjectType::User, &no_grants)));
+            scope.spawn(|| record(self.capture_type(&sink, ObjectType::Group, &no_grants)));
+            record((|| {
+                let grants = self.admin_grants()?;
+                self.capture_type(&sink, ObjectType::ServicePrincipal, &grants)?;
+                for t in [
+                    ObjectType::Application,
+                    ObjectType::ConditionalAccessPolicy,
+                    ObjectType::NamedLocation,
+                ] {
+                    self.capture_type(&sink, t, &no_grants)?;
+                }
+                for t in [
+                    ObjectType::AuthenticationMethodsPolicy,
+                    ObjectType::AuthorizationPolicy,
+                    ObjectType::Organization,
+                ] {
+                    self.capture_singleton(&sink, t)?;
+                }
+                Ok(())
+            })());
+        });
+        if let Some(e) = errors
+            .into_inner()
+            .map_err(|_| poisoned())?
+            .into_iter()
+            .next()
+        {
+            return Err(e);
+        }
+        let (writers, objects, links, pages) = sink.finish()?;
+        let after = self.traffic();
+        Ok((
+            writers,
+            CaptureStats {
+                objects,
+                links,
+                pages,
+                requests: after.requests - before.requests,
+                bytes: after.bytes - before.bytes,
+            },
+        ))
+    }
+}
+
+/// One link collection to read: of the object at `index` of a page.
+struct LinkJob {
+    index: usize,
+    kind: LinkKind,
+    /// `/groups/{id}/members` and the like.
+    path: String,
+}
+
+/// The `$select` of a link collection.
+fn link_select(kind: LinkKind) -> &'static str {
+    match kind {
+        LinkKind::AppRoleAssignedTo => "id,principalId,appRoleId,principalType",
+        _ => "id",
+    }
+}
+
+/// The links of one page of a link collection.
+fn parse_links(path: &str, kind: LinkKind, values: &[Json]) -> Result<Vec<Link>, ConnectorError> {
+    values
+        .iter()
+        .map(|v| match kind {
+            LinkKind::AppRoleAssignedTo => {
+                link_with_data(path, v, &["principalId", "appRoleId", "principalType"])
+            }
+            _ => v
+                .get("id")
+                .and_then(Json::as_str)
+                .and_then(|s| s.parse::<ObjectId>().ok())
+                .map(Link::to)
+                .ok_or_else(|| malformed(path, format!("a linked object without an id: {v}"))),
+        })
+        .collect()
+}
+
+/// A link whose target is the item's `id` and whose data is the named fields (nulls left out).
+fn link_with_data(path: &str, item: &Json, fields: &[&str]) -> Result<Link, ConnectorError> {
+    let target = item
+        .get("id")
+        .and_then(Json::as_str)
+        .and_then(|s| s.parse::<ObjectId>().ok())
+        .ok_or_else(|| malformed(path, format!("an item without an id: {item}")))?;
+    let data: BTreeMap<String, Value> = fields
+        .iter()
+        .filter_map(|f| {
+            item.get(*f)
+                .filter(|v| !v.is_null())
+                .map(|v| ((*f).to_owned(), Value::from_json(v)))
+        })
+        .collect();
+    Ok(Link {
+        target,
+        data: (!data.is_empty()).then_some(Value::Map(data)),
+    })
+}
+
+/// Real Graph serves the method configurations only in `authenticationMethodConfigurations`;
+/// each is kept under its id (without the id itself).
+fn merge_method_configurations(object: &mut DirectoryObject, item: &Json) {
+    let Some(configs) = item
+        .get("authenticationMethodConfigurations")
+        .and_then(Json::as_array)
+    else {
+        return;
+    };
+    for c in configs {
+        let Json::Object(m) = c else {
+            continue;
+        };
+        let Some(id) = m.get("id").and_then(Json::as_str) else {
+            continue;
+        };
+        if !AUTHENTICATION_METHOD_CONFIGURATIONS.contains(&id) {
+            continue;
+        }
+        let mut config: Map<String, Json> = m.clone();
+        config.remove("id");
+        object.set(id, Value::from_json(&Json::Object(config)));
+    }
+    object.normalize();
+}
+
+/// Captures the tenant and stores it as a sealed snapshot (shards first, manifest last).
+pub fn capture_snapshot(
+    connector: &GraphConnector,
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+) -> Result<Manifest, ConnectorError> {
+    capture_snapshot_with_stats(connector, store, info, layout).map(|(m, _)| m)
+}
+
+/// [`capture_snapshot`], also returning what the capture read.
+pub fn capture_snapshot_with_stats(
+    connector: &GraphConnector,
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+) -> Result<(Manifest, CaptureStats), ConnectorError> {
+    let (writers, stats) = connector.capture(layout)?;
+    let manifest = write_snapshot(store, info, layout, writers)?;
+    Ok((manifest, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_lists_hold_the_kept_properties_and_the_lifecycle() {
+        let users = select_list(ObjectType::User);
+        for name in [
+            "id",
+            "deletedDateTime",
+            "onPremisesSyncEnabled",
+            "accountEnabled",
+            "userType",
+        ] {
+            assert!(users.split(',').any(|n| n == name), "{name} in {users}");
+        }
+        let groups = select_list(ObjectType::Group);
+        assert!(groups.split(',').any(|n| n == "membershipRule"));
+        assert!(groups.split(',').any(|n| n == "groupTypes"));
+        assert!(!select_list(ObjectType::NamedLocation).contains('@'));
+        let n = groups.split(',').count();
+        let mut unique: Vec<&str> = groups.split(',').collect();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), n);
+    }
+
+    #[test]
+    fn links_keep_their_data_without_nulls() {
+        let item = serde_json::json!({
+            "id": "00000000-0000-0000-0000-000000000009",
+            "consentType": "AllPrincipals",
+            "principalId": null,
+            "resourceId": "00000000-0000-0000-0000-000000000001",
+            "scope": "User.Read"
+        });
+        let link = link_with_data(
+            "/x",
+            &item,
+            &["consentType", "resourceId", "scope", "principalId"],
+        )
+        .unwrap();
+        assert_eq!(link.target, ObjectId(9));
+        let Some(Value::Map(m)) = link.data else {
+            panic!("no data")
+        };
+        assert_eq!(m.len(), 3);
+        assert!(!m.contains_key("principalId"));
+    }
+}

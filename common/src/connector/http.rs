@@ -1,0 +1,390 @@
+//! The request core: the token cache (client credentials, renewed before expiry, refreshed once
+//! on a 401), one attempt of a Graph request with its error read into a [`ConnectorError`], and
+//! the retry loop (backon's exponential backoff with jitter, `Retry-After` honoured).
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use super::{CachedToken, ConnectorError, GraphConnector};
+
+/// An HTTP method the connector uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Method {
+    Get,
+    Post,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// A successful answer: its status and the reader of its body.
+pub(crate) type Response = ureq::http::Response<ureq::Body>;
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// Reads `{"error":{"code","message"}}` (Graph) or `{"error":"...","error_description"}` (OAuth).
+fn error_fields(body: &str) -> (String, String) {
+    let json: Json = serde_json::from_str(body).unwrap_or(Json::Null);
+    match &json["error"] {
+        Json::Object(e) => (
+            e.get("code")
+                .and_then(Json::as_str)
+                .unwrap_or("unknown")
+                .to_owned(),
+            e.get("message")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        ),
+        Json::String(code) => (
+            code.clone(),
+            json["error_description"].as_str().unwrap_or("").to_owned(),
+        ),
+        _ => ("unknown".to_owned(), body.chars().take(200).collect()),
+    }
+}
+
+/// The `Retry-After` of an answer, in seconds (an HTTP date is not used by Graph).
+pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+    value
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// A request that got no answer: a connection or timeout failure is transient; a request that
+/// cannot be made at all (bad URL, TLS refused) is permanent.
+fn transport(e: ureq::Error) -> ConnectorError {
+    match e {
+        ureq::Error::BadUri(_)
+        | ureq::Error::Http(_)
+        | ureq::Error::Tls(_)
+        | ureq::Error::TlsRequired
+        | ureq::Error::RequireHttpsOnly(_)
+        | ureq::Error::InvalidProxyUrl
+        | ureq::Error::BodyExceedsLimit(_)
+        | ureq::Error::LargeResponseHeader(..) => ConnectorError::Request(e.to_string()),
+        other => ConnectorError::Transport(other.to_string()),
+    }
+}
+
+/// A body reader that counts the bytes it hands out.
+pub(crate) struct Counting<'a, R> {
+    inner: R,
+    connector: &'a GraphConnector,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.connector
+            .counters
+            .bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// A JSON body that failed to parse: a cut connection (transient) or a malformed answer.
+pub(crate) fn json_error(url: &str, e: serde_json::Error) -> ConnectorError {
+    if e.is_io() || e.is_eof() {
+        ConnectorError::Transport(format!("reading the answer of {url}: {e}"))
+    } else {
+        ConnectorError::Malformed {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl GraphConnector {
+    /// A reader of a response body that counts bytes on the wire.
+    pub(crate) fn body_reader<'r>(
+        &'r self,
+        response: &'r mut Response,
+    ) -> Counting<'r, impl Read + 'r> {
+        Counting {
+            inner: response.body_mut().with_config().reader(),
+            connector: self,
+        }
+    }
+
+    /// A valid bearer token: the cached one, or a new one when it is due for renewal.
+    pub(crate) fn bearer(&self) -> Result<String, ConnectorError> {
+        let mut guard = self
+            .token
+            .lock()
+            .map_err(|_| ConnectorError::Settings("the token cache was poisoned".into()))?;
+        if let Some(t) = guard.as_ref() {
+            if Instant::now() < t.renew_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let token = self.with_retries(|| self.request_token())?;
+        let value = token.value.clone();
+        *guard = Some(token);
+        Ok(value)
+    }
+
+    /// Forgets `stale` (if it is still the cached token), so the next call gets a new one.
+    fn invalidate(&self, stale: &str) {
+        if let Ok(mut guard) = self.token.lock() {
+            if guard.as_ref().is_some_and(|t| t.value == stale) {
+                *guard = None;
+            }
+        }
+    }
+
+    fn request_token(&self) -> Result<CachedToken, ConnectorError> {
+        let s = &self.settings;
+        let url = s.token_url();
+        self.counters.token_requests.fetch_add(1, Ordering::Relaxed);
+        let asked_at = Instant::now();
+        let mut response = self
+            .agent
+            .post(&url)
+            .send_form([
+                ("client_id", s.client_id.as_str()),
+                ("client_secret", s.client_secret.expose()),
+                ("scope", s.scope.as_str()),
+                ("grant_type", "client_credentials"),
+            ])
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let mut body = String::new();
+        self.body_reader(&mut response)
+            .read_to_string(&mut body)
+            .map_err(|e| ConnectorError::Transport(format!("reading the token answer: {e}")))?;
+        if !(200..300).contains(&status) {
+            let (code, message) = error_fields(&body);
+            let retry_after = parse_retry_after(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+            );
+            return Err(match super::error::status_class(status) {
+                super::ErrorClass::Transient => ConnectorError::Graph {
+                    status,
+                    code,
+                    message,
+                    retry_after,
+                },
+                super::ErrorClass::Permanent => ConnectorError::Auth {
+                    status,
+                    code,
+                    message,
+                },
+            });
+        }
+        let answer: TokenAnswer =
+            serde_json::from_str(&body).map_err(|e| ConnectorError::Malformed {
+                url: url.clone(),
+                reason: format!("token answer: {e}"),
+            })?;
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3599));
+        let margin = s.token_refresh_margin.min(lifetime / 10);
+        Ok(CachedToken {
+            value: answer.access_token,
+            renew_at: asked_at + lifetime.saturating_sub(margin),
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails permanently, or the attempts are used up. Waits
+    /// the answer's `Retry-After` when it has one, else the next exponential backoff delay
+    /// (with jitter).
+    pub(crate) fn with_retries<T>(
+        &self,
+        mut attempt: impl FnMut() -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
+        let mut backoff = self.backoff();
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match attempt() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() && tries < self.settings.max_attempts => {
+                    let fallback = backoff.next().unwrap_or(self.settings.max_backoff);
+                    std::thread::sleep(self.wait_for(e.retry_after(), fallback));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A fresh backoff sequence (exponential, with jitter).
+    pub(crate) fn backoff(&self) -> backon::ExponentialBackoff {
+        ExponentialBuilder::default()
+            .with_min_delay(self.settings.min_backoff)
+            .with_max_delay(self.settings.max_backoff)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// The wait before a retry: the `Retry-After` if given (capped), plus a little of the
+    /// jittered `fallback` (at most a tenth more) so that waiting clients do not all come back
+    /// at once; else `fallback`.
+    pub(crate) fn wait_for(&self, retry_after: Option<Duration>, fallback: Duration) -> Duration {
+        match retry_after {
+            Some(d) => {
+                let d = d.min(self.settings.max_retry_after);
+                d + fallback.min(d / 10)
+            }
+            None => fallback,
+        }
+    }
+
+    /// One attempt of a Graph request, refreshing the token once on a 401. Returns the answer
+    /// when its status is a success; otherwise the error read from its body.
+    pub(crate) fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, ConnectorError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.bearer()?;
+            let auth = format!("Bearer {token}");
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let result = match (method, body) {
+                (Method::Get, _) => self.agent.get(url).header("Authorization", &auth).call(),
+                (Method::Delete, _) => self.agent.delete(url).header("Authorization", &auth).call(),
+                (Method::Post, None) => self
+                    .agent
+                    .post(url)
+                    .header("Authorization", &auth)
+                    .send_empty(),
+                (Method::Post, Some(b)) => self
+                    .agent
+                    .post(url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/json")
+                    .send(b),
+                (Method::Patch, b) => self
+                    .agent
+                    .patch(url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/json")
+                    .send(b.unwrap_or(b"{}")),
+            };
+            let mut response = result.map_err(transport)?;
+            let status = response.status().as_u16();
+            if (200..300).contains(&status) {
+                return Ok(response);
+            }
+            let retry_after = parse_retry_after(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let mut text = String::new();
+            // An error body that cannot be read still tells its status.
+            let _ = self
+                .body_reader(&mut response)
+                .take(1 << 20)
+                .read_to_string(&mut text);
+            let (code, message) = error_fields(&text);
+            if status == 401 && !refreshed {
+                refreshed = true;
+                self.invalidate(&token);
+                continue;
+            }
+            return Err(ConnectorError::Graph {
+                status,
+                code,
+                message,
+                retry_after,
+            });
+        }
+    }
+
+    /// A request with retries, its successful answer handed to `read` (a failure to read it,
+    /// such as a cut connection, is retried too when transient).
+    pub(crate) fn call<T>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Json>,
+        mut read: impl FnMut(&mut Response) -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
+        let bytes = match body {
+            Some(b) => Some(
+                serde_json::to_vec(b).map_err(|e| ConnectorError::Malformed {
+                    url: url.to_owned(),
+                    reason: format!("request body: {e}"),
+                })?,
+            ),
+            None => None,
+        };
+        self.with_retries(|| {
+            let mut response = self.send_once(method, url, bytes.as_deref())?;
+            read(&mut response)
+        })
+    }
+
+    /// A request whose answer is JSON (or empty, read as null).
+    pub(crate) fn call_json(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Json>,
+    ) -> Result<Json, ConnectorError> {
+        self.call(method, url, body, |response| {
+            let mut buf = Vec::new();
+            self.body_reader(response)
+                .read_to_end(&mut buf)
+                .map_err(|e| {
+                    ConnectorError::Transport(format!("reading the answer of {url}: {e}"))
+                })?;
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Json::Null);
+            }
+            serde_json::from_slice(&buf).map_err(|e| json_error(url, e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_and_retry_after_are_read() {
+        let (code, message) =
+            error_fields(r#"{"error":{"code":"Request_ResourceNotFound","message":"gone"}}"#);
+        assert_eq!(
+            (code.as_str(), message.as_str()),
+            ("Request_ResourceNotFound", "gone")
+        );
+        let (code, _) = error_fields(r#"{"error":"invalid_client","error_description":"x"}"#);
+        assert_eq!(code, "invalid_client");
+        assert_eq!(error_fields("<html>").0, "unknown");
+        assert_eq!(parse_retry_after(Some("3")), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(Some("soon")), None);
+        assert_eq!(parse_retry_after(None), None);
+    }
+}

@@ -1,0 +1,229 @@
+//! The Microsoft Graph connector (blocking): client-credentials authentication with a cached
+//! token, requests with classified errors and bounded retries (exponential backoff with jitter,
+//! `Retry-After` honoured), tenant capture into snapshot shards ([`capture`]) and the recovery
+//! writes in `$batch` with idempotent interpretation of every answer ([`write`]).
+//!
+//! Nothing here is async: workers call it from their own threads or from `spawn_blocking`.
+
+pub mod capture;
+pub mod error;
+mod http;
+pub mod write;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use capture::{capture_snapshot, CaptureStats};
+pub use error::{ConnectorError, ErrorClass};
+pub use write::{StepOutcome, StepResult};
+
+/// A secret that never shows in `Debug` or `Display` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// How to reach and authenticate to one tenant's Graph, and how patient to be.
+#[derive(Clone, Debug)]
+pub struct GraphSettings {
+    /// The token authority; the token endpoint is `{authority}/{tenant}/oauth2/v2.0/token`.
+    pub authority: String,
+    /// The Graph base URL, e.g. `https://host/v1.0` (no trailing slash needed).
+    pub graph_base: String,
+    pub tenant: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// The scope asked for in the token request.
+    pub scope: String,
+    pub connect_timeout: Duration,
+    /// The whole-request timeout (a page of 999 objects included).
+    pub request_timeout: Duration,
+    /// Attempts of one request (or one inner batch request) before a transient failure is
+    /// given up on; at least 1.
+    pub max_attempts: u32,
+    /// The first backoff delay (doubled per attempt, with jitter) when no `Retry-After` is given.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// The longest `Retry-After` honoured as given (longer ones are cut to this).
+    pub max_retry_after: Duration,
+    /// A token is renewed this long before it expires (or at 10% of its lifetime left, if that
+    /// is shorter).
+    pub token_refresh_margin: Duration,
+    /// `$top` of collection reads (at most 999).
+    pub page_size: u32,
+    /// Threads that read the links of a page of groups or service principals concurrently.
+    pub link_threads: usize,
+}
+
+impl GraphSettings {
+    /// Settings with the default timeouts, retries and sizes.
+    pub fn new(
+        authority: impl Into<String>,
+        graph_base: impl Into<String>,
+        tenant: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Secret>,
+    ) -> Self {
+        Self {
+            authority: authority.into(),
+            graph_base: graph_base.into(),
+            tenant: tenant.into(),
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            scope: "https://graph.microsoft.com/.default".into(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+            max_attempts: 8,
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(300),
+            token_refresh_margin: Duration::from_secs(300),
+            page_size: 999,
+            link_threads: 4,
+        }
+    }
+
+    fn token_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.authority.trim_end_matches('/'),
+            self.tenant
+        )
+    }
+
+    fn base(&self) -> &str {
+        self.graph_base.trim_end_matches('/')
+    }
+}
+
+/// A bearer token and when to renew it.
+struct CachedToken {
+    value: String,
+    renew_at: Instant,
+}
+
+/// Request and byte counts of a connector since it was made.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+    token_requests: AtomicU64,
+}
+
+/// Totals of a connector's traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficTotals {
+    /// Graph requests sent (a `$batch` counts once; retries count).
+    pub requests: u64,
+    /// Response body bytes read.
+    pub bytes: u64,
+    /// Token requests sent.
+    pub token_requests: u64,
+}
+
+/// A blocking Graph client of one tenant: one connection pool, one cached token. Share it by
+/// reference between threads.
+pub struct GraphConnector {
+    settings: GraphSettings,
+    agent: ureq::Agent,
+    token: Mutex<Option<CachedToken>>,
+    counters: Counters,
+}
+
+impl fmt::Debug for GraphConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphConnector")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GraphConnector {
+    pub fn new(settings: GraphSettings) -> Result<Self, ConnectorError> {
+        if settings.max_attempts == 0 {
+            return Err(ConnectorError::Settings(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        if settings.page_size == 0 || settings.page_size > 999 {
+            return Err(ConnectorError::Settings(
+                "page_size must be between 1 and 999".into(),
+            ));
+        }
+        if settings.graph_base.is_empty() || settings.authority.is_empty() {
+            return Err(ConnectorError::Settings(
+                "authority and graph_base are required".into(),
+            ));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(settings.connect_timeout))
+            .timeout_global(Some(settings.request_timeout))
+            .max_idle_connections_per_host(settings.link_threads.max(1) * 2 + 4)
+            .build()
+            .into();
+        Ok(Self {
+            settings,
+            agent,
+            token: Mutex::new(None),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &GraphSettings {
+        &self.settings
+    }
+
+    /// Requests, bytes and token requests so far.
+    pub fn traffic(&self) -> TrafficTotals {
+        TrafficTotals {
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            bytes: self.counters.bytes.load(Ordering::Relaxed),
+            token_requests: self.counters.token_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks the credentials now (gets a token); a wrong secret is a permanent
+    /// [`ConnectorError::Auth`].
+    pub fn authenticate(&self) -> Result<(), ConnectorError> {
+        self.bearer().map(|_| ())
+    }
+
+    /// The absolute URL of a Graph path (`/users`) or an absolute URL as given.
+    pub(crate) fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.settings.base(), path)
+        }
+    }
+}

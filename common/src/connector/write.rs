@@ -1,0 +1,889 @@
+//! Recovery writes: each [`PlannedStep`] becomes one Graph request, sent in `$batch` of up to
+//! 20 (`dependsOn` only between steps on the same object), every inner answer read
+//! idempotently (already a member, already restored, already deleted, link already gone are
+//! success), inner 429/503 retried after their `Retry-After` without re-sending what already
+//! succeeded. One [`StepOutcome`] per step, in the order of the steps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use backon::ExponentialBackoff;
+
+use serde_json::{json, Map, Value as Json};
+
+use super::capture::{collection_path, deleted_path};
+use super::error::{status_class, ErrorClass};
+use super::http::{parse_retry_after, Method};
+use super::{ConnectorError, GraphConnector};
+use crate::id::ObjectId;
+use crate::model::{LinkKind, ObjectType};
+use crate::plan::{PlannedStep, Step};
+use crate::value::Value;
+
+/// Requests in one `$batch` (Graph's limit).
+pub const MAX_BATCH: usize = 20;
+
+/// How far past the first unsettled step a batch may take steps from.
+const WINDOW: usize = 10 * MAX_BATCH;
+
+/// What became of one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepResult {
+    /// The directory accepted the write.
+    Applied,
+    /// The directory was already in the state the step asks for.
+    AlreadyInState,
+    /// The write could not be done.
+    Failed {
+        /// True when retrying cannot help (hard-deleted object, refused write).
+        permanent: bool,
+        /// The HTTP status (0 when there was no answer).
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+impl StepResult {
+    pub fn is_success(&self) -> bool {
+        matches!(self, StepResult::Applied | StepResult::AlreadyInState)
+    }
+
+    fn from_error(e: &ConnectorError) -> Self {
+        StepResult::Failed {
+            permanent: e.class() == ErrorClass::Permanent,
+            status: e.status().unwrap_or(0),
+            code: e.code().unwrap_or("transport").to_owned(),
+            message: e.to_string(),
+        }
+    }
+
+    fn permanent(status: u16, code: &str, message: impl Into<String>) -> Self {
+        StepResult::Failed {
+            permanent: true,
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The outcome of one planned step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepOutcome {
+    pub action_id: String,
+    pub result: StepResult,
+}
+
+/// One inner request of a batch.
+#[derive(Clone, Debug)]
+struct Inner {
+    method: Method,
+    /// Relative to the Graph base (`/users/{id}`).
+    url: String,
+    body: Option<Json>,
+}
+
+/// An inner answer.
+struct Answer {
+    status: u16,
+    code: String,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl Answer {
+    fn failed(&self) -> StepResult {
+        StepResult::Failed {
+            permanent: status_class(self.status) == ErrorClass::Permanent,
+            status: self.status,
+            code: self.code.clone(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+fn singleton_url(t: ObjectType, id: ObjectId) -> String {
+    match t {
+        ObjectType::Organization => format!("/organization/{id}"),
+        _ => collection_path(t).to_owned(),
+    }
+}
+
+/// The URL of an object while it is active.
+fn object_url(t: ObjectType, id: ObjectId) -> String {
+    if t.is_singleton() {
+        singleton_url(t, id)
+    } else {
+        format!("{}/{id}", collection_path(t))
+    }
+}
+
+/// The URL of an object while it is in its recycle bin.
+fn deleted_object_url(t: ObjectType, id: ObjectId) -> Option<String> {
+    match t {
+        ObjectType::ConditionalAccessPolicy | ObjectType::NamedLocation => {
+            deleted_path(t).map(|p| format!("{p}/{id}"))
+        }
+        t if t.soft_deletable() => Some(format!("/directory/deletedItems/{id}")),
+        _ => None,
+    }
+}
+
+fn data_map(data: &Option<Value>) -> BTreeMap<String, Value> {
+    match data {
+        Some(Value::Map(m)) => m.clone(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn data_str(data: &BTreeMap<String, Value>, key: &str) -> Option<String> {
+    data.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+impl GraphConnector {
+    /// The request that carries out `step`, or why there is none.
+    fn inner_request(&self, step: &Step) -> Result<Option<Inner>, StepResult> {
+        let unsupported = |what: &str| {
+            StepResult::permanent(0, "unsupportedStep", format!("{what} is never written"))
+        };
+        Ok(Some(match step {
+            Step::Restore { id, object_type } => {
+                if object_type.is_singleton() {
+                    return Ok(None);
+                }
+                let url = match object_type {
+                    ObjectType::ConditionalAccessPolicy | ObjectType::NamedLocation => {
+                        deleted_object_url(*object_type, *id)
+                            .map(|u| format!("{u}/restore"))
+                            .ok_or_else(|| unsupported("a restore of this type"))?
+                    }
+                    _ => format!("/directory/deletedItems/{id}/restore"),
+                };
+                Inner {
+                    method: Method::Post,
+                    url,
+                    body: None,
+                }
+            }
+            Step::Update {
+                id,
+                object_type,
+                properties,
+            } => {
+                let body: Map<String, Json> = properties
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.to_json()))
+                    .collect();
+                Inner {
+                    method: Method::Patch,
+                    url: object_url(*object_type, *id),
+                    body: Some(Json::Object(body)),
+                }
+            }
+            Step::AddLink {
+                id,
+                object_type,
+                kind,
+                target,
+                data,
+            } => match kind {
+                LinkKind::Members => Inner {
+                    method: Method::Post,
+                    url: format!("{}/members/$ref", object_url(*object_type, *id)),
+                    body: Some(json!({
+                        "@odata.id": format!("{}/directoryObjects/{target}", self.settings.base())
+                    })),
+                },
+                LinkKind::OAuth2PermissionGrants => {
+                    let d = data_map(data);
+                    let resource = data_str(&d, "resourceId").ok_or_else(|| {
+                        StepResult::permanent(
+                            0,
+                            "missingLinkData",
+                            "the grant's resourceId is not in the backup",
+                        )
+                    })?;
+                    let mut body = Map::new();
+                    body.insert("clientId".into(), Json::String(id.to_string()));
+                    body.insert(
+                        "consentType".into(),
+                        Json::String(
+                            data_str(&d, "consentType").unwrap_or_else(|| "AllPrincipals".into()),
+                        ),
+                    );
+                    body.insert("resourceId".into(), Json::String(resource));
+                    body.insert(
+                        "scope".into(),
+                        Json::String(data_str(&d, "scope").unwrap_or_default()),
+                    );
+                    if let Some(p) = data_str(&d, "principalId") {
+                        body.insert("principalId".into(), Json::String(p));
+                    }
+                    Inner {
+                        method: Method::Post,
+                        url: "/oauth2PermissionGrants".into(),
+                        body: Some(Json::Object(body)),
+                    }
+                }
+                LinkKind::AppRoleAssignedTo => {
+                    let d = data_map(data);
+                    let principal = data_str(&d, "principalId").ok_or_else(|| {
+                        StepResult::permanent(
+                            0,
+                            "missingLinkData",
+                            "the assignment's principalId is not in the backup",
+                        )
+                    })?;
+                    let mut body = Map::new();
+                    body.insert("principalId".into(), Json::String(principal));
+                    body.insert("resourceId".into(), Json::String(id.to_string()));
+                    body.insert(
+                        "appRoleId".into(),
+                        Json::String(
+                            data_str(&d, "appRoleId").unwrap_or_else(|| ObjectId(0).to_string()),
+                        ),
+                    );
+                    Inner {
+                        method: Method::Post,
+                        url: format!("/servicePrincipals/{id}/appRoleAssignedTo"),
+                        body: Some(Json::Object(body)),
+                    }
+                }
+                LinkKind::Owners => return Err(unsupported("an owner link")),
+            },
+            Step::RemoveLink {
+                id,
+                object_type,
+                kind,
+                target,
+            } => match kind {
+                LinkKind::Members => Inner {
+                    method: Method::Delete,
+                    url: format!("{}/members/{target}/$ref", object_url(*object_type, *id)),
+                    body: None,
+                },
+                LinkKind::OAuth2PermissionGrants => Inner {
+                    method: Method::Delete,
+                    url: format!("/oauth2PermissionGrants/{target}"),
+                    body: None,
+                },
+                LinkKind::AppRoleAssignedTo => Inner {
+                    method: Method::Delete,
+                    url: format!("/servicePrincipals/{id}/appRoleAssignedTo/{target}"),
+                    body: None,
+                },
+                LinkKind::Owners => return Err(unsupported("an owner link")),
+            },
+            Step::SoftDelete { id, object_type } => {
+                if object_type.is_singleton() {
+                    return Err(unsupported("a delete of a singleton"));
+                }
+                Inner {
+                    method: Method::Delete,
+                    url: object_url(*object_type, *id),
+                    body: None,
+                }
+            }
+        }))
+    }
+
+    /// Whether `url` (relative) answers 200 now: `Ok(false)` on 404.
+    fn exists(&self, url: &str) -> Result<bool, ConnectorError> {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let full = self.url(&format!("{url}{sep}$select=id"));
+        match self.call_json(Method::Get, &full, None) {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads an error answer the idempotent way: is the directory already in the state the
+    /// step asks for?
+    fn interpret(&self, step: &Step, answer: &Answer) -> StepResult {
+        match self.interpret_inner(step, answer) {
+            Ok(r) => r,
+            Err(e) => StepResult::from_error(&e),
+        }
+    }
+
+    fn interpret_inner(&self, step: &Step, a: &Answer) -> Result<StepResult, ConnectorError> {
+        let gone = |id: ObjectId, what: &str| {
+            StepResult::permanent(
+                a.status,
+                &a.code,
+                format!(
+                    "{what} {id} no longer exists (hard-deleted): not recoverable ({})",
+                    a.message
+                ),
+            )
+        };
+        Ok(match (step, a.status) {
+            (Step::Restore { id, object_type }, 404) => {
+                if self.exists(&object_url(*object_type, *id))? {
+                    StepResult::AlreadyInState
+                } else {
+                    gone(*id, "object")
+                }
+            }
+            (Step::SoftDelete { id, object_type }, 404) => {
+                match deleted_object_url(*object_type, *id) {
+                    Some(u) if self.exists(&u)? => StepResult::AlreadyInState,
+                    _ => gone(*id, "object"),
+                }
+            }
+            (
+                Step::Update {
+                    id, object_type, ..
+                },
+                404,
+            ) => match deleted_object_url(*object_type, *id) {
+                Some(u) if self.exists(&u)? => StepResult::permanent(
+                    a.status,
+                    &a.code,
+                    format!("object {id} is in the recycle bin: restore it before updating it"),
+                ),
+                _ => gone(*id, "object"),
+            },
+            (
+                Step::AddLink {
+                    id,
+                    object_type,
+                    kind: LinkKind::Members,
+                    target,
+                    ..
+                },
+                400,
+            ) if a.code == "Request_BadRequest" => {
+                let url = format!(
+                    "{}/members?$filter=id%20eq%20'{target}'",
+                    object_url(*object_type, *id)
+                );
+                let found =
+                    self.call_json(Method::Get, &self.url(&format!("{url}&$select=id")), None)?;
+                if found["value"].as_array().is_some_and(|v| !v.is_empty()) {
+                    StepResult::AlreadyInState
+                } else {
+                    a.failed()
+                }
+            }
+            (
+                Step::AddLink {
+                    kind: LinkKind::OAuth2PermissionGrants,
+                    ..
+                },
+                409,
+            ) => StepResult::AlreadyInState,
+            (
+                Step::AddLink {
+                    id,
+                    kind: LinkKind::AppRoleAssignedTo,
+                    data,
+                    ..
+                },
+                400 | 409,
+            ) if a.code == "Request_BadRequest"
+                || a.code == "Request_MultipleObjectsWithSameKeyValue" =>
+            {
+                let d = data_map(data);
+                let principal = data_str(&d, "principalId").unwrap_or_default();
+                let role = data_str(&d, "appRoleId").unwrap_or_else(|| ObjectId(0).to_string());
+                let url = self.url(&format!(
+                    "/servicePrincipals/{id}/appRoleAssignedTo?$filter=principalId%20eq%20'{principal}'"
+                ));
+                let found = self.call_json(Method::Get, &url, None)?;
+                let present = found["value"].as_array().is_some_and(|v| {
+                    v.iter().any(|x| {
+                        x["appRoleId"]
+                            .as_str()
+                            .is_some_and(|r| r.eq_ignore_ascii_case(&role))
+                    })
+                });
+                if present {
+                    StepResult::AlreadyInState
+                } else {
+                    a.failed()
+                }
+            }
+            (
+                Step::RemoveLink {
+                    id, object_type, ..
+                },
+                404,
+            ) => {
+                if self.exists(&object_url(*object_type, *id))? {
+                    StepResult::AlreadyInState
+                } else {
+                    gone(*id, "link holder")
+                }
+            }
+            _ => a.failed(),
+        })
+    }
+
+    /// Applies the steps, in batches of up to 20, keeping their order where it matters (see
+    /// [`needs`]); one outcome per step, in the order of the steps.
+    ///
+    /// Steps are taken in order into each batch. A step answered with 429 or 503 waits its
+    /// `Retry-After` (or its own backoff) and goes into a later batch, while the steps after it
+    /// that do not need it fill the batches meanwhile; a step that succeeded is never sent again.
+    pub fn apply_steps(&self, steps: &[PlannedStep]) -> Vec<StepOutcome> {
+        let n = steps.len();
+        let mut outcomes: Vec<Option<StepResult>> = vec![None; n];
+        let mut inners: Vec<Option<Inner>> = vec![None; n];
+        for (i, planned) in steps.iter().enumerate() {
+            match self.inner_request(&planned.step) {
+                Ok(Some(inner)) => inners[i] = Some(inner),
+                Ok(None) => outcomes[i] = Some(StepResult::AlreadyInState),
+                Err(r) => outcomes[i] = Some(r),
+            }
+        }
+        let max = self.settings.max_attempts;
+        let mut ready_at: Vec<Option<Instant>> = vec![None; n];
+        let mut attempts: HashMap<usize, u32> = HashMap::new();
+        let mut backoffs: HashMap<usize, ExponentialBackoff> = HashMap::new();
+        let mut failed_dependency: HashMap<usize, u32> = HashMap::new();
+        let mut first = 0usize;
+        loop {
+            while first < n && outcomes[first].is_some() {
+                first += 1;
+            }
+            if first == n {
+                break;
+            }
+            let now = Instant::now();
+            let window = first..(first + WINDOW).min(n);
+            let mut batch: Vec<usize> = Vec::with_capacity(MAX_BATCH);
+            let mut wake: Option<Instant> = None;
+            for i in window.clone() {
+                if batch.len() == MAX_BATCH {
+                    break;
+                }
+                if outcomes[i].is_some() {
+                    continue;
+                }
+                if let Some(t) = ready_at[i].filter(|t| *t > now) {
+                    wake = Some(wake.map_or(t, |w| w.min(t)));
+                    continue;
+                }
+                // Every unsettled earlier step this one needs must go in the same batch.
+                let blocked = (first..i).any(|j| {
+                    outcomes[j].is_none()
+                        && needs(&steps[j].step, &steps[i].step)
+                        && !batch.contains(&j)
+                });
+                if !blocked {
+                    batch.push(i);
+                }
+            }
+            if batch.is_empty() {
+                let pause = wake.map_or(self.settings.min_backoff, |w| {
+                    w.saturating_duration_since(now)
+                });
+                std::thread::sleep(pause);
+                continue;
+            }
+            let pending: Vec<(usize, &Inner)> = batch
+                .iter()
+                .filter_map(|i| inners[*i].as_ref().map(|r| (*i, r)))
+                .collect();
+            let answers = match self.send_batch(steps, &pending) {
+                Ok(a) => a,
+                Err(e) if e.is_transient() || matches!(e.status(), Some(401 | 403)) => {
+                    // The batch itself failed after its retries (the service is unreachable,
+                    // or refuses the credentials): every step not yet settled fails with it.
+                    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+                        *o = Some(StepResult::from_error(&e));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // This batch was refused as a whole: its steps fail, the others go on.
+                    for i in &batch {
+                        outcomes[*i] = Some(StepResult::from_error(&e));
+                    }
+                    continue;
+                }
+            };
+            for &i in &batch {
+                let step = &steps[i].step;
+                let answer = answers.get(&i);
+                let status = answer.map_or(0, |a| a.status);
+                let mut retry = |retry_after: Option<Duration>| -> bool {
+                    let n_tries = attempts.entry(i).or_insert(1);
+                    *n_tries += 1;
+                    if *n_tries > max {
+                        return false;
+                    }
+                    let fallback = backoffs
+                        .entry(i)
+                        .or_insert_with(|| self.backoff())
+                        .next()
+                        .unwrap_or(self.settings.max_backoff);
+                    ready_at[i] = Some(Instant::now() + self.wait_for(retry_after, fallback));
+                    true
+                };
+                match (answer, status) {
+                    (Some(_), 200..=299) => outcomes[i] = Some(StepResult::Applied),
+                    // What it depends on failed in this batch (and spent an attempt of its
+                    // own): it goes again with it, or alone once that has settled.
+                    (Some(a), 424) => {
+                        let n_424 = failed_dependency.entry(i).or_insert(0);
+                        *n_424 += 1;
+                        if *n_424 > max.saturating_mul(4) {
+                            outcomes[i] = Some(a.failed());
+                        }
+                    }
+                    (Some(a), s) if status_class(s) == ErrorClass::Transient => {
+                        if !retry(a.retry_after) {
+                            outcomes[i] = Some(a.failed());
+                        }
+                    }
+                    (Some(a), _) => outcomes[i] = Some(self.interpret(step, a)),
+                    (None, _) => {
+                        if !retry(None) {
+                            outcomes[i] = Some(StepResult::Failed {
+                                permanent: false,
+                                status: 0,
+                                code: "noAnswer".into(),
+                                message: "the batch never answered this request".into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        steps
+            .iter()
+            .zip(outcomes)
+            .map(|(s, r)| StepOutcome {
+                action_id: s.action_id.clone(),
+                result: r
+                    .unwrap_or_else(|| StepResult::permanent(0, "notRun", "the step was not run")),
+            })
+            .collect()
+    }
+
+    /// Sends one `$batch` of the pending steps (with retries of the whole batch), returning
+    /// the answers by step index.
+    fn send_batch(
+        &self,
+        steps: &[PlannedStep],
+        pending: &[(usize, &Inner)],
+    ) -> Result<BTreeMap<usize, Answer>, ConnectorError> {
+        let mut requests = Vec::with_capacity(pending.len());
+        for (pos, (i, inner)) in pending.iter().enumerate() {
+            let step = &steps[*i].step;
+            let mut r = Map::new();
+            r.insert("id".into(), Json::String(i.to_string()));
+            r.insert("method".into(), Json::String(inner.method.as_str().into()));
+            r.insert("url".into(), Json::String(inner.url.clone()));
+            if let Some(b) = &inner.body {
+                r.insert("body".into(), b.clone());
+                r.insert(
+                    "headers".into(),
+                    json!({"Content-Type": "application/json"}),
+                );
+            }
+            // The earlier steps of this batch that this one needs run first.
+            let depends: Vec<Json> = pending[..pos]
+                .iter()
+                .filter(|(j, _)| needs(&steps[*j].step, step))
+                .map(|(j, _)| Json::String(j.to_string()))
+                .collect();
+            if !depends.is_empty() {
+                r.insert("dependsOn".into(), Json::Array(depends));
+            }
+            requests.push(Json::Object(r));
+        }
+        let body = json!({ "requests": requests });
+        let url = self.url("/$batch");
+        let answer = self.call_json(Method::Post, &url, Some(&body))?;
+        let mut out = BTreeMap::new();
+        let responses =
+            answer["responses"]
+                .as_array()
+                .ok_or_else(|| ConnectorError::Malformed {
+                    url: url.clone(),
+                    reason: "no responses array".into(),
+                })?;
+        for r in responses {
+            let Some(i) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()) else {
+                continue;
+            };
+            let status = r["status"].as_u64().unwrap_or(0) as u16;
+            let headers = r["headers"].as_object();
+            let retry_after = headers.and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|(_, v)| match v {
+                        Json::String(s) => parse_retry_after(Some(s)),
+                        Json::Number(n) => n
+                            .as_f64()
+                            .and_then(|f| parse_retry_after(Some(&f.to_string()))),
+                        _ => None,
+                    })
+            });
+            let error = &r["body"]["error"];
+            out.insert(
+                i,
+                Answer {
+                    status,
+                    code: error["code"].as_str().unwrap_or("").to_owned(),
+                    message: error["message"].as_str().unwrap_or("").to_owned(),
+                    retry_after,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The objects a step needs to exist: its own, and the one it links to (a member, a grant's
+/// resource, an assignment's principal).
+fn touches(step: &Step) -> [Option<ObjectId>; 2] {
+    let other = match step {
+        Step::AddLink {
+            kind: LinkKind::Members,
+            target,
+            ..
+        } => Some(*target),
+        Step::AddLink {
+            kind: LinkKind::OAuth2PermissionGrants,
+            data,
+            ..
+        } => data_str(&data_map(data), "resourceId").and_then(|s| s.parse().ok()),
+        Step::AddLink {
+            kind: LinkKind::AppRoleAssignedTo,
+            data,
+            ..
+        } => data_str(&data_map(data), "principalId").and_then(|s| s.parse().ok()),
+        _ => None,
+    };
+    [Some(step.object_id()), other]
+}
+
+/// Whether `later` must not run before `earlier` (given in plan order): it needs an object
+/// that `earlier` restores; it deletes the object `earlier` writes; both update the same
+/// object; or it adds a link of the kind `earlier` removes from the same object (a grant or
+/// assignment whose data changed is removed, then re-added: the other way round, the add
+/// would find it present and the remove would then take it away). Other steps run in any
+/// order (two member adds to one group need no ordering).
+pub fn needs(earlier: &Step, later: &Step) -> bool {
+    let id = earlier.object_id();
+    match (earlier, later) {
+        (Step::Restore { .. }, _) => touches(later).contains(&Some(id)),
+        (_, Step::SoftDelete { .. }) => later.object_id() == id,
+        (Step::Update { .. }, Step::Update { .. }) => later.object_id() == id,
+        (Step::RemoveLink { kind: k1, .. }, Step::AddLink { kind: k2, .. }) => {
+            later.object_id() == id && k1 == k2
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::GraphSettings;
+
+    fn connector() -> GraphConnector {
+        let settings = GraphSettings::new(
+            "http://127.0.0.1:9",
+            "http://127.0.0.1:9/t/v1.0",
+            "t",
+            "app",
+            "secret",
+        );
+        match GraphConnector::new(settings) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn request(step: &Step) -> Inner {
+        match connector().inner_request(step) {
+            Ok(Some(r)) => r,
+            other => panic!("{step:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_step_becomes_its_request() {
+        let (u, g, sp) = (
+            ObjectType::User,
+            ObjectType::Group,
+            ObjectType::ServicePrincipal,
+        );
+        let restore = request(&Step::Restore {
+            id: ObjectId(1),
+            object_type: u,
+        });
+        assert_eq!(restore.method, Method::Post);
+        assert_eq!(
+            restore.url,
+            format!("/directory/deletedItems/{}/restore", ObjectId(1))
+        );
+        let ca = request(&Step::Restore {
+            id: ObjectId(2),
+            object_type: ObjectType::NamedLocation,
+        });
+        assert_eq!(
+            ca.url,
+            format!(
+                "/identity/conditionalAccess/deletedItems/namedLocations/{}/restore",
+                ObjectId(2)
+            )
+        );
+        let update = request(&Step::Update {
+            id: ObjectId(1),
+            object_type: u,
+            properties: vec![("city".into(), Value::Null)],
+        });
+        assert_eq!(update.method, Method::Patch);
+        assert_eq!(update.body, Some(json!({"city": null})));
+        let authz = request(&Step::Update {
+            id: ObjectId(3),
+            object_type: ObjectType::AuthorizationPolicy,
+            properties: vec![],
+        });
+        assert_eq!(authz.url, "/policies/authorizationPolicy");
+        let add = request(&Step::AddLink {
+            id: ObjectId(4),
+            object_type: g,
+            kind: LinkKind::Members,
+            target: ObjectId(5),
+            data: None,
+        });
+        assert_eq!(add.url, format!("/groups/{}/members/$ref", ObjectId(4)));
+        assert_eq!(
+            add.body,
+            Some(
+                json!({"@odata.id": format!("http://127.0.0.1:9/t/v1.0/directoryObjects/{}", ObjectId(5))})
+            )
+        );
+        let remove_grant = request(&Step::RemoveLink {
+            id: ObjectId(6),
+            object_type: sp,
+            kind: LinkKind::OAuth2PermissionGrants,
+            target: ObjectId(7),
+        });
+        assert_eq!(remove_grant.method, Method::Delete);
+        assert_eq!(
+            remove_grant.url,
+            format!("/oauth2PermissionGrants/{}", ObjectId(7))
+        );
+        let delete = request(&Step::SoftDelete {
+            id: ObjectId(8),
+            object_type: sp,
+        });
+        assert_eq!(delete.url, format!("/servicePrincipals/{}", ObjectId(8)));
+        let owners = connector().inner_request(&Step::AddLink {
+            id: ObjectId(4),
+            object_type: g,
+            kind: LinkKind::Owners,
+            target: ObjectId(5),
+            data: None,
+        });
+        assert!(matches!(
+            owners,
+            Err(StepResult::Failed {
+                permanent: true,
+                ..
+            })
+        ));
+        let no_data = connector().inner_request(&Step::AddLink {
+            id: ObjectId(6),
+            object_type: sp,
+            kind: LinkKind::AppRoleAssignedTo,
+            target: ObjectId(9),
+            data: None,
+        });
+        assert!(matches!(
+            no_data,
+            Err(StepResult::Failed {
+                permanent: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn only_real_dependencies_order_steps() {
+        let u = ObjectType::User;
+        let g = ObjectType::Group;
+        let restore = Step::Restore {
+            id: ObjectId(1),
+            object_type: u,
+        };
+        let update = Step::Update {
+            id: ObjectId(1),
+            object_type: u,
+            properties: vec![],
+        };
+        let member = |group: u128, target: u128| Step::AddLink {
+            id: ObjectId(group),
+            object_type: g,
+            kind: LinkKind::Members,
+            target: ObjectId(target),
+            data: None,
+        };
+        assert!(needs(&restore, &update));
+        assert!(
+            needs(&restore, &member(9, 1)),
+            "a member must exist before it is added"
+        );
+        assert!(
+            !needs(&member(9, 2), &member(9, 3)),
+            "two adds to a group are independent"
+        );
+        assert!(needs(
+            &member(9, 2),
+            &Step::SoftDelete {
+                id: ObjectId(9),
+                object_type: g
+            }
+        ));
+        assert!(!needs(
+            &update,
+            &Step::Update {
+                id: ObjectId(2),
+                object_type: u,
+                properties: vec![]
+            }
+        ));
+        let grant = Step::AddLink {
+            id: ObjectId(3),
+            object_type: ObjectType::ServicePrincipal,
+            kind: LinkKind::OAuth2PermissionGrants,
+            target: ObjectId(4),
+            data: Some(Value::Map(
+                [(
+                    "resourceId".to_owned(),
+                    Value::from(ObjectId(5).to_string()),
+                )]
+                .into(),
+            )),
+        };
+        let restore_resource = Step::Restore {
+            id: ObjectId(5),
+            object_type: ObjectType::ServicePrincipal,
+        };
+        assert!(
+            needs(&restore_resource, &grant),
+            "a grant's resource must exist first"
+        );
+        let remove_grant = Step::RemoveLink {
+            id: ObjectId(3),
+            object_type: ObjectType::ServicePrincipal,
+            kind: LinkKind::OAuth2PermissionGrants,
+            target: ObjectId(4),
+        };
+        assert!(
+            needs(&remove_grant, &grant),
+            "a changed grant is removed, then re-added"
+        );
+        assert!(!needs(&member(9, 2), &remove_grant));
+    }
+}
