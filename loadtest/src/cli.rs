@@ -8,6 +8,14 @@ use crate::bench_diff::{self, BenchDiffConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum LoadtestCommand {
+    /// Benchmark a capture: starts a simulator, generates N objects into it, and captures them
+    /// over HTTP with the Graph connector; prints the results as JSON on the last line.
+    BenchCapture {
+        #[arg(long, default_value_t = 100_000)]
+        objects: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Create (or refill) a tenant of N generated objects in a running simulator; prints the
     /// tenant's Graph base URL, token URL and credentials as JSON on the last line.
     Gen {
@@ -51,6 +59,17 @@ pub enum LoadtestCommand {
 /// Runs a loadtest subcommand.
 pub fn run(command: LoadtestCommand) -> anyhow::Result<()> {
     match command {
+        LoadtestCommand::BenchCapture { objects, seed } => {
+            if objects == 0 {
+                anyhow::bail!("--objects must be at least 1");
+            }
+            let result = crate::bench_capture::run(&crate::bench_capture::BenchCaptureConfig {
+                objects,
+                seed,
+            })?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
         LoadtestCommand::Gen {
             dirsim,
             tenant,

@@ -1,6 +1,7 @@
 //! Rewind's load-test harness: the tenant simulator (`dirsim`), the seeded tenant generator,
 //! the benchmark drivers and the `rewind loadtest` command line.
 
+pub mod bench_capture;
 pub mod bench_diff;
 pub mod cli;
 pub mod dirsim;

@@ -494,7 +494,9 @@ impl TenantGenerator {
 
     fn fill_group(&self, o: &mut DirectoryObject, i: u64, rng: &mut ChaCha8Rng) {
         let dept = *DEPARTMENTS.choose(rng).unwrap_or(&"Sales");
-        let dynamic = rng.gen_bool(0.05);
+        // 1% of groups are dynamic, each with a narrow rule (one office of about 400), so a
+        // dynamic group holds about 0.25% of the users, as office groups do.
+        let dynamic = rng.gen_bool(0.01);
         let name = format!("{dept} team {i}");
         o.set("displayName", name.clone().into());
         o.set(
@@ -512,9 +514,11 @@ impl TenantGenerator {
             .collect();
         if dynamic {
             o.set("groupTypes", Value::List(vec!["DynamicMembership".into()]));
+            let (city, _, _) = *CITIES.choose(rng).unwrap_or(&CITIES[0]);
+            let office = format!("{city} {}", rng.gen_range(1..40));
             o.set(
                 "membershipRule",
-                format!("user.department -eq \"{dept}\"").into(),
+                format!("user.officeLocation -eq \"{office}\"").into(),
             );
             o.dynamic_membership = true;
         } else {

@@ -1,0 +1,176 @@
+//! `rewind loadtest bench-capture`: starts the simulator as a child process (so the two
+//! processes' memory is measured apart), generates a tenant into it, then captures the tenant
+//! over HTTP with the Graph connector into a local snapshot, measuring throughput, the
+//! capturing process's peak memory, the simulator's memory and the bytes on the wire.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use rewind_common::connector::capture::capture_snapshot_with_stats;
+use rewind_common::connector::{GraphConnector, GraphSettings};
+use rewind_common::snapshot::{LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind};
+use serde::Serialize;
+
+use crate::gen::{self, GenConfig};
+use crate::rss;
+use crate::tenant::{TenantGenerator, TenantSpec};
+
+const TENANT: &str = "capture";
+
+#[derive(Clone, Debug)]
+pub struct BenchCaptureConfig {
+    pub objects: u64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchCaptureResult {
+    pub objects: u64,
+    pub seconds: f64,
+    pub objects_per_second: f64,
+    /// Peak resident memory of this (the capturing) process during the capture.
+    pub peak_rss_bytes: u64,
+    /// Resident memory of the simulator holding the tenant, after the capture.
+    pub dirsim_rss_bytes: u64,
+    /// Response bytes read per captured object.
+    pub wire_bytes_per_object: f64,
+    pub requests: u64,
+    pub links: u64,
+    pub snapshot_bytes: u64,
+    pub gen_seconds: f64,
+    pub threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchCaptureError {
+    #[error("cannot start the simulator: {0}")]
+    Spawn(String),
+    #[error(transparent)]
+    Gen(#[from] gen::GenError),
+    #[error(transparent)]
+    Connector(#[from] rewind_common::connector::ConnectorError),
+    #[error(transparent)]
+    Store(#[from] rewind_common::snapshot::store::StoreError),
+    #[error("the capture is wrong: {0}")]
+    Wrong(String),
+}
+
+/// The simulator child process; killed when dropped.
+struct Simulator {
+    child: Child,
+    url: String,
+}
+
+impl Simulator {
+    fn start() -> Result<Self, BenchCaptureError> {
+        let exe = std::env::current_exe().map_err(|e| BenchCaptureError::Spawn(e.to_string()))?;
+        let mut child = Command::new(exe)
+            .args(["dirsim", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| BenchCaptureError::Spawn(e.to_string()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchCaptureError::Spawn("no stdout".into()))?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| BenchCaptureError::Spawn(e.to_string()))?;
+        let url = line.trim().to_owned();
+        if !url.starts_with("http://") {
+            let _ = child.kill();
+            return Err(BenchCaptureError::Spawn(format!(
+                "it printed {url:?} instead of its base URL"
+            )));
+        }
+        Ok(Self { child, url })
+    }
+
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |k| k * 1024)
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptureError> {
+    let sim = Simulator::start()?;
+    eprintln!("simulator at {}", sim.url);
+    let t = Instant::now();
+    let tenant = gen::run(&GenConfig {
+        dirsim: sim.url.clone(),
+        tenant: TENANT.into(),
+        objects: config.objects,
+        seed: config.seed,
+        client_id: None,
+        client_secret: None,
+    })?;
+    let gen_seconds = t.elapsed().as_secs_f64();
+    eprintln!(
+        "  generated {} objects in {gen_seconds:.1} s; capturing ...",
+        tenant.objects
+    );
+
+    let dir = tempfile::tempdir().map_err(|e| BenchCaptureError::Spawn(e.to_string()))?;
+    let store = LocalShardStore::open(dir.path())?;
+    let expected =
+        TenantGenerator::new(TenantSpec::new(config.objects, config.seed)).backup_count();
+    rss::reset_peak();
+    let t = Instant::now();
+    let connector = GraphConnector::new(GraphSettings::new(
+        sim.url.clone(),
+        tenant.graph_base_url.clone(),
+        TENANT,
+        tenant.client_id.clone(),
+        tenant.client_secret.clone(),
+    ))?;
+    let info = SnapshotInfo {
+        tenant: TENANT.into(),
+        snapshot_id: "capture".into(),
+        kind: SnapshotKind::Backup,
+        created_at: 0,
+    };
+    let (manifest, stats) = capture_snapshot_with_stats(
+        &connector,
+        &store,
+        &info,
+        ShardLayout::for_object_count(expected),
+    )?;
+    let seconds = t.elapsed().as_secs_f64();
+    let peak_rss_bytes = rss::peak_rss_bytes().unwrap_or(0);
+    let objects = stats.total_objects();
+    if objects != expected || manifest.object_count != expected {
+        return Err(BenchCaptureError::Wrong(format!(
+            "captured {objects} objects ({} stored), the tenant has {expected}",
+            manifest.object_count
+        )));
+    }
+    eprintln!("  captured in {seconds:.2} s");
+    Ok(BenchCaptureResult {
+        objects,
+        seconds,
+        objects_per_second: objects as f64 / seconds.max(1e-9),
+        peak_rss_bytes,
+        dirsim_rss_bytes: sim.rss_bytes(),
+        wire_bytes_per_object: stats.bytes as f64 / objects.max(1) as f64,
+        requests: stats.requests,
+        links: stats.links,
+        snapshot_bytes: manifest.total_bytes(),
+        gen_seconds,
+        threads: rayon::current_num_threads(),
+    })
+}
