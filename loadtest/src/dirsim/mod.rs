@@ -41,6 +41,7 @@
 //! - `GET /_admin/counters` (JSON) and `GET /metrics` (Prometheus text, `rewind_dirsim_*`).
 //! - `POST /_admin/save` (to the state file given at start).
 
+mod dynamic;
 mod error;
 mod graph;
 mod metrics;
