@@ -4,3 +4,4 @@
 
 mod dirsim;
 mod gen;
+mod incident;
