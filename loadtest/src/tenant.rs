@@ -511,10 +511,16 @@ impl TenantGenerator {
             .map(|_| Link::to(self.id(rng.gen_range(0..users))))
             .collect();
         if dynamic {
+            // One office (as users' officeLocation reads): about 1 user in 390 matches, so a
+            // million-object tenant's dynamic groups hold millions of links, not hundreds of
+            // millions. Drawn apart, so that the other objects do not depend on it.
+            let mut office = self.rng(i, 3);
+            let (city, _, _) = *CITIES.choose(&mut office).unwrap_or(&CITIES[0]);
+            let number = office.gen_range(1..40);
             o.set("groupTypes", Value::List(vec!["DynamicMembership".into()]));
             o.set(
                 "membershipRule",
-                format!("user.department -eq \"{dept}\"").into(),
+                format!("user.officeLocation -eq \"{city} {number}\"").into(),
             );
             o.dynamic_membership = true;
         } else {

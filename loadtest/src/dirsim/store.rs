@@ -162,6 +162,98 @@ impl TenantData {
         }
     }
 
+    /// Inserts or replaces many objects, with the same result as upserting them one by one,
+    /// but each dynamic group's members are rewritten once for the whole batch (in one merge,
+    /// or one recomputation when the group itself is in the batch) rather than once per user.
+    pub fn upsert_many(&mut self, objects: Vec<DirectoryObject>) {
+        if self.dynamic.is_empty()
+            && !objects
+                .iter()
+                .any(|o| o.object_type == ObjectType::Group && o.dynamic_membership)
+        {
+            for o in objects {
+                self.upsert_quiet(o);
+            }
+            return;
+        }
+        // Group → (user, whether it is a member now), last verdict per user winning.
+        let mut pending: HashMap<ObjectId, Vec<(ObjectId, bool)>> = HashMap::new();
+        let mut recompute = Vec::new();
+        for object in objects {
+            let (t, id) = (object.object_type, object.id);
+            if t != ObjectType::User {
+                self.upsert_quiet(object);
+                // The object's own links replace whatever users did to it before.
+                pending.remove(&id);
+                if self.dynamic.contains(id) {
+                    recompute.push(id);
+                }
+                continue;
+            }
+            let was_in = self.maps[slot(t)]
+                .get(&id)
+                .map(|old| self.dynamic.groups_of(old))
+                .unwrap_or_default();
+            self.upsert_quiet(object);
+            let now_in = self.maps[slot(t)]
+                .get(&id)
+                .map(|u| self.dynamic.groups_of(u))
+                .unwrap_or_default();
+            for g in &was_in {
+                if now_in.binary_search(g).is_err() {
+                    pending.entry(*g).or_default().push((id, false));
+                }
+            }
+            for g in now_in {
+                pending.entry(g).or_default().push((id, true));
+            }
+        }
+        for gid in recompute {
+            pending.remove(&gid);
+            self.recompute_group(gid);
+        }
+        let mut changed = Vec::new();
+        let groups = &mut self.maps[slot(ObjectType::Group)];
+        for (gid, mut verdicts) in pending {
+            let Some(group) = groups.get_mut(&gid) else {
+                continue;
+            };
+            // Stable sort, then keep each user's last verdict.
+            verdicts.sort_by_key(|(u, _)| *u);
+            let mut last: Vec<(ObjectId, bool)> = Vec::with_capacity(verdicts.len());
+            for v in verdicts {
+                match last.last_mut() {
+                    Some(l) if l.0 == v.0 => *l = v,
+                    _ => last.push(v),
+                }
+            }
+            let current = group.links_of(LinkKind::Members);
+            let mut merged: Vec<Link> = Vec::with_capacity(current.len() + last.len());
+            let mut i = 0;
+            for (user, member) in last {
+                while i < current.len() && current[i].target < user {
+                    merged.push(current[i].clone());
+                    i += 1;
+                }
+                let present = i < current.len() && current[i].target == user;
+                if present {
+                    i += 1;
+                }
+                if member {
+                    merged.push(Link::to(user));
+                }
+            }
+            merged.extend_from_slice(&current[i..]);
+            if merged.as_slice() != group.links_of(LinkKind::Members) {
+                group.set_links(LinkKind::Members, merged);
+                changed.push(gid);
+            }
+        }
+        for gid in changed {
+            self.record(ObjectType::Group, gid);
+        }
+    }
+
     /// Inserts or replaces an object without recomputing dynamic groups (for loading a saved
     /// state, whose computed memberships are already there).
     pub fn upsert_quiet(&mut self, mut object: DirectoryObject) {
