@@ -227,25 +227,31 @@ impl TenantData {
                     _ => last.push(v),
                 }
             }
-            let current = group.links_of(LinkKind::Members);
+            // Merge into the member list, moving (not cloning) the links kept.
+            let current = group
+                .links
+                .iter_mut()
+                .find(|set| set.kind == LinkKind::Members)
+                .map(|set| std::mem::take(&mut set.links))
+                .unwrap_or_default();
             let mut merged: Vec<Link> = Vec::with_capacity(current.len() + last.len());
-            let mut i = 0;
+            let mut differs = false;
+            let mut kept = current.into_iter().peekable();
             for (user, member) in last {
-                while i < current.len() && current[i].target < user {
-                    merged.push(current[i].clone());
-                    i += 1;
+                while let Some(l) = kept.next_if(|l| l.target < user) {
+                    merged.push(l);
                 }
-                let present = i < current.len() && current[i].target == user;
-                if present {
-                    i += 1;
-                }
-                if member {
-                    merged.push(Link::to(user));
+                let present = kept.next_if(|l| l.target == user);
+                differs |= present.is_some() != member;
+                match present {
+                    Some(l) if member => merged.push(l),
+                    None if member => merged.push(Link::to(user)),
+                    _ => {}
                 }
             }
-            merged.extend_from_slice(&current[i..]);
-            if merged.as_slice() != group.links_of(LinkKind::Members) {
-                group.set_links(LinkKind::Members, merged);
+            merged.extend(kept);
+            group.set_links(LinkKind::Members, merged);
+            if differs {
                 changed.push(gid);
             }
         }
