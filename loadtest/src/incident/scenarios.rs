@@ -7,12 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rewind_common::graph_json::from_graph_json;
 use rewind_common::report::{Change, LinkState, NotRecoverableReason, RecoveryAction};
-use rewind_common::{LinkKind, ObjectId, ObjectType};
+use rewind_common::{DirectoryObject, LinkKind, ObjectId, ObjectType};
 use serde_json::{json, Value as Json};
 
 use super::graph::{GraphClient, Write};
 use super::{ExpectedEntry, ExpectedLink, IncidentConfig, IncidentError, Phase, Scenario};
+use crate::dirsim::Rule;
 
 /// What a scenario did.
 #[derive(Debug, Default)]
@@ -118,44 +120,91 @@ fn member_ids(c: &mut GraphClient, group: ObjectId) -> Result<BTreeSet<ObjectId>
     .collect())
 }
 
-/// The members of every active dynamic group.
-fn dynamic_members(
+/// An active dynamic group whose rule the simulator understands.
+struct Ruled {
+    id: ObjectId,
+    name: String,
+    rule: Rule,
+}
+
+fn dynamic_rules(groups: &[Group]) -> Vec<Ruled> {
+    groups
+        .iter()
+        .filter(|g| g.dynamic)
+        .filter_map(|g| {
+            Some(Ruled {
+                id: g.id,
+                name: g.name.clone(),
+                rule: Rule::parse(g.rule.as_deref()?).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The active users among `ids`, read in full (getByIds, 1,000 at a time); none when no
+/// dynamic rule could need them.
+fn full_users(
     c: &mut GraphClient,
-    groups: &[Group],
-) -> Result<BTreeMap<ObjectId, BTreeSet<ObjectId>>, IncidentError> {
+    rules: &[Ruled],
+    ids: &[ObjectId],
+) -> Result<BTreeMap<ObjectId, DirectoryObject>, IncidentError> {
     let mut out = BTreeMap::new();
-    for g in groups.iter().filter(|g| g.dynamic) {
-        out.insert(g.id, member_ids(c, g.id)?);
+    if rules.is_empty() {
+        return Ok(out);
+    }
+    for chunk in ids.chunks(1_000) {
+        let body = json!({
+            "ids": chunk.iter().map(ObjectId::to_string).collect::<Vec<_>>(),
+            "types": ["user"],
+        });
+        let answer = c.expect(
+            "reading users by id",
+            "POST",
+            "/directoryObjects/getByIds",
+            Some(&body),
+        )?;
+        for j in answer["value"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            if let Ok(o) = from_graph_json(ObjectType::User, j) {
+                out.insert(o.id, o);
+            }
+        }
     }
     Ok(out)
 }
 
-/// Entries for the dynamic groups whose computed members changed between two readings.
+/// Entries for the dynamic groups whose computed members change when the `touched` users go
+/// from `before` to `after` (a user absent from a map is not active there). The simulator
+/// keeps every dynamic group's members equal to its rule's verdicts, so only the touched
+/// users' verdicts can change.
 fn dynamic_entries(
-    before: &BTreeMap<ObjectId, BTreeSet<ObjectId>>,
-    after: &BTreeMap<ObjectId, BTreeSet<ObjectId>>,
-    groups: &[Group],
+    rules: &[Ruled],
+    before: &BTreeMap<ObjectId, DirectoryObject>,
+    after: &BTreeMap<ObjectId, DirectoryObject>,
+    touched: &[ObjectId],
 ) -> Vec<ExpectedEntry> {
-    let names: BTreeMap<ObjectId, &str> = groups.iter().map(|g| (g.id, g.name.as_str())).collect();
+    let mut touched = touched.to_vec();
+    touched.sort_unstable();
+    touched.dedup();
+    let verdict = |map: &BTreeMap<ObjectId, DirectoryObject>, rule: &Rule, id: &ObjectId| {
+        map.get(id)
+            .is_some_and(|u| u.lifecycle.is_active() && rule.matches(u))
+    };
     let mut entries = Vec::new();
-    for (g, b) in before {
-        let Some(a) = after.get(g) else { continue };
-        if a == b {
+    for r in rules {
+        let links: Vec<ExpectedLink> = touched
+            .iter()
+            .filter_map(|u| {
+                let (b, a) = (verdict(before, &r.rule, u), verdict(after, &r.rule, u));
+                (a != b).then(|| link(LinkKind::Members, *u, a, false))
+            })
+            .collect();
+        if links.is_empty() {
             continue;
         }
-        let mut links: Vec<ExpectedLink> = a
-            .difference(b)
-            .map(|t| link(LinkKind::Members, *t, true, false))
-            .chain(
-                b.difference(a)
-                    .map(|t| link(LinkKind::Members, *t, false, false)),
-            )
-            .collect();
-        links.sort_by_key(|l| l.target);
         let mut e = ExpectedEntry::new(
-            *g,
+            r.id,
             ObjectType::Group,
-            names.get(g).copied().unwrap_or(""),
+            &r.name,
             Change::Modified,
             RecoveryAction::NotRecoverable,
         )
@@ -235,7 +284,9 @@ fn bulk_disable(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
     let legit = 50.min(cloud.len() / 20);
     let chosen = pick(&cloud, n + legit, &mut rng(config, "users"));
     let (disabled, moved) = chosen.split_at(n.min(chosen.len()));
-    let before = dynamic_members(c, &groups)?;
+    let rules = dynamic_rules(&groups);
+    let touched: Vec<ObjectId> = chosen.iter().map(|u| u.id).collect();
+    let before = full_users(c, &rules, &touched)?;
     let mut writes: Vec<Write> = disabled
         .iter()
         .map(|u| {
@@ -262,7 +313,7 @@ fn bulk_disable(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
         ),
     );
     c.batch("disabling users", &writes)?;
-    let after = dynamic_members(c, &groups)?;
+    let after = full_users(c, &rules, &touched)?;
     let mut out = Outcome::default();
     for u in disabled {
         out.entries.push(
@@ -290,7 +341,7 @@ fn bulk_disable(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
         );
     }
     out.entries
-        .extend(dynamic_entries(&before, &after, &groups));
+        .extend(dynamic_entries(&rules, &before, &after, &touched));
     Ok(out)
 }
 
@@ -492,7 +543,9 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
     let chosen = pick(&cloud, n_users + n_purged, &mut rng(config, "users"));
     let (deleted, purged) = chosen.split_at(n_users.min(chosen.len()));
     let deleted_groups = pick(&static_groups, n_groups, &mut rng(config, "groups"));
-    let before = dynamic_members(c, &groups)?;
+    let rules = dynamic_rules(&groups);
+    let touched: Vec<ObjectId> = chosen.iter().map(|u| u.id).collect();
+    let before = full_users(c, &rules, &touched)?;
     let mut writes: Vec<Write> = chosen
         .iter()
         .map(|u| Write::new("DELETE", format!("/users/{}", u.id), None))
@@ -517,7 +570,7 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
         .map(|u| Write::new("DELETE", format!("/directory/deletedItems/{}", u.id), None))
         .collect();
     c.batch("purging", &purges)?;
-    let after = dynamic_members(c, &groups)?;
+    let after = BTreeMap::new();
     let mut out = Outcome::default();
     for u in deleted {
         out.entries.push(ExpectedEntry::new(
@@ -550,7 +603,7 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
         );
     }
     out.entries
-        .extend(dynamic_entries(&before, &after, &groups));
+        .extend(dynamic_entries(&rules, &before, &after, &touched));
     if !purged.is_empty() {
         out.notes.push(
             "static memberships of the purged users are gone with them: the groups that held \
@@ -598,7 +651,6 @@ fn membership_tamper(
     let chosen = pick(&static_groups, n_groups, &mut rng);
     let per_group = (10_000 / n_groups).clamp(1, 20);
     let user_ids: Vec<ObjectId> = all.iter().map(|u| u.id).collect();
-    let before = dynamic_members(c, &groups)?;
 
     let mut writes = Vec::new();
     let mut out = Outcome::default();
@@ -675,7 +727,7 @@ fn membership_tamper(
         })
         .collect();
     if let Some((gid, property, value)) = ruled.choose(&mut rng).cloned() {
-        let members = before.get(&gid).cloned().unwrap_or_default();
+        let members = member_ids(c, gid)?;
         let cloud: Vec<&User> = all
             .iter()
             .filter(|u| !u.synced && !members.contains(&u.id))
@@ -698,7 +750,13 @@ fn membership_tamper(
                 moved.len()
             ),
         );
+        let rules = dynamic_rules(&groups);
+        let touched: Vec<ObjectId> = moved.iter().map(|u| u.id).collect();
+        let before = full_users(c, &rules, &touched)?;
         c.batch("changing users of dynamic groups", &writes)?;
+        let after = full_users(c, &rules, &touched)?;
+        out.entries
+            .extend(dynamic_entries(&rules, &before, &after, &touched));
         for u in moved {
             out.entries.push(
                 ExpectedEntry::new(
@@ -715,9 +773,6 @@ fn membership_tamper(
         out.notes
             .push("the tenant has no dynamic group with an -eq rule: no user was changed".into());
     }
-    let after = dynamic_members(c, &groups)?;
-    out.entries
-        .extend(dynamic_entries(&before, &after, &groups));
     Ok(out)
 }
 
@@ -731,7 +786,9 @@ fn synced(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, Incid
     need(sc, &synced, "users synced from on-premises")?;
     let n = 1_000.min(synced.len() / 2).max(1);
     let chosen = pick(&synced, n, &mut rng(config, "users"));
-    let before = dynamic_members(c, &groups)?;
+    let rules = dynamic_rules(&groups);
+    let touched: Vec<ObjectId> = chosen.iter().map(|u| u.id).collect();
+    let before = full_users(c, &rules, &touched)?;
     progress(
         sc,
         &format!(
@@ -745,7 +802,7 @@ fn synced(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, Incid
             &json!({"department": other_department(u.department.as_deref())}),
         )?;
     }
-    let after = dynamic_members(c, &groups)?;
+    let after = full_users(c, &rules, &touched)?;
     let mut out = Outcome::default();
     for u in &chosen {
         out.entries.push(
@@ -761,7 +818,7 @@ fn synced(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, Incid
         );
     }
     out.entries
-        .extend(dynamic_entries(&before, &after, &groups));
+        .extend(dynamic_entries(&rules, &before, &after, &touched));
     Ok(out)
 }
 
@@ -814,7 +871,9 @@ fn undo_restore(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
             )?;
             deleted.sort_by_key(|(id, _)| s7_rank(config, *id));
             deleted.truncate(20);
-            let before = dynamic_members(c, &groups)?;
+            let rules = dynamic_rules(&groups);
+            let touched: Vec<ObjectId> = deleted.iter().map(|(id, _)| *id).collect();
+            let before = BTreeMap::new();
             progress(sc, &format!("restoring {} users", deleted.len()));
             let writes: Vec<Write> = deleted
                 .iter()
@@ -827,7 +886,7 @@ fn undo_restore(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
                 })
                 .collect();
             c.batch("restoring", &writes)?;
-            let after = dynamic_members(c, &groups)?;
+            let after = full_users(c, &rules, &touched)?;
             for (id, name) in &deleted {
                 out.entries.push(ExpectedEntry::new(
                     *id,
@@ -838,7 +897,7 @@ fn undo_restore(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
                 ));
             }
             out.entries
-                .extend(dynamic_entries(&before, &after, &groups));
+                .extend(dynamic_entries(&rules, &before, &after, &touched));
         }
     }
     Ok(out)
