@@ -57,6 +57,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub(crate) use dynamic::DynamicGroups;
 pub use error::GraphError;
 pub use persist::PersistError;
 pub use rule::{Rule, RuleError};

@@ -14,7 +14,7 @@ use serde_json::{json, Value as Json};
 
 use super::graph::{GraphClient, Write};
 use super::{ExpectedEntry, ExpectedLink, IncidentConfig, IncidentError, Phase, Scenario};
-use crate::dirsim::Rule;
+use crate::dirsim::{DynamicGroups, Rule};
 
 /// What a scenario did.
 #[derive(Debug, Default)]
@@ -175,44 +175,56 @@ fn full_users(
 /// Entries for the dynamic groups whose computed members change when the `touched` users go
 /// from `before` to `after` (a user absent from a map is not active there). The simulator
 /// keeps every dynamic group's members equal to its rule's verdicts, so only the touched
-/// users' verdicts can change.
+/// users' verdicts can change; the simulator's own rule index finds each user's groups.
 fn dynamic_entries(
     rules: &[Ruled],
     before: &BTreeMap<ObjectId, DirectoryObject>,
     after: &BTreeMap<ObjectId, DirectoryObject>,
     touched: &[ObjectId],
 ) -> Vec<ExpectedEntry> {
+    let mut index = DynamicGroups::default();
+    let no_users = BTreeMap::new();
+    for r in rules {
+        index.insert(r.id, r.rule.clone(), &no_users);
+    }
     let mut touched = touched.to_vec();
     touched.sort_unstable();
     touched.dedup();
-    let verdict = |map: &BTreeMap<ObjectId, DirectoryObject>, rule: &Rule, id: &ObjectId| {
-        map.get(id)
-            .is_some_and(|u| u.lifecycle.is_active() && rule.matches(u))
+    let groups_of = |map: &BTreeMap<ObjectId, DirectoryObject>, id: &ObjectId| {
+        map.get(id).map(|u| index.groups_of(u)).unwrap_or_default()
     };
-    let mut entries = Vec::new();
-    for r in rules {
-        let links: Vec<ExpectedLink> = touched
-            .iter()
-            .filter_map(|u| {
-                let (b, a) = (verdict(before, &r.rule, u), verdict(after, &r.rule, u));
-                (a != b).then(|| link(LinkKind::Members, *u, a, false))
-            })
-            .collect();
-        if links.is_empty() {
-            continue;
+    let mut links: BTreeMap<ObjectId, Vec<ExpectedLink>> = BTreeMap::new();
+    for u in &touched {
+        let (b, a) = (groups_of(before, u), groups_of(after, u));
+        for g in b.iter().filter(|g| a.binary_search(g).is_err()) {
+            links
+                .entry(*g)
+                .or_default()
+                .push(link(LinkKind::Members, *u, false, false));
         }
-        let mut e = ExpectedEntry::new(
-            r.id,
-            ObjectType::Group,
-            &r.name,
-            Change::Modified,
-            RecoveryAction::NotRecoverable,
-        )
-        .reason(NotRecoverableReason::DynamicMembership);
-        e.changed_links = links;
-        entries.push(e);
+        for g in a.iter().filter(|g| b.binary_search(g).is_err()) {
+            links
+                .entry(*g)
+                .or_default()
+                .push(link(LinkKind::Members, *u, true, false));
+        }
     }
-    entries
+    let names: BTreeMap<ObjectId, &str> = rules.iter().map(|r| (r.id, r.name.as_str())).collect();
+    links
+        .into_iter()
+        .map(|(g, changed_links)| {
+            let mut e = ExpectedEntry::new(
+                g,
+                ObjectType::Group,
+                names.get(&g).copied().unwrap_or(""),
+                Change::Modified,
+                RecoveryAction::NotRecoverable,
+            )
+            .reason(NotRecoverableReason::DynamicMembership);
+            e.changed_links = changed_links;
+            e
+        })
+        .collect()
 }
 
 fn link(kind: LinkKind, target: ObjectId, added: bool, recoverable: bool) -> ExpectedLink {
