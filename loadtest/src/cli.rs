@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use crate::bench_diff::{self, BenchDiffConfig};
+use crate::incident::{IncidentConfig, Phase, Scenario};
 
 #[derive(Debug, Subcommand)]
 pub enum LoadtestCommand {
@@ -28,6 +29,30 @@ pub enum LoadtestCommand {
         objects: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long)]
+        client_secret: Option<String>,
+    },
+    /// Apply one incident scenario of scenarios.md (S1..S7) to a tenant `gen` built, through
+    /// the simulator's Graph API; prints progress on stderr and the expected difference report
+    /// as JSON on the last line.
+    Incident {
+        /// The simulator's root URL, as `rewind dirsim` prints it.
+        #[arg(long)]
+        dirsim: String,
+        #[arg(long)]
+        tenant: String,
+        /// S1, S2, S3, S4, S5, S6 or S7.
+        #[arg(long)]
+        scenario: Scenario,
+        /// Picks the objects touched; also the seed `gen` derived the credentials from.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// S7 only: `before-backup` soft-deletes the users, `after-backup` restores them.
+        #[arg(long, value_enum, default_value_t = Phase::AfterBackup)]
+        phase: Phase,
+        /// The tenant's app; by default what `gen` derives from tenant and seed.
         #[arg(long)]
         client_id: Option<String>,
         #[arg(long)]
@@ -90,6 +115,37 @@ pub fn run(command: LoadtestCommand) -> anyhow::Result<()> {
                 client_secret,
             })?;
             println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
+        LoadtestCommand::Incident {
+            dirsim,
+            tenant,
+            scenario,
+            seed,
+            phase,
+            client_id,
+            client_secret,
+        } => {
+            let report = crate::incident::run(&IncidentConfig {
+                dirsim,
+                tenant,
+                scenario,
+                seed,
+                phase,
+                client_id,
+                client_secret,
+            })?;
+            eprintln!(
+                "incident {}: {} entries expected ({} updates, {} restores, {} soft deletes, {} soft deletes again, {} not recoverable)",
+                report.scenario,
+                report.counts.objects,
+                report.counts.updates,
+                report.counts.restores,
+                report.counts.soft_deletes,
+                report.counts.soft_deletes_again,
+                report.counts.not_recoverable
+            );
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         LoadtestCommand::BenchDiff {

@@ -67,6 +67,15 @@ fn derived(tenant: &str, seed: u64, what: &str) -> String {
     h.to_hex()[..32].to_owned()
 }
 
+/// The client id and secret `gen` gives a tenant when none are given: a pure function of the
+/// tenant name and the seed, so that other commands (`incident`) find them again.
+pub fn tenant_credentials(tenant: &str, seed: u64) -> (String, String) {
+    (
+        guid(&derived(tenant, seed, "client-id")),
+        derived(tenant, seed, "client-secret"),
+    )
+}
+
 fn guid(hex32: &str) -> String {
     format!(
         "{}-{}-4{}-8{}-{}",
@@ -119,14 +128,9 @@ pub fn run(config: &GenConfig) -> Result<GenResult, GenError> {
         .timeout_global(Some(Duration::from_secs(600)))
         .build()
         .into();
-    let client_id = config
-        .client_id
-        .clone()
-        .unwrap_or_else(|| guid(&derived(&config.tenant, config.seed, "client-id")));
-    let client_secret = config
-        .client_secret
-        .clone()
-        .unwrap_or_else(|| derived(&config.tenant, config.seed, "client-secret"));
+    let (derived_id, derived_secret) = tenant_credentials(&config.tenant, config.seed);
+    let client_id = config.client_id.clone().unwrap_or(derived_id);
+    let client_secret = config.client_secret.clone().unwrap_or(derived_secret);
     let started = Instant::now();
     let tenant_body = serde_json::json!({
         "tenant": config.tenant,

@@ -41,6 +41,7 @@
 //! - `GET /_admin/counters` (JSON) and `GET /metrics` (Prometheus text, `rewind_dirsim_*`).
 //! - `POST /_admin/save` (to the state file given at start).
 
+mod dynamic;
 mod error;
 mod graph;
 mod metrics;
@@ -56,6 +57,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub(crate) use dynamic::DynamicGroups;
 pub use error::GraphError;
 pub use persist::PersistError;
 pub use rule::{Rule, RuleError};

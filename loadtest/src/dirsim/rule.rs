@@ -59,6 +59,82 @@ impl Rule {
             .iter()
             .any(|all| all.iter().all(|c| clause_matches(c, user)))
     }
+
+    /// For each alternative, one `(property, lowercased value)` that it requires through an
+    /// `-eq "value"` clause; `None` when some alternative has no such clause.
+    pub fn required_values(&self) -> Option<Vec<(u8, String)>> {
+        let mut keys: Vec<(u8, String)> = self
+            .any_of
+            .iter()
+            .map(|all| {
+                all.iter().find_map(|c| match (&c.op, &c.value) {
+                    (Op::Eq, Some(v)) => Some((c.property, v.clone())),
+                    _ => None,
+                })
+            })
+            .collect::<Option<_>>()?;
+        keys.sort();
+        keys.dedup();
+        Some(keys)
+    }
+
+    /// Whether every alternative is one `-eq "value"` clause (then a user matches exactly when
+    /// it carries one of [`Self::required_values`]).
+    pub fn is_any_of_equalities(&self) -> bool {
+        self.any_of.iter().all(|all| {
+            matches!(
+                all.as_slice(),
+                [Clause {
+                    op: Op::Eq,
+                    value: Some(_),
+                    ..
+                }]
+            )
+        })
+    }
+}
+
+/// Calls `f` with a user property's text as rules compare it (strings lowercased, booleans
+/// and integers written out, anything else or an absent property as `None`), lowercasing
+/// short ASCII text on the stack rather than allocating.
+pub fn with_property_text<R>(
+    user: &DirectoryObject,
+    property: u8,
+    f: impl FnOnce(Option<&str>) -> R,
+) -> R {
+    let value = user
+        .attributes
+        .binary_search_by_key(&property, |(p, _)| *p)
+        .ok()
+        .map(|i| &user.attributes[i].1);
+    match value {
+        Some(Value::String(s)) => with_lowercase(s, |l| f(Some(l))),
+        Some(Value::Bool(b)) => f(Some(if *b { "true" } else { "false" })),
+        Some(Value::Int(n)) => f(Some(&n.to_string())),
+        _ => f(None),
+    }
+}
+
+/// Calls `f` with `s` lowercased (as `str::to_lowercase` does), without allocating when `s` is
+/// short ASCII.
+fn with_lowercase<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
+    const STACK: usize = 256;
+    if s.len() <= STACK && s.is_ascii() {
+        if !s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return f(s);
+        }
+        let mut buf = [0u8; STACK];
+        let lowered = &mut buf[..s.len()];
+        lowered.copy_from_slice(s.as_bytes());
+        lowered.make_ascii_lowercase();
+        // Lowercasing ASCII bytes keeps them ASCII, hence valid UTF-8.
+        match std::str::from_utf8(lowered) {
+            Ok(l) => f(l),
+            Err(_) => f(&s.to_lowercase()),
+        }
+    } else {
+        f(&s.to_lowercase())
+    }
 }
 
 /// Splits on a keyword surrounded by whitespace, case-insensitively, outside quotes.
@@ -132,25 +208,17 @@ fn parse_clause(text: &str) -> Option<Clause> {
 }
 
 fn clause_matches(clause: &Clause, user: &DirectoryObject) -> bool {
-    let actual: Option<String> = user
-        .attributes
-        .binary_search_by_key(&clause.property, |(p, _)| *p)
-        .ok()
-        .and_then(|i| match &user.attributes[i].1 {
-            Value::String(s) => Some(s.to_lowercase()),
-            Value::Bool(b) => Some(b.to_string()),
-            Value::Int(n) => Some(n.to_string()),
-            _ => None,
-        });
-    match (clause.op, &clause.value, actual) {
-        (Op::Eq, v, a) => *v == a,
-        (Op::Ne, v, a) => *v != a,
-        (Op::StartsWith, Some(v), Some(a)) => a.starts_with(v.as_str()),
-        (Op::Contains, Some(v), Some(a)) => a.contains(v.as_str()),
-        (Op::NotContains, Some(v), Some(a)) => !a.contains(v.as_str()),
-        (Op::NotContains, _, None) => true,
-        _ => false,
-    }
+    with_property_text(user, clause.property, |actual| {
+        match (clause.op, clause.value.as_deref(), actual) {
+            (Op::Eq, v, a) => v == a,
+            (Op::Ne, v, a) => v != a,
+            (Op::StartsWith, Some(v), Some(a)) => a.starts_with(v),
+            (Op::Contains, Some(v), Some(a)) => a.contains(v),
+            (Op::NotContains, Some(v), Some(a)) => !a.contains(v),
+            (Op::NotContains, _, None) => true,
+            _ => false,
+        }
+    })
 }
 
 #[cfg(test)]

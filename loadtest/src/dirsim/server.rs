@@ -651,12 +651,10 @@ async fn bulk_load(
                 }
             }
             loaded += parsed.len();
-            // `upsert` evaluates each loaded user against the dynamic rules, and computes the
-            // members of each loaded dynamic group: no pass over every user per chunk.
-            let mut data = write(&t.data);
-            for o in parsed {
-                data.upsert(o);
-            }
+            // `upsert_many` finds each loaded user's dynamic groups through the rule index,
+            // computes each loaded dynamic group's members from the user index, and rewrites
+            // every other affected group's members once per chunk.
+            write(&t.data).upsert_many(parsed);
         }
         json!({"loaded": loaded, "errorCount": error_count, "errors": errors})
     })

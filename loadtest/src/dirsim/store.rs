@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rewind_common::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Value};
 
+use super::dynamic::DynamicGroups;
 use super::error::GraphError;
 use super::rule::Rule;
 
@@ -31,8 +32,8 @@ pub struct TenantData {
     deleted: Vec<BTreeSet<ObjectId>>,
     /// OAuth2 grant id → the client service principal holding it as a link.
     grants: BTreeMap<ObjectId, ObjectId>,
-    /// Dynamic groups whose rule the simulator understands.
-    rules: BTreeMap<ObjectId, Rule>,
+    /// Dynamic groups whose rule the simulator understands, indexed by the values they need.
+    dynamic: DynamicGroups,
     /// The change counter: every change of an object takes the next number (for delta queries).
     seq: u64,
     /// The last change of each object (purged ones included), by change number.
@@ -55,7 +56,7 @@ impl Default for TenantData {
             deleted_by_time: BTreeSet::new(),
             deleted: vec![BTreeSet::new(); ObjectType::ALL.len()],
             grants: BTreeMap::new(),
-            rules: BTreeMap::new(),
+            dynamic: DynamicGroups::default(),
             seq: 0,
             changes: BTreeMap::new(),
             last_change: HashMap::new(),
@@ -144,12 +145,118 @@ impl TenantData {
     /// Inserts or replaces an object and recomputes the dynamic groups it affects.
     pub fn upsert(&mut self, object: DirectoryObject) {
         let (t, id) = (object.object_type, object.id);
+        let was_in = if t == ObjectType::User && !self.dynamic.is_empty() {
+            self.maps[slot(t)]
+                .get(&id)
+                .map(|old| self.dynamic.groups_of(old))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         self.upsert_quiet(object);
         if t == ObjectType::User {
-            self.refresh_user(id);
+            self.refresh_user(id, &was_in);
         }
-        if self.rules.contains_key(&id) {
+        if self.dynamic.contains(id) {
             self.recompute_group(id);
+        }
+    }
+
+    /// Inserts or replaces many objects, with the same result as upserting them one by one,
+    /// but each dynamic group's members are rewritten once for the whole batch (in one merge,
+    /// or one recomputation when the group itself is in the batch) rather than once per user.
+    pub fn upsert_many(&mut self, objects: Vec<DirectoryObject>) {
+        if self.dynamic.is_empty()
+            && !objects
+                .iter()
+                .any(|o| o.object_type == ObjectType::Group && o.dynamic_membership)
+        {
+            for o in objects {
+                self.upsert_quiet(o);
+            }
+            return;
+        }
+        // Group → (user, whether it is a member now), last verdict per user winning.
+        let mut pending: HashMap<ObjectId, Vec<(ObjectId, bool)>> = HashMap::new();
+        let mut recompute = Vec::new();
+        for object in objects {
+            let (t, id) = (object.object_type, object.id);
+            if t != ObjectType::User {
+                self.upsert_quiet(object);
+                // The object's own links replace whatever users did to it before.
+                pending.remove(&id);
+                if self.dynamic.contains(id) {
+                    recompute.push(id);
+                }
+                continue;
+            }
+            let was_in = self.maps[slot(t)]
+                .get(&id)
+                .map(|old| self.dynamic.groups_of(old))
+                .unwrap_or_default();
+            self.upsert_quiet(object);
+            let now_in = self.maps[slot(t)]
+                .get(&id)
+                .map(|u| self.dynamic.groups_of(u))
+                .unwrap_or_default();
+            for g in &was_in {
+                if now_in.binary_search(g).is_err() {
+                    pending.entry(*g).or_default().push((id, false));
+                }
+            }
+            for g in now_in {
+                pending.entry(g).or_default().push((id, true));
+            }
+        }
+        for gid in recompute {
+            pending.remove(&gid);
+            self.recompute_group(gid);
+        }
+        let mut changed = Vec::new();
+        let groups = &mut self.maps[slot(ObjectType::Group)];
+        for (gid, mut verdicts) in pending {
+            let Some(group) = groups.get_mut(&gid) else {
+                continue;
+            };
+            // Stable sort, then keep each user's last verdict.
+            verdicts.sort_by_key(|(u, _)| *u);
+            let mut last: Vec<(ObjectId, bool)> = Vec::with_capacity(verdicts.len());
+            for v in verdicts {
+                match last.last_mut() {
+                    Some(l) if l.0 == v.0 => *l = v,
+                    _ => last.push(v),
+                }
+            }
+            // Merge into the member list, moving (not cloning) the links kept.
+            let current = group
+                .links
+                .iter_mut()
+                .find(|set| set.kind == LinkKind::Members)
+                .map(|set| std::mem::take(&mut set.links))
+                .unwrap_or_default();
+            let mut merged: Vec<Link> = Vec::with_capacity(current.len() + last.len());
+            let mut differs = false;
+            let mut kept = current.into_iter().peekable();
+            for (user, member) in last {
+                while let Some(l) = kept.next_if(|l| l.target < user) {
+                    merged.push(l);
+                }
+                let present = kept.next_if(|l| l.target == user);
+                differs |= present.is_some() != member;
+                match present {
+                    Some(l) if member => merged.push(l),
+                    None if member => merged.push(Link::to(user)),
+                    _ => {}
+                }
+            }
+            merged.extend(kept);
+            group.set_links(LinkKind::Members, merged);
+            if differs {
+                changed.push(gid);
+            }
+        }
+        for gid in changed {
+            self.record(ObjectType::Group, gid);
         }
     }
 
@@ -203,6 +310,9 @@ impl TenantData {
     }
 
     fn index(&mut self, o: &DirectoryObject) {
+        if o.object_type == ObjectType::User {
+            self.dynamic.index_user(o);
+        }
         if let Lifecycle::SoftDeleted { deleted_at } = o.lifecycle {
             self.deleted_by_time
                 .insert((deleted_at, o.id, o.object_type.code()));
@@ -219,7 +329,8 @@ impl TenantData {
                 .and_then(Value::as_str)
                 .and_then(|r| Rule::parse(r).ok())
             {
-                self.rules.insert(o.id, rule);
+                self.dynamic
+                    .insert(o.id, rule, &self.maps[slot(ObjectType::User)]);
             }
         }
     }
@@ -233,26 +344,30 @@ impl TenantData {
         for l in o.links_of(LinkKind::OAuth2PermissionGrants) {
             self.grants.remove(&l.target);
         }
-        self.rules.remove(&o.id);
+        if o.object_type == ObjectType::User {
+            self.dynamic.unindex_user(o);
+        }
+        self.dynamic.remove(o.id);
     }
 
-    /// Adds or removes the user in every dynamic group according to its rule.
-    fn refresh_user(&mut self, user_id: ObjectId) {
-        if self.rules.is_empty() {
+    /// Adds or removes the user in the dynamic groups whose verdict may have changed: those it
+    /// matched before the change (`was_in`) and those it matches now (every other group's
+    /// verdict was false and stays false).
+    fn refresh_user(&mut self, user_id: ObjectId, was_in: &[ObjectId]) {
+        if self.dynamic.is_empty() {
             return;
         }
         let Some(user) = self.maps[slot(ObjectType::User)].get(&user_id) else {
             return;
         };
-        let active = user.lifecycle.is_active();
-        let verdicts: Vec<(ObjectId, bool)> = self
-            .rules
-            .iter()
-            .map(|(g, rule)| (*g, active && rule.matches(user)))
-            .collect();
+        let now_in = self.dynamic.groups_of(user);
+        let mut touched: Vec<ObjectId> = was_in.iter().chain(&now_in).copied().collect();
+        touched.sort_unstable();
+        touched.dedup();
         let mut changed = Vec::new();
         let groups = &mut self.maps[slot(ObjectType::Group)];
-        for (gid, member) in verdicts {
+        for gid in touched {
+            let member = now_in.binary_search(&gid).is_ok();
             if let Some(group) = groups.get_mut(&gid) {
                 let is_member = group
                     .links_of(LinkKind::Members)
@@ -272,16 +387,15 @@ impl TenantData {
         }
     }
 
-    /// Recomputes one dynamic group's members from all users.
+    /// Recomputes one dynamic group's members (from the users carrying the values its rule
+    /// requires, or from all users when the rule requires none).
     pub fn recompute_group(&mut self, group_id: ObjectId) {
-        let Some(rule) = self.rules.get(&group_id) else {
+        let Some(members) = self
+            .dynamic
+            .members(group_id, &self.maps[slot(ObjectType::User)])
+        else {
             return;
         };
-        let members: Vec<Link> = self.maps[slot(ObjectType::User)]
-            .values()
-            .filter(|u| u.lifecycle.is_active() && rule.matches(u))
-            .map(|u| Link::to(u.id))
-            .collect();
         if let Some(group) = self.maps[slot(ObjectType::Group)].get_mut(&group_id) {
             if group.links_of(LinkKind::Members) != members.as_slice() {
                 group.set_links(LinkKind::Members, members);

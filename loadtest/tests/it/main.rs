@@ -5,3 +5,4 @@
 mod connector;
 mod dirsim;
 mod gen;
+mod incident;

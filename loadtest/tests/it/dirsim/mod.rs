@@ -3,6 +3,7 @@
 mod auth;
 mod batch;
 mod delta;
+mod dynamic;
 mod lifecycle;
 mod persistence;
 mod reads;
