@@ -189,7 +189,7 @@ async fn graph_entry(
     if settings.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
     }
-    if settings.drop_rate > 0.0 && rand::random::<f64>() < settings.drop_rate {
+    if app.drop_next(settings.drop_rate) {
         app.metrics.dropped();
         return dropped_connection();
     }

@@ -43,7 +43,8 @@ pub struct Settings {
     /// Share of directory writes answered with 503, on top of `error_503_rate`, 0..=1.
     #[arg(long, default_value_t = 0.0)]
     pub write_503_rate: f64,
-    /// Share of Graph requests whose connection is dropped without an answer, 0..=1.
+    /// Share of Graph requests whose connection is dropped without an answer, 0..=1 (spread
+    /// evenly: 0.05 drops every 20th request).
     #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
     /// At most this many stored objects are looked at for one page of a collection; a page

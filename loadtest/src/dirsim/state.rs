@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,6 +66,8 @@ pub struct App {
     pub tokens: Mutex<HashMap<String, Token>>,
     pub metrics: Metrics,
     pub state_path: Option<PathBuf>,
+    /// Graph requests seen, for spreading dropped connections evenly (see [`App::drop_next`]).
+    drop_sequence: AtomicU64,
 }
 
 impl App {
@@ -77,7 +79,19 @@ impl App {
             tokens: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             state_path,
+            drop_sequence: AtomicU64::new(0),
         }
+    }
+
+    /// Whether to drop the connection of the next Graph request: request `n` is dropped when
+    /// `floor((n + 1) * rate) > floor(n * rate)`, so exactly the configured share of requests is
+    /// dropped, evenly spread and reproducibly (a rate of 0.05 drops every 20th request).
+    pub fn drop_next(&self, rate: f64) -> bool {
+        if rate <= 0.0 {
+            return false;
+        }
+        let n = self.drop_sequence.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * rate).floor() > (n * rate).floor()
     }
 
     /// The simulated time, in Unix seconds.
