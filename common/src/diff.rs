@@ -310,7 +310,10 @@ fn classify(
 }
 
 /// Both sides decoded (the plain path).
-fn compare(backup: &DirectoryObject, current: &DirectoryObject) -> Option<ReportEntry> {
+fn compare(
+    backup: &DirectoryObject,
+    current: &DirectoryObject,
+) -> Result<Option<ReportEntry>, SnapshotError> {
     let pair = Pair {
         id: current.id,
         object_type: current.object_type,
@@ -341,8 +344,7 @@ fn compare(backup: &DirectoryObject, current: &DirectoryObject) -> Option<Report
         }
         Ok(())
     };
-    // The plain path has no failure of its own.
-    classify(pair, diffs).unwrap_or_default()
+    classify(pair, diffs)
 }
 
 /// Both sides as raw encodings (the engine's path): attributes and link sets are compared as
@@ -538,7 +540,7 @@ pub fn diff_decoded(
     backup: &[DirectoryObject],
     current: &[DirectoryObject],
     scope: &Scope,
-) -> Vec<ReportEntry> {
+) -> Result<Vec<ReportEntry>, SnapshotError> {
     let matcher = scope.matcher();
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
@@ -548,7 +550,7 @@ pub fn diff_decoded(
             (Some(b), Some(c)) if b.id == c.id => {
                 if b != c && (in_scope(b) || in_scope(c)) {
                     if b.object_type == c.object_type {
-                        out.extend(compare(b, c));
+                        out.extend(compare(b, c)?);
                     } else {
                         if b.lifecycle.is_active() {
                             out.push(gone(b.clone()));
@@ -561,26 +563,20 @@ pub fn diff_decoded(
                 i += 1;
                 j += 1;
             }
-            (Some(b), Some(c)) if b.id < c.id => {
-                if in_scope(b) && b.lifecycle.is_active() {
-                    out.push(gone(b.clone()));
-                }
-                i += 1;
-            }
-            (Some(b), None) => {
-                if in_scope(b) && b.lifecycle.is_active() {
-                    out.push(gone(b.clone()));
-                }
-                i += 1;
-            }
-            (_, Some(c)) => {
+            (b, Some(c)) if b.is_none_or(|b| c.id < b.id) => {
                 if in_scope(c) && c.lifecycle.is_active() {
                     out.push(created(c.clone()));
                 }
                 j += 1;
             }
-            (None, None) => break,
+            (Some(b), _) => {
+                if in_scope(b) && b.lifecycle.is_active() {
+                    out.push(gone(b.clone()));
+                }
+                i += 1;
+            }
+            (None, _) => break,
         }
     }
-    out
+    Ok(out)
 }

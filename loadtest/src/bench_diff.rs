@@ -192,7 +192,7 @@ fn load_both(store: &dyn ShardStore) -> Result<(LoadedSnapshot, LoadedSnapshot),
 fn baseline(b: &LoadedSnapshot, c: &LoadedSnapshot) -> Result<Vec<ReportEntry>, BenchError> {
     if b.manifest.shard_bits != c.manifest.shard_bits {
         let (bo, co) = (b.decode_all()?, c.decode_all()?);
-        return Ok(diff_decoded(&bo, &co, &Scope::All));
+        return Ok(diff_decoded(&bo, &co, &Scope::All)?);
     }
     let parts = b
         .shards
@@ -203,7 +203,7 @@ fn baseline(b: &LoadedSnapshot, c: &LoadedSnapshot) -> Result<Vec<ReportEntry>, 
                 &bs.decode_all()?,
                 &cs.decode_all()?,
                 &Scope::All,
-            ))
+            )?)
         })
         .collect::<Result<Vec<_>, BenchError>>()?;
     Ok(parts.into_iter().flatten().collect())

@@ -54,7 +54,8 @@ pub fn diff_via_store(
         &b.decode_all().expect("decode"),
         &c.decode_all().expect("decode"),
         scope,
-    );
+    )
+    .expect("plain diff");
     assert_eq!(entries, plain, "engine and plain diff disagree");
     entries
 }
