@@ -42,7 +42,11 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 fn json_response(status: StatusCode, body: &Json) -> Response {
-    let mut r = Response::new(Body::from(body.to_string()));
+    bytes_response(status, body.to_string().into_bytes())
+}
+
+fn bytes_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -52,8 +56,8 @@ fn json_response(status: StatusCode, body: &Json) -> Response {
 }
 
 fn reply_response(reply: Reply) -> Response {
-    let mut r = match &reply.body {
-        Some(b) => json_response(reply.status, b),
+    let mut r = match reply.body {
+        Some(b) => bytes_response(reply.status, b.into_bytes()),
         None => {
             let mut r = Response::new(Body::empty());
             *r.status_mut() = reply.status;
@@ -260,7 +264,7 @@ async fn graph_entry(
             base: &base,
         };
         let segs = graph::segments(&req.path);
-        if segs.len() == 1 && segs[0] == "$batch" {
+        let reply = if segs.len() == 1 && segs[0] == "$batch" {
             if req.method == Method::POST {
                 batch(&ctx, &req)
             } else {
@@ -268,11 +272,13 @@ async fn graph_entry(
             }
         } else {
             graph::handle(&ctx, &req)
-        }
+        };
+        // Serialized here, off the async workers: a page of objects is a megabyte of JSON.
+        reply_response(reply)
     })
     .await;
     match result {
-        Ok(reply) => reply_response(reply),
+        Ok(response) => response,
         Err(e) => error_response(
             &app,
             &GraphError::new(
@@ -339,6 +345,22 @@ fn parse_batch_item(item: &Json) -> Result<BatchItem, GraphError> {
         depends_on,
         request,
     })
+}
+
+/// The answer to a `$batch`.
+#[derive(serde::Serialize)]
+struct BatchAnswer<'a> {
+    responses: Vec<BatchResponse<'a>>,
+}
+
+/// One inner answer of a `$batch` (its body embedded as it was rendered).
+#[derive(serde::Serialize)]
+struct BatchResponse<'a> {
+    id: &'a str,
+    status: u16,
+    headers: Map<String, Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<graph::Payload>,
 }
 
 /// Runs a JSON batch: at most 20 requests, `dependsOn` honoured (a failed dependency yields
@@ -431,19 +453,14 @@ fn batch(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
                     Json::String("application/json".into()),
                 );
             }
-            let mut entry = Map::new();
-            entry.insert("id".into(), Json::String(item.id.clone()));
-            entry.insert("status".into(), Json::from(reply.status.as_u16()));
-            entry.insert("headers".into(), Json::Object(headers));
-            if let Some(b) = reply.body {
-                entry.insert("body".into(), b);
-            }
-            responses.push(Json::Object(entry));
+            responses.push(BatchResponse {
+                id: &item.id,
+                status: reply.status.as_u16(),
+                headers,
+                body: reply.body,
+            });
         }
-        Ok(Reply::json(
-            StatusCode::OK,
-            json!({ "responses": responses }),
-        ))
+        Ok(Reply::serialized(&BatchAnswer { responses }))
     };
     ctx.app.metrics.request("POST /$batch");
     run().unwrap_or_else(|e| Reply::error(&e, now))

@@ -44,7 +44,7 @@ pub(super) fn delta(
         if token == "latest" {
             let link = delta_link(ctx, &path, q, "$deltatoken", &token_for(data.seq()));
             let mut reply = collection(ctx, coll, Vec::new(), None);
-            if let Some(b) = reply.body.as_mut().and_then(Json::as_object_mut) {
+            if let Some(b) = reply.body.as_mut().and_then(Payload::as_object_mut) {
                 b.insert("@odata.deltaLink".into(), Json::String(link));
             }
             return Ok(reply);
@@ -113,7 +113,7 @@ pub(super) fn delta(
                 None => {
                     let mut r = collection(ctx, coll, values, None);
                     let link = delta_link(ctx, &path, q, "$deltatoken", &token_for(start));
-                    if let Some(b) = r.body.as_mut().and_then(Json::as_object_mut) {
+                    if let Some(b) = r.body.as_mut().and_then(Payload::as_object_mut) {
                         b.insert("@odata.deltaLink".into(), Json::String(link));
                     }
                     r
@@ -161,7 +161,7 @@ pub(super) fn delta_changes(
     } else {
         let mut r = collection(ctx, coll, values, None);
         let link = delta_link(ctx, path, q, "$deltatoken", &format!("d.{last:x}.{now:x}"));
-        if let Some(b) = r.body.as_mut().and_then(Json::as_object_mut) {
+        if let Some(b) = r.body.as_mut().and_then(Payload::as_object_mut) {
             b.insert("@odata.deltaLink".into(), Json::String(link));
         }
         r

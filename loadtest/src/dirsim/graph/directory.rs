@@ -111,13 +111,15 @@ pub(super) fn directory(
                 .into_iter()
                 .map(|target| (target, data.find_directory_object(target)));
             let (page, next) = collect_page(iter, q.page_size(), settings.max_scan_per_page);
-            let values = page
-                .into_iter()
-                .map(|o| render(o, q.select.as_deref()))
-                .collect();
             let path = format!("{coll}/{id}/{}", kind.as_str());
             let next = next.map(|last| q.next_link(ctx, &path, last));
-            Ok(collection(ctx, "directoryObjects", values, next))
+            Ok(object_collection(
+                ctx,
+                "directoryObjects",
+                &page,
+                q.select.as_deref(),
+                next,
+            ))
         }
         [id, kind, "$ref"] if *m == Method::POST && matches!(*kind, "members" | "owners") => {
             let kind = if *kind == "members" {

@@ -51,7 +51,41 @@ pub struct GraphRequest {
 pub struct Reply {
     pub status: StatusCode,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Option<Json>,
+    pub body: Option<Payload>,
+}
+
+/// A JSON body: a value, or text already serialized (large collection pages are written
+/// straight from the objects, never built as a value first).
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Json(Json),
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+impl Payload {
+    /// The body as a JSON object to amend (only a value can be amended).
+    pub fn as_object_mut(&mut self) -> Option<&mut Map<String, Json>> {
+        match self {
+            Payload::Json(j) => j.as_object_mut(),
+            Payload::Raw(_) => None,
+        }
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Payload::Json(j) => serde_json::to_vec(&j).unwrap_or_default(),
+            Payload::Raw(r) => String::from(Box::<str>::from(r)).into_bytes(),
+        }
+    }
+}
+
+impl serde::Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Payload::Json(j) => j.serialize(serializer),
+            Payload::Raw(r) => r.serialize(serializer),
+        }
+    }
 }
 
 impl Reply {
@@ -59,7 +93,23 @@ impl Reply {
         Self {
             status,
             headers: Vec::new(),
-            body: Some(body),
+            body: Some(Payload::Json(body)),
+        }
+    }
+
+    /// A 200 answer with a body serialized from `body` (a value that cannot be serialized
+    /// answers 500).
+    pub fn serialized(body: &impl serde::Serialize) -> Self {
+        match serde_json::to_string(body).map(serde_json::value::RawValue::from_string) {
+            Ok(Ok(raw)) => Self {
+                status: StatusCode::OK,
+                headers: Vec::new(),
+                body: Some(Payload::Raw(raw)),
+            },
+            Ok(Err(e)) | Err(e) => Self::json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"error": {"code": "generalException", "message": format!("cannot render the answer: {e}")}}),
+            ),
         }
     }
 
@@ -79,7 +129,7 @@ impl Reply {
         Self {
             status: e.status,
             headers,
-            body: Some(e.body(&format_time(now))),
+            body: Some(Payload::Json(e.body(&format_time(now)))),
         }
     }
 }

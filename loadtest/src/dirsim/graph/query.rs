@@ -243,10 +243,13 @@ pub(super) fn list_objects(
             collect_page(iter, q.page_size(), settings.max_scan_per_page)
         }
     };
-    let values = page
-        .into_iter()
-        .map(|o| render(o, q.select.as_deref()))
-        .collect();
     let next = next.map(|last| q.next_link(ctx, path, last));
-    collection(ctx, context, values, next)
+    if t.is_singleton() {
+        let values = page
+            .into_iter()
+            .map(|o| render(o, q.select.as_deref()))
+            .collect();
+        return collection(ctx, context, values, next);
+    }
+    object_collection(ctx, context, &page, q.select.as_deref(), next)
 }
