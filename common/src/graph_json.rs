@@ -4,6 +4,10 @@
 //! `oauth2PermissionGrants`, `appRoleAssignedTo`): ids for members and owners, objects with
 //! an `id` and their data for grants and assignments.
 
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use crate::id::ObjectId;
@@ -78,61 +82,342 @@ pub enum GraphJsonError {
     BadId(String),
     #[error("invalid {0}: {1}")]
     BadField(&'static str, String),
+    #[error("invalid JSON: {0}")]
+    Json(String),
 }
 
 /// Reads the Graph JSON of an object of type `t`. Properties the snapshot does not keep are
 /// ignored; a group with `DynamicMembership` in its `groupTypes` is marked dynamic; a set
 /// `onPremisesSyncEnabled` marks the object synced; `deletedDateTime` marks it soft-deleted.
 pub fn from_graph_json(t: ObjectType, json: &Json) -> Result<DirectoryObject, GraphJsonError> {
-    let map = json.as_object().ok_or(GraphJsonError::NotAnObject)?;
-    let id = match map.get("id").and_then(Json::as_str) {
-        Some(s) => s.parse::<ObjectId>().or_else(|_| {
-            if t.is_singleton() {
-                Ok(ObjectId::for_singleton(s))
-            } else {
-                Err(GraphJsonError::BadId(s.to_owned()))
+    if !json.is_object() {
+        return Err(GraphJsonError::NotAnObject);
+    }
+    GraphObjectSeed(t)
+        .deserialize(json)
+        .map_err(|e| GraphJsonError::Json(e.to_string()))?
+        .into_object()
+}
+
+/// One page of a Graph collection of objects of one type, read straight from its text.
+#[derive(Debug, Default)]
+pub struct GraphPage {
+    pub objects: Vec<GraphFields>,
+    pub next_link: Option<String>,
+}
+
+/// Reads a collection page (`{"value":[...], "@odata.nextLink":...}`) of objects of type `t`
+/// without building a JSON value of it.
+pub fn page_from_graph_json(t: ObjectType, text: &[u8]) -> Result<GraphPage, GraphJsonError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let page = GraphPageSeed(t)
+        .deserialize(&mut de)
+        .and_then(|p| de.end().map(|()| p))
+        .map_err(|e| GraphJsonError::Json(e.to_string()))?;
+    Ok(page)
+}
+
+/// The next link of a collection page, found without reading its values into anything. Graph
+/// writes the next link before the values, so reading usually stops after a few bytes; a page
+/// that has it after them (or has none) is scanned to its end.
+pub fn next_link_of_page(text: &[u8]) -> Result<Option<String>, GraphJsonError> {
+    struct Head<'s>(&'s mut Option<String>, &'s mut bool);
+    impl<'de> Visitor<'de> for Head<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a collection page")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "@odata.nextLink" {
+                    *self.0 = map.next_value()?;
+                    *self.1 = true;
+                    // Found: the rest of the page is not needed here.
+                    return Err(de::Error::custom(FOUND));
+                }
+                map.next_value::<de::IgnoredAny>()?;
             }
-        })?,
-        None if t.is_singleton() => ObjectId::for_singleton(t.as_str()),
-        None => return Err(GraphJsonError::BadId("absent".into())),
-    };
-    let mut object = DirectoryObject::new(id, t);
-    for (pid, def) in properties::properties(t).iter().enumerate() {
-        if let Some(v) = map.get(def.name) {
-            object.set_by_id(pid as u8, Value::from_json(v));
+            Ok(())
         }
     }
-    if t == ObjectType::NamedLocation && object.get("@odata.type").is_none() {
-        object.set(
-            "@odata.type",
-            Value::from("#microsoft.graph.ipNamedLocation"),
-        );
+    const FOUND: &str = "next link found";
+    let (mut link, mut found) = (None, false);
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let read = de
+        .deserialize_map(Head(&mut link, &mut found))
+        .and_then(|()| de.end());
+    match read {
+        Ok(()) => Ok(link),
+        Err(_) if found => Ok(link),
+        Err(e) => Err(GraphJsonError::Json(e.to_string())),
     }
-    if let Some(ts) = map.get("deletedDateTime").and_then(Json::as_str) {
-        let deleted_at = parse_time(ts)
-            .ok_or_else(|| GraphJsonError::BadField("deletedDateTime", ts.to_owned()))?;
-        object.lifecycle = Lifecycle::SoftDeleted { deleted_at };
-    }
-    if map.get("onPremisesSyncEnabled").and_then(Json::as_bool) == Some(true) {
-        object.source = SourceOfAuthority::OnPremises;
-    }
-    object.dynamic_membership = t == ObjectType::Group
-        && map
-            .get("groupTypes")
-            .and_then(Json::as_array)
-            .is_some_and(|a| a.iter().any(|g| g.as_str() == Some("DynamicMembership")));
-    for &kind in properties::link_kinds(t) {
-        let Some(items) = map.get(kind.as_str()).and_then(Json::as_array) else {
-            continue;
+}
+
+/// The fields of an object's Graph JSON as read, before the checks of
+/// [`GraphFields::into_object`].
+#[derive(Debug)]
+pub struct GraphFields {
+    object_type: ObjectType,
+    id: Option<IdText>,
+    deleted: Option<String>,
+    synced: bool,
+    dynamic: bool,
+    attributes: Vec<(u8, Value)>,
+    links: Vec<(LinkKind, Vec<Json>)>,
+}
+
+impl GraphFields {
+    /// The object these fields describe, in canonical form.
+    pub fn into_object(self) -> Result<DirectoryObject, GraphJsonError> {
+        let t = self.object_type;
+        let id = match self.id {
+            Some(IdText::Guid(id)) => id,
+            Some(IdText::Other(s)) if t.is_singleton() => ObjectId::for_singleton(&s),
+            Some(IdText::Other(s)) => return Err(GraphJsonError::BadId(s)),
+            None if t.is_singleton() => ObjectId::for_singleton(t.as_str()),
+            None => return Err(GraphJsonError::BadId("absent".into())),
         };
-        let mut links = Vec::with_capacity(items.len());
-        for item in items {
-            links.push(link_from_json(kind, item)?);
+        let mut object = DirectoryObject::new(id, t);
+        object.attributes = self.attributes;
+        if t == ObjectType::NamedLocation && object.get("@odata.type").is_none() {
+            object.set(
+                "@odata.type",
+                Value::from("#microsoft.graph.ipNamedLocation"),
+            );
         }
-        object.set_links(kind, links);
+        if let Some(ts) = self.deleted {
+            let deleted_at =
+                parse_time(&ts).ok_or(GraphJsonError::BadField("deletedDateTime", ts))?;
+            object.lifecycle = Lifecycle::SoftDeleted { deleted_at };
+        }
+        if self.synced {
+            object.source = SourceOfAuthority::OnPremises;
+        }
+        object.dynamic_membership = self.dynamic;
+        for (kind, items) in self.links {
+            let links = items
+                .iter()
+                .map(|item| link_from_json(kind, item))
+                .collect::<Result<Vec<_>, _>>()?;
+            object.set_links(kind, links);
+        }
+        object.normalize();
+        Ok(object)
     }
-    object.normalize();
-    Ok(object)
+}
+
+/// An `id` as written: a GUID, or another text (singletons have names for ids).
+#[derive(Debug)]
+enum IdText {
+    Guid(ObjectId),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for IdText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IdText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an id")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IdText, E> {
+                Ok(v.parse::<ObjectId>()
+                    .map_or_else(|_| IdText::Other(v.to_owned()), IdText::Guid))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// What a key of an object's Graph JSON stands for.
+#[derive(Clone, Copy)]
+enum FieldKey {
+    Id,
+    DeletedDateTime,
+    OnPremisesSyncEnabled,
+    Property(u8),
+    Links(LinkKind),
+    Other,
+}
+
+/// The kept property names of each type, sorted, with their property ids.
+fn sorted_names(t: ObjectType) -> &'static [(&'static str, u8)] {
+    static TABLES: std::sync::OnceLock<Vec<Vec<(&'static str, u8)>>> = std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        ObjectType::ALL
+            .iter()
+            .map(|&t| {
+                let mut names: Vec<(&'static str, u8)> = properties::properties(t)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (d.name, i as u8))
+                    .collect();
+                names.sort_unstable();
+                names
+            })
+            .collect()
+    });
+    let slot = ObjectType::ALL.iter().position(|x| *x == t).unwrap_or(0);
+    tables.get(slot).map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn field_key(t: ObjectType, name: &str) -> FieldKey {
+    match name {
+        "id" => FieldKey::Id,
+        "deletedDateTime" => FieldKey::DeletedDateTime,
+        "onPremisesSyncEnabled" => FieldKey::OnPremisesSyncEnabled,
+        _ => {
+            let names = sorted_names(t);
+            if let Ok(i) = names.binary_search_by(|(n, _)| (*n).cmp(name)) {
+                return FieldKey::Property(names[i].1);
+            }
+            properties::link_kinds(t)
+                .iter()
+                .find(|k| k.as_str() == name)
+                .map_or(FieldKey::Other, |k| FieldKey::Links(*k))
+        }
+    }
+}
+
+struct FieldKeySeed(ObjectType);
+
+impl<'de> DeserializeSeed<'de> for FieldKeySeed {
+    type Value = FieldKey;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<FieldKey, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for FieldKeySeed {
+    type Value = FieldKey;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a property name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldKey, E> {
+        Ok(field_key(self.0, v))
+    }
+}
+
+/// Reads one object of type `t` from its Graph JSON.
+pub struct GraphObjectSeed(pub ObjectType);
+
+impl<'de> DeserializeSeed<'de> for GraphObjectSeed {
+    type Value = GraphFields;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<GraphFields, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GraphObjectSeed {
+    type Value = GraphFields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the Graph JSON of a {}", self.0)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GraphFields, A::Error> {
+        let t = self.0;
+        let mut fields = GraphFields {
+            object_type: t,
+            id: None,
+            deleted: None,
+            synced: false,
+            dynamic: false,
+            attributes: Vec::with_capacity(properties::properties(t).len()),
+            links: Vec::new(),
+        };
+        while let Some(key) = map.next_key_seed(FieldKeySeed(t))? {
+            match key {
+                FieldKey::Id => fields.id = map.next_value::<Option<IdText>>()?,
+                FieldKey::DeletedDateTime => {
+                    fields.deleted = match map.next_value::<Value>()? {
+                        Value::String(s) => Some(s),
+                        _ => None,
+                    }
+                }
+                FieldKey::OnPremisesSyncEnabled => {
+                    fields.synced = map.next_value::<Value>()? == Value::Bool(true);
+                }
+                FieldKey::Property(pid) => {
+                    let value = map.next_value::<Value>()?;
+                    if t == ObjectType::Group
+                        && properties::property(t, pid).is_some_and(|d| d.name == "groupTypes")
+                    {
+                        fields.dynamic = matches!(&value, Value::List(l)
+                            if l.iter().any(|g| g.as_str() == Some("DynamicMembership")));
+                    }
+                    if value != Value::Null {
+                        fields.attributes.retain(|(p, _)| *p != pid);
+                        fields.attributes.push((pid, value));
+                    }
+                }
+                FieldKey::Links(kind) => {
+                    if let Json::Array(items) = map.next_value::<Json>()? {
+                        fields.links.push((kind, items));
+                    }
+                }
+                FieldKey::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// Reads a collection page of objects of one type.
+struct GraphPageSeed(ObjectType);
+
+/// The `value` array of a page.
+struct GraphValuesSeed(ObjectType);
+
+impl<'de> DeserializeSeed<'de> for GraphValuesSeed {
+    type Value = Vec<GraphFields>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GraphValuesSeed {
+    type Value = Vec<GraphFields>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of objects")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1000));
+        while let Some(fields) = seq.next_element_seed(GraphObjectSeed(self.0))? {
+            out.push(fields);
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for GraphPageSeed {
+    type Value = GraphPage;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<GraphPage, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GraphPageSeed {
+    type Value = GraphPage;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a collection page")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GraphPage, A::Error> {
+        let mut page = GraphPage::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "value" => page.objects = map.next_value_seed(GraphValuesSeed(self.0))?,
+                "@odata.nextLink" => page.next_link = map.next_value()?,
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(page)
+    }
 }
 
 fn link_from_json(kind: LinkKind, item: &Json) -> Result<Link, GraphJsonError> {
@@ -251,5 +536,75 @@ mod tests {
         let json = to_graph_json(&g);
         assert_eq!(from_graph_json(ObjectType::Group, &json).unwrap(), g);
         assert!(from_graph_json(ObjectType::User, &serde_json::json!({"id": "x"})).is_err());
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn next_links_are_found_before_or_after_the_values() {
+        let before =
+            br#"{"@odata.context":"x","@odata.nextLink":"http://h/next","value":[{"id":1}]}"#;
+        let after = br#"{"value":[{"id":"a","x":[1,{"y":"}"}]}],"@odata.nextLink":"http://h/n2"}"#;
+        let none = br#"{"value":[]}"#;
+        let null = br#"{"@odata.nextLink":null,"value":[]}"#;
+        assert_eq!(
+            next_link_of_page(before).unwrap().as_deref(),
+            Some("http://h/next")
+        );
+        assert_eq!(
+            next_link_of_page(after).unwrap().as_deref(),
+            Some("http://h/n2")
+        );
+        assert_eq!(next_link_of_page(none).unwrap(), None);
+        assert_eq!(next_link_of_page(null).unwrap(), None);
+        assert!(next_link_of_page(br#"{"value":[}"#).is_err());
+        assert!(next_link_of_page(b"[]").is_err());
+    }
+
+    #[test]
+    fn pages_read_objects_like_single_objects() {
+        let mut u = DirectoryObject::new(ObjectId(77), ObjectType::User);
+        u.set("displayName", "Ann \"quoted\" \u{e9}".into());
+        u.set("businessPhones", Value::List(vec!["+1 555".into()]));
+        u.lifecycle = Lifecycle::SoftDeleted {
+            deleted_at: 1_700_000_000,
+        };
+        u.source = SourceOfAuthority::OnPremises;
+        let mut g = DirectoryObject::new(ObjectId(78), ObjectType::Group);
+        g.set(
+            "groupTypes",
+            Value::List(vec!["Unified".into(), "DynamicMembership".into()]),
+        );
+        g.dynamic_membership = true;
+        g.add_link(LinkKind::Members, Link::to(ObjectId(77)));
+        for o in [u, g] {
+            let mut json = to_graph_json(&o);
+            json["unknownProperty"] = serde_json::json!({"nested": [1, 2]});
+            let text = serde_json::to_vec(&serde_json::json!({
+                "@odata.context": "ctx",
+                "value": [json.clone()],
+                "@odata.nextLink": "http://next",
+            }))
+            .unwrap();
+            let page = page_from_graph_json(o.object_type, &text).unwrap();
+            assert_eq!(page.next_link.as_deref(), Some("http://next"));
+            let read: Vec<DirectoryObject> = page
+                .objects
+                .into_iter()
+                .map(|f| f.into_object().unwrap())
+                .collect();
+            assert_eq!(read, vec![o.clone()]);
+            assert_eq!(from_graph_json(o.object_type, &json).unwrap(), o);
+        }
+        let bad = br#"{"value":[{"id":"not-a-guid","displayName":"x"}]}"#;
+        let page = page_from_graph_json(ObjectType::User, bad).unwrap();
+        assert!(matches!(
+            page.objects.into_iter().next().unwrap().into_object(),
+            Err(GraphJsonError::BadId(_))
+        ));
+        assert!(page_from_graph_json(ObjectType::User, br#"{"value":[{"id":1}]}"#).is_err());
     }
 }

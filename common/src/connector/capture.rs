@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::http::{json_error, Method};
 use super::{ConnectorError, GraphConnector};
-use crate::graph_json::from_graph_json;
+use crate::graph_json::{from_graph_json, next_link_of_page, page_from_graph_json};
 use crate::id::ObjectId;
 use crate::model::{DirectoryObject, Link, LinkKind, ObjectType};
 use crate::properties::{self, AUTHENTICATION_METHOD_CONFIGURATIONS};
@@ -43,12 +43,34 @@ impl CaptureStats {
     }
 }
 
+/// A page of a link collection (members and owners need only their ids).
 #[derive(Deserialize)]
-struct Page {
-    #[serde(default)]
-    value: Vec<Json>,
+struct LinkPage<T> {
+    #[serde(default = "Vec::new")]
+    value: Vec<T>,
     #[serde(rename = "@odata.nextLink", default)]
     next_link: Option<String>,
+}
+
+/// A linked directory object: its id is all a member or owner link keeps.
+#[derive(Deserialize)]
+struct LinkedId {
+    id: ObjectId,
+}
+
+/// The answer of a `$batch`, inner bodies left as text until their status is known.
+#[derive(Deserialize)]
+struct BatchAnswer<'a> {
+    #[serde(borrow, default)]
+    responses: Vec<BatchItem<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem<'a> {
+    id: String,
+    status: u16,
+    #[serde(borrow, default)]
+    body: Option<&'a serde_json::value::RawValue>,
 }
 
 /// The shard writers, each behind its own lock, and the counters of a capture.
@@ -184,31 +206,22 @@ pub fn select_list(t: ObjectType) -> String {
 }
 
 impl GraphConnector {
-    /// Reads one page of a collection, parsing the JSON straight from the answer.
-    fn page(&self, url: &str) -> Result<Page, ConnectorError> {
-        self.call(Method::Get, url, None, |response| {
-            serde_json::from_reader(std::io::BufReader::with_capacity(
-                64 * 1024,
-                self.body_reader(response),
-            ))
-            .map_err(|e| json_error(url, e))
-        })
-    }
-
-    /// Calls `each` with every page of a collection, following next links exactly as given
-    /// (an empty page with a next link is followed too).
+    /// Calls `each` with the text of every page of a collection, following next links exactly
+    /// as given (an empty page with a next link is followed too). The next link is found
+    /// before `each` runs, so that a page can be decoded while the next one is on its way.
     pub(crate) fn for_each_page(
         &self,
         first: &str,
-        mut each: impl FnMut(Vec<Json>) -> Result<(), ConnectorError>,
+        mut each: impl FnMut(Vec<u8>) -> Result<(), ConnectorError>,
     ) -> Result<u64, ConnectorError> {
         let mut url = self.url(first);
         let mut pages = 0;
         loop {
-            let page = self.page(&url)?;
+            let text = self.call_bytes(Method::Get, &url, None)?;
+            let next = next_link_of_page(&text).map_err(|e| malformed(&url, e))?;
             pages += 1;
-            each(page.value)?;
-            match page.next_link {
+            each(text)?;
+            match next {
                 Some(next) if !next.is_empty() => url = next,
                 _ => return Ok(pages),
             }
@@ -238,8 +251,8 @@ impl GraphConnector {
     /// on with none.
     fn read_link_job(&self, job: &LinkJob) -> Result<Vec<Link>, ConnectorError> {
         let mut links = Vec::new();
-        let read = self.for_each_page(&self.link_url(job), |values| {
-            links.extend(parse_links(&job.path, job.kind, &values)?);
+        let read = self.for_each_page(&self.link_url(job), |text| {
+            links.extend(parse_link_page(&job.path, job.kind, &text)?.0);
             Ok(())
         });
         match read {
@@ -261,29 +274,24 @@ impl GraphConnector {
             )
             .collect();
         let url = self.url("/$batch");
-        let answer = self.call_json(Method::Post, &url, Some(&json!({ "requests": requests })))?;
+        let text = self.call_bytes(Method::Post, &url, Some(&json!({ "requests": requests })))?;
+        let answer: BatchAnswer<'_> =
+            serde_json::from_slice(&text).map_err(|e| json_error(&url, e))?;
         let mut out: Vec<Option<Vec<Link>>> = vec![None; jobs.len()];
-        for r in answer["responses"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            let Some(k) = r["id"].as_str().and_then(|s| s.parse::<usize>().ok()) else {
+        for r in &answer.responses {
+            let Ok(k) = r.id.parse::<usize>() else {
                 continue;
             };
             let (Some(job), Some(slot)) = (jobs.get(k), out.get_mut(k)) else {
                 continue;
             };
-            match r["status"].as_u64() {
-                Some(200) => {
-                    let values = r["body"]["value"]
-                        .as_array()
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]);
-                    let mut links = parse_links(&job.path, job.kind, values)?;
-                    if let Some(next) = r["body"]["@odata.nextLink"].as_str() {
-                        let rest = self.for_each_page(next, |values| {
-                            links.extend(parse_links(&job.path, job.kind, &values)?);
+            match (r.status, r.body) {
+                (200, Some(body)) => {
+                    let (mut links, next) =
+                        parse_link_page(&job.path, job.kind, body.get().as_bytes())?;
+                    if let Some(next) = next {
+                        let rest = self.for_each_page(&next, |text| {
+                            links.extend(parse_link_page(&job.path, job.kind, &text)?.0);
                             Ok(())
                         });
                         match rest {
@@ -295,7 +303,7 @@ impl GraphConnector {
                     }
                     *slot = Some(links);
                 }
-                Some(404) => *slot = Some(Vec::new()),
+                (404, _) => *slot = Some(Vec::new()),
                 _ => {}
             }
         }
@@ -316,8 +324,10 @@ impl GraphConnector {
             self.settings.page_size
         );
         let mut by_client: HashMap<ObjectId, Vec<Link>> = HashMap::new();
-        self.for_each_page(&first, |values| {
-            for v in values {
+        self.for_each_page(&first, |text| {
+            let page: LinkPage<Json> =
+                serde_json::from_slice(&text).map_err(|e| json_error(path, e))?;
+            for v in page.value {
                 if v.get("consentType").and_then(Json::as_str) != Some("AllPrincipals") {
                     continue;
                 }
@@ -338,9 +348,32 @@ impl GraphConnector {
         Ok(by_client)
     }
 
-    /// Pages through one collection of objects of type `t`, reads the links of each page's
-    /// active objects concurrently (when `with_links`), and hands each decoded page to
-    /// `deliver`. Returns the number of pages read.
+    /// Decodes one page of objects of type `t`: objects checked and put in canonical form,
+    /// then (when `with_links`) the links of its active objects read.
+    fn decode_page(
+        &self,
+        path: &str,
+        t: ObjectType,
+        text: &[u8],
+        with_links: bool,
+        grants: &HashMap<ObjectId, Vec<Link>>,
+    ) -> Result<Vec<DirectoryObject>, ConnectorError> {
+        let page = page_from_graph_json(t, text).map_err(|e| malformed(path, e))?;
+        let mut objects = page
+            .objects
+            .into_iter()
+            .map(|fields| fields.into_object().map_err(|e| malformed(path, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if with_links {
+            self.attach_links(&mut objects, grants)?;
+        }
+        Ok(objects)
+    }
+
+    /// Pages through one collection of objects of type `t` and hands each decoded page to
+    /// `deliver`. Pages are fetched on this thread, one after another as the next links
+    /// require, and decoded (links read, objects handed on) by `decode_threads` others, so
+    /// that the next page is on its way meanwhile. Returns the number of pages read.
     fn read_collection(
         &self,
         path: &str,
@@ -350,34 +383,53 @@ impl GraphConnector {
         deliver: &(dyn Fn(Vec<DirectoryObject>) -> Result<(), ConnectorError> + Sync),
     ) -> Result<u64, ConnectorError> {
         let first = self.list_url(path, t);
-        // The pages are read on this thread and decoded (links read, objects encoded into
-        // their shards) on another, so that the next page is on its way meanwhile.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Json>>(2);
-        let (read, decoded) = std::thread::scope(|scope| {
-            let decoder = scope.spawn(move || -> Result<(), ConnectorError> {
-                for values in rx {
-                    let mut objects = values
-                        .iter()
-                        .map(|v| from_graph_json(t, v).map_err(|e| malformed(path, e)))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    drop(values);
-                    if with_links {
-                        self.attach_links(&mut objects, grants)?;
+        let decoders = self.settings.decode_threads.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(decoders);
+        let rx = Mutex::new(rx);
+        // Set when a decoder failed: the reader stops, the other decoders drain the queue.
+        let stop = AtomicBool::new(false);
+        let first_error: Mutex<Option<ConnectorError>> = Mutex::new(None);
+        let read = std::thread::scope(|scope| {
+            for _ in 0..decoders {
+                scope.spawn(|| loop {
+                    let next = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(text) = next else {
+                        return;
+                    };
+                    if stop.load(Ordering::Relaxed) {
+                        continue;
                     }
-                    deliver(objects)?;
+                    let done = self
+                        .decode_page(path, t, &text, with_links, grants)
+                        .and_then(|objects| {
+                            drop(text);
+                            deliver(objects)
+                        });
+                    if let Err(e) = done {
+                        stop.store(true, Ordering::Relaxed);
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                });
+            }
+            let read = self.for_each_page(&first, |text| {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(ConnectorError::Aborted);
                 }
-                Ok(())
-            });
-            let read = self.for_each_page(&first, |values| {
-                tx.send(values)
-                    .map_err(|_| ConnectorError::Settings("the page decoder stopped".into()))
+                tx.send(text)
+                    .map_err(|_| ConnectorError::Settings("the page decoders stopped".into()))
             });
             drop(tx);
-            let decoded = decoder.join().unwrap_or_else(|_| Err(poisoned()));
-            (read, decoded)
+            read
         });
-        // The decoder's error comes first: it is why sending a page failed.
-        decoded?;
+        // A decoder's error comes first: it is why reading stopped.
+        if let Some(e) = first_error.into_inner().map_err(|_| poisoned())? {
+            return Err(e);
+        }
         read
     }
 
@@ -608,22 +660,30 @@ fn link_select(kind: LinkKind) -> &'static str {
     }
 }
 
-/// The links of one page of a link collection.
-fn parse_links(path: &str, kind: LinkKind, values: &[Json]) -> Result<Vec<Link>, ConnectorError> {
-    values
-        .iter()
-        .map(|v| match kind {
-            LinkKind::AppRoleAssignedTo => {
-                link_with_data(path, v, &["principalId", "appRoleId", "principalType"])
-            }
-            _ => v
-                .get("id")
-                .and_then(Json::as_str)
-                .and_then(|s| s.parse::<ObjectId>().ok())
-                .map(Link::to)
-                .ok_or_else(|| malformed(path, format!("a linked object without an id: {v}"))),
-        })
-        .collect()
+/// The links of one page of a link collection, and the page's next link.
+fn parse_link_page(
+    path: &str,
+    kind: LinkKind,
+    text: &[u8],
+) -> Result<(Vec<Link>, Option<String>), ConnectorError> {
+    match kind {
+        LinkKind::AppRoleAssignedTo | LinkKind::OAuth2PermissionGrants => {
+            let page: LinkPage<Json> =
+                serde_json::from_slice(text).map_err(|e| json_error(path, e))?;
+            let links = page
+                .value
+                .iter()
+                .map(|v| link_with_data(path, v, &["principalId", "appRoleId", "principalType"]))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((links, page.next_link))
+        }
+        LinkKind::Members | LinkKind::Owners => {
+            let page: LinkPage<LinkedId> =
+                serde_json::from_slice(text).map_err(|e| json_error(path, e))?;
+            let links = page.value.into_iter().map(|l| Link::to(l.id)).collect();
+            Ok((links, page.next_link))
+        }
+    }
 }
 
 /// A link whose target is the item's `id` and whose data is the named fields (nulls left out).

@@ -346,13 +346,13 @@ impl GraphConnector {
         })
     }
 
-    /// A request whose answer is JSON (or empty, read as null).
-    pub(crate) fn call_json(
+    /// A request whose answer is read whole (a cut answer is retried like a failed request).
+    pub(crate) fn call_bytes(
         &self,
         method: Method,
         url: &str,
         body: Option<&Json>,
-    ) -> Result<Json, ConnectorError> {
+    ) -> Result<Vec<u8>, ConnectorError> {
         self.call(method, url, body, |response| {
             let mut buf = Vec::new();
             self.body_reader(response)
@@ -360,11 +360,22 @@ impl GraphConnector {
                 .map_err(|e| {
                     ConnectorError::Transport(format!("reading the answer of {url}: {e}"))
                 })?;
-            if buf.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Json::Null);
-            }
-            serde_json::from_slice(&buf).map_err(|e| json_error(url, e))
+            Ok(buf)
         })
+    }
+
+    /// A request whose answer is JSON (or empty, read as null).
+    pub(crate) fn call_json(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Json>,
+    ) -> Result<Json, ConnectorError> {
+        let buf = self.call_bytes(method, url, body)?;
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Json::Null);
+        }
+        serde_json::from_slice(&buf).map_err(|e| json_error(url, e))
     }
 }
 

@@ -82,6 +82,9 @@ pub struct GraphSettings {
     pub page_size: u32,
     /// Threads that read the links of a page of groups or service principals concurrently.
     pub link_threads: usize,
+    /// Threads per collection that decode its pages (and read their links) while the next
+    /// page is being fetched.
+    pub decode_threads: usize,
 }
 
 impl GraphSettings {
@@ -109,6 +112,7 @@ impl GraphSettings {
             token_refresh_margin: Duration::from_secs(300),
             page_size: 999,
             link_threads: 4,
+            decode_threads: 2,
         }
     }
 
@@ -188,7 +192,9 @@ impl GraphConnector {
             .http_status_as_error(false)
             .timeout_connect(Some(settings.connect_timeout))
             .timeout_global(Some(settings.request_timeout))
-            .max_idle_connections_per_host(settings.link_threads.max(1) * 2 + 4)
+            .max_idle_connections_per_host(
+                settings.link_threads.max(1) * settings.decode_threads.max(1) * 3 + 8,
+            )
             .build()
             .into();
         Ok(Self {
