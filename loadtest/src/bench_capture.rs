@@ -7,9 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use rewind_common::connector::capture::capture_snapshot_with_stats;
 use rewind_common::connector::{GraphConnector, GraphSettings};
-use rewind_common::snapshot::{LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind};
+use rewind_common::snapshot::{
+    write_snapshot, LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind,
+};
 use serde::Serialize;
 
 use crate::gen::{self, GenConfig};
@@ -27,8 +28,18 @@ pub struct BenchCaptureConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchCaptureResult {
     pub objects: u64,
+    /// The whole capture: reading the tenant, then sealing the snapshot.
     pub seconds: f64,
     pub objects_per_second: f64,
+    /// Reading the tenant over HTTP into shard writers.
+    pub read_seconds: f64,
+    /// Compressing, storing and sealing the shards after the last page.
+    pub seal_seconds: f64,
+    /// CPU seconds of the capturing process while it read the tenant, and while it sealed.
+    pub read_cpu_seconds: f64,
+    pub seal_cpu_seconds: f64,
+    /// CPU seconds of the simulator while it served the capture.
+    pub dirsim_cpu_seconds: f64,
     /// Peak resident memory of this (the capturing) process during the capture.
     pub peak_rss_bytes: u64,
     /// Resident memory of the simulator holding the tenant, after the capture.
@@ -52,6 +63,8 @@ pub enum BenchCaptureError {
     Connector(#[from] rewind_common::connector::ConnectorError),
     #[error(transparent)]
     Store(#[from] rewind_common::snapshot::store::StoreError),
+    #[error(transparent)]
+    Snapshot(#[from] rewind_common::SnapshotError),
     #[error("the capture is wrong: {0}")]
     Wrong(String),
 }
@@ -130,6 +143,8 @@ pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptu
     let expected =
         TenantGenerator::new(TenantSpec::new(config.objects, config.seed)).backup_count();
     rss::reset_peak();
+    let sim_pid = sim.child.id().to_string();
+    let cpu_before = (rss::cpu_seconds("self"), rss::cpu_seconds(&sim_pid));
     let t = Instant::now();
     let connector = GraphConnector::new(GraphSettings::new(
         sim.url.clone(),
@@ -144,14 +159,19 @@ pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptu
         kind: SnapshotKind::Backup,
         created_at: 0,
     };
-    let (manifest, stats) = capture_snapshot_with_stats(
-        &connector,
-        &store,
-        &info,
-        ShardLayout::for_object_count(expected),
-    )?;
+    let layout = ShardLayout::for_object_count(expected);
+    let (writers, stats) = connector.capture(layout)?;
+    let read_seconds = t.elapsed().as_secs_f64();
+    let cpu_read = (rss::cpu_seconds("self"), rss::cpu_seconds(&sim_pid));
+    eprintln!("  read in {read_seconds:.2} s; sealing ...");
+    let manifest = write_snapshot(&store, &info, layout, writers)?;
     let seconds = t.elapsed().as_secs_f64();
     let peak_rss_bytes = rss::peak_rss_bytes().unwrap_or(0);
+    let cpu_after = rss::cpu_seconds("self");
+    let spent = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
     let objects = stats.total_objects();
     if objects != expected || manifest.object_count != expected {
         return Err(BenchCaptureError::Wrong(format!(
@@ -164,6 +184,11 @@ pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptu
         objects,
         seconds,
         objects_per_second: objects as f64 / seconds.max(1e-9),
+        read_seconds,
+        seal_seconds: seconds - read_seconds,
+        read_cpu_seconds: spent(cpu_before.0, cpu_read.0),
+        seal_cpu_seconds: spent(cpu_read.0, cpu_after),
+        dirsim_cpu_seconds: spent(cpu_before.1, cpu_read.1),
         peak_rss_bytes,
         dirsim_rss_bytes: sim.rss_bytes(),
         wire_bytes_per_object: stats.bytes as f64 / objects.max(1) as f64,

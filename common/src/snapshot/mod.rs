@@ -105,19 +105,29 @@ pub fn store_shard(
     info: &SnapshotInfo,
     writer: ShardWriter,
 ) -> Result<ShardRef, SnapshotError> {
+    let (shard, blob) = pack_shard(info, writer)?;
+    store.put(&shard.key, &blob)?;
+    Ok(shard)
+}
+
+/// Packs a shard writer into its blob and the reference the manifest will hold.
+fn pack_shard(info: &SnapshotInfo, writer: ShardWriter) -> Result<(ShardRef, Vec<u8>), SnapshotError> {
     let index = writer.shard_index();
     let objects = writer.len() as u64;
     let blob = writer.finish()?;
-    let key = shard_key(&info.tenant, &info.snapshot_id, index);
-    store.put(&key, &blob)?;
-    Ok(ShardRef {
+    let shard = ShardRef {
         index,
-        key,
+        key: shard_key(&info.tenant, &info.snapshot_id, index),
         digest: blake3_hex(&blob),
         objects,
         bytes: blob.len() as u64,
-    })
+    };
+    Ok((shard, blob))
 }
+
+/// Threads that store packed blobs: a put waits on the disk (it syncs), so several are in
+/// flight while the rayon pool packs the next ones.
+const STORE_THREADS: usize = 8;
 
 /// Stores the manifest of a snapshot whose shards are all stored. Called last, so that a
 /// manifest only ever names blobs that are already in the store.
@@ -168,10 +178,51 @@ pub fn write_snapshot(
             "every shard writer must use the snapshot's layout".into(),
         ));
     }
-    let shards = writers
-        .into_par_iter()
-        .map(|writer| store_shard(store, info, writer))
-        .collect::<Result<Vec<_>, SnapshotError>>()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(ShardRef, Vec<u8>)>(STORE_THREADS);
+    let rx = std::sync::Mutex::new(rx);
+    let stored = std::sync::Mutex::new(Vec::with_capacity(writers.len()));
+    let first_error = std::sync::Mutex::new(None::<SnapshotError>);
+    let fail = |e: SnapshotError| {
+        if let Ok(mut slot) = first_error.lock() {
+            slot.get_or_insert(e);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..STORE_THREADS {
+            scope.spawn(|| loop {
+                let next = match rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((shard, blob)) = next else {
+                    return;
+                };
+                match store.put(&shard.key, &blob) {
+                    Ok(()) => {
+                        if let Ok(mut s) = stored.lock() {
+                            s.push(shard);
+                        }
+                    }
+                    Err(e) => fail(e.into()),
+                }
+            });
+        }
+        writers.into_par_iter().for_each_with(tx, |tx, writer| {
+            match pack_shard(info, writer) {
+                // The store threads only stop once every sender is gone.
+                Ok(packed) => {
+                    let _ = tx.send(packed);
+                }
+                Err(e) => fail(e),
+            }
+        });
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let shards = stored
+        .into_inner()
+        .map_err(|_| SnapshotError::Invalid("a shard store thread panicked".into()))?;
     seal_manifest(store, info, layout, shards)
 }
 

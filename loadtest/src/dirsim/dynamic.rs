@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rewind_common::{DirectoryObject, Link, ObjectId};
 
 use super::rule::{with_property_text, Rule};
+use super::store::ObjectMap;
 
 /// A dynamic group's rule and how it is indexed.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ impl DynamicGroups {
         &mut self,
         group: ObjectId,
         rule: Rule,
-        users: &BTreeMap<ObjectId, DirectoryObject>,
+        users: &ObjectMap,
     ) {
         self.remove(group);
         let keys = rule.required_values().unwrap_or_default();
@@ -152,7 +153,7 @@ impl DynamicGroups {
     pub fn members(
         &self,
         group: ObjectId,
-        users: &BTreeMap<ObjectId, DirectoryObject>,
+        users: &ObjectMap,
     ) -> Option<Vec<Link>> {
         let entry = self.entries.get(&group)?;
         if entry.keys.is_empty() {

@@ -62,6 +62,7 @@ pub use error::GraphError;
 pub use persist::PersistError;
 pub use rule::{Rule, RuleError};
 pub use settings::Settings;
+pub use store::ObjectMap;
 
 use state::App;
 

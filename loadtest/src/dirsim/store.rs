@@ -3,6 +3,7 @@
 //! groups, and the lifecycle operations (soft delete, restore, purge) Entra applies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 
 use rewind_common::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Value};
 
@@ -22,10 +23,68 @@ fn slot(t: ObjectType) -> usize {
     usize::from(t.code().saturating_sub(1))
 }
 
+/// The objects of one type: found by id in one hash lookup (a member listing looks up every
+/// member), listed in id order (the paging order).
+#[derive(Debug, Default, Clone)]
+pub struct ObjectMap {
+    by_id: HashMap<ObjectId, DirectoryObject>,
+    order: BTreeSet<ObjectId>,
+}
+
+impl ObjectMap {
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn get(&self, id: &ObjectId) -> Option<&DirectoryObject> {
+        self.by_id.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &ObjectId) -> Option<&mut DirectoryObject> {
+        self.by_id.get_mut(id)
+    }
+
+    pub fn insert(&mut self, id: ObjectId, object: DirectoryObject) -> Option<DirectoryObject> {
+        self.order.insert(id);
+        self.by_id.insert(id, object)
+    }
+
+    pub fn remove(&mut self, id: &ObjectId) -> Option<DirectoryObject> {
+        self.order.remove(id);
+        self.by_id.remove(id)
+    }
+
+    /// The objects in id order.
+    pub fn values(&self) -> impl Iterator<Item = &DirectoryObject> + '_ {
+        self.order.iter().filter_map(|id| self.by_id.get(id))
+    }
+
+    /// The objects with ids in `range`, in id order.
+    pub fn range(
+        &self,
+        range: (Bound<ObjectId>, Bound<ObjectId>),
+    ) -> impl Iterator<Item = (&ObjectId, &DirectoryObject)> + '_ {
+        self.order
+            .range(range)
+            .filter_map(|id| self.by_id.get(id).map(|o| (id, o)))
+    }
+
+    /// Every object, mutably, in id order.
+    pub fn values_mut(&mut self) -> Vec<&mut DirectoryObject> {
+        let mut all: Vec<&mut DirectoryObject> = self.by_id.values_mut().collect();
+        all.sort_unstable_by_key(|o| o.id);
+        all
+    }
+}
+
 /// A tenant's objects and indexes.
 #[derive(Debug)]
 pub struct TenantData {
-    maps: Vec<BTreeMap<ObjectId, DirectoryObject>>,
+    maps: Vec<ObjectMap>,
     /// Soft-deleted objects by deletion time (for purging).
     deleted_by_time: BTreeSet<(i64, ObjectId, u8)>,
     /// Soft-deleted ids per type (for the recycle-bin listings).
@@ -52,7 +111,7 @@ pub struct ChangeEntry {
 impl Default for TenantData {
     fn default() -> Self {
         Self {
-            maps: vec![BTreeMap::new(); ObjectType::ALL.len()],
+            maps: vec![ObjectMap::default(); ObjectType::ALL.len()],
             deleted_by_time: BTreeSet::new(),
             deleted: vec![BTreeSet::new(); ObjectType::ALL.len()],
             grants: BTreeMap::new(),
@@ -65,12 +124,12 @@ impl Default for TenantData {
 }
 
 impl TenantData {
-    pub fn map(&self, t: ObjectType) -> &BTreeMap<ObjectId, DirectoryObject> {
+    pub fn map(&self, t: ObjectType) -> &ObjectMap {
         &self.maps[slot(t)]
     }
 
     pub fn object_count(&self) -> usize {
-        self.maps.iter().map(BTreeMap::len).sum()
+        self.maps.iter().map(ObjectMap::len).sum()
     }
 
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
@@ -81,7 +140,7 @@ impl TenantData {
     }
 
     pub fn all_objects(&self) -> impl Iterator<Item = &DirectoryObject> {
-        self.maps.iter().flat_map(BTreeMap::values)
+        self.maps.iter().flat_map(ObjectMap::values)
     }
 
     pub fn get(&self, t: ObjectType, id: ObjectId) -> Option<&DirectoryObject> {

@@ -14,7 +14,7 @@ use serde_json::{json, Value as Json};
 
 use super::graph::{GraphClient, Write};
 use super::{ExpectedEntry, ExpectedLink, IncidentConfig, IncidentError, Phase, Scenario};
-use crate::dirsim::{DynamicGroups, Rule};
+use crate::dirsim::{DynamicGroups, ObjectMap, Rule};
 
 /// What a scenario did.
 #[derive(Debug, Default)]
@@ -183,7 +183,7 @@ fn dynamic_entries(
     touched: &[ObjectId],
 ) -> Vec<ExpectedEntry> {
     let mut index = DynamicGroups::default();
-    let no_users = BTreeMap::new();
+    let no_users = ObjectMap::default();
     for r in rules {
         index.insert(r.id, r.rule.clone(), &no_users);
     }

@@ -116,10 +116,11 @@ pub(super) fn singleton(
         Method::PATCH => {
             let body = body_object(req)?;
             let mut data = write(&ctx.tenant.data);
-            let id = *data
+            let id = data
                 .map(t)
-                .keys()
+                .values()
                 .next()
+                .map(|o| o.id)
                 .ok_or_else(|| GraphError::not_found(t))?;
             data.update(t, id, |o| apply_patch(o, body, false))?;
             Ok(Reply::no_content())
