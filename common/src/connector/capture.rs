@@ -217,7 +217,7 @@ impl GraphConnector {
         let mut url = self.url(first);
         let mut pages = 0;
         loop {
-            let text = self.call_bytes(Method::Get, &url, None)?;
+            let text = self.call_into(Method::Get, &url, None, self.page_buffer())?;
             let next = next_link_of_page(&text).map_err(|e| malformed(&url, e))?;
             pages += 1;
             each(text)?;
@@ -405,7 +405,7 @@ impl GraphConnector {
                     let done = self
                         .decode_page(path, t, &text, with_links, grants)
                         .and_then(|objects| {
-                            drop(text);
+                            self.recycle_page(text);
                             deliver(objects)
                         });
                     if let Err(e) = done {

@@ -353,15 +353,27 @@ impl GraphConnector {
         url: &str,
         body: Option<&Json>,
     ) -> Result<Vec<u8>, ConnectorError> {
+        self.call_into(method, url, body, Vec::new())
+    }
+
+    /// [`Self::call_bytes`], reading the answer into `buffer` (cleared first).
+    pub(crate) fn call_into(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Json>,
+        mut buffer: Vec<u8>,
+    ) -> Result<Vec<u8>, ConnectorError> {
         self.call(method, url, body, |response| {
-            let mut buf = Vec::new();
+            buffer.clear();
             self.body_reader(response)
-                .read_to_end(&mut buf)
+                .read_to_end(&mut buffer)
                 .map_err(|e| {
                     ConnectorError::Transport(format!("reading the answer of {url}: {e}"))
                 })?;
-            Ok(buf)
-        })
+            Ok(())
+        })?;
+        Ok(buffer)
     }
 
     /// A request whose answer is JSON (or empty, read as null).

@@ -161,7 +161,13 @@ pub struct GraphConnector {
     agent: ureq::Agent,
     token: Mutex<Option<CachedToken>>,
     counters: Counters,
+    /// Page buffers handed back after decoding, so that a megabyte page does not take fresh
+    /// (zeroed) memory from the system every time.
+    spare_pages: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Spare page buffers kept for reuse at most.
+const SPARE_PAGES: usize = 16;
 
 impl fmt::Debug for GraphConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -202,11 +208,31 @@ impl GraphConnector {
             agent,
             token: Mutex::new(None),
             counters: Counters::default(),
+            spare_pages: Mutex::new(Vec::new()),
         })
     }
 
     pub fn settings(&self) -> &GraphSettings {
         &self.settings
+    }
+
+    /// A page buffer: a spare one, or a new one.
+    pub(crate) fn page_buffer(&self) -> Vec<u8> {
+        self.spare_pages
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_default()
+    }
+
+    /// Hands a page buffer back for reuse.
+    pub(crate) fn recycle_page(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        if let Ok(mut spare) = self.spare_pages.lock() {
+            if spare.len() < SPARE_PAGES {
+                spare.push(buffer);
+            }
+        }
     }
 
     /// Requests, bytes and token requests so far.

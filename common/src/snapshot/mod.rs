@@ -111,7 +111,10 @@ pub fn store_shard(
 }
 
 /// Packs a shard writer into its blob and the reference the manifest will hold.
-fn pack_shard(info: &SnapshotInfo, writer: ShardWriter) -> Result<(ShardRef, Vec<u8>), SnapshotError> {
+fn pack_shard(
+    info: &SnapshotInfo,
+    writer: ShardWriter,
+) -> Result<(ShardRef, Vec<u8>), SnapshotError> {
     let index = writer.shard_index();
     let objects = writer.len() as u64;
     let blob = writer.finish()?;

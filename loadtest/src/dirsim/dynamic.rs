@@ -42,12 +42,7 @@ impl DynamicGroups {
 
     /// Adds (or replaces) a group's rule; `users` are all the tenant's users, read once when
     /// the rule needs a property no rule needed before.
-    pub fn insert(
-        &mut self,
-        group: ObjectId,
-        rule: Rule,
-        users: &ObjectMap,
-    ) {
+    pub fn insert(&mut self, group: ObjectId, rule: Rule, users: &ObjectMap) {
         self.remove(group);
         let keys = rule.required_values().unwrap_or_default();
         if keys.is_empty() {
@@ -150,11 +145,7 @@ impl DynamicGroups {
     }
 
     /// The members a dynamic group's rule gives it now, sorted (`None` if it has no rule).
-    pub fn members(
-        &self,
-        group: ObjectId,
-        users: &ObjectMap,
-    ) -> Option<Vec<Link>> {
+    pub fn members(&self, group: ObjectId, users: &ObjectMap) -> Option<Vec<Link>> {
         let entry = self.entries.get(&group)?;
         if entry.keys.is_empty() {
             return Some(

@@ -59,7 +59,8 @@ pub struct Reply {
 #[derive(Debug, Clone)]
 pub enum Payload {
     Json(Json),
-    Raw(Box<serde_json::value::RawValue>),
+    /// JSON text this simulator wrote (so known to be valid).
+    Raw(Vec<u8>),
 }
 
 impl Payload {
@@ -74,16 +75,18 @@ impl Payload {
     pub fn into_bytes(self) -> Vec<u8> {
         match self {
             Payload::Json(j) => serde_json::to_vec(&j).unwrap_or_default(),
-            Payload::Raw(r) => String::from(Box::<str>::from(r)).into_bytes(),
+            Payload::Raw(r) => r,
         }
     }
-}
 
-impl serde::Serialize for Payload {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+    /// Appends the JSON text of the body to `out`.
+    pub fn write_into(&self, out: &mut Vec<u8>) {
         match self {
-            Payload::Json(j) => j.serialize(serializer),
-            Payload::Raw(r) => r.serialize(serializer),
+            // Writing a JSON value into memory cannot fail.
+            Payload::Json(j) => {
+                let _ = serde_json::to_writer(&mut *out, j);
+            }
+            Payload::Raw(r) => out.extend_from_slice(r),
         }
     }
 }
@@ -100,16 +103,21 @@ impl Reply {
     /// A 200 answer with a body serialized from `body` (a value that cannot be serialized
     /// answers 500).
     pub fn serialized(body: &impl serde::Serialize) -> Self {
-        match serde_json::to_string(body).map(serde_json::value::RawValue::from_string) {
-            Ok(Ok(raw)) => Self {
-                status: StatusCode::OK,
-                headers: Vec::new(),
-                body: Some(Payload::Raw(raw)),
-            },
-            Ok(Err(e)) | Err(e) => Self::json(
+        match serde_json::to_vec(body) {
+            Ok(text) => Self::raw(text),
+            Err(e) => Self::json(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 serde_json::json!({"error": {"code": "generalException", "message": format!("cannot render the answer: {e}")}}),
             ),
+        }
+    }
+
+    /// A 200 answer whose body is JSON text this simulator wrote.
+    pub fn raw(text: Vec<u8>) -> Self {
+        Self {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            body: Some(Payload::Raw(text)),
         }
     }
 
