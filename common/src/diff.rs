@@ -366,7 +366,7 @@ fn compare_raw(
     let name_of = |o: &raw::RawObject<'_>| -> Option<String> {
         let (_, v) = o.attributes.iter().find(|(p, _)| Some(*p) == name_id)?;
         match rmp_serde::from_slice::<Value>(v).ok()? {
-            Value::String(s) => Some(s),
+            Value::String(s) => Some(s.into_string()),
             _ => None,
         }
     };

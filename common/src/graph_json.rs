@@ -231,7 +231,7 @@ impl<'de> Deserialize<'de> for IdText {
 }
 
 /// What a key of an object's Graph JSON stands for.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FieldKey {
     Id,
     DeletedDateTime,
@@ -241,43 +241,73 @@ enum FieldKey {
     Other,
 }
 
-/// The kept property names of each type, sorted, with their property ids.
-fn sorted_names(t: ObjectType) -> &'static [(&'static str, u8)] {
-    static TABLES: std::sync::OnceLock<Vec<Vec<(&'static str, u8)>>> = std::sync::OnceLock::new();
-    let tables = TABLES.get_or_init(|| {
-        ObjectType::ALL
-            .iter()
-            .map(|&t| {
-                let mut names: Vec<(&'static str, u8)> = properties::properties(t)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| (d.name, i as u8))
-                    .collect();
-                names.sort_unstable();
-                names
-            })
-            .collect()
-    });
-    let slot = ObjectType::ALL.iter().position(|x| *x == t).unwrap_or(0);
-    tables.get(slot).map(Vec::as_slice).unwrap_or(&[])
+/// The keys of one type's Graph JSON, in an open-addressing table (a page of 999 users has
+/// some 36,000 keys to look up).
+struct KeyTable {
+    slots: Vec<Option<(&'static str, FieldKey)>>,
+    mask: usize,
+}
+
+impl KeyTable {
+    fn new(t: ObjectType) -> Self {
+        let mut names: Vec<(&'static str, FieldKey)> = vec![
+            ("id", FieldKey::Id),
+            ("deletedDateTime", FieldKey::DeletedDateTime),
+            ("onPremisesSyncEnabled", FieldKey::OnPremisesSyncEnabled),
+        ];
+        for (pid, def) in properties::properties(t).iter().enumerate() {
+            if !names.iter().any(|(n, _)| *n == def.name) {
+                names.push((def.name, FieldKey::Property(pid as u8)));
+            }
+        }
+        for kind in properties::link_kinds(t) {
+            if !names.iter().any(|(n, _)| *n == kind.as_str()) {
+                names.push((kind.as_str(), FieldKey::Links(*kind)));
+            }
+        }
+        let size = (names.len() * 4).next_power_of_two();
+        let mut table = Self {
+            slots: vec![None; size],
+            mask: size - 1,
+        };
+        for (name, key) in names {
+            let mut i = key_hash(name) & table.mask;
+            while table.slots[i].is_some() {
+                i = (i + 1) & table.mask;
+            }
+            table.slots[i] = Some((name, key));
+        }
+        table
+    }
+
+    fn get(&self, name: &str) -> FieldKey {
+        let mut i = key_hash(name) & self.mask;
+        while let Some((n, key)) = self.slots[i] {
+            if n == name {
+                return key;
+            }
+            i = (i + 1) & self.mask;
+        }
+        FieldKey::Other
+    }
+}
+
+/// FNV-1a over the key's bytes (keys are short, and known in advance).
+fn key_hash(name: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h ^ (h >> 29)) as usize
 }
 
 fn field_key(t: ObjectType, name: &str) -> FieldKey {
-    match name {
-        "id" => FieldKey::Id,
-        "deletedDateTime" => FieldKey::DeletedDateTime,
-        "onPremisesSyncEnabled" => FieldKey::OnPremisesSyncEnabled,
-        _ => {
-            let names = sorted_names(t);
-            if let Ok(i) = names.binary_search_by(|(n, _)| (*n).cmp(name)) {
-                return FieldKey::Property(names[i].1);
-            }
-            properties::link_kinds(t)
-                .iter()
-                .find(|k| k.as_str() == name)
-                .map_or(FieldKey::Other, |k| FieldKey::Links(*k))
-        }
-    }
+    static TABLES: std::sync::OnceLock<Vec<KeyTable>> = std::sync::OnceLock::new();
+    let tables = TABLES.get_or_init(|| ObjectType::ALL.iter().map(|&t| KeyTable::new(t)).collect());
+    let slot = usize::from(t.code().saturating_sub(1));
+    tables
+        .get(slot)
+        .map_or(FieldKey::Other, |table| table.get(name))
 }
 
 struct FieldKeySeed(ObjectType);
@@ -327,12 +357,14 @@ impl<'de> Visitor<'de> for GraphObjectSeed {
             attributes: Vec::with_capacity(properties::properties(t).len()),
             links: Vec::new(),
         };
+        // Property ids already read (a repeated key replaces the earlier value).
+        let mut seen = [0u64; 4];
         while let Some(key) = map.next_key_seed(FieldKeySeed(t))? {
             match key {
                 FieldKey::Id => fields.id = map.next_value::<Option<IdText>>()?,
                 FieldKey::DeletedDateTime => {
                     fields.deleted = match map.next_value::<Value>()? {
-                        Value::String(s) => Some(s),
+                        Value::String(s) => Some(s.into_string()),
                         _ => None,
                     }
                 }
@@ -347,8 +379,14 @@ impl<'de> Visitor<'de> for GraphObjectSeed {
                         fields.dynamic = matches!(&value, Value::List(l)
                             if l.iter().any(|g| g.as_str() == Some("DynamicMembership")));
                     }
-                    if value != Value::Null {
+                    let bit = 1u64 << (pid % 64);
+                    let seen = &mut seen[usize::from(pid / 64)];
+                    if *seen & bit != 0 {
+                        // A repeated key: the last value wins, as in a JSON value.
                         fields.attributes.retain(|(p, _)| *p != pid);
+                    }
+                    *seen |= bit;
+                    if value != Value::Null {
                         fields.attributes.push((pid, value));
                     }
                 }
@@ -542,6 +580,34 @@ mod tests {
 #[cfg(test)]
 mod page_tests {
     use super::*;
+
+    #[test]
+    fn every_key_of_every_type_is_found() {
+        for t in ObjectType::ALL {
+            for (pid, def) in properties::properties(t).iter().enumerate() {
+                assert_eq!(
+                    field_key(t, def.name),
+                    FieldKey::Property(pid as u8),
+                    "{t} {}",
+                    def.name
+                );
+            }
+            for kind in properties::link_kinds(t) {
+                assert_eq!(field_key(t, kind.as_str()), FieldKey::Links(*kind));
+            }
+            assert_eq!(field_key(t, "id"), FieldKey::Id);
+            assert_eq!(field_key(t, "deletedDateTime"), FieldKey::DeletedDateTime);
+            for other in [
+                "",
+                "ids",
+                "displayname",
+                "@odata.context",
+                "x".repeat(300).as_str(),
+            ] {
+                assert_eq!(field_key(t, other), FieldKey::Other, "{t} {other}");
+            }
+        }
+    }
 
     #[test]
     fn next_links_are_found_before_or_after_the_values() {

@@ -61,7 +61,14 @@ impl FromStr for ObjectId {
 impl Serialize for ObjectId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
-            serializer.collect_str(self)
+            // Written into a stack buffer, not through the formatting machinery: a page of
+            // members is mostly ids.
+            let mut buf = uuid::Uuid::encode_buffer();
+            serializer.serialize_str(
+                uuid::Uuid::from_u128(self.0)
+                    .hyphenated()
+                    .encode_lower(&mut buf),
+            )
         } else {
             serializer.serialize_bytes(&self.to_bytes())
         }

@@ -23,14 +23,18 @@ const TENANT: &str = "capture";
 pub struct BenchCaptureConfig {
     pub objects: u64,
     pub seed: u64,
+    /// Captures of the loaded tenant (the medians are reported).
+    pub runs: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchCaptureResult {
     pub objects: u64,
-    /// The whole capture: reading the tenant, then sealing the snapshot.
+    /// The whole capture, reading the tenant then sealing the snapshot (median of the runs).
     pub seconds: f64,
     pub objects_per_second: f64,
+    /// Every run's whole capture.
+    pub runs: Vec<f64>,
     /// Reading the tenant over HTTP into shard writers.
     pub read_seconds: f64,
     /// Compressing, storing and sealing the shards after the last page.
@@ -42,8 +46,10 @@ pub struct BenchCaptureResult {
     pub dirsim_cpu_seconds: f64,
     /// Peak resident memory of this (the capturing) process during the capture.
     pub peak_rss_bytes: u64,
-    /// Resident memory of the simulator holding the tenant, after the capture.
+    /// Resident memory of the simulator holding the tenant, after the captures.
     pub dirsim_rss_bytes: u64,
+    /// The simulator's peak resident memory (loading the tenant included).
+    pub dirsim_peak_rss_bytes: u64,
     /// Response bytes read per captured object.
     pub wire_bytes_per_object: f64,
     pub requests: u64,
@@ -103,11 +109,19 @@ impl Simulator {
     }
 
     fn rss_bytes(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
+    fn peak_rss_bytes(&self) -> u64 {
+        self.status_bytes("VmHWM:")
+    }
+
+    fn status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |k| k * 1024)
     }
@@ -138,13 +152,79 @@ pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptu
         tenant.objects
     );
 
-    let dir = tempfile::tempdir().map_err(|e| BenchCaptureError::Spawn(e.to_string()))?;
-    let store = LocalShardStore::open(dir.path())?;
     let expected =
         TenantGenerator::new(TenantSpec::new(config.objects, config.seed)).backup_count();
-    rss::reset_peak();
     let sim_pid = sim.child.id().to_string();
-    let cpu_before = (rss::cpu_seconds("self"), rss::cpu_seconds(&sim_pid));
+    let mut runs = Vec::with_capacity(config.runs.max(1));
+    for run in 0..config.runs.max(1) {
+        let one = capture_once(&sim, &sim_pid, &tenant, expected, run)?;
+        eprintln!(
+            "  run {}: captured in {:.2} s (read {:.2} s, seal {:.2} s)",
+            run + 1,
+            one.seconds,
+            one.read_seconds,
+            one.seal_seconds
+        );
+        runs.push(one);
+    }
+    let median = |f: fn(&RunMeasure) -> f64| -> f64 {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let seconds = median(|r| r.seconds);
+    let last = runs
+        .last()
+        .ok_or_else(|| BenchCaptureError::Wrong("no run".into()))?;
+    Ok(BenchCaptureResult {
+        objects: expected,
+        seconds,
+        objects_per_second: expected as f64 / seconds.max(1e-9),
+        runs: runs.iter().map(|r| r.seconds).collect(),
+        read_seconds: median(|r| r.read_seconds),
+        seal_seconds: median(|r| r.seal_seconds),
+        read_cpu_seconds: median(|r| r.read_cpu_seconds),
+        seal_cpu_seconds: median(|r| r.seal_cpu_seconds),
+        dirsim_cpu_seconds: median(|r| r.dirsim_cpu_seconds),
+        peak_rss_bytes: runs.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0),
+        dirsim_rss_bytes: sim.rss_bytes(),
+        dirsim_peak_rss_bytes: sim.peak_rss_bytes(),
+        wire_bytes_per_object: last.wire_bytes as f64 / expected.max(1) as f64,
+        requests: last.requests,
+        links: last.links,
+        snapshot_bytes: last.snapshot_bytes,
+        gen_seconds,
+        threads: rayon::current_num_threads(),
+    })
+}
+
+/// What one capture measured.
+struct RunMeasure {
+    seconds: f64,
+    read_seconds: f64,
+    seal_seconds: f64,
+    read_cpu_seconds: f64,
+    seal_cpu_seconds: f64,
+    dirsim_cpu_seconds: f64,
+    peak_rss_bytes: u64,
+    wire_bytes: u64,
+    requests: u64,
+    links: u64,
+    snapshot_bytes: u64,
+}
+
+/// One capture of the loaded tenant into a fresh local store, checked for completeness.
+fn capture_once(
+    sim: &Simulator,
+    sim_pid: &str,
+    tenant: &gen::GenResult,
+    expected: u64,
+    run: usize,
+) -> Result<RunMeasure, BenchCaptureError> {
+    let dir = tempfile::tempdir().map_err(|e| BenchCaptureError::Spawn(e.to_string()))?;
+    let store = LocalShardStore::open(dir.path())?;
+    rss::reset_peak();
+    let cpu_before = (rss::cpu_seconds("self"), rss::cpu_seconds(sim_pid));
     let t = Instant::now();
     let connector = GraphConnector::new(GraphSettings::new(
         sim.url.clone(),
@@ -155,14 +235,14 @@ pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptu
     ))?;
     let info = SnapshotInfo {
         tenant: TENANT.into(),
-        snapshot_id: "capture".into(),
+        snapshot_id: format!("capture-{run}"),
         kind: SnapshotKind::Backup,
         created_at: 0,
     };
     let layout = ShardLayout::for_object_count(expected);
     let (writers, stats) = connector.capture(layout)?;
     let read_seconds = t.elapsed().as_secs_f64();
-    let cpu_read = (rss::cpu_seconds("self"), rss::cpu_seconds(&sim_pid));
+    let cpu_read = (rss::cpu_seconds("self"), rss::cpu_seconds(sim_pid));
     eprintln!("  read in {read_seconds:.2} s; sealing ...");
     let manifest = write_snapshot(&store, &info, layout, writers)?;
     let seconds = t.elapsed().as_secs_f64();
@@ -179,23 +259,17 @@ pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptu
             manifest.object_count
         )));
     }
-    eprintln!("  captured in {seconds:.2} s");
-    Ok(BenchCaptureResult {
-        objects,
+    Ok(RunMeasure {
         seconds,
-        objects_per_second: objects as f64 / seconds.max(1e-9),
         read_seconds,
         seal_seconds: seconds - read_seconds,
         read_cpu_seconds: spent(cpu_before.0, cpu_read.0),
         seal_cpu_seconds: spent(cpu_read.0, cpu_after),
         dirsim_cpu_seconds: spent(cpu_before.1, cpu_read.1),
         peak_rss_bytes,
-        dirsim_rss_bytes: sim.rss_bytes(),
-        wire_bytes_per_object: stats.bytes as f64 / objects.max(1) as f64,
+        wire_bytes: stats.bytes,
         requests: stats.requests,
         links: stats.links,
         snapshot_bytes: manifest.total_bytes(),
-        gen_seconds,
-        threads: rayon::current_num_threads(),
     })
 }

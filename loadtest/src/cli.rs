@@ -16,6 +16,9 @@ pub enum LoadtestCommand {
         objects: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Captures of the loaded tenant; the medians are reported.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
     },
     /// Create (or refill) a tenant of N generated objects in a running simulator; prints the
     /// tenant's Graph base URL, token URL and credentials as JSON on the last line.
@@ -84,13 +87,21 @@ pub enum LoadtestCommand {
 /// Runs a loadtest subcommand.
 pub fn run(command: LoadtestCommand) -> anyhow::Result<()> {
     match command {
-        LoadtestCommand::BenchCapture { objects, seed } => {
+        LoadtestCommand::BenchCapture {
+            objects,
+            seed,
+            runs,
+        } => {
             if objects == 0 {
                 anyhow::bail!("--objects must be at least 1");
+            }
+            if runs == 0 {
+                anyhow::bail!("--runs must be at least 1");
             }
             let result = crate::bench_capture::run(&crate::bench_capture::BenchCaptureConfig {
                 objects,
                 seed,
+                runs,
             })?;
             println!("{}", serde_json::to_string(&result)?);
             Ok(())

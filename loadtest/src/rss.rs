@@ -26,13 +26,15 @@ fn status_kib(field: &str) -> Option<u64> {
 /// Gives freed heap back to the system and resets the peak to the current size. Returns
 /// whether the reset took (it needs Linux 4.0 or later).
 pub fn reset_peak() -> bool {
-    trim_heap();
+    release_free_heap();
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// Gives the heap's free pages back to the system (glibc keeps them otherwise, so a process
+/// that parsed a lot of input holds memory it no longer uses).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn trim_heap() {
+pub fn release_free_heap() {
     // SAFETY: malloc_trim only returns free pages of glibc's heap to the kernel; it takes no
     // pointers and is safe to call at any time from any thread.
     unsafe {
@@ -41,7 +43,7 @@ fn trim_heap() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
+pub fn release_free_heap() {}
 
 /// CPU seconds (user + system) a process has used so far, from `/proc/{pid}/stat` (`self` for
 /// this process), if the platform tells.

@@ -381,7 +381,7 @@ impl TenantGenerator {
         let (city, state, country) = *CITIES.choose(rng).unwrap_or(&CITIES[0]);
         let dept = *DEPARTMENTS.choose(rng).unwrap_or(&"Sales");
         let title = *TITLES.choose(rng).unwrap_or(&"Analyst");
-        let s = |v: String| Value::String(v);
+        let s = |v: String| Value::from(v);
         o.set("accountEnabled", true.into());
         o.set("ageGroup", "Adult".into());
         o.set(

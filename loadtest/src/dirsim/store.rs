@@ -27,8 +27,41 @@ fn slot(t: ObjectType) -> usize {
 /// member), listed in id order (the paging order).
 #[derive(Debug, Default, Clone)]
 pub struct ObjectMap {
-    by_id: HashMap<ObjectId, DirectoryObject>,
+    by_id: HashMap<ObjectId, DirectoryObject, IdHash>,
     order: BTreeSet<ObjectId>,
+}
+
+/// Hashes an id by folding and mixing its 128 bits: ids are GUIDs, already spread, and a
+/// member listing hashes millions of them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        let folded = (v as u64) ^ ((v >> 64) as u64) ^ self.0;
+        let mixed = folded.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = mixed ^ (mixed >> 29);
+    }
 }
 
 impl ObjectMap {
