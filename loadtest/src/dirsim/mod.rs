@@ -10,6 +10,8 @@
 //!   `PATCH` (partial, 204), `DELETE` (soft, 204) on `/{collection}/{id}`; `GET /{collection}/delta`.
 //! - `GET /groups/{id}/members|owners`, `POST .../members|owners/$ref`,
 //!   `DELETE .../members|owners/{memberId}/$ref` (owners of applications and service principals too).
+//! - `GET /users/{id}/memberOf` (the groups holding the user as a direct member) and
+//!   `GET /users/{id}/appRoleAssignments` (the assignments whose principal is the user).
 //! - `GET|POST /servicePrincipals/{id}/appRoleAssignedTo`, `GET|DELETE .../{assignmentId}`.
 //! - `GET|POST /oauth2PermissionGrants`, `GET|PATCH|DELETE /oauth2PermissionGrants/{id}`
 //!   (admin consent only; held as links of the client service principal).

@@ -558,6 +558,43 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
     let rules = dynamic_rules(&groups);
     let touched: Vec<ObjectId> = chosen.iter().map(|u| u.id).collect();
     let before = full_users(c, &rules, &touched)?;
+    // A purge takes the user's static memberships and app role assignments with it: the
+    // groups and service principals that held them show those links removed.
+    let mut lost_members: BTreeMap<ObjectId, Vec<ObjectId>> = BTreeMap::new();
+    let mut lost_assignments: BTreeMap<ObjectId, Vec<ObjectId>> = BTreeMap::new();
+    for u in purged {
+        for g in c.get_all(
+            "listing memberships",
+            &format!("/users/{}/memberOf?$top=999&$select=id", u.id),
+        )? {
+            if let Some(gid) = id_of(&g) {
+                lost_members.entry(gid).or_default().push(u.id);
+            }
+        }
+        for a in c.get_all(
+            "listing app role assignments",
+            &format!(
+                "/users/{}/appRoleAssignments?$top=999&$select=id,resourceId",
+                u.id
+            ),
+        )? {
+            let resource = a["resourceId"].as_str().and_then(|s| s.parse().ok());
+            if let (Some(aid), Some(sp)) = (id_of(&a), resource) {
+                lost_assignments.entry(sp).or_default().push(aid);
+            }
+        }
+    }
+    let holders: BTreeMap<ObjectId, String> = if lost_assignments.is_empty() {
+        BTreeMap::new()
+    } else {
+        c.get_all(
+            "listing service principals",
+            "/servicePrincipals?$top=999&$select=id,displayName",
+        )?
+        .iter()
+        .filter_map(|j| Some((id_of(j)?, name_of(j))))
+        .collect()
+    };
     let mut writes: Vec<Write> = chosen
         .iter()
         .map(|u| Write::new("DELETE", format!("/users/{}", u.id), None))
@@ -593,14 +630,63 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
             RecoveryAction::Restore,
         ));
     }
+    let lost_links = |holder: ObjectId| -> Vec<ExpectedLink> {
+        lost_members
+            .get(&holder)
+            .into_iter()
+            .flatten()
+            .map(|u| (*u, link(LinkKind::Members, *u, false, true)))
+            .collect::<BTreeMap<_, _>>()
+            .into_values()
+            .collect()
+    };
     for g in &deleted_groups {
-        out.entries.push(ExpectedEntry::new(
+        let mut e = ExpectedEntry::new(
             g.id,
             ObjectType::Group,
             &g.name,
             Change::SoftDeleted,
             RecoveryAction::Restore,
-        ));
+        );
+        e.changed_links = lost_links(g.id);
+        out.entries.push(e);
+    }
+    let soft_deleted: BTreeSet<ObjectId> = deleted_groups.iter().map(|g| g.id).collect();
+    for g in &groups {
+        // Dynamic groups' memberships are listed with the rules' verdicts below.
+        if g.dynamic || soft_deleted.contains(&g.id) || !lost_members.contains_key(&g.id) {
+            continue;
+        }
+        let mut e = ExpectedEntry::new(
+            g.id,
+            ObjectType::Group,
+            &g.name,
+            Change::Modified,
+            RecoveryAction::Update,
+        );
+        e.changed_links = lost_links(g.id);
+        if g.synced {
+            e.action = RecoveryAction::NotRecoverable;
+            e = e.reason(NotRecoverableReason::SyncedFromOnPremises);
+        }
+        out.entries.push(e);
+    }
+    for (sp, assignments) in &lost_assignments {
+        let mut e = ExpectedEntry::new(
+            *sp,
+            ObjectType::ServicePrincipal,
+            holders.get(sp).map_or("", String::as_str),
+            Change::Modified,
+            RecoveryAction::Update,
+        );
+        let mut assignments = assignments.clone();
+        assignments.sort();
+        assignments.dedup();
+        e.changed_links = assignments
+            .iter()
+            .map(|a| link(LinkKind::AppRoleAssignedTo, *a, false, true))
+            .collect();
+        out.entries.push(e);
     }
     for u in purged {
         out.entries.push(
@@ -616,13 +702,6 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
     }
     out.entries
         .extend(dynamic_entries(&rules, &before, &after, &touched));
-    if !purged.is_empty() {
-        out.notes.push(
-            "static memberships of the purged users are gone with them: the groups that held \
-             them also show those member links removed (not listed here)"
-                .into(),
-        );
-    }
     Ok(out)
 }
 

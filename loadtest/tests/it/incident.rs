@@ -2,7 +2,7 @@
 //! generated tenant, and the simulator's state, read back through Graph, must agree with the
 //! report the generator expects.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rewind_common::report::{Change, LinkState, NotRecoverableReason, RecoveryAction};
 use rewind_common::{LinkKind, ObjectId, ObjectType};
@@ -86,6 +86,14 @@ fn assert_links_current(c: &Client<'_>, report: &ExpectedReport) {
         .iter()
         .filter(|e| e.object_type == ObjectType::Group && !e.changed_links.is_empty())
     {
+        if e.change == Change::SoftDeleted {
+            // In the recycle bin: its links can only have been lost with a purged member.
+            assert_eq!(e.action, RecoveryAction::Restore);
+            assert!(e.changed_links.iter().all(|l| l.kind == LinkKind::Members
+                && l.current == LinkState::Absent
+                && l.backup == LinkState::Present));
+            continue;
+        }
         let now = members(c, e.id);
         for l in &e.changed_links {
             assert_eq!(l.kind, LinkKind::Members);
@@ -99,10 +107,11 @@ fn assert_links_current(c: &Client<'_>, report: &ExpectedReport) {
             assert_ne!(l.current, l.backup);
         }
         let dynamic = e.reason == Some(NotRecoverableReason::DynamicMembership);
+        let synced = e.reason == Some(NotRecoverableReason::SyncedFromOnPremises);
         assert!(e.changed_links.iter().all(|l| l.recoverable != dynamic));
         assert_eq!(
             e.action,
-            if dynamic {
+            if dynamic || synced {
                 RecoveryAction::NotRecoverable
             } else {
                 RecoveryAction::Update
@@ -233,9 +242,36 @@ fn s3_creates_a_rogue_service_principal_with_grant_and_assignment() {
     assert_eq!(a[0]["id"], assignment.target.to_string());
 }
 
+/// Members of every static group, and app role assignments of every service principal.
+fn static_links(c: &Client<'_>) -> BTreeMap<ObjectId, BTreeSet<ObjectId>> {
+    let mut links = BTreeMap::new();
+    for g in c.get_all("/groups?$top=999&$select=id,groupTypes") {
+        let dynamic = g["groupTypes"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|v| v == "DynamicMembership"));
+        let id: ObjectId = g["id"].as_str().unwrap().parse().unwrap();
+        if !dynamic {
+            links.insert(id, members(c, id));
+        }
+    }
+    for sp in c.get_all("/servicePrincipals?$top=999&$select=id") {
+        let id: ObjectId = sp["id"].as_str().unwrap().parse().unwrap();
+        let assignments = c
+            .get_all(&format!(
+                "/servicePrincipals/{id}/appRoleAssignedTo?$top=999"
+            ))
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().parse().unwrap())
+            .collect();
+        links.insert(id, assignments);
+    }
+    links
+}
+
 #[test]
 fn s4_soft_deletes_and_purges() {
     let sim = tenant("s4");
+    let before = static_links(&sim.client("s4"));
     let report = apply(&sim, "s4", Scenario::S4);
     let c = sim.client("s4");
     let deleted_users = ids(&report, |e| {
@@ -275,6 +311,36 @@ fn s4_soft_deletes_and_purges() {
         assert_eq!(e.action, RecoveryAction::NotRecoverable);
     }
     assert_links_current(&c, &report);
+    // Every static link the purge took is in the report, on its holder, and nothing else is.
+    let after = static_links(&c);
+    let mut lost_somewhere = 0;
+    for (holder, was) in &before {
+        let Some(now) = after.get(holder) else {
+            // Soft-deleted by the scenario: its entry lists only links to purged users.
+            let e = report.entry(*holder).unwrap();
+            assert_eq!(e.change, Change::SoftDeleted);
+            assert!(e
+                .changed_links
+                .iter()
+                .all(|l| was.contains(&l.target) && purged.contains(&l.target)));
+            lost_somewhere += e.changed_links.len();
+            continue;
+        };
+        // A soft-deleted member is hidden from listings, not lost: restoring it brings the
+        // membership back.
+        let lost: BTreeSet<ObjectId> = was
+            .difference(now)
+            .filter(|m| !deleted_users.contains(m))
+            .copied()
+            .collect();
+        let listed: BTreeSet<ObjectId> = report
+            .entry(*holder)
+            .map(|e| e.changed_links.iter().map(|l| l.target).collect())
+            .unwrap_or_default();
+        assert_eq!(lost, listed, "links lost by {holder}");
+        lost_somewhere += lost.len();
+    }
+    assert!(lost_somewhere > 0, "the purged users held no static links");
 }
 
 #[test]

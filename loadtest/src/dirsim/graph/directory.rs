@@ -121,6 +121,68 @@ pub(super) fn directory(
                 next,
             ))
         }
+        [id, "memberOf"] if *m == Method::GET && t == ObjectType::User => {
+            let id = parse_id(id)?;
+            let data = read(&ctx.tenant.data);
+            data.active(t, id)
+                .ok_or_else(|| GraphError::not_found(id))?;
+            // The groups holding the user as a direct member, in group id order.
+            let iter = data
+                .map(ObjectType::Group)
+                .range(after_bound(q))
+                .map(|(gid, g)| {
+                    let member = g.lifecycle.is_active()
+                        && g.links_of(LinkKind::Members)
+                            .binary_search_by_key(&id, |l| l.target)
+                            .is_ok();
+                    (*gid, member.then_some(g))
+                });
+            let (page, next) = collect_page(iter, q.page_size(), settings.max_scan_per_page);
+            let path = format!("{coll}/{id}/memberOf");
+            let next = next.map(|last| q.next_link(ctx, &path, last));
+            Ok(object_collection(
+                ctx,
+                "directoryObjects",
+                &page,
+                q.select.as_deref(),
+                next,
+            ))
+        }
+        [id, "appRoleAssignments"] if *m == Method::GET && t == ObjectType::User => {
+            let id = parse_id(id)?;
+            let data = read(&ctx.tenant.data);
+            data.active(t, id)
+                .ok_or_else(|| GraphError::not_found(id))?;
+            // The assignments whose principal is the user, in assignment id order.
+            let mut held: Vec<(ObjectId, Map<String, Json>)> = data
+                .map(ObjectType::ServicePrincipal)
+                .values()
+                .filter(|sp| sp.lifecycle.is_active())
+                .flat_map(|sp| {
+                    sp.links_of(LinkKind::AppRoleAssignedTo)
+                        .iter()
+                        .map(move |l| (sp, l))
+                })
+                .filter(|(_, l)| {
+                    link_data(l).get("principalId").and_then(Json::as_str)
+                        == Some(id.to_string().as_str())
+                })
+                .map(|(sp, l)| (l.target, render_assignment(&data, sp, l)))
+                .collect();
+            held.sort_by_key(|(a, _)| *a);
+            let iter = held
+                .into_iter()
+                .filter(|(a, _)| q.after.is_none_or(|after| *a > after))
+                .map(|(a, m)| (a, Some(m)));
+            let (page, next) = collect_page(iter, q.page_size(), settings.max_scan_per_page);
+            let values = page
+                .into_iter()
+                .map(|m| apply_select(m, q.select.as_deref()))
+                .collect();
+            let path = format!("{coll}/{id}/appRoleAssignments");
+            let next = next.map(|last| q.next_link(ctx, &path, last));
+            Ok(collection(ctx, "appRoleAssignments", values, next))
+        }
         [id, kind, "$ref"] if *m == Method::POST && matches!(*kind, "members" | "owners") => {
             let kind = if *kind == "members" {
                 LinkKind::Members

@@ -248,3 +248,59 @@ fn every_resource_is_served() {
     let unknown = c.get("/devices");
     assert_eq!(unknown.status, 400);
 }
+
+#[test]
+fn a_users_groups_and_app_role_assignments() {
+    let sim = sim_with_tenant();
+    let mut objects: Vec<_> = (1..=3).map(|n| user(n, "Sales")).collect();
+    // User 1 is in groups 12, 10 and 14 (group 11 does not hold it; 14 is deleted below).
+    objects.push(group(10, &[1, 2]));
+    objects.push(group(11, &[2]));
+    objects.push(group(12, &[1]));
+    objects.push(group(14, &[1, 3]));
+    let mut sp = service_principal(20);
+    sp["appRoleAssignedTo"] = json!([
+        {"id": id(31), "principalId": id(1), "appRoleId": id(0)},
+        {"id": id(30), "principalId": id(2), "appRoleId": id(0)},
+    ]);
+    objects.push(sp);
+    sim.load("contoso", &objects);
+    let c = sim.client("contoso");
+    assert_eq!(c.delete(&format!("/groups/{}", id(14))).status, 204);
+
+    let groups: Vec<String> = c
+        .get_all(&format!(
+            "/users/{}/memberOf?$top=1&$select=id,displayName",
+            id(1)
+        ))
+        .iter()
+        .map(|g| {
+            assert_eq!(g["@odata.type"], "#microsoft.graph.group");
+            g["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![id(10), id(12)],
+        "active groups, in id order, paged"
+    );
+    assert!(c.get_all(&format!("/users/{}/memberOf", id(3))).is_empty());
+
+    let assignments = c.get_all(&format!("/users/{}/appRoleAssignments", id(1)));
+    assert_eq!(assignments.len(), 1);
+    assert_eq!(assignments[0]["id"], id(31));
+    assert_eq!(assignments[0]["resourceId"], id(20));
+    assert_eq!(assignments[0]["principalId"], id(1));
+
+    assert_eq!(c.delete(&format!("/users/{}", id(1))).status, 204);
+    let gone = c.get(&format!("/users/{}/memberOf", id(1)));
+    assert_eq!(
+        (gone.status, gone.code()),
+        (404, "Request_ResourceNotFound")
+    );
+    assert_eq!(
+        c.get(&format!("/users/{}/appRoleAssignments", id(1)))
+            .status,
+        404
+    );
+}
