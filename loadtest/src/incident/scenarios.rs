@@ -227,6 +227,19 @@ fn dynamic_entries(
         .collect()
 }
 
+/// A static group whose links changed (an update reverts them).
+fn modified_group(g: &Group, links: Vec<ExpectedLink>) -> ExpectedEntry {
+    let mut e = ExpectedEntry::new(
+        g.id,
+        ObjectType::Group,
+        &g.name,
+        Change::Modified,
+        RecoveryAction::Update,
+    );
+    e.changed_links = links;
+    e
+}
+
 fn link(kind: LinkKind, target: ObjectId, added: bool, recoverable: bool) -> ExpectedLink {
     let (current, backup) = if added {
         (LinkState::Present, LinkState::Absent)
@@ -657,14 +670,7 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
         if g.dynamic || soft_deleted.contains(&g.id) || !lost_members.contains_key(&g.id) {
             continue;
         }
-        let mut e = ExpectedEntry::new(
-            g.id,
-            ObjectType::Group,
-            &g.name,
-            Change::Modified,
-            RecoveryAction::Update,
-        );
-        e.changed_links = lost_links(g.id);
+        let mut e = modified_group(g, lost_links(g.id));
         if g.synced {
             e.action = RecoveryAction::NotRecoverable;
             e = e.reason(NotRecoverableReason::SyncedFromOnPremises);
@@ -787,15 +793,7 @@ fn membership_tamper(
             .collect();
         links.sort_by_key(|l| l.target);
         if !links.is_empty() {
-            let mut e = ExpectedEntry::new(
-                g.id,
-                ObjectType::Group,
-                &g.name,
-                Change::Modified,
-                RecoveryAction::Update,
-            );
-            e.changed_links = links;
-            out.entries.push(e);
+            out.entries.push(modified_group(g, links));
         }
     }
     progress(

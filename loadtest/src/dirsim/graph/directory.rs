@@ -110,16 +110,8 @@ pub(super) fn directory(
             let iter = ids
                 .into_iter()
                 .map(|target| (target, data.find_directory_object(target)));
-            let (page, next) = collect_page(iter, q.page_size(), settings.max_scan_per_page);
             let path = format!("{coll}/{id}/{}", kind.as_str());
-            let next = next.map(|last| q.next_link(ctx, &path, last));
-            Ok(object_collection(
-                ctx,
-                "directoryObjects",
-                &page,
-                q.select.as_deref(),
-                next,
-            ))
+            Ok(directory_object_page(ctx, q, settings, iter, &path))
         }
         [id, "memberOf"] if *m == Method::GET && t == ObjectType::User => {
             let id = parse_id(id)?;
@@ -137,16 +129,8 @@ pub(super) fn directory(
                             .is_ok();
                     (*gid, member.then_some(g))
                 });
-            let (page, next) = collect_page(iter, q.page_size(), settings.max_scan_per_page);
             let path = format!("{coll}/{id}/memberOf");
-            let next = next.map(|last| q.next_link(ctx, &path, last));
-            Ok(object_collection(
-                ctx,
-                "directoryObjects",
-                &page,
-                q.select.as_deref(),
-                next,
-            ))
+            Ok(directory_object_page(ctx, q, settings, iter, &path))
         }
         [id, "appRoleAssignments"] if *m == Method::GET && t == ObjectType::User => {
             let id = parse_id(id)?;
@@ -255,6 +239,20 @@ pub(super) fn directory(
         }
         _ => Err(GraphError::no_route()),
     }
+}
+
+/// A page of a `directoryObjects` collection: the objects `items` offers (id, and the object
+/// when it belongs on the page), with a next link to `path` when more remain.
+fn directory_object_page<'a>(
+    ctx: &Ctx<'_>,
+    q: &Query,
+    settings: &Settings,
+    items: impl Iterator<Item = (ObjectId, Option<&'a DirectoryObject>)>,
+    path: &str,
+) -> Reply {
+    let (page, next) = collect_page(items, q.page_size(), settings.max_scan_per_page);
+    let next = next.map(|last| q.next_link(ctx, path, last));
+    object_collection(ctx, "directoryObjects", &page, q.select.as_deref(), next)
 }
 
 /// A write of `kind` links on the object is allowed (it exists, is cloud-mastered and, for
