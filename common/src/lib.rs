@@ -5,6 +5,7 @@
 pub mod connector;
 pub mod diff;
 pub mod error;
+pub mod fan_out;
 pub mod graph_json;
 pub mod id;
 pub mod model;

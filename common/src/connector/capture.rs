@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::http::{json_error, Method};
 use super::{ConnectorError, GraphConnector};
+use crate::fan_out::{fan_out, Stopped};
 use crate::graph_json::{from_graph_json, next_link_of_page, page_from_graph_json};
 use crate::id::ObjectId;
 use crate::model::{DirectoryObject, Link, LinkKind, ObjectType};
@@ -384,53 +385,21 @@ impl GraphConnector {
     ) -> Result<u64, ConnectorError> {
         let first = self.list_url(path, t);
         let decoders = self.settings.decode_threads.max(1);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(decoders);
-        let rx = Mutex::new(rx);
-        // Set when a decoder failed: the reader stops, the other decoders drain the queue.
-        let stop = AtomicBool::new(false);
-        let first_error: Mutex<Option<ConnectorError>> = Mutex::new(None);
-        let read = std::thread::scope(|scope| {
-            for _ in 0..decoders {
-                scope.spawn(|| loop {
-                    let next = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(text) = next else {
-                        return;
-                    };
-                    if stop.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    let done = self
-                        .decode_page(path, t, &text, with_links, grants)
-                        .and_then(|objects| {
-                            self.recycle_page(text);
-                            deliver(objects)
-                        });
-                    if let Err(e) = done {
-                        stop.store(true, Ordering::Relaxed);
-                        if let Ok(mut slot) = first_error.lock() {
-                            slot.get_or_insert(e);
-                        }
-                    }
-                });
-            }
-            let read = self.for_each_page(&first, |text| {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(ConnectorError::Aborted);
-                }
-                tx.send(text)
-                    .map_err(|_| ConnectorError::Settings("the page decoders stopped".into()))
-            });
-            drop(tx);
-            read
-        });
-        // A decoder's error comes first: it is why reading stopped.
-        if let Some(e) = first_error.into_inner().map_err(|_| poisoned())? {
-            return Err(e);
-        }
-        read
+        fan_out(
+            decoders,
+            decoders,
+            |send| {
+                self.for_each_page(&first, |text| {
+                    send(text).map_err(|Stopped| ConnectorError::Aborted)
+                })
+            },
+            |text| {
+                let objects = self.decode_page(path, t, &text, with_links, grants)?;
+                self.recycle_page(text);
+                deliver(objects)
+            },
+            poisoned,
+        )
     }
 
     /// Captures every object of a collection type: its recycle bin, then its active objects.

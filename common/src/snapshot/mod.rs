@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SnapshotError;
+use crate::fan_out::fan_out;
 use crate::model::DirectoryObject;
 pub use layout::ShardLayout;
 pub use shard::{IndexEntry, LoadedShard, ShardWriter, SHARD_FORMAT_VERSION};
@@ -181,48 +182,27 @@ pub fn write_snapshot(
             "every shard writer must use the snapshot's layout".into(),
         ));
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(ShardRef, Vec<u8>)>(STORE_THREADS);
-    let rx = std::sync::Mutex::new(rx);
     let stored = std::sync::Mutex::new(Vec::with_capacity(writers.len()));
-    let first_error = std::sync::Mutex::new(None::<SnapshotError>);
-    let fail = |e: SnapshotError| {
-        if let Ok(mut slot) = first_error.lock() {
-            slot.get_or_insert(e);
-        }
-    };
-    std::thread::scope(|scope| {
-        for _ in 0..STORE_THREADS {
-            scope.spawn(|| loop {
-                let next = match rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
-                let Ok((shard, blob)) = next else {
-                    return;
-                };
-                match store.put(&shard.key, &blob) {
-                    Ok(()) => {
-                        if let Ok(mut s) = stored.lock() {
-                            s.push(shard);
-                        }
-                    }
-                    Err(e) => fail(e.into()),
-                }
-            });
-        }
-        writers.into_par_iter().for_each_with(tx, |tx, writer| {
-            match pack_shard(info, writer) {
-                // The store threads only stop once every sender is gone.
-                Ok(packed) => {
-                    let _ = tx.send(packed);
-                }
-                Err(e) => fail(e),
-            }
-        });
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
+    fan_out(
+        STORE_THREADS,
+        STORE_THREADS,
+        |send| {
+            writers.into_par_iter().try_for_each(|writer| {
+                let packed = pack_shard(info, writer)?;
+                // Stopped: a put failed, and that error is the result (not this one).
+                send(packed).map_err(|_| SnapshotError::Invalid("storing stopped".into()))
+            })
+        },
+        |(shard, blob): (ShardRef, Vec<u8>)| {
+            store.put(&shard.key, &blob)?;
+            stored
+                .lock()
+                .map_err(|_| SnapshotError::Invalid("a shard store thread panicked".into()))?
+                .push(shard);
+            Ok(())
+        },
+        || SnapshotError::Invalid("a shard store thread panicked".into()),
+    )?;
     let shards = stored
         .into_inner()
         .map_err(|_| SnapshotError::Invalid("a shard store thread panicked".into()))?;
