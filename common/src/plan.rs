@@ -128,7 +128,16 @@ pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
                     .iter()
                     .map(|a| (a.name.clone(), a.backup.clone().unwrap_or(Value::Null)))
                     .collect();
-                if !props.is_empty() {
+                if object_type == ObjectType::AuthenticationMethodsPolicy {
+                    // Graph patches each method configuration on its own URL: one step each.
+                    for p in props {
+                        steps.push(Step::Update {
+                            id,
+                            object_type,
+                            properties: vec![p],
+                        });
+                    }
+                } else if !props.is_empty() {
                     steps.push(Step::Update {
                         id,
                         object_type,
@@ -266,5 +275,63 @@ pub fn recoverable_view(object: &DirectoryObject) -> RecoverableView {
     RecoverableView {
         attributes: attrs,
         links,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::report::ChangedAttribute;
+
+    #[test]
+    fn each_method_configuration_is_its_own_update() {
+        let config = |state: &str| Value::Map([("state".to_owned(), Value::from(state))].into());
+        let changed = |name: &str| ChangedAttribute {
+            name: name.into(),
+            current: Some(config("disabled")),
+            backup: Some(config("enabled")),
+        };
+        let entry = ReportEntry {
+            id: ObjectId::for_singleton("authenticationMethodsPolicy"),
+            object_type: ObjectType::AuthenticationMethodsPolicy,
+            display_name: "Authentication Methods Policy".into(),
+            change: Change::Modified,
+            action: RecoveryAction::Update,
+            reason: None,
+            changed_attributes: vec![changed("fido2"), changed("sms")],
+            changed_links: Vec::new(),
+        };
+        let steps = plan(std::slice::from_ref(&entry));
+        let names: Vec<&str> = steps
+            .iter()
+            .map(|s| match &s.step {
+                Step::Update { properties, .. } => {
+                    assert_eq!(properties.len(), 1);
+                    properties[0].0.as_str()
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(names, vec!["fido2", "sms"]);
+        assert_ne!(steps[0].action_id, steps[1].action_id);
+        // Any other type keeps one update for all its properties.
+        let user = ReportEntry {
+            object_type: ObjectType::User,
+            changed_attributes: vec![
+                ChangedAttribute {
+                    name: "city".into(),
+                    current: Some("Oslo".into()),
+                    backup: Some("Bergen".into()),
+                },
+                ChangedAttribute {
+                    name: "department".into(),
+                    current: None,
+                    backup: Some("Sales".into()),
+                },
+            ],
+            ..entry
+        };
+        assert_eq!(plan(&[user]).len(), 1);
     }
 }

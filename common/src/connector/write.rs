@@ -18,6 +18,7 @@ use super::{ConnectorError, GraphConnector};
 use crate::id::ObjectId;
 use crate::model::{LinkKind, ObjectType};
 use crate::plan::{PlannedStep, Step};
+use crate::properties::AUTHENTICATION_METHOD_CONFIGURATIONS;
 use crate::value::Value;
 
 /// Requests in one `$batch` (Graph's limit).
@@ -164,6 +165,31 @@ impl GraphConnector {
                     method: Method::Post,
                     url,
                     body: None,
+                }
+            }
+            Step::Update {
+                id: _,
+                object_type: ObjectType::AuthenticationMethodsPolicy,
+                properties,
+            } => {
+                // One method configuration, on its own URL (the planner splits the policy's
+                // updates so); the stored configuration carries its `@odata.type`.
+                let [(name, value)] = properties.as_slice() else {
+                    return Err(unsupported(
+                        "an update of several authentication method configurations in one step",
+                    ));
+                };
+                if !AUTHENTICATION_METHOD_CONFIGURATIONS.contains(&name.as_str()) {
+                    return Err(unsupported(
+                        "an update of this authentication methods policy property",
+                    ));
+                }
+                Inner {
+                    method: Method::Patch,
+                    url: format!(
+                        "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{name}"
+                    ),
+                    body: Some(value.to_json()),
                 }
             }
             Step::Update {

@@ -18,7 +18,8 @@
 //! - `/identity/conditionalAccess/policies|namedLocations` (GET, POST, and GET/PATCH/DELETE by
 //!   id), their recycle bin `/identity/conditionalAccess/deletedItems/policies|namedLocations`
 //!   (GET, GET/DELETE by id, `POST .../{id}/restore`).
-//! - `GET|PATCH /policies/authenticationMethodsPolicy`, `/policies/authorizationPolicy`;
+//! - `GET|PATCH /policies/authenticationMethodsPolicy` (and each method configuration at
+//!   `.../authenticationMethodConfigurations/{id}`), `/policies/authorizationPolicy`;
 //!   `GET /organization`, `GET|PATCH /organization/{id}`.
 //! - `GET /directory/deletedItems/microsoft.graph.{user,group,application,servicePrincipal}`,
 //!   `GET|DELETE /directory/deletedItems/{id}`, `POST /directory/deletedItems/{id}/restore`.

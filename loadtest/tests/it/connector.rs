@@ -714,6 +714,55 @@ fn every_write_kind_applies_singly() {
     assert_eq!(apply_one(&conn, org), StepResult::Applied);
     assert_eq!(c.get("/organization").values()[0]["mfaEnabled"], true);
 
+    // A method configuration is written on its own URL, whole, as the backup holds it.
+    let fido = Step::Update {
+        id: ObjectId::for_singleton("authenticationMethodsPolicy"),
+        object_type: ObjectType::AuthenticationMethodsPolicy,
+        properties: vec![(
+            "fido2".into(),
+            Value::Map(
+                [
+                    (
+                        "@odata.type".to_owned(),
+                        Value::from("#microsoft.graph.fido2AuthenticationMethodConfiguration"),
+                    ),
+                    ("state".to_owned(), Value::from("enabled")),
+                    ("isAttestationEnforced".to_owned(), Value::Bool(false)),
+                ]
+                .into(),
+            ),
+        )],
+    };
+    assert_eq!(apply_one(&conn, fido), StepResult::Applied);
+    let config =
+        c.get("/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/fido2");
+    assert_eq!(config.status, 200);
+    assert_eq!(
+        (
+            &config.body["id"],
+            &config.body["state"],
+            &config.body["isAttestationEnforced"]
+        ),
+        (&json!("fido2"), &json!("enabled"), &json!(false))
+    );
+    let routes = sim.counters()["requests"].to_string();
+    assert!(
+        routes.contains("authenticationMethodConfigurations"),
+        "patched on its own URL: {routes}"
+    );
+    let two = Step::Update {
+        id: ObjectId::for_singleton("authenticationMethodsPolicy"),
+        object_type: ObjectType::AuthenticationMethodsPolicy,
+        properties: vec![
+            ("sms".into(), Value::Map(Default::default())),
+            ("email".into(), Value::Map(Default::default())),
+        ],
+    };
+    assert!(
+        matches!(apply_one(&conn, two), StepResult::Failed { .. }),
+        "the planner never puts two configurations in one step"
+    );
+
     assert_eq!(
         apply_one(
             &conn,

@@ -373,6 +373,9 @@ fn dispatch(
         ["policies", "authenticationMethodsPolicy"] => {
             singleton(ctx, req, ObjectType::AuthenticationMethodsPolicy, q)
         }
+        ["policies", "authenticationMethodsPolicy", "authenticationMethodConfigurations", cid] => {
+            method_configuration(ctx, req, cid)
+        }
         ["policies", "authorizationPolicy"] => {
             singleton(ctx, req, ObjectType::AuthorizationPolicy, q)
         }

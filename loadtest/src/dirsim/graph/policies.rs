@@ -106,24 +106,65 @@ pub(super) fn singleton(
     match req.method {
         Method::GET => {
             let data = read(&ctx.tenant.data);
-            let o = data
-                .map(t)
-                .values()
-                .next()
-                .ok_or_else(|| GraphError::not_found(t))?;
+            let o = the_singleton(&data, t)?;
             Ok(Reply::json(StatusCode::OK, render(o, q.select.as_deref())))
         }
+        Method::PATCH => patch_singleton(ctx, t, body_object(req)?),
+        _ => Err(GraphError::method_not_allowed()),
+    }
+}
+
+/// The tenant's one object of a singleton type.
+fn the_singleton(data: &TenantData, t: ObjectType) -> Result<&DirectoryObject, GraphError> {
+    data.map(t)
+        .values()
+        .next()
+        .ok_or_else(|| GraphError::not_found(t))
+}
+
+/// A partial update of a singleton (204).
+fn patch_singleton(
+    ctx: &Ctx<'_>,
+    t: ObjectType,
+    body: &Map<String, Json>,
+) -> Result<Reply, GraphError> {
+    let mut data = write(&ctx.tenant.data);
+    let id = the_singleton(&data, t)?.id;
+    data.update(t, id, |o| apply_patch(o, body, false))?;
+    Ok(Reply::no_content())
+}
+
+/// One method configuration of the authentication methods policy: `GET`, and `PATCH` (a
+/// partial update, 204), as Graph serves each on its own URL.
+pub(super) fn method_configuration(
+    ctx: &Ctx<'_>,
+    req: &GraphRequest,
+    cid: &str,
+) -> Result<Reply, GraphError> {
+    let t = ObjectType::AuthenticationMethodsPolicy;
+    if !properties::AUTHENTICATION_METHOD_CONFIGURATIONS.contains(&cid) {
+        return Err(GraphError::not_found(cid));
+    }
+    match req.method {
+        Method::GET => {
+            let data = read(&ctx.tenant.data);
+            let o = the_singleton(&data, t)?;
+            let mut config = match o.get(cid).map(Value::to_json) {
+                Some(Json::Object(m)) => m,
+                _ => Map::new(),
+            };
+            config.insert("id".into(), Json::String(cid.to_owned()));
+            Ok(Reply::json(StatusCode::OK, Json::Object(config)))
+        }
         Method::PATCH => {
-            let body = body_object(req)?;
-            let mut data = write(&ctx.tenant.data);
-            let id = data
-                .map(t)
-                .values()
-                .next()
-                .map(|o| o.id)
-                .ok_or_else(|| GraphError::not_found(t))?;
-            data.update(t, id, |o| apply_patch(o, body, false))?;
-            Ok(Reply::no_content())
+            let mut item = body_object(req)?.clone();
+            item.insert("id".into(), Json::String(cid.to_owned()));
+            let mut body = Map::new();
+            body.insert(
+                "authenticationMethodConfigurations".into(),
+                Json::Array(vec![Json::Object(item)]),
+            );
+            patch_singleton(ctx, t, &body)
         }
         _ => Err(GraphError::method_not_allowed()),
     }

@@ -305,6 +305,25 @@ fn singletons_are_patched_in_place() {
         fido["@odata.type"],
         "#microsoft.graph.fido2AuthenticationMethodConfiguration"
     );
+    // Each configuration on its own URL, as Graph serves and patches it.
+    let url = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations";
+    let r = c.patch(&format!("{url}/fido2"), &json!({"state": "disabled"}));
+    assert_eq!(r.status, 204);
+    let one = c.get(&format!("{url}/fido2"));
+    assert_eq!((one.status, &one.body["id"]), (200, &json!("fido2")));
+    assert_eq!(one.body["state"], "disabled");
+    assert_eq!(
+        one.body["@odata.type"], "#microsoft.graph.fido2AuthenticationMethodConfiguration",
+        "a partial update keeps the rest"
+    );
+    let unknown = c.patch(
+        &format!("{url}/carrierPigeon"),
+        &json!({"state": "enabled"}),
+    );
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (404, "Request_ResourceNotFound")
+    );
 
     let org = c.get("/organization");
     let org_id = org.values()[0]["id"].as_str().unwrap().to_owned();
