@@ -100,18 +100,6 @@ impl Reply {
         }
     }
 
-    /// A 200 answer with a body serialized from `body` (a value that cannot be serialized
-    /// answers 500).
-    pub fn serialized(body: &impl serde::Serialize) -> Self {
-        match serde_json::to_vec(body) {
-            Ok(text) => Self::raw(text),
-            Err(e) => Self::json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                serde_json::json!({"error": {"code": "generalException", "message": format!("cannot render the answer: {e}")}}),
-            ),
-        }
-    }
-
     /// A 200 answer whose body is JSON text this simulator wrote.
     pub fn raw(text: Vec<u8>) -> Self {
         Self {

@@ -212,6 +212,8 @@ enum Source {
 #[derive(Debug)]
 struct Projection {
     fields: Vec<(String, Source)>,
+    /// Each field's `,"name":` as written (names escaped once, not once per object).
+    keys: Vec<Vec<u8>>,
     /// `$select` shows absent fields as null; the full object leaves them out.
     nulls: bool,
     /// A user listed without `$select` shows `deletedDateTime` when it is soft-deleted.
@@ -220,6 +222,27 @@ struct Projection {
 
 impl Projection {
     fn new(t: ObjectType, select: Option<&[String]>) -> Self {
+        let (fields, nulls, deleted_when_deleted) = Self::resolve(t, select);
+        let keys = fields
+            .iter()
+            .map(|(name, _)| {
+                let mut key = b",".to_vec();
+                write_json(&mut key, name.as_str());
+                key.push(b':');
+                key
+            })
+            .collect();
+        Self {
+            fields,
+            keys,
+            nulls,
+            deleted_when_deleted,
+        }
+    }
+
+    /// The fields shown, whether absent ones show as null, and whether a soft-deleted object
+    /// shows `deletedDateTime` beyond them.
+    fn resolve(t: ObjectType, select: Option<&[String]>) -> (Vec<(String, Source)>, bool, bool) {
         let source = |name: &str| match name {
             "deletedDateTime" => Source::DeletedDateTime,
             "onPremisesSyncEnabled" => Source::OnPremisesSyncEnabled,
@@ -236,26 +259,14 @@ impl Projection {
             fields
         };
         match select {
-            Some(select) => Self {
-                fields: named(&mut select.iter().map(String::as_str)),
-                nulls: true,
-                deleted_when_deleted: false,
-            },
-            None if t == ObjectType::User => Self {
-                fields: named(&mut USER_DEFAULT.iter().copied()),
-                nulls: true,
-                deleted_when_deleted: true,
-            },
+            Some(select) => (named(&mut select.iter().map(String::as_str)), true, false),
+            None if t == ObjectType::User => (named(&mut USER_DEFAULT.iter().copied()), true, true),
             None => {
                 let mut names = properties::properties(t)
                     .iter()
                     .map(|d| d.name)
                     .chain(["deletedDateTime", "onPremisesSyncEnabled"]);
-                Self {
-                    fields: named(&mut names),
-                    nulls: false,
-                    deleted_when_deleted: false,
-                }
+                (named(&mut names), false, false)
             }
         }
     }
@@ -288,89 +299,87 @@ struct View<'a> {
     projection: &'a Projection,
 }
 
-impl serde::Serialize for View<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
+impl View<'_> {
+    /// Appends the object's JSON to `out`.
+    fn write_into(&self, out: &mut Vec<u8>) {
         let o = self.object;
         let p = self.projection;
-        let mut map = serializer.serialize_map(None)?;
         let odata = match o.get("@odata.type").and_then(Value::as_str) {
             Some(own) if o.object_type == ObjectType::NamedLocation => own,
             _ => rewind_common::graph_json::odata_type(o.object_type),
         };
-        map.serialize_entry("@odata.type", odata)?;
-        map.serialize_entry("id", &o.id)?;
+        out.extend_from_slice(b"{\"@odata.type\":");
+        write_json(out, odata);
+        out.extend_from_slice(b",\"id\":\"");
+        let mut guid = uuid::Uuid::encode_buffer();
+        out.extend_from_slice(
+            uuid::Uuid::from_u128(o.id.0)
+                .hyphenated()
+                .encode_lower(&mut guid)
+                .as_bytes(),
+        );
+        out.push(b'"');
         let deleted_at = match o.lifecycle {
             rewind_common::Lifecycle::SoftDeleted { deleted_at } => Some(deleted_at),
             rewind_common::Lifecycle::Active => None,
         };
-        for (name, source) in &p.fields {
+        // What an absent field shows: nothing, null, or (businessPhones) an empty list.
+        let absent = |out: &mut Vec<u8>, name: &str, key: &[u8]| {
+            if name == "businessPhones" {
+                out.extend_from_slice(key);
+                out.extend_from_slice(b"[]");
+            } else if p.nulls {
+                out.extend_from_slice(key);
+                out.extend_from_slice(b"null");
+            }
+        };
+        for ((name, source), key) in p.fields.iter().zip(&p.keys) {
             match *source {
                 Source::Property(pid) => {
                     match o.attributes.binary_search_by_key(&pid, |(p, _)| *p) {
-                        Ok(i) => map.serialize_entry(name, &o.attributes[i].1)?,
-                        Err(_) if !p.nulls => {}
-                        Err(_) if name == "businessPhones" => {
-                            map.serialize_entry(name, &[] as &[Value])?
+                        Ok(i) => {
+                            out.extend_from_slice(key);
+                            write_json(out, &o.attributes[i].1);
                         }
-                        Err(_) => map.serialize_entry(name, &())?,
+                        Err(_) if !p.nulls => {}
+                        Err(_) => absent(out, name, key),
                     }
                 }
                 Source::DeletedDateTime => match deleted_at {
-                    Some(at) => map.serialize_entry(name, &format_time(at))?,
-                    None if p.nulls => map.serialize_entry(name, &())?,
-                    None => {}
+                    Some(at) => {
+                        out.extend_from_slice(key);
+                        write_json(out, format_time(at).as_str());
+                    }
+                    None => absent(out, name, key),
                 },
                 Source::OnPremisesSyncEnabled => {
                     if o.source == SourceOfAuthority::OnPremises {
-                        map.serialize_entry(name, &true)?;
-                    } else if p.nulls {
-                        map.serialize_entry(name, &())?;
+                        out.extend_from_slice(key);
+                        out.extend_from_slice(b"true");
+                    } else {
+                        absent(out, name, key);
                     }
                 }
-                Source::Absent if name == "businessPhones" => {
-                    map.serialize_entry(name, &[] as &[Value])?
-                }
-                Source::Absent if p.nulls => map.serialize_entry(name, &())?,
-                Source::Absent => {}
+                Source::Absent => absent(out, name, key),
             }
         }
         if p.deleted_when_deleted {
             if let Some(at) = deleted_at {
-                map.serialize_entry("deletedDateTime", &format_time(at))?;
+                out.extend_from_slice(b",\"deletedDateTime\":");
+                write_json(out, format_time(at).as_str());
             }
         }
-        map.end()
+        out.push(b'}');
     }
 }
 
-/// The objects of one page, rendered under a projector.
-struct Views<'a> {
-    objects: &'a [&'a DirectoryObject],
-    projector: &'a Projector<'a>,
-}
-
-impl serde::Serialize for Views<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.objects.iter().map(|o| View {
-            object: o,
-            projection: self.projector.projection(o.object_type),
-        }))
-    }
-}
-
-/// A collection page as Graph shapes it (the next link before the values, as Graph sends it).
-#[derive(serde::Serialize)]
-struct Envelope<T: serde::Serialize> {
-    #[serde(rename = "@odata.context")]
-    context: String,
-    #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none")]
-    next_link: Option<String>,
-    value: T,
+/// Appends the JSON of `value` (writing into memory cannot fail).
+fn write_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(out, value);
 }
 
 /// A collection page of directory objects written straight from them (no singletons: those
-/// go through [`render`]).
+/// go through [`render`]), the next link before the values, as Graph writes it.
 pub(super) fn object_collection(
     ctx: &Ctx<'_>,
     context: &str,
@@ -379,14 +388,30 @@ pub(super) fn object_collection(
     next: Option<String>,
 ) -> Reply {
     let projector = Projector::new(select);
-    Reply::serialized(&Envelope {
-        context: format!("{}/$metadata#{context}", ctx.base),
-        next_link: next,
-        value: Views {
-            objects,
-            projector: &projector,
-        },
-    })
+    // About what a user under the connector's $select takes, so a page rarely regrows.
+    let mut out = Vec::with_capacity(256 + objects.len() * 1_536);
+    out.extend_from_slice(b"{\"@odata.context\":");
+    write_json(
+        &mut out,
+        format!("{}/$metadata#{context}", ctx.base).as_str(),
+    );
+    if let Some(next) = next {
+        out.extend_from_slice(b",\"@odata.nextLink\":");
+        write_json(&mut out, next.as_str());
+    }
+    out.extend_from_slice(b",\"value\":[");
+    for (i, o) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        View {
+            object: o,
+            projection: projector.projection(o.object_type),
+        }
+        .write_into(&mut out);
+    }
+    out.extend_from_slice(b"]}");
+    Reply::raw(out)
 }
 
 #[cfg(test)]
@@ -444,7 +469,9 @@ mod tests {
                     object: o,
                     projection: projector.projection(o.object_type),
                 };
-                let written = serde_json::to_value(&view).unwrap();
+                let mut text = Vec::new();
+                view.write_into(&mut text);
+                let written: Json = serde_json::from_slice(&text).unwrap();
                 assert_eq!(
                     written,
                     render(o, select.as_deref()),
