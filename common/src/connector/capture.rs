@@ -254,6 +254,7 @@ impl GraphConnector {
         let mut links = Vec::new();
         let read = self.for_each_page(&self.link_url(job), |text| {
             links.extend(parse_link_page(&job.path, job.kind, &text)?.0);
+            self.recycle_page(text);
             Ok(())
         });
         match read {
@@ -293,6 +294,7 @@ impl GraphConnector {
                     if let Some(next) = next {
                         let rest = self.for_each_page(&next, |text| {
                             links.extend(parse_link_page(&job.path, job.kind, &text)?.0);
+                            self.recycle_page(text);
                             Ok(())
                         });
                         match rest {
