@@ -76,13 +76,27 @@ pub fn diff_shards(
     });
     let segments = ShardLayout::new(base_bits.saturating_add(split_bits));
     let matcher = scope.matcher();
+    let standing_in = |shards: &[LoadedShard], layout: ShardLayout, id: ObjectId| {
+        let index = shards[layout.shard_of(id) as usize].index();
+        match index.binary_search_by_key(&id, |e| e.id) {
+            Ok(i) if index[i].is_active() => Standing::Active,
+            Ok(_) => Standing::SoftDeleted,
+            Err(_) => Standing::Absent,
+        }
+    };
+    let ends = |id: ObjectId| {
+        (
+            standing_in(backup, b_layout, id),
+            standing_in(current, c_layout, id),
+        )
+    };
     let parts = (0..segments.count())
         .into_par_iter()
         .map(|segment| {
             let (lo, hi) = segments.range(segment);
             let b = slice_of(backup, b_layout, lo, hi);
             let c = slice_of(current, c_layout, lo, hi);
-            diff_segment(b, c, matcher)
+            diff_segment(b, c, matcher, &ends)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(parts.into_iter().flatten().collect())
@@ -136,10 +150,43 @@ impl Reader<'_> {
     }
 }
 
+/// Where an object stands in one snapshot, looked up for the far end of a changed link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    Absent,
+    Active,
+    SoftDeleted,
+}
+
+/// Where an id stands in the backup and in the current snapshot.
+type Ends<'a> = &'a (dyn Fn(ObjectId) -> (Standing, Standing) + Sync);
+
+/// What the far end of a link makes of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FarEnd {
+    /// Active in both snapshots, or in neither (an object Rewind does not capture), or created
+    /// since the backup: the link is compared as it is.
+    Compared,
+    /// In the recycle bin in either snapshot: Graph hides the link, which follows that
+    /// object's restore or soft delete and is no change of its own.
+    Hidden,
+    /// Active in the backup and gone now: the link is lost with it.
+    Lost,
+}
+
+fn far_end(ends: Ends<'_>, id: ObjectId) -> FarEnd {
+    match ends(id) {
+        (Standing::SoftDeleted, _) | (_, Standing::SoftDeleted) => FarEnd::Hidden,
+        (Standing::Active, Standing::Absent) => FarEnd::Lost,
+        _ => FarEnd::Compared,
+    }
+}
+
 fn diff_segment(
     b: Slice<'_>,
     c: Slice<'_>,
     scope: ScopeMatcher<'_>,
+    ends: Ends<'_>,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
     let bi = &b.shard.index()[b.start..b.end];
     let ci = &c.shard.index()[c.start..c.end];
@@ -180,7 +227,8 @@ fn diff_segment(
                     if x.type_code == y.type_code {
                         let xb = rb.shard.encoding(b.start + i, &mut rb.cache)?;
                         let yc = rc.shard.encoding(c.start + j, &mut rc.cache)?;
-                        out.extend(compare_raw(x, y, xb, yc, b.shard.shard(), c.shard.shard())?);
+                        let shards = (b.shard.shard(), c.shard.shard());
+                        out.extend(compare_raw(x, y, xb, yc, shards, ends)?);
                     } else {
                         // An id never changes type; if it seems to, report both sides as they are.
                         if x.is_active() {
@@ -249,6 +297,7 @@ fn created(current: DirectoryObject) -> ReportEntry {
                     current: LinkState::Present,
                     backup: LinkState::Absent,
                     recoverable: true,
+                    reason: None,
                     current_data: l.data.clone(),
                     backup_data: None,
                 }));
@@ -297,10 +346,18 @@ fn classify(
             return Ok(None);
         }
         if e.changed_attributes.is_empty() && e.changed_links.iter().all(|l| !l.recoverable) {
-            return Ok(Some(not_recoverable(
-                e,
-                NotRecoverableReason::DynamicMembership,
-            )));
+            // Only links nothing can write back: lost with a hard-deleted object, or computed
+            // by a dynamic rule.
+            let lost = e
+                .changed_links
+                .iter()
+                .any(|l| l.reason == Some(NotRecoverableReason::HardDeleted));
+            let reason = if lost {
+                NotRecoverableReason::HardDeleted
+            } else {
+                NotRecoverableReason::DynamicMembership
+            };
+            return Ok(Some(not_recoverable(e, reason)));
         }
     }
     if pair.on_premises {
@@ -313,6 +370,7 @@ fn classify(
 fn compare(
     backup: &DirectoryObject,
     current: &DirectoryObject,
+    ends: Ends<'_>,
 ) -> Result<Option<ReportEntry>, SnapshotError> {
     let pair = Pair {
         id: current.id,
@@ -328,18 +386,18 @@ fn compare(
     };
     let dynamic = backup.dynamic_membership || current.dynamic_membership;
     let t = current.object_type;
+    let holder_hidden = !pair.current_active;
     let diffs = |attrs: &mut Vec<ChangedAttribute>, links: &mut Vec<ChangedLink>| {
         changed_attributes(t, &backup.attributes, &current.attributes, attrs)?;
         for &kind in properties::link_kinds(t) {
             if properties::link_recoverable(t, kind) {
-                let recoverable = !(kind == LinkKind::Members && dynamic);
-                changed_links(
+                let sets = LinkSets {
                     kind,
-                    recoverable,
-                    backup.links_of(kind),
-                    current.links_of(kind),
-                    links,
-                );
+                    dynamic: kind == LinkKind::Members && dynamic,
+                    holder_hidden,
+                    ends,
+                };
+                sets.changed(backup.links_of(kind), current.links_of(kind), links);
             }
         }
         Ok(())
@@ -354,8 +412,8 @@ fn compare_raw(
     y: &IndexEntry,
     backup: &[u8],
     current: &[u8],
-    b_shard: u32,
-    c_shard: u32,
+    (b_shard, c_shard): (u32, u32),
+    ends: Ends<'_>,
 ) -> Result<Option<ReportEntry>, SnapshotError> {
     let t = y.object_type();
     let corrupt =
@@ -379,6 +437,7 @@ fn compare_raw(
         on_premises: y.flags & FLAG_ON_PREMISES != 0,
     };
     let dynamic = (x.flags | y.flags) & FLAG_DYNAMIC != 0;
+    let holder_hidden = !pair.current_active;
     classify(pair, |attrs, links| {
         let value = |shard: u32, bytes: &[u8]| {
             rmp_serde::from_slice::<Value>(bytes).map_err(|e| corrupt(shard, &e.to_string()))
@@ -418,9 +477,14 @@ fn compare_raw(
                 Some(bytes) => rmp_serde::from_slice::<Vec<Link>>(bytes)
                     .map_err(|e| corrupt(shard, &e.to_string())),
             };
-            let recoverable = !(kind == LinkKind::Members && dynamic);
+            let sets = LinkSets {
+                kind,
+                dynamic: kind == LinkKind::Members && dynamic,
+                holder_hidden,
+                ends,
+            };
             let (bl, cl) = (decode(b_shard, bs)?, decode(c_shard, cs)?);
-            changed_links(kind, recoverable, &bl, &cl, links);
+            sets.changed(&bl, &cl, links);
         }
         Ok(())
     })
@@ -479,58 +543,84 @@ fn changed_attributes(
     })
 }
 
-/// Merges two sorted link lists of one kind into the links that differ (added, removed, or
-/// with other data).
-fn changed_links(
+/// How to compare an object's links of one kind.
+struct LinkSets<'a> {
     kind: LinkKind,
-    recoverable: bool,
-    b: &[Link],
-    c: &[Link],
-    out: &mut Vec<ChangedLink>,
-) {
-    let push = |out: &mut Vec<ChangedLink>, target, cur: Option<&Link>, bak: Option<&Link>| {
+    /// Memberships a dynamic rule computes: shown, never recoverable.
+    dynamic: bool,
+    /// The holder is in the recycle bin now, so Graph lists none of its links: only links lost
+    /// with their far end can be told.
+    holder_hidden: bool,
+    ends: Ends<'a>,
+}
+
+impl LinkSets<'_> {
+    /// Merges two sorted link lists into the links that differ (added, removed, or with other
+    /// data), leaving out those Graph hides (a far end in the recycle bin in either snapshot,
+    /// or a holder in it now) and marking those lost with a hard-deleted far end.
+    fn changed(&self, b: &[Link], c: &[Link], out: &mut Vec<ChangedLink>) {
+        let (mut i, mut j) = (0, 0);
+        while i < b.len() || j < c.len() {
+            match (b.get(i), c.get(j)) {
+                (Some(x), Some(y)) if x.target == y.target => {
+                    if x.data != y.data {
+                        self.push(out, x.target, Some(y), Some(x));
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x.target < y.target => {
+                    self.push(out, x.target, None, Some(x));
+                    i += 1;
+                }
+                (Some(x), None) => {
+                    self.push(out, x.target, None, Some(x));
+                    i += 1;
+                }
+                (_, Some(y)) => {
+                    self.push(out, y.target, Some(y), None);
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+    }
+
+    fn push(
+        &self,
+        out: &mut Vec<ChangedLink>,
+        target: ObjectId,
+        cur: Option<&Link>,
+        bak: Option<&Link>,
+    ) {
+        let end = cur
+            .or(bak)
+            .and_then(|l| l.far_end(self.kind))
+            .map_or(FarEnd::Compared, |id| far_end(self.ends, id));
+        let reason = match end {
+            FarEnd::Hidden => return,
+            FarEnd::Lost if cur.is_none() => Some(NotRecoverableReason::HardDeleted),
+            _ if self.holder_hidden => return,
+            _ if self.dynamic => Some(NotRecoverableReason::DynamicMembership),
+            _ => None,
+        };
+        let state = |l: Option<&Link>| {
+            if l.is_some() {
+                LinkState::Present
+            } else {
+                LinkState::Absent
+            }
+        };
         out.push(ChangedLink {
-            kind,
+            kind: self.kind,
             target,
-            current: if cur.is_some() {
-                LinkState::Present
-            } else {
-                LinkState::Absent
-            },
-            backup: if bak.is_some() {
-                LinkState::Present
-            } else {
-                LinkState::Absent
-            },
-            recoverable,
+            current: state(cur),
+            backup: state(bak),
+            recoverable: reason.is_none(),
+            reason,
             current_data: cur.and_then(|l| l.data.clone()),
             backup_data: bak.and_then(|l| l.data.clone()),
         })
-    };
-    let (mut i, mut j) = (0, 0);
-    while i < b.len() || j < c.len() {
-        match (b.get(i), c.get(j)) {
-            (Some(x), Some(y)) if x.target == y.target => {
-                if x.data != y.data {
-                    push(out, x.target, Some(y), Some(x));
-                }
-                i += 1;
-                j += 1;
-            }
-            (Some(x), Some(y)) if x.target < y.target => {
-                push(out, x.target, None, Some(x));
-                i += 1;
-            }
-            (Some(x), None) => {
-                push(out, x.target, None, Some(x));
-                i += 1;
-            }
-            (_, Some(y)) => {
-                push(out, y.target, Some(y), None);
-                j += 1;
-            }
-            (None, None) => break,
-        }
     }
 }
 
@@ -542,6 +632,14 @@ pub fn diff_decoded(
     scope: &Scope,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
     let matcher = scope.matcher();
+    let standing_in = |objects: &[DirectoryObject], id: ObjectId| match objects
+        .binary_search_by_key(&id, |o| o.id)
+    {
+        Ok(i) if objects[i].lifecycle.is_active() => Standing::Active,
+        Ok(_) => Standing::SoftDeleted,
+        Err(_) => Standing::Absent,
+    };
+    let ends = |id: ObjectId| (standing_in(backup, id), standing_in(current, id));
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
     let in_scope = |o: &DirectoryObject| matcher.contains(o.id, o.object_type.code());
@@ -550,7 +648,7 @@ pub fn diff_decoded(
             (Some(b), Some(c)) if b.id == c.id => {
                 if b != c && (in_scope(b) || in_scope(c)) {
                     if b.object_type == c.object_type {
-                        out.extend(compare(b, c)?);
+                        out.extend(compare(b, c, &ends)?);
                     } else {
                         if b.lifecycle.is_active() {
                             out.push(gone(b.clone()));

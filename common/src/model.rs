@@ -230,6 +230,23 @@ pub enum LinkKind {
 }
 
 impl LinkKind {
+    /// The directory object at the far end of a link of this kind with `target` and `data`: a
+    /// member (or owner) itself; a grant's resource service principal (the holder is its
+    /// client); an assignment's principal (the holder is its resource). `None` when the data
+    /// lacks it. Graph hides a link whose far end is in the recycle bin, so the diff and the
+    /// planner look this object up.
+    pub fn far_end(self, target: ObjectId, data: Option<&Value>) -> Option<ObjectId> {
+        let field = match self {
+            LinkKind::Members | LinkKind::Owners => return Some(target),
+            LinkKind::OAuth2PermissionGrants => "resourceId",
+            LinkKind::AppRoleAssignedTo => "principalId",
+        };
+        match data {
+            Some(Value::Map(m)) => m.get(field)?.as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LinkKind::Members => "members",
@@ -258,6 +275,11 @@ pub struct Link {
 impl Link {
     pub fn to(target: ObjectId) -> Self {
         Self { target, data: None }
+    }
+
+    /// The directory object at this link's far end (see [`LinkKind::far_end`]).
+    pub fn far_end(&self, kind: LinkKind) -> Option<ObjectId> {
+        kind.far_end(self.target, self.data.as_ref())
     }
 }
 

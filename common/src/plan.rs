@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::id::ObjectId;
 use crate::model::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectType};
 use crate::properties;
-use crate::report::{Change, LinkState, RecoveryAction, ReportEntry};
+use crate::report::{Change, ChangedLink, LinkState, RecoveryAction, ReportEntry};
 use crate::value::Value;
 
 /// The phases of a recovery, in the order they run: objects come back before they are
@@ -108,13 +108,30 @@ pub struct PlannedStep {
 }
 
 /// Plans the recovery of `entries`: recoverable entries only, in phase order, then by object
-/// id (and within an object's links, removes before adds). A link to an object the report shows as hard-deleted is not added (it cannot exist).
+/// id (and within an object's links, removes before adds).
+///
+/// Links are written only where both ends stay put. A link whose far end the report shows as
+/// hard-deleted is lost (it cannot exist again), and one whose far end is restored or soft
+/// deleted by the same recovery follows that object (Graph hides the links of an object in the
+/// recycle bin and brings them back with it): no link step is planned for either, even if an
+/// entry lists it.
 pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
     let gone: BTreeSet<ObjectId> = entries
         .iter()
         .filter(|e| e.change == Change::HardDeleted)
         .map(|e| e.id)
         .collect();
+    let moving: BTreeSet<ObjectId> = entries
+        .iter()
+        .filter(|e| matches!(e.change, Change::SoftDeleted | Change::Restored))
+        .map(|e| e.id)
+        .collect();
+    let follows_its_end = |l: &ChangedLink| {
+        let data = l.current_data.as_ref().or(l.backup_data.as_ref());
+        l.kind
+            .far_end(l.target, data)
+            .is_some_and(|id| moving.contains(&id) || gone.contains(&id))
+    };
     let mut steps = Vec::new();
     for e in entries.iter().filter(|e| e.is_recoverable()) {
         let (id, object_type) = (e.id, e.object_type);
@@ -144,7 +161,11 @@ pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
                         properties: props,
                     });
                 }
-                for l in e.changed_links.iter().filter(|l| l.recoverable) {
+                for l in e
+                    .changed_links
+                    .iter()
+                    .filter(|l| l.recoverable && !follows_its_end(l))
+                {
                     if l.current == LinkState::Present {
                         steps.push(Step::RemoveLink {
                             id,
@@ -153,7 +174,7 @@ pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
                             target: l.target,
                         });
                     }
-                    if l.backup == LinkState::Present && !gone.contains(&l.target) {
+                    if l.backup == LinkState::Present {
                         steps.push(Step::AddLink {
                             id,
                             object_type,

@@ -128,7 +128,8 @@ pub enum RecoveryAction {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum NotRecoverableReason {
-    /// The object is gone; Rewind never re-creates objects.
+    /// The object is gone; Rewind never re-creates objects. On a link: the object at its far
+    /// end is gone, so the link is lost with it.
     HardDeleted,
     /// The object is mastered on-premises.
     SyncedFromOnPremises,
@@ -161,8 +162,12 @@ pub struct ChangedLink {
     pub target: ObjectId,
     pub current: LinkState,
     pub backup: LinkState,
-    /// False for memberships computed by a dynamic group's rule.
+    /// False for memberships computed by a dynamic group's rule, and for links lost with the
+    /// object at their far end; `reason` says which.
     pub recoverable: bool,
+    /// Why a link is not recoverable (`None` when it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<NotRecoverableReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_data: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

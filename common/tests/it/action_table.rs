@@ -51,6 +51,31 @@ fn grant(target: u128) -> Link {
     }
 }
 
+/// A user at the far end of a link (ids 11, 12, ... as `group` names its members).
+fn member(id: u128) -> DirectoryObject {
+    with(user(), |o| o.id = ObjectId(id))
+}
+
+/// An app role assignment of principal `principal`, held by its resource service principal.
+fn assignment(target: u128, principal: u128) -> Link {
+    Link {
+        target: ObjectId(target),
+        data: Some(Value::Map(
+            [
+                (
+                    "principalId".to_owned(),
+                    Value::from(ObjectId(principal).to_string().as_str()),
+                ),
+                (
+                    "appRoleId".to_owned(),
+                    Value::from(ObjectId(0).to_string().as_str()),
+                ),
+            ]
+            .into(),
+        )),
+    }
+}
+
 fn deleted(mut o: DirectoryObject) -> DirectoryObject {
     o.lifecycle = Lifecycle::SoftDeleted {
         deleted_at: 1_795_100_000,
@@ -79,6 +104,9 @@ struct Case {
     name: &'static str,
     backup: Option<DirectoryObject>,
     current: Option<DirectoryObject>,
+    /// Objects at the far ends of the case's links, as they are in the backup and now (their
+    /// own entries are not the case's).
+    ends: Vec<(Option<DirectoryObject>, Option<DirectoryObject>)>,
     expect: Option<Expect>,
 }
 
@@ -90,6 +118,7 @@ fn cases() -> Vec<Case> {
             name: "object created after the backup → soft delete",
             backup: None,
             current: Some(user()),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Created,
                 action: RecoveryAction::SoftDelete,
@@ -107,6 +136,7 @@ fn cases() -> Vec<Case> {
             current: Some(with(service_principal(), |o| {
                 o.set("notes", "tampered".into());
             })),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::Update,
@@ -122,6 +152,7 @@ fn cases() -> Vec<Case> {
             current: Some(with(user(), |o| {
                 o.set("jobTitle", Value::Null);
             })),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::Update,
@@ -138,6 +169,7 @@ fn cases() -> Vec<Case> {
                 o.remove_link(LinkKind::Members, ObjectId(11));
                 o.add_link(LinkKind::Members, Link::to(ObjectId(13)));
             })),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::Update,
@@ -151,6 +183,7 @@ fn cases() -> Vec<Case> {
             name: "object soft-deleted after the backup → restore",
             backup: Some(user()),
             current: Some(deleted(user())),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::SoftDeleted,
                 action: RecoveryAction::Restore,
@@ -166,6 +199,7 @@ fn cases() -> Vec<Case> {
             current: Some(deleted(with(user(), |o| {
                 o.set("department", "Legal".into());
             }))),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::SoftDeleted,
                 action: RecoveryAction::Restore,
@@ -179,6 +213,7 @@ fn cases() -> Vec<Case> {
             name: "object restored after the backup → soft delete again",
             backup: Some(deleted(user())),
             current: Some(user()),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Restored,
                 action: RecoveryAction::SoftDeleteAgain,
@@ -192,6 +227,7 @@ fn cases() -> Vec<Case> {
             name: "object hard-deleted → not recoverable, never re-created",
             backup: Some(user()),
             current: None,
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::HardDeleted,
                 action: RecoveryAction::NotRecoverable,
@@ -208,6 +244,7 @@ fn cases() -> Vec<Case> {
                 o.source = SourceOfAuthority::OnPremises;
                 o.set("department", "Finance".into());
             })),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::NotRecoverable,
@@ -223,6 +260,7 @@ fn cases() -> Vec<Case> {
             current: Some(with(user(), |o| {
                 o.set("department", "Finance".into());
             })),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::Update,
@@ -238,6 +276,7 @@ fn cases() -> Vec<Case> {
             current: Some(with(group(true), |o| {
                 o.add_link(LinkKind::Members, Link::to(ObjectId(13)));
             })),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::NotRecoverable,
@@ -254,6 +293,7 @@ fn cases() -> Vec<Case> {
                 o.set("description", "tampered".into());
                 o.add_link(LinkKind::Members, Link::to(ObjectId(13)));
             })),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::Update,
@@ -267,6 +307,7 @@ fn cases() -> Vec<Case> {
             name: "dynamic group soft-deleted → restore",
             backup: Some(group(true)),
             current: Some(deleted(group(true))),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::SoftDeleted,
                 action: RecoveryAction::Restore,
@@ -292,6 +333,7 @@ fn cases() -> Vec<Case> {
                     },
                 );
             })),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Created,
                 action: RecoveryAction::SoftDelete,
@@ -307,6 +349,7 @@ fn cases() -> Vec<Case> {
                 o.add_link(LinkKind::OAuth2PermissionGrants, grant(21));
             })),
             current: Some(service_principal()),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::Update,
@@ -328,6 +371,7 @@ fn cases() -> Vec<Case> {
                 ));
                 o.add_link(LinkKind::OAuth2PermissionGrants, widened);
             })),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::Update,
@@ -351,6 +395,7 @@ fn cases() -> Vec<Case> {
                     o.set("state", "disabled".into());
                 },
             )),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::Update,
@@ -374,6 +419,7 @@ fn cases() -> Vec<Case> {
                     o.set("blockMsolPowerShell", false.into());
                 },
             )),
+            ends: Vec::new(),
             expect: Some(Expect {
                 change: Change::Modified,
                 action: RecoveryAction::Update,
@@ -383,12 +429,161 @@ fn cases() -> Vec<Case> {
                 steps: &["update"],
             }),
         },
+        // Links of objects in the recycle bin: Graph hides them and brings them back with the
+        // object, so a link is compared only where both ends are active in both snapshots.
+        Case {
+            name: "member soft-deleted since the backup → no link change (hidden, comes back with it)",
+            backup: Some(group(false)),
+            current: Some(with(group(false), |o| {
+                o.remove_link(LinkKind::Members, ObjectId(11));
+            })),
+            ends: vec![(Some(member(11)), Some(deleted(member(11))))],
+            expect: None,
+        },
+        Case {
+            name: "member restored since the backup → no link change (it was hidden in the backup)",
+            backup: Some(with(group(false), |o| {
+                o.remove_link(LinkKind::Members, ObjectId(12));
+            })),
+            current: Some(group(false)),
+            ends: vec![(Some(deleted(member(12))), Some(member(12)))],
+            expect: None,
+        },
+        Case {
+            name: "group soft-deleted since the backup → restore, no link steps (members come back with it)",
+            backup: Some(group(false)),
+            current: Some(with(deleted(group(false)), |o| o.set_links(LinkKind::Members, vec![]))),
+            ends: vec![
+                (Some(member(11)), Some(member(11))),
+                (Some(member(12)), Some(member(12))),
+            ],
+            expect: Some(Expect {
+                change: Change::SoftDeleted,
+                action: RecoveryAction::Restore,
+                reason: None,
+                attributes: &[],
+                links: &[],
+                steps: &["restore"],
+            }),
+        },
+        Case {
+            name: "group restored since the backup → soft delete again, no link steps",
+            backup: Some(with(deleted(group(false)), |o| o.set_links(LinkKind::Members, vec![]))),
+            current: Some(group(false)),
+            ends: vec![
+                (Some(member(11)), Some(member(11))),
+                (Some(member(12)), Some(member(12))),
+            ],
+            expect: Some(Expect {
+                change: Change::Restored,
+                action: RecoveryAction::SoftDeleteAgain,
+                reason: None,
+                attributes: &[],
+                links: &[],
+                steps: &["softDelete"],
+            }),
+        },
+        Case {
+            name: "member hard-deleted since the backup → link lost, shown on its holder, not recoverable",
+            backup: Some(group(false)),
+            current: Some(with(group(false), |o| {
+                o.remove_link(LinkKind::Members, ObjectId(11));
+            })),
+            ends: vec![(Some(member(11)), None), (Some(member(12)), Some(member(12)))],
+            expect: Some(Expect {
+                change: Change::Modified,
+                action: RecoveryAction::NotRecoverable,
+                reason: Some(NotRecoverableReason::HardDeleted),
+                attributes: &[],
+                links: &[(Absent, Present, false)],
+                steps: &[],
+            }),
+        },
+        Case {
+            name: "member hard-deleted and another removed → update re-adds only the one that exists",
+            backup: Some(group(false)),
+            current: Some(with(group(false), |o| o.set_links(LinkKind::Members, vec![]))),
+            ends: vec![(Some(member(11)), None), (Some(member(12)), Some(member(12)))],
+            expect: Some(Expect {
+                change: Change::Modified,
+                action: RecoveryAction::Update,
+                reason: None,
+                attributes: &[],
+                links: &[(Absent, Present, false), (Absent, Present, true)],
+                steps: &["addLink"],
+            }),
+        },
+        Case {
+            name: "group soft-deleted and a member hard-deleted → restore, the lost link shown",
+            backup: Some(group(false)),
+            current: Some(with(deleted(group(false)), |o| o.set_links(LinkKind::Members, vec![]))),
+            ends: vec![(Some(member(11)), None), (Some(member(12)), Some(member(12)))],
+            expect: Some(Expect {
+                change: Change::SoftDeleted,
+                action: RecoveryAction::Restore,
+                reason: None,
+                attributes: &[],
+                links: &[(Absent, Present, false)],
+                steps: &["restore"],
+            }),
+        },
+        Case {
+            name: "dynamic group's member soft-deleted → no entry (hidden, not recomputed)",
+            backup: Some(group(true)),
+            current: Some(with(group(true), |o| {
+                o.remove_link(LinkKind::Members, ObjectId(12));
+            })),
+            ends: vec![(Some(member(12)), Some(deleted(member(12))))],
+            expect: None,
+        },
+        Case {
+            name: "assignment's principal soft-deleted → no link change",
+            backup: Some(with(service_principal(), |o| {
+                o.add_link(LinkKind::AppRoleAssignedTo, assignment(22, 31));
+            })),
+            current: Some(service_principal()),
+            ends: vec![(Some(member(31)), Some(deleted(member(31))))],
+            expect: None,
+        },
+        Case {
+            name: "assignment's principal hard-deleted → assignment lost, not recoverable",
+            backup: Some(with(service_principal(), |o| {
+                o.add_link(LinkKind::AppRoleAssignedTo, assignment(22, 31));
+            })),
+            current: Some(service_principal()),
+            ends: vec![(Some(member(31)), None)],
+            expect: Some(Expect {
+                change: Change::Modified,
+                action: RecoveryAction::NotRecoverable,
+                reason: Some(NotRecoverableReason::HardDeleted),
+                attributes: &[],
+                links: &[(Absent, Present, false)],
+                steps: &[],
+            }),
+        },
+        Case {
+            name: "member created since the backup added → update removes it (a newcomer is not hidden)",
+            backup: Some(group(false)),
+            current: Some(with(group(false), |o| {
+                o.add_link(LinkKind::Members, Link::to(ObjectId(13)));
+            })),
+            ends: vec![(None, Some(member(13)))],
+            expect: Some(Expect {
+                change: Change::Modified,
+                action: RecoveryAction::Update,
+                reason: None,
+                attributes: &[],
+                links: &[(Present, Absent, true)],
+                steps: &["removeLink"],
+            }),
+        },
         Case {
             name: "only a non-recoverable property changed → no entry",
             backup: Some(service_principal()),
             current: Some(with(service_principal(), |o| {
                 o.set("displayName", "Renamed".into());
             })),
+            ends: Vec::new(),
             expect: None,
         },
         Case {
@@ -397,24 +592,28 @@ fn cases() -> Vec<Case> {
             current: Some(with(group(false), |o| {
                 o.add_link(LinkKind::Owners, Link::to(ObjectId(99)));
             })),
+            ends: Vec::new(),
             expect: None,
         },
         Case {
             name: "unchanged → no entry",
             backup: Some(user()),
             current: Some(user()),
+            ends: Vec::new(),
             expect: None,
         },
         Case {
             name: "created and soft-deleted since the backup → no entry",
             backup: None,
             current: Some(deleted(user())),
+            ends: Vec::new(),
             expect: None,
         },
         Case {
             name: "soft-deleted in both → no entry",
             backup: Some(deleted(user())),
             current: Some(deleted(user())),
+            ends: Vec::new(),
             expect: None,
         },
     ]
@@ -434,9 +633,21 @@ fn step_name(step: &Step) -> &'static str {
 fn every_row_of_the_change_to_action_table() {
     let mut failures = Vec::new();
     for case in cases() {
-        let backup: Vec<_> = case.backup.into_iter().collect();
-        let current: Vec<_> = case.current.into_iter().collect();
-        let entries = diff_via_store(&backup, &current, &Scope::All, (2, 2), None);
+        let mut backup: Vec<_> = case.backup.into_iter().collect();
+        let mut current: Vec<_> = case.current.into_iter().collect();
+        for (b, c) in case.ends {
+            backup.extend(b);
+            current.extend(c);
+        }
+        backup.sort_by_key(|o| o.id);
+        current.sort_by_key(|o| o.id);
+        let all = diff_via_store(&backup, &current, &Scope::All, (2, 2), None);
+        let steps: Vec<&str> = plan(&all)
+            .iter()
+            .filter(|s| s.step.object_id() == ID)
+            .map(|s| step_name(&s.step))
+            .collect();
+        let entries: Vec<_> = all.into_iter().filter(|e| e.id == ID).collect();
         let got = entries.first();
         let ok = match (&case.expect, got) {
             (None, None) => true,
@@ -451,8 +662,12 @@ fn every_row_of_the_change_to_action_table() {
                     .iter()
                     .map(|l| (l.current, l.backup, l.recoverable))
                     .collect();
-                let steps: Vec<&str> = plan(&entries).iter().map(|s| step_name(&s.step)).collect();
+                let reasons_agree = e
+                    .changed_links
+                    .iter()
+                    .all(|l| l.recoverable == l.reason.is_none());
                 entries.len() == 1
+                    && reasons_agree
                     && e.change == x.change
                     && e.action == x.action
                     && e.reason == x.reason
@@ -511,4 +726,55 @@ fn scope_by_type_and_by_id() {
     let only_user = diff_via_store(&backup, &current, &ids, (1, 1), None);
     assert_eq!(only_user.len(), 1);
     assert_eq!(only_user[0].id, u.id);
+}
+
+#[test]
+fn no_link_step_for_a_link_that_follows_its_far_end() {
+    // An entry that lists links to objects the same recovery restores, soft-deletes again or
+    // cannot bring back: none of those links gets a step of its own.
+    let (restored, again, gone, kept) = (ObjectId(11), ObjectId(12), ObjectId(13), ObjectId(14));
+    let link = |target, current, backup| rewind_common::ChangedLink {
+        kind: LinkKind::Members,
+        target,
+        current,
+        backup,
+        recoverable: true,
+        reason: None,
+        current_data: None,
+        backup_data: None,
+    };
+    let entry = |id, change, action| rewind_common::ReportEntry {
+        id,
+        object_type: ObjectType::User,
+        display_name: String::new(),
+        change,
+        action,
+        reason: None,
+        changed_attributes: Vec::new(),
+        changed_links: Vec::new(),
+    };
+    let mut holder = entry(ID, Change::Modified, RecoveryAction::Update);
+    holder.object_type = ObjectType::Group;
+    holder.changed_links = vec![
+        link(restored, Absent, Present),
+        link(again, Present, Absent),
+        link(gone, Absent, Present),
+        link(kept, Absent, Present),
+    ];
+    let mut entries = vec![
+        holder,
+        entry(restored, Change::SoftDeleted, RecoveryAction::Restore),
+        entry(again, Change::Restored, RecoveryAction::SoftDeleteAgain),
+        entry(gone, Change::HardDeleted, RecoveryAction::NotRecoverable),
+    ];
+    entries.sort_by_key(|e| e.id);
+    let link_steps: Vec<_> = plan(&entries)
+        .into_iter()
+        .filter_map(|s| match s.step {
+            Step::AddLink { target, .. } => Some(("add", target)),
+            Step::RemoveLink { target, .. } => Some(("remove", target)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(link_steps, [("add", kept)]);
 }

@@ -164,8 +164,11 @@ pub struct ExpectedLink {
     pub target: ObjectId,
     pub current: LinkState,
     pub backup: LinkState,
-    /// False for memberships a dynamic group's rule computes.
+    /// False for memberships a dynamic group's rule computes, and for links lost with a
+    /// hard-deleted far end; `reason` says which.
     pub recoverable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<NotRecoverableReason>,
 }
 
 /// One object the incident touched, as a difference report should show it (field names and

@@ -173,14 +173,16 @@ fn full_users(
 }
 
 /// Entries for the dynamic groups whose computed members change when the `touched` users go
-/// from `before` to `after` (a user absent from a map is not active there). The simulator
-/// keeps every dynamic group's members equal to its rule's verdicts, so only the touched
-/// users' verdicts can change; the simulator's own rule index finds each user's groups.
+/// from `before` to `after` (a user absent from a map is not active there; one in `purged`
+/// is gone, and its memberships are lost with it). The simulator keeps every dynamic group's
+/// members equal to its rule's verdicts, so only the touched users' verdicts can change; the
+/// simulator's own rule index finds each user's groups.
 fn dynamic_entries(
     rules: &[Ruled],
     before: &BTreeMap<ObjectId, DirectoryObject>,
     after: &BTreeMap<ObjectId, DirectoryObject>,
     touched: &[ObjectId],
+    purged: &BTreeSet<ObjectId>,
 ) -> Vec<ExpectedEntry> {
     let mut index = DynamicGroups::default();
     let no_users = ObjectMap::default();
@@ -197,10 +199,12 @@ fn dynamic_entries(
     for u in &touched {
         let (b, a) = (groups_of(before, u), groups_of(after, u));
         for g in b.iter().filter(|g| a.binary_search(g).is_err()) {
-            links
-                .entry(*g)
-                .or_default()
-                .push(link(LinkKind::Members, *u, false, false));
+            let removed = if purged.contains(u) {
+                lost(LinkKind::Members, *u)
+            } else {
+                link(LinkKind::Members, *u, false, false)
+            };
+            links.entry(*g).or_default().push(removed);
         }
         for g in a.iter().filter(|g| b.binary_search(g).is_err()) {
             links
@@ -220,7 +224,7 @@ fn dynamic_entries(
                 Change::Modified,
                 RecoveryAction::NotRecoverable,
             )
-            .reason(NotRecoverableReason::DynamicMembership);
+            .reason(links_reason(&changed_links));
             e.changed_links = changed_links;
             e
         })
@@ -240,6 +244,7 @@ fn modified_group(g: &Group, links: Vec<ExpectedLink>) -> ExpectedEntry {
     e
 }
 
+/// A link added or removed; one that is not recoverable is a dynamic rule's.
 fn link(kind: LinkKind, target: ObjectId, added: bool, recoverable: bool) -> ExpectedLink {
     let (current, backup) = if added {
         (LinkState::Present, LinkState::Absent)
@@ -252,6 +257,29 @@ fn link(kind: LinkKind, target: ObjectId, added: bool, recoverable: bool) -> Exp
         current,
         backup,
         recoverable,
+        reason: (!recoverable).then_some(NotRecoverableReason::DynamicMembership),
+    }
+}
+
+/// A link lost with the hard-deleted object at its far end: shown on its holder, never
+/// recoverable.
+fn lost(kind: LinkKind, target: ObjectId) -> ExpectedLink {
+    ExpectedLink {
+        reason: Some(NotRecoverableReason::HardDeleted),
+        ..link(kind, target, false, false)
+    }
+}
+
+/// Why an entry whose only changes are unrecoverable links is not recoverable: a lost link
+/// makes it `hardDeleted`, otherwise they are a dynamic rule's.
+fn links_reason(links: &[ExpectedLink]) -> NotRecoverableReason {
+    if links
+        .iter()
+        .any(|l| l.reason == Some(NotRecoverableReason::HardDeleted))
+    {
+        NotRecoverableReason::HardDeleted
+    } else {
+        NotRecoverableReason::DynamicMembership
     }
 }
 
@@ -365,8 +393,13 @@ fn bulk_disable(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
             .legitimate(),
         );
     }
-    out.entries
-        .extend(dynamic_entries(&rules, &before, &after, &touched));
+    out.entries.extend(dynamic_entries(
+        &rules,
+        &before,
+        &after,
+        &touched,
+        &BTreeSet::new(),
+    ));
     Ok(out)
 }
 
@@ -632,7 +665,14 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
         .map(|u| Write::new("DELETE", format!("/directory/deletedItems/{}", u.id), None))
         .collect();
     c.batch("purging", &purges)?;
-    let after = BTreeMap::new();
+    // A soft-deleted user's memberships are hidden, not changed: restoring the user brings
+    // them back, so its rule verdicts count as they were. Only the purged users' are lost.
+    let purged_ids: BTreeSet<ObjectId> = purged.iter().map(|u| u.id).collect();
+    let after: BTreeMap<ObjectId, DirectoryObject> = before
+        .iter()
+        .filter(|(id, _)| !purged_ids.contains(id))
+        .map(|(id, u)| (*id, u.clone()))
+        .collect();
     let mut out = Outcome::default();
     for u in deleted {
         out.entries.push(ExpectedEntry::new(
@@ -648,7 +688,7 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
             .get(&holder)
             .into_iter()
             .flatten()
-            .map(|u| (*u, link(LinkKind::Members, *u, false, true)))
+            .map(|u| (*u, lost(LinkKind::Members, *u)))
             .collect::<BTreeMap<_, _>>()
             .into_values()
             .collect()
@@ -671,10 +711,12 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
             continue;
         }
         let mut e = modified_group(g, lost_links(g.id));
-        if g.synced {
-            e.action = RecoveryAction::NotRecoverable;
-            e = e.reason(NotRecoverableReason::SyncedFromOnPremises);
-        }
+        e.action = RecoveryAction::NotRecoverable;
+        e = e.reason(if g.synced {
+            NotRecoverableReason::SyncedFromOnPremises
+        } else {
+            NotRecoverableReason::HardDeleted
+        });
         out.entries.push(e);
     }
     for (sp, assignments) in &lost_assignments {
@@ -683,14 +725,15 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
             ObjectType::ServicePrincipal,
             holders.get(sp).map_or("", String::as_str),
             Change::Modified,
-            RecoveryAction::Update,
-        );
+            RecoveryAction::NotRecoverable,
+        )
+        .reason(NotRecoverableReason::HardDeleted);
         let mut assignments = assignments.clone();
         assignments.sort();
         assignments.dedup();
         e.changed_links = assignments
             .iter()
-            .map(|a| link(LinkKind::AppRoleAssignedTo, *a, false, true))
+            .map(|a| lost(LinkKind::AppRoleAssignedTo, *a))
             .collect();
         out.entries.push(e);
     }
@@ -706,8 +749,13 @@ fn mass_delete(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, 
             .reason(NotRecoverableReason::HardDeleted),
         );
     }
-    out.entries
-        .extend(dynamic_entries(&rules, &before, &after, &touched));
+    out.entries.extend(dynamic_entries(
+        &rules,
+        &before,
+        &after,
+        &touched,
+        &purged_ids,
+    ));
     Ok(out)
 }
 
@@ -844,8 +892,13 @@ fn membership_tamper(
         let before = full_users(c, &rules, &touched)?;
         c.batch("changing users of dynamic groups", &writes)?;
         let after = full_users(c, &rules, &touched)?;
-        out.entries
-            .extend(dynamic_entries(&rules, &before, &after, &touched));
+        out.entries.extend(dynamic_entries(
+            &rules,
+            &before,
+            &after,
+            &touched,
+            &BTreeSet::new(),
+        ));
         for u in moved {
             out.entries.push(
                 ExpectedEntry::new(
@@ -906,8 +959,13 @@ fn synced(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, Incid
             .attributes(&["department"]),
         );
     }
-    out.entries
-        .extend(dynamic_entries(&rules, &before, &after, &touched));
+    out.entries.extend(dynamic_entries(
+        &rules,
+        &before,
+        &after,
+        &touched,
+        &BTreeSet::new(),
+    ));
     Ok(out)
 }
 
@@ -944,7 +1002,6 @@ fn undo_restore(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
             out.prepared.sort();
         }
         Phase::AfterBackup => {
-            let groups = groups(c)?;
             let deleted = c.get_all(
                 "listing deleted users",
                 "/directory/deletedItems/microsoft.graph.user?$top=999&$select=id,displayName",
@@ -960,9 +1017,6 @@ fn undo_restore(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
             )?;
             deleted.sort_by_key(|(id, _)| s7_rank(config, *id));
             deleted.truncate(20);
-            let rules = dynamic_rules(&groups);
-            let touched: Vec<ObjectId> = deleted.iter().map(|(id, _)| *id).collect();
-            let before = BTreeMap::new();
             progress(sc, &format!("restoring {} users", deleted.len()));
             let writes: Vec<Write> = deleted
                 .iter()
@@ -975,7 +1029,9 @@ fn undo_restore(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
                 })
                 .collect();
             c.batch("restoring", &writes)?;
-            let after = full_users(c, &rules, &touched)?;
+            // The users' memberships, static and dynamic, were hidden from the backup (they were
+            // in the recycle bin) and came back with the restore: no group entry, and soft
+            // deleting the users again hides them again.
             for (id, name) in &deleted {
                 out.entries.push(ExpectedEntry::new(
                     *id,
@@ -985,8 +1041,6 @@ fn undo_restore(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
                     RecoveryAction::SoftDeleteAgain,
                 ));
             }
-            out.entries
-                .extend(dynamic_entries(&rules, &before, &after, &touched));
         }
     }
     Ok(out)

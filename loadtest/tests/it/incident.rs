@@ -108,10 +108,17 @@ fn assert_links_current(c: &Client<'_>, report: &ExpectedReport) {
         }
         let dynamic = e.reason == Some(NotRecoverableReason::DynamicMembership);
         let synced = e.reason == Some(NotRecoverableReason::SyncedFromOnPremises);
-        assert!(e.changed_links.iter().all(|l| l.recoverable != dynamic));
+        let lost = e.reason == Some(NotRecoverableReason::HardDeleted);
+        assert!(e
+            .changed_links
+            .iter()
+            .all(|l| l.recoverable == l.reason.is_none()));
+        if dynamic || lost {
+            assert!(e.changed_links.iter().all(|l| !l.recoverable));
+        }
         assert_eq!(
             e.action,
-            if dynamic || synced {
+            if dynamic || synced || lost {
                 RecoveryAction::NotRecoverable
             } else {
                 RecoveryAction::Update
@@ -286,9 +293,26 @@ fn s4_soft_deletes_and_purges() {
         report.counts.restores as usize,
         deleted_users.len() + deleted_groups.len()
     );
+    // Not recoverable as hard-deleted: the purged users, and the holders of links lost with
+    // them (and only those links).
+    let holders_of_lost = report
+        .entries
+        .iter()
+        .filter(|e| e.change == Change::Modified)
+        .filter(|e| e.reason == Some(NotRecoverableReason::HardDeleted))
+        .inspect(|e| {
+            assert!(e.changed_links.iter().all(|l| purged.contains(&l.target)
+                || l.kind == LinkKind::AppRoleAssignedTo));
+            assert!(e
+                .changed_links
+                .iter()
+                .all(|l| l.reason == Some(NotRecoverableReason::HardDeleted)));
+        })
+        .count();
+    assert!(holders_of_lost > 0);
     assert_eq!(
         report.counts.by_reason["hardDeleted"] as usize,
-        purged.len()
+        purged.len() + holders_of_lost
     );
     let bin_users: BTreeSet<String> = c
         .get_all("/directory/deletedItems/microsoft.graph.user?$top=999")

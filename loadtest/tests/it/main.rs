@@ -4,5 +4,6 @@
 
 mod connector;
 mod dirsim;
+mod end_to_end;
 mod gen;
 mod incident;
