@@ -301,8 +301,10 @@ fn s4_soft_deletes_and_purges() {
         .filter(|e| e.change == Change::Modified)
         .filter(|e| e.reason == Some(NotRecoverableReason::HardDeleted))
         .inspect(|e| {
-            assert!(e.changed_links.iter().all(|l| purged.contains(&l.target)
-                || l.kind == LinkKind::AppRoleAssignedTo));
+            assert!(e
+                .changed_links
+                .iter()
+                .all(|l| purged.contains(&l.target) || l.kind == LinkKind::AppRoleAssignedTo));
             assert!(e
                 .changed_links
                 .iter()

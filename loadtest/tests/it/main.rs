@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod capture_race;
 mod connector;
 mod dirsim;
 mod end_to_end;
