@@ -5,4 +5,5 @@
 mod connector;
 mod dirsim;
 mod gen;
+mod hostile;
 mod incident;
