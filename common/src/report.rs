@@ -8,15 +8,42 @@ use crate::id::ObjectId;
 use crate::model::{LinkKind, ObjectType};
 use crate::value::Value;
 
-/// Which objects a report or a recovery covers (fixed at creation).
+/// Which objects a report or a recovery covers (fixed at creation). A deserialized scope goes
+/// through the checks of [`Scope::ids`] and [`Scope::types`] too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind", content = "values")]
+#[serde(
+    rename_all = "camelCase",
+    tag = "kind",
+    content = "values",
+    try_from = "RawScope"
+)]
 pub enum Scope {
     All,
     /// Objects of these types.
     Types(Vec<ObjectType>),
     /// Up to [`Scope::MAX_IDS`] objects by id (sorted, unique).
     Ids(Vec<ObjectId>),
+}
+
+/// A [`Scope`] as written, before its checks.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "values")]
+enum RawScope {
+    All,
+    Types(Vec<ObjectType>),
+    Ids(Vec<ObjectId>),
+}
+
+impl TryFrom<RawScope> for Scope {
+    type Error = ScopeError;
+
+    fn try_from(raw: RawScope) -> Result<Self, ScopeError> {
+        match raw {
+            RawScope::All => Ok(Scope::All),
+            RawScope::Types(types) => Scope::types(types),
+            RawScope::Ids(ids) => Scope::ids(ids),
+        }
+    }
 }
 
 impl Scope {
@@ -251,5 +278,50 @@ mod tests {
             Ok(ObjectType::NamedLocation)
         );
         assert!(Scope::type_from_name("device").is_err());
+    }
+
+    fn scope_json(n: u128) -> String {
+        format!("\"{}\"", ObjectId(n))
+    }
+
+    #[test]
+    fn deserialized_scopes_are_checked_like_built_ones() {
+        let ids = [7u128, 3, 7, 5].map(scope_json).join(",");
+        let scope: Scope =
+            serde_json::from_str(&format!(r#"{{"kind":"ids","values":[{ids}]}}"#)).unwrap();
+        assert_eq!(
+            scope,
+            Scope::Ids(vec![ObjectId(3), ObjectId(5), ObjectId(7)])
+        );
+        for n in [3, 5, 7] {
+            assert!(scope.contains(ObjectId(n), ObjectType::User), "{n}");
+        }
+        assert!(!scope.contains(ObjectId(4), ObjectType::User));
+
+        let refused = |json: &str, error: ScopeError| {
+            let e = serde_json::from_str::<Scope>(json).unwrap_err().to_string();
+            assert!(e.contains(&error.to_string()), "{json}: {e}");
+        };
+        let many = (0..101).map(scope_json).collect::<Vec<_>>().join(",");
+        refused(
+            &format!(r#"{{"kind":"ids","values":[{many}]}}"#),
+            ScopeError::TooManyIds {
+                max: 100,
+                given: 101,
+            },
+        );
+        refused(r#"{"kind":"ids","values":[]}"#, ScopeError::NoIds);
+        refused(r#"{"kind":"types","values":[]}"#, ScopeError::NoTypes);
+
+        let types: Scope =
+            serde_json::from_str(r#"{"kind":"types","values":["group","user","group"]}"#).unwrap();
+        assert_eq!(
+            types,
+            Scope::types([ObjectType::User, ObjectType::Group]).unwrap()
+        );
+        let all: Scope = serde_json::from_str(r#"{"kind":"all"}"#).unwrap();
+        assert_eq!(all, Scope::All);
+        let back = serde_json::to_string(&scope).unwrap();
+        assert_eq!(serde_json::from_str::<Scope>(&back).unwrap(), scope);
     }
 }

@@ -221,6 +221,8 @@ impl GraphConnector {
     /// Calls `each` with the text of every page of a collection, following next links exactly
     /// as given (an empty page with a next link is followed too). The next link is found
     /// before `each` runs, so that a page can be decoded while the next one is on its way.
+    /// A next link back to a page already read, or more than `max_listing_pages` pages, is a
+    /// malformed answer (such a listing would never end).
     pub(crate) fn for_each_page(
         &self,
         first: &str,
@@ -228,13 +230,25 @@ impl GraphConnector {
     ) -> Result<u64, ConnectorError> {
         let mut url = self.url(first);
         let mut pages = 0;
+        let mut read = std::collections::HashSet::new();
         loop {
             let text = self.call_into(Method::Get, &url, None, self.page_buffer())?;
             let next = next_link_of_page(&text).map_err(|e| malformed(&url, e))?;
             pages += 1;
             each(text)?;
             match next {
-                Some(next) if !next.is_empty() => url = next,
+                Some(next) if !next.is_empty() => {
+                    if read.contains(&next) || next == url {
+                        let why = format!("its next link {next} leads back to a page already read");
+                        return Err(malformed(&url, why));
+                    }
+                    if pages >= self.settings.max_listing_pages {
+                        let max = self.settings.max_listing_pages;
+                        let why = format!("the listing goes on past max_listing_pages ({max})");
+                        return Err(malformed(&url, why));
+                    }
+                    read.insert(std::mem::replace(&mut url, next));
+                }
                 _ => return Ok(pages),
             }
         }

@@ -1,6 +1,8 @@
-//! The request core: the token cache (client credentials, renewed before expiry, refreshed once
-//! on a 401), one attempt of a Graph request with its error read into a [`ConnectorError`], and
-//! the retry loop (backon's exponential backoff with jitter, `Retry-After` honoured).
+//! The request core: the token cache (client credentials, renewed before expiry by one thread
+//! while the others use the still-valid token, refreshed once on a 401), one attempt of a Graph
+//! request with its error read into a [`ConnectorError`], bodies read up to their limits, and
+//! the retry loop (backon's exponential backoff with jitter, `Retry-After` honoured up to
+//! `max_retry_after`).
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -10,7 +12,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::{CachedToken, ConnectorError, GraphConnector};
+use super::{CachedToken, ConnectorError, GraphConnector, TokenCache};
 
 /// An HTTP method the connector uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,12 +66,12 @@ fn error_fields(body: &str) -> (String, String) {
     }
 }
 
-/// The `Retry-After` of an answer, in seconds (an HTTP date is not used by Graph).
-pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
-    value
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+/// The `Retry-After` of an answer, in seconds (an HTTP date is not used by Graph), cut to `max`
+/// (a huge or infinite value too). A value that is not a number of seconds (garbage, NaN,
+/// negative) is not used.
+pub(crate) fn parse_retry_after(value: Option<&str>, max: Duration) -> Option<Duration> {
+    let seconds = value?.trim().parse::<f64>().ok().filter(|s| *s >= 0.0)?;
+    Some(Duration::try_from_secs_f64(seconds).map_or(max, |d| d.min(max)))
 }
 
 /// A request that got no answer: a connection or timeout failure is transient; a request that
@@ -105,6 +107,27 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
+fn token_poisoned() -> ConnectorError {
+    ConnectorError::Settings("the token cache was poisoned".into())
+}
+
+/// The end of a token request: no thread is renewing any more, and the waiting ones wake up
+/// (also when the request failed or panicked).
+struct Renewal<'a>(&'a GraphConnector);
+
+impl Drop for Renewal<'_> {
+    fn drop(&mut self) {
+        let mut cache = self
+            .0
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.renewing = false;
+        drop(cache);
+        self.0.token_renewed.notify_all();
+    }
+}
+
 /// A JSON body that failed to parse: a cut connection (transient) or a malformed answer.
 pub(crate) fn json_error(url: &str, e: serde_json::Error) -> ConnectorError {
     if e.is_io() || e.is_eof() {
@@ -129,28 +152,77 @@ impl GraphConnector {
         }
     }
 
-    /// A valid bearer token: the cached one, or a new one when it is due for renewal.
+    /// The `Retry-After` of an answer, cut to [`super::GraphSettings::max_retry_after`].
+    fn retry_after_of(&self, response: &Response) -> Option<Duration> {
+        parse_retry_after(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            self.settings.max_retry_after,
+        )
+    }
+
+    /// Reads a whole body into `buffer`, refusing one longer than `limit` (the setting named
+    /// `setting`) as soon as it has read that much, not after.
+    fn read_limited(
+        &self,
+        response: &mut Response,
+        url: &str,
+        buffer: &mut Vec<u8>,
+        (limit, setting): (u64, &str),
+    ) -> Result<(), ConnectorError> {
+        self.body_reader(response)
+            .take(limit.saturating_add(1))
+            .read_to_end(buffer)
+            .map_err(|e| ConnectorError::Transport(format!("reading the answer of {url}: {e}")))?;
+        if buffer.len() as u64 > limit {
+            return Err(ConnectorError::Malformed {
+                url: url.to_owned(),
+                reason: format!("the answer is longer than {setting} ({limit} bytes)"),
+            });
+        }
+        Ok(())
+    }
+
+    fn token_cache(&self) -> Result<std::sync::MutexGuard<'_, TokenCache>, ConnectorError> {
+        self.token.lock().map_err(|_| token_poisoned())
+    }
+
+    /// A valid bearer token: the cached one, or a new one when it is due for renewal. The
+    /// lock is never held across the token request: while one thread renews a token that is
+    /// due, the others go on with it until it expires; without a valid token, they wait for
+    /// that one request (and when it fails, the next of them asks again).
     pub(crate) fn bearer(&self) -> Result<String, ConnectorError> {
-        let mut guard = self
-            .token
-            .lock()
-            .map_err(|_| ConnectorError::Settings("the token cache was poisoned".into()))?;
-        if let Some(t) = guard.as_ref() {
-            if Instant::now() < t.renew_at {
-                return Ok(t.value.clone());
+        let mut cache = self.token_cache()?;
+        loop {
+            let now = Instant::now();
+            match &cache.current {
+                Some(t) if now < t.renew_at => return Ok(t.value.clone()),
+                Some(t) if now < t.expires_at && cache.renewing => return Ok(t.value.clone()),
+                _ if cache.renewing => {
+                    cache = self
+                        .token_renewed
+                        .wait(cache)
+                        .map_err(|_| token_poisoned())?;
+                }
+                _ => break,
             }
         }
+        cache.renewing = true;
+        drop(cache);
+        let _renewal = Renewal(self);
         let token = self.with_retries(|| self.request_token())?;
         let value = token.value.clone();
-        *guard = Some(token);
+        self.token_cache()?.current = Some(token);
         Ok(value)
     }
 
     /// Forgets `stale` (if it is still the cached token), so the next call gets a new one.
     fn invalidate(&self, stale: &str) {
-        if let Ok(mut guard) = self.token.lock() {
-            if guard.as_ref().is_some_and(|t| t.value == stale) {
-                *guard = None;
+        if let Ok(mut cache) = self.token.lock() {
+            if cache.current.as_ref().is_some_and(|t| t.value == stale) {
+                cache.current = None;
             }
         }
     }
@@ -171,18 +243,13 @@ impl GraphConnector {
             ])
             .map_err(transport)?;
         let status = response.status().as_u16();
-        let mut body = String::new();
-        self.body_reader(&mut response)
-            .read_to_string(&mut body)
-            .map_err(|e| ConnectorError::Transport(format!("reading the token answer: {e}")))?;
+        let mut bytes = Vec::new();
+        let limit = (s.max_token_bytes, "max_token_bytes");
+        self.read_limited(&mut response, &url, &mut bytes, limit)?;
+        let body = String::from_utf8_lossy(&bytes);
         if !(200..300).contains(&status) {
             let (code, message) = error_fields(&body);
-            let retry_after = parse_retry_after(
-                response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()),
-            );
+            let retry_after = self.retry_after_of(&response);
             return Err(match super::error::status_class(status) {
                 super::ErrorClass::Transient => ConnectorError::Graph {
                     status,
@@ -202,11 +269,13 @@ impl GraphConnector {
                 url: url.clone(),
                 reason: format!("token answer: {e}"),
             })?;
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3599));
-        let margin = s.token_refresh_margin.min(lifetime / 10);
+        // A lifetime of more than a day is not believed (nor allowed to overflow the clock).
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3599).min(86_400));
+        let margin = s.token_refresh_margin.min(lifetime / 2);
         Ok(CachedToken {
             value: answer.access_token,
-            renew_at: asked_at + lifetime.saturating_sub(margin),
+            renew_at: asked_at + (lifetime - margin),
+            expires_at: asked_at + lifetime,
         })
     }
 
@@ -295,12 +364,7 @@ impl GraphConnector {
             if (200..300).contains(&status) {
                 return Ok(response);
             }
-            let retry_after = parse_retry_after(
-                response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()),
-            );
+            let retry_after = self.retry_after_of(&response);
             let mut text = String::new();
             // An error body that cannot be read still tells its status.
             let _ = self
@@ -366,12 +430,8 @@ impl GraphConnector {
     ) -> Result<Vec<u8>, ConnectorError> {
         self.call(method, url, body, |response| {
             buffer.clear();
-            self.body_reader(response)
-                .read_to_end(&mut buffer)
-                .map_err(|e| {
-                    ConnectorError::Transport(format!("reading the answer of {url}: {e}"))
-                })?;
-            Ok(())
+            let limit = (self.settings.max_page_bytes, "max_page_bytes");
+            self.read_limited(response, url, &mut buffer, limit)
         })?;
         Ok(buffer)
     }
@@ -406,8 +466,29 @@ mod tests {
         let (code, _) = error_fields(r#"{"error":"invalid_client","error_description":"x"}"#);
         assert_eq!(code, "invalid_client");
         assert_eq!(error_fields("<html>").0, "unknown");
-        assert_eq!(parse_retry_after(Some("3")), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(Some("soon")), None);
-        assert_eq!(parse_retry_after(None), None);
+    }
+
+    #[test]
+    fn retry_after_is_cut_to_the_maximum_and_garbage_is_ignored() {
+        let max = Duration::from_secs(300);
+        let parse = |v| parse_retry_after(v, max);
+        assert_eq!(parse(Some("3")), Some(Duration::from_secs(3)));
+        assert_eq!(parse(Some(" 0.5 ")), Some(Duration::from_millis(500)));
+        assert_eq!(parse(Some("0")), Some(Duration::ZERO));
+        for huge in ["301", "1e20", "1e400", "inf", "18446744073709551616"] {
+            assert_eq!(parse(Some(huge)), Some(max), "{huge}");
+        }
+        for garbage in [
+            "soon",
+            "",
+            "NaN",
+            "-1",
+            "-inf",
+            "0x10",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+        ] {
+            assert_eq!(parse(Some(garbage)), None, "{garbage}");
+        }
+        assert_eq!(parse(None), None);
     }
 }

@@ -12,7 +12,7 @@ pub mod write;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub use capture::{capture_snapshot, CaptureStats};
@@ -73,10 +73,11 @@ pub struct GraphSettings {
     /// The first backoff delay (doubled per attempt, with jitter) when no `Retry-After` is given.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
-    /// The longest `Retry-After` honoured as given (longer ones are cut to this).
+    /// The longest `Retry-After` honoured as given: a longer one (however large) is cut to
+    /// this. Default 5 minutes.
     pub max_retry_after: Duration,
-    /// A token is renewed this long before it expires (or at 10% of its lifetime left, if that
-    /// is shorter).
+    /// A token is renewed this long before it expires (or at half its lifetime, if that is
+    /// sooner). One thread renews it while the others go on with it until it expires.
     pub token_refresh_margin: Duration,
     /// `$top` of collection reads (at most 999).
     pub page_size: u32,
@@ -85,6 +86,14 @@ pub struct GraphSettings {
     /// Threads per collection that decode its pages (and read their links) while the next
     /// page is being fetched.
     pub decode_threads: usize,
+    /// The longest answer read (a page, a `$batch`): a longer one is refused. Default 32 MiB
+    /// (a page of 999 users with every kept property is a few MiB).
+    pub max_page_bytes: u64,
+    /// The longest token answer read. Default 1 MiB (real ones are a few KiB).
+    pub max_token_bytes: u64,
+    /// The most pages one listing may have before it is refused as endless. Default 100,000
+    /// (100 million objects at `$top=999`).
+    pub max_listing_pages: u64,
 }
 
 impl GraphSettings {
@@ -113,6 +122,9 @@ impl GraphSettings {
             page_size: 999,
             link_threads: 4,
             decode_threads: 2,
+            max_page_bytes: 32 << 20,
+            max_token_bytes: 1 << 20,
+            max_listing_pages: 100_000,
         }
     }
 
@@ -129,10 +141,18 @@ impl GraphSettings {
     }
 }
 
-/// A bearer token and when to renew it.
+/// A bearer token, when to renew it and until when it can still be used.
 struct CachedToken {
     value: String,
     renew_at: Instant,
+    expires_at: Instant,
+}
+
+/// The cached token, and whether a thread is asking for a new one (then no other does).
+#[derive(Default)]
+struct TokenCache {
+    current: Option<CachedToken>,
+    renewing: bool,
 }
 
 /// Request and byte counts of a connector since it was made.
@@ -159,7 +179,9 @@ pub struct TrafficTotals {
 pub struct GraphConnector {
     settings: GraphSettings,
     agent: ureq::Agent,
-    token: Mutex<Option<CachedToken>>,
+    token: Mutex<TokenCache>,
+    /// Signalled when a token request ends (with a token or not).
+    token_renewed: Condvar,
     counters: Counters,
     /// Page buffers handed back after decoding, so that a megabyte page does not take fresh
     /// (zeroed) memory from the system every time.
@@ -206,7 +228,8 @@ impl GraphConnector {
         Ok(Self {
             settings,
             agent,
-            token: Mutex::new(None),
+            token: Mutex::new(TokenCache::default()),
+            token_renewed: Condvar::new(),
             counters: Counters::default(),
             spare_pages: Mutex::new(Vec::new()),
         })

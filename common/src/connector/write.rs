@@ -640,14 +640,15 @@ impl GraphConnector {
             };
             let status = r["status"].as_u64().unwrap_or(0) as u16;
             let headers = r["headers"].as_object();
+            let max = self.settings.max_retry_after;
             let retry_after = headers.and_then(|h| {
                 h.iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
                     .and_then(|(_, v)| match v {
-                        Json::String(s) => parse_retry_after(Some(s)),
+                        Json::String(s) => parse_retry_after(Some(s), max),
                         Json::Number(n) => n
                             .as_f64()
-                            .and_then(|f| parse_retry_after(Some(&f.to_string()))),
+                            .and_then(|f| parse_retry_after(Some(&f.to_string()), max)),
                         _ => None,
                     })
             });

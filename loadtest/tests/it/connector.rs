@@ -511,14 +511,14 @@ fn empty_pages_with_next_links_are_followed() {
     assert_same(&captured, &truth);
 }
 
-fn step(s: Step) -> PlannedStep {
+pub(crate) fn step(s: Step) -> PlannedStep {
     PlannedStep {
         action_id: action_id(&s),
         step: s,
     }
 }
 
-fn uid(n: u64) -> ObjectId {
+pub(crate) fn uid(n: u64) -> ObjectId {
     id(n).parse().unwrap()
 }
 

@@ -7,4 +7,5 @@ mod connector;
 mod dirsim;
 mod end_to_end;
 mod gen;
+mod hostile;
 mod incident;
