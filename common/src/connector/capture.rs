@@ -447,9 +447,9 @@ impl GraphConnector {
     fn changed_since(&self, mark: &str) -> Result<HashSet<ObjectId>, ConnectorError> {
         let mut ids = HashSet::new();
         let mut url = self.url(mark);
-        // A bound on the pages of changes, so that a directory that never ends them cannot
-        // hold the capture (a capture's changes fit in a few pages).
-        for _ in 0..100_000 {
+        // Bounded like every listing, so that a directory that never ends its changes cannot
+        // hold the capture.
+        for _ in 0..self.settings.max_listing_pages {
             let json = self.call_json(Method::Get, &url, None)?;
             for item in json
                 .get("value")
@@ -467,7 +467,11 @@ impl GraphConnector {
                 None => return Ok(ids),
             }
         }
-        Err(malformed(mark, "the changes did not end"))
+        let max = self.settings.max_listing_pages;
+        Err(malformed(
+            mark,
+            format!("the changes go on past max_listing_pages ({max})"),
+        ))
     }
 
     /// One object of type `t` as it is now: active (with its links), soft-deleted, or `None`
