@@ -199,7 +199,8 @@ fn huge(prefix: &'static str) -> Response {
     Response::new(Body::from_stream(stream))
 }
 
-/// An empty tenant: a token for anyone, empty collections and singletons, every write and
+/// An empty tenant: a token for anyone, empty collections and singletons, no changes since a
+/// delta mark, every write and
 /// every inner request of a batch a success.
 fn empty_tenant(asked: &Asked) -> Response {
     if asked.is_token() {
@@ -217,6 +218,11 @@ fn empty_tenant(asked: &Asked) -> Response {
         return answer(200, &json!({ "responses": responses }));
     }
     match asked.method.as_str() {
+        // A delta mark, and no change since it.
+        "GET" if asked.path.contains("/delta") => answer(
+            200,
+            &json!({"value": [], "@odata.deltaLink": format!("{}{}", asked.base, asked.path)}),
+        ),
         "GET" => answer(200, &json!({"value": []})),
         _ => answer(204, &Json::Null),
     }
@@ -356,7 +362,7 @@ fn capture_listing(next: impl Fn(&str) -> String + Send + Sync + 'static) -> Con
     let pages = AtomicUsize::new(0);
     let server = Hostile::start(move |asked| {
         let path = asked.path.as_str();
-        if asked.method != "GET" || !path.starts_with("/v1.0/users") {
+        if asked.method != "GET" || !path.starts_with("/v1.0/users") || path.contains("/delta") {
             return None;
         }
         if pages.fetch_add(1, Ordering::SeqCst) > 1000 {
