@@ -20,8 +20,17 @@ use rewind_loadtest::incident::{
 
 use crate::dirsim::support::Sim;
 
-const OBJECTS: u64 = 4_000;
 const SEED: u64 = 23;
+
+/// The tenant's size: 4,000 objects, or `REWIND_E2E_OBJECTS` (the note's larger runs).
+fn objects() -> u64 {
+    match std::env::var("REWIND_E2E_OBJECTS") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("REWIND_E2E_OBJECTS={v:?} is not a number of objects")),
+        Err(_) => 4_000,
+    }
+}
 
 /// One scenario's tenant, with the store its snapshots go to.
 struct Run {
@@ -38,7 +47,7 @@ impl Run {
         gen::run(&GenConfig {
             dirsim: sim.base.clone(),
             tenant: tenant.clone(),
-            objects: OBJECTS,
+            objects: objects(),
             seed: SEED,
             client_id: Some(format!("app-{tenant}")),
             client_secret: Some(format!("secret-{tenant}")),
@@ -233,7 +242,8 @@ fn end_to_end(scenario: Scenario) {
     let report = run.report();
     let t = tally(&expected, &report);
     eprintln!(
-        "{scenario}: expected {}, matched {}, missing {}, extra {}, differing {} ({} links expected)",
+        "{scenario} at {} objects: expected {}, matched {}, missing {}, extra {}, differing {} ({} links expected)",
+        objects(),
         t.expected,
         t.matched,
         t.missing.len(),
