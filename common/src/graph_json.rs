@@ -9,6 +9,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use crate::id::ObjectId;
 use crate::model::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectType, SourceOfAuthority};
@@ -478,55 +480,26 @@ fn link_from_json(kind: LinkKind, item: &Json) -> Result<Link, GraphJsonError> {
     }
 }
 
-/// Unix seconds as an RFC 3339 UTC time (`2026-11-22T10:00:00Z`).
+/// Unix seconds as an RFC 3339 UTC time, as Graph writes it (`2026-11-22T10:00:00Z`). Times
+/// outside the years 0000–9999, which RFC 3339 cannot write, are clamped to that range.
 pub fn format_time(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let utc = OffsetDateTime::from_unix_timestamp(unix.clamp(RFC3339_MIN, RFC3339_MAX))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    // Within those years, with a UTC offset and whole seconds, RFC 3339 always formats.
+    utc.format(&Rfc3339).unwrap_or_default()
 }
 
-/// An RFC 3339 time (`Z` or no offset; fractions ignored) as Unix seconds.
+/// An RFC 3339 time (any offset, optional fraction, which is dropped) as Unix seconds, or
+/// `None` when the text is not one.
 pub fn parse_time(s: &str) -> Option<i64> {
-    let s = s.trim_end_matches('Z');
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let time = time.split(['.', '+']).next()?;
-    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next().flatten().unwrap_or(0));
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+    OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(OffsetDateTime::unix_timestamp)
 }
 
-// Howard Hinnant's civil-calendar conversions.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
+/// `0000-01-01T00:00:00Z` and `9999-12-31T23:59:59Z`, the range RFC 3339 can write.
+const RFC3339_MIN: i64 = -62_167_219_200;
+const RFC3339_MAX: i64 = 253_402_300_799;
 
 #[cfg(test)]
 mod tests {
@@ -538,8 +511,41 @@ mod tests {
             assert_eq!(parse_time(&format_time(t)), Some(t), "{}", format_time(t));
         }
         assert_eq!(format_time(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(parse_time("2023-11-14T22:13:20.123Z"), Some(1_700_000_000));
-        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(format_time(i64::MIN), "0000-01-01T00:00:00Z");
+        assert_eq!(format_time(i64::MAX), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn times_parse_as_rfc_3339_says() {
+        let utc = parse_time("2026-01-02T01:04:05Z");
+        assert_eq!(utc, Some(1_767_315_845));
+        assert_eq!(format_time(1_767_315_845), "2026-01-02T01:04:05Z");
+        for same in [
+            "2026-01-02T03:04:05+02:00",
+            "2026-01-01T20:34:05-04:30",
+            "2026-01-02T01:04:05+00:00",
+            "2026-01-02t01:04:05z",
+            "2026-01-02T01:04:05.999999Z",
+            "2026-01-02T01:04:05.1+00:00",
+        ] {
+            assert_eq!(parse_time(same), utc, "{same}");
+        }
+        for garbage in [
+            "",
+            "yesterday",
+            "2026-01-02",
+            "2026-01-02T01:04:05",
+            "2026-01-02T01:04Z",
+            "2026-13-02T01:04:05Z",
+            "2026-02-30T01:04:05Z",
+            "2026-01-02T24:04:05Z",
+            "2026-01-02T01:04:05+2:00",
+            "2026-01-02T01:04:05.Z",
+            "2026-01-02T01:04:05Z trailing",
+            "2026-1-2T1:4:5Z",
+        ] {
+            assert_eq!(parse_time(garbage), None, "{garbage:?} parsed");
+        }
     }
 
     #[test]
