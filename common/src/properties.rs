@@ -1,28 +1,41 @@
 //! The recoverable-property table: for each object type, the properties a snapshot keeps and
 //! which of them a recovery may write, and which link kinds are recoverable. The diff engine, the
 //! recovery planner and the Graph connector's `$select` all read this one table.
+//!
+//! **Property ids are append-only.** A snapshot stores a property by its id, so an id keeps its
+//! meaning forever: every backup ever written is read through these tables. The first entries
+//! of each table happen to be in alphabetical order; that order is history, not a rule. A new
+//! property is appended at the end of its type's table with the next id, whatever its name; an
+//! entry is never inserted, reordered, renamed or removed (one no longer captured stays, unused).
+//! Each entry spells its id out, a compile-time check holds every id equal to its position, and
+//! `common/tests/golden/property-ids.tsv` (checked by the golden test) pins every (type, id,
+//! name) that has ever been written.
 
 use crate::model::{LinkKind, ObjectType};
 
 /// One property a snapshot keeps for a type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PropertyDef {
+    /// The property id: what a snapshot stores instead of the name, fixed forever.
+    pub id: u8,
     /// The Graph property name.
     pub name: &'static str,
     /// Whether a recovery writes it back (and so whether a report shows its changes).
     pub recoverable: bool,
 }
 
-const fn r(name: &'static str) -> PropertyDef {
+const fn r(id: u8, name: &'static str) -> PropertyDef {
     PropertyDef {
+        id,
         name,
         recoverable: true,
     }
 }
 
 /// Kept for display or identity, never written back and never shown as a change.
-const fn keep(name: &'static str) -> PropertyDef {
+const fn keep(id: u8, name: &'static str) -> PropertyDef {
     PropertyDef {
+        id,
         name,
         recoverable: false,
     }
@@ -32,118 +45,118 @@ const fn keep(name: &'static str) -> PropertyDef {
 pub const PER_USER_MFA_STATE: &str = "perUserMfaState";
 
 const USER: &[PropertyDef] = &[
-    r("accountEnabled"),
-    r("ageGroup"),
-    r("businessPhones"),
-    r("city"),
-    r("companyName"),
-    r("consentProvidedForMinor"),
-    r("country"),
-    r("department"),
-    r("displayName"),
-    r("employeeHireDate"),
-    r("employeeId"),
-    r("employeeLeaveDateTime"),
-    r("employeeOrgData"),
-    r("employeeType"),
-    r("faxNumber"),
-    r("givenName"),
-    r("jobTitle"),
-    r("mail"),
-    r("mailNickname"),
-    r("mobilePhone"),
-    r("officeLocation"),
-    r("otherMails"),
-    r("passwordPolicies"),
-    r(PER_USER_MFA_STATE),
-    r("postalCode"),
-    r("preferredDataLocation"),
-    r("preferredLanguage"),
-    r("state"),
-    r("streetAddress"),
-    r("surname"),
-    r("usageLocation"),
-    r("userPrincipalName"),
-    r("userType"),
+    r(0, "accountEnabled"),
+    r(1, "ageGroup"),
+    r(2, "businessPhones"),
+    r(3, "city"),
+    r(4, "companyName"),
+    r(5, "consentProvidedForMinor"),
+    r(6, "country"),
+    r(7, "department"),
+    r(8, "displayName"),
+    r(9, "employeeHireDate"),
+    r(10, "employeeId"),
+    r(11, "employeeLeaveDateTime"),
+    r(12, "employeeOrgData"),
+    r(13, "employeeType"),
+    r(14, "faxNumber"),
+    r(15, "givenName"),
+    r(16, "jobTitle"),
+    r(17, "mail"),
+    r(18, "mailNickname"),
+    r(19, "mobilePhone"),
+    r(20, "officeLocation"),
+    r(21, "otherMails"),
+    r(22, "passwordPolicies"),
+    r(23, PER_USER_MFA_STATE),
+    r(24, "postalCode"),
+    r(25, "preferredDataLocation"),
+    r(26, "preferredLanguage"),
+    r(27, "state"),
+    r(28, "streetAddress"),
+    r(29, "surname"),
+    r(30, "usageLocation"),
+    r(31, "userPrincipalName"),
+    r(32, "userType"),
 ];
 
 const GROUP: &[PropertyDef] = &[
-    r("classification"),
-    r("description"),
-    r("displayName"),
-    r("groupTypes"),
-    r("mail"),
-    r("mailEnabled"),
-    r("mailNickname"),
-    r("preferredDataLocation"),
-    r("preferredLanguage"),
-    r("securityEnabled"),
-    r("theme"),
-    r("visibility"),
-    keep("membershipRule"),
+    r(0, "classification"),
+    r(1, "description"),
+    r(2, "displayName"),
+    r(3, "groupTypes"),
+    r(4, "mail"),
+    r(5, "mailEnabled"),
+    r(6, "mailNickname"),
+    r(7, "preferredDataLocation"),
+    r(8, "preferredLanguage"),
+    r(9, "securityEnabled"),
+    r(10, "theme"),
+    r(11, "visibility"),
+    keep(12, "membershipRule"),
 ];
 
 const APPLICATION: &[PropertyDef] = &[
-    r("addIns"),
-    r("createdDateTime"),
-    r("description"),
-    r("displayName"),
-    r("groupMembershipClaims"),
-    r("identifierUris"),
-    r("info"),
-    r("isDeviceOnlyAuthSupported"),
-    r("isDisabled"),
-    r("nativeAuthenticationApisEnabled"),
-    r("notes"),
-    r("optionalClaims"),
-    r("publicClient"),
-    r("publisherDomain"),
-    r("requiredResourceAccess"),
-    r("serviceManagementReference"),
-    r("servicePrincipalLockConfiguration"),
-    r("signInAudience"),
-    r("tags"),
-    keep("appId"),
+    r(0, "addIns"),
+    r(1, "createdDateTime"),
+    r(2, "description"),
+    r(3, "displayName"),
+    r(4, "groupMembershipClaims"),
+    r(5, "identifierUris"),
+    r(6, "info"),
+    r(7, "isDeviceOnlyAuthSupported"),
+    r(8, "isDisabled"),
+    r(9, "nativeAuthenticationApisEnabled"),
+    r(10, "notes"),
+    r(11, "optionalClaims"),
+    r(12, "publicClient"),
+    r(13, "publisherDomain"),
+    r(14, "requiredResourceAccess"),
+    r(15, "serviceManagementReference"),
+    r(16, "servicePrincipalLockConfiguration"),
+    r(17, "signInAudience"),
+    r(18, "tags"),
+    keep(19, "appId"),
 ];
 
 const SERVICE_PRINCIPAL: &[PropertyDef] = &[
-    r("accountEnabled"),
-    r("alternativeNames"),
-    r("appRoleAssignmentRequired"),
-    r("description"),
-    r("loginUrl"),
-    r("notes"),
-    r("notificationEmailAddresses"),
-    r("preferredSingleSignOnMode"),
-    r("preferredTokenSigningKeyThumbprint"),
-    r("publisherName"),
-    r("samlSingleSignOnSettings"),
-    r("servicePrincipalNames"),
-    r("servicePrincipalType"),
-    r("tags"),
-    keep("appId"),
-    keep("displayName"),
+    r(0, "accountEnabled"),
+    r(1, "alternativeNames"),
+    r(2, "appRoleAssignmentRequired"),
+    r(3, "description"),
+    r(4, "loginUrl"),
+    r(5, "notes"),
+    r(6, "notificationEmailAddresses"),
+    r(7, "preferredSingleSignOnMode"),
+    r(8, "preferredTokenSigningKeyThumbprint"),
+    r(9, "publisherName"),
+    r(10, "samlSingleSignOnSettings"),
+    r(11, "servicePrincipalNames"),
+    r(12, "servicePrincipalType"),
+    r(13, "tags"),
+    keep(14, "appId"),
+    keep(15, "displayName"),
 ];
 
 const CONDITIONAL_ACCESS_POLICY: &[PropertyDef] = &[
-    r("conditions"),
-    r("displayName"),
-    r("grantControls"),
-    r("sessionControls"),
-    r("state"),
+    r(0, "conditions"),
+    r(1, "displayName"),
+    r(2, "grantControls"),
+    r(3, "sessionControls"),
+    r(4, "state"),
 ];
 
 /// `@odata.type` tells an ip named location from a country one; it never changes.
 pub const NAMED_LOCATION_KIND: &str = "@odata.type";
 
 const NAMED_LOCATION: &[PropertyDef] = &[
-    r("countriesAndRegions"),
-    r("countryLookupMethod"),
-    r("displayName"),
-    r("includeUnknownCountriesAndRegions"),
-    r("ipRanges"),
-    r("isTrusted"),
-    keep(NAMED_LOCATION_KIND),
+    r(0, "countriesAndRegions"),
+    r(1, "countryLookupMethod"),
+    r(2, "displayName"),
+    r(3, "includeUnknownCountriesAndRegions"),
+    r(4, "ipRanges"),
+    r(5, "isTrusted"),
+    keep(6, NAMED_LOCATION_KIND),
 ];
 
 /// The eight method configurations of the authentication methods policy, by their Graph ids.
@@ -159,37 +172,61 @@ pub const AUTHENTICATION_METHOD_CONFIGURATIONS: &[&str] = &[
 ];
 
 const AUTHENTICATION_METHODS_POLICY: &[PropertyDef] = &[
-    r("email"),
-    r("fido2"),
-    r("microsoftAuthenticator"),
-    r("sms"),
-    r("softwareOath"),
-    r("temporaryAccessPass"),
-    r("voice"),
-    r("x509Certificate"),
-    keep("displayName"),
+    r(0, "email"),
+    r(1, "fido2"),
+    r(2, "microsoftAuthenticator"),
+    r(3, "sms"),
+    r(4, "softwareOath"),
+    r(5, "temporaryAccessPass"),
+    r(6, "voice"),
+    r(7, "x509Certificate"),
+    keep(8, "displayName"),
 ];
 
 const AUTHORIZATION_POLICY: &[PropertyDef] = &[
-    r("blockMsolPowerShell"),
-    r("guestUserRoleId"),
-    keep("displayName"),
+    r(0, "blockMsolPowerShell"),
+    r(1, "guestUserRoleId"),
+    keep(2, "displayName"),
 ];
 
 /// The tenant-wide legacy MFA settings, held on the organization object under these names.
 const ORGANIZATION: &[PropertyDef] = &[
-    r("mfaAppPasswordsBlocked"),
-    r("mfaAvailableMethods"),
-    r("mfaEnabled"),
-    r("mfaIpAllowList"),
-    r("mfaRememberDevicesDays"),
-    r("mfaRememberDevicesEnabled"),
-    keep("displayName"),
+    r(0, "mfaAppPasswordsBlocked"),
+    r(1, "mfaAvailableMethods"),
+    r(2, "mfaEnabled"),
+    r(3, "mfaIpAllowList"),
+    r(4, "mfaRememberDevicesDays"),
+    r(5, "mfaRememberDevicesEnabled"),
+    keep(6, "displayName"),
 ];
 
-/// The properties a snapshot keeps for `t`, in their fixed order (the index is the property id
-/// in the snapshot encoding, so entries are only ever appended).
-pub fn properties(t: ObjectType) -> &'static [PropertyDef] {
+/// Holds each entry's id equal to its position, at compile time: an entry inserted anywhere but
+/// at the end breaks the build instead of silently renumbering the ones after it.
+const fn ids_are_positions(table: &[PropertyDef]) -> bool {
+    let mut i = 0;
+    while i < table.len() {
+        if table[i].id as usize != i {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const _: () = {
+    let mut t = 0;
+    while t < ObjectType::ALL.len() {
+        assert!(
+            ids_are_positions(properties(ObjectType::ALL[t])),
+            "property ids are append-only: each entry's id must equal its position"
+        );
+        t += 1;
+    }
+};
+
+/// The properties a snapshot keeps for `t`, by id (an entry's position is its id; new entries
+/// are only ever appended, see the module documentation).
+pub const fn properties(t: ObjectType) -> &'static [PropertyDef] {
     match t {
         ObjectType::User => USER,
         ObjectType::Group => GROUP,
@@ -205,10 +242,7 @@ pub fn properties(t: ObjectType) -> &'static [PropertyDef] {
 
 /// The property id of `name` for type `t`, if the snapshot keeps it.
 pub fn property_id(t: ObjectType, name: &str) -> Option<u8> {
-    properties(t)
-        .iter()
-        .position(|p| p.name == name)
-        .and_then(|i| u8::try_from(i).ok())
+    properties(t).iter().find(|p| p.name == name).map(|p| p.id)
 }
 
 /// The property definition of id `id` for type `t`.
@@ -264,7 +298,8 @@ mod tests {
         for t in ObjectType::ALL {
             let props = properties(t);
             for (i, p) in props.iter().enumerate() {
-                assert_eq!(property_id(t, p.name), Some(i as u8), "{t}: {}", p.name);
+                assert_eq!(usize::from(p.id), i, "{t}: {}", p.name);
+                assert_eq!(property_id(t, p.name), Some(p.id), "{t}: {}", p.name);
             }
         }
     }
