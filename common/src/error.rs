@@ -12,13 +12,15 @@ pub enum SnapshotError {
         expected: String,
         actual: String,
     },
-    #[error(
-        "shard {shard}: unsupported shard format version {found} (this build reads {supported})"
-    )]
-    UnsupportedVersion {
-        shard: u32,
-        found: u16,
-        supported: u16,
+    /// A manifest or shard blob of a format version this build does not read; `what` names
+    /// it (the snapshot, or the shard and its snapshot).
+    #[error("{what} was written by format version {found}; {}", reads_versions(*found))]
+    UnsupportedVersion { what: String, found: u16 },
+    #[error("{snapshot}: manifest digest mismatch (the manifest says {expected:?}, its content hashes to {actual}); the manifest is corrupt or was altered")]
+    ManifestDigestMismatch {
+        snapshot: String,
+        expected: String,
+        actual: String,
     },
     #[error("shard {shard}: truncated blob ({actual} bytes, the header describes {expected})")]
     Truncated {
@@ -32,6 +34,16 @@ pub enum SnapshotError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Which format versions this build reads, said to someone holding version `found`.
+fn reads_versions(found: u16) -> String {
+    use crate::snapshot::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
+    if found > FORMAT_VERSION {
+        format!("this build reads versions up to {FORMAT_VERSION}")
+    } else {
+        format!("this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}")
+    }
 }
 
 impl SnapshotError {

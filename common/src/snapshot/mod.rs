@@ -5,6 +5,10 @@
 //!   zstd-compressed blocks of rmp-serde encoded objects), its writer and its verified reader;
 //! - [`store`]: the [`ShardStore`] trait and the local-directory store;
 //! - this module: the [`Manifest`], and writing / loading whole snapshots.
+//!
+//! A snapshot's manifest and its shard blobs carry one [`FORMAT_VERSION`]. A reader refuses a
+//! newer version (naming both), never guesses at it. `common/tests/golden/` holds a snapshot of
+//! every format version this build reads, and a test reads each to its expected objects.
 
 pub mod layout;
 pub mod raw;
@@ -18,11 +22,27 @@ use crate::error::SnapshotError;
 use crate::fan_out::fan_out;
 use crate::model::DirectoryObject;
 pub use layout::ShardLayout;
-pub use shard::{IndexEntry, LoadedShard, ShardWriter, SHARD_FORMAT_VERSION};
+pub use shard::{IndexEntry, LoadedShard, ShardWriter};
 pub use store::{LocalShardStore, ShardStore};
 
-/// The manifest format this build writes and reads.
-pub const MANIFEST_FORMAT_VERSION: u16 = 1;
+/// The snapshot format (manifest and shard blobs) this build writes, and the newest it reads.
+/// Version 2 gave the manifest a digest of its own; version 1 was never deployed.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads. Deployed backups must stay readable: raise it
+/// only for versions that were never deployed.
+pub const OLDEST_FORMAT_VERSION: u16 = 2;
+
+/// Checks that a manifest or blob of format `found` (`what` names it) is one this build reads.
+pub(crate) fn check_format_version(what: impl FnOnce() -> String, found: u16) -> Result<(), SnapshotError> {
+    if (OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&found) {
+        Ok(())
+    } else {
+        Err(SnapshotError::UnsupportedVersion {
+            what: what(),
+            found,
+        })
+    }
+}
 
 /// Why a snapshot was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +58,7 @@ pub enum SnapshotKind {
 
 /// One shard of a snapshot as its manifest records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShardRef {
     pub index: u32,
     /// The store key of the blob.
@@ -50,8 +70,11 @@ pub struct ShardRef {
 }
 
 /// What a snapshot holds: its identity, its layout and a verified reference to every shard.
+///
+/// Stored as JSON with its own [`Manifest::digest`]; fields unknown to this build are refused
+/// (they could only come from a newer format or from tampering).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Manifest {
     pub format_version: u16,
     pub tenant: String,
@@ -62,9 +85,27 @@ pub struct Manifest {
     pub shard_bits: u8,
     pub object_count: u64,
     pub shards: Vec<ShardRef>,
+    /// blake3 of the manifest's canonical bytes ([`Manifest::canonical_bytes`]), lowercase
+    /// hex; verified when the manifest is read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
 }
 
 impl Manifest {
+    /// What the digest covers: the manifest as compact JSON, fields in their declared order,
+    /// without the digest itself.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, SnapshotError> {
+        let mut body = self.clone();
+        body.digest.clear();
+        serde_json::to_vec(&body)
+            .map_err(|e| SnapshotError::Invalid(format!("manifest does not serialize: {e}")))
+    }
+
+    /// The digest of the manifest's current content.
+    pub fn compute_digest(&self) -> Result<String, SnapshotError> {
+        Ok(blake3_hex(&self.canonical_bytes()?))
+    }
+
     pub fn layout(&self) -> ShardLayout {
         ShardLayout::new(self.shard_bits)
     }
@@ -154,8 +195,8 @@ pub fn seal_manifest(
             shards.len()
         )));
     }
-    let manifest = Manifest {
-        format_version: MANIFEST_FORMAT_VERSION,
+    let mut manifest = Manifest {
+        format_version: FORMAT_VERSION,
         tenant: info.tenant.clone(),
         snapshot_id: info.snapshot_id.clone(),
         kind: info.kind,
@@ -163,7 +204,9 @@ pub fn seal_manifest(
         shard_bits: layout.bits(),
         object_count: shards.iter().map(|s| s.objects).sum(),
         shards,
+        digest: String::new(),
     };
+    manifest.digest = manifest.compute_digest()?;
     let json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| SnapshotError::Invalid(format!("manifest does not serialize: {e}")))?;
     store.put(&manifest_key(&info.tenant, &info.snapshot_id), &json)?;
@@ -223,20 +266,41 @@ pub fn write_objects(
     write_snapshot(store, info, layout, writers)
 }
 
-/// Reads and checks a snapshot's manifest.
+/// Just the version of a manifest, read before anything else so that a newer format is
+/// refused as such rather than as a manifest that does not parse.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestVersion {
+    format_version: u16,
+}
+
+/// Reads and checks a snapshot's manifest: its format version, its digest, that it is the
+/// manifest of this snapshot, and that it lists every shard in order.
 pub fn read_manifest(
     store: &dyn ShardStore,
     tenant: &str,
     snapshot_id: &str,
 ) -> Result<Manifest, SnapshotError> {
     let key = manifest_key(tenant, snapshot_id);
+    let snapshot = || format!("snapshot {tenant}/{snapshot_id}");
     let bytes = store.get(&key)?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| SnapshotError::Invalid(format!("manifest {key} does not parse: {e}")))?;
-    if manifest.format_version != MANIFEST_FORMAT_VERSION {
+    let parse_error =
+        |e: serde_json::Error| SnapshotError::Invalid(format!("manifest {key} does not parse: {e}"));
+    let version: ManifestVersion = serde_json::from_slice(&bytes).map_err(parse_error)?;
+    check_format_version(snapshot, version.format_version)?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(parse_error)?;
+    let actual = manifest.compute_digest()?;
+    if manifest.digest != actual {
+        return Err(SnapshotError::ManifestDigestMismatch {
+            snapshot: snapshot(),
+            expected: manifest.digest,
+            actual,
+        });
+    }
+    if manifest.tenant != tenant || manifest.snapshot_id != snapshot_id {
         return Err(SnapshotError::Invalid(format!(
-            "manifest {key} has format version {} (this build reads {MANIFEST_FORMAT_VERSION})",
-            manifest.format_version
+            "manifest {key} is the manifest of snapshot {}/{}",
+            manifest.tenant, manifest.snapshot_id
         )));
     }
     if manifest.shards.len() != manifest.layout().count() as usize
@@ -287,7 +351,13 @@ pub fn load_shard(
         .get(shard as usize)
         .ok_or_else(|| SnapshotError::Invalid(format!("no shard {shard} in the manifest")))?;
     let bytes = store.get(&shard_ref.key)?;
-    LoadedShard::open(bytes, manifest.layout(), shard, Some(&shard_ref.digest))
+    LoadedShard::open(bytes, manifest.layout(), shard, Some(&shard_ref.digest)).map_err(|e| match e {
+        SnapshotError::UnsupportedVersion { what, found } => SnapshotError::UnsupportedVersion {
+            what: format!("{what} of snapshot {}/{}", manifest.tenant, manifest.snapshot_id),
+            found,
+        },
+        other => other,
+    })
 }
 
 /// Loads a whole snapshot, shards in parallel.

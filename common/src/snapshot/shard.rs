@@ -32,12 +32,10 @@ use std::collections::HashMap;
 use crate::error::SnapshotError;
 use crate::id::ObjectId;
 use crate::model::{ContentHash, DirectoryObject, ObjectType, SourceOfAuthority};
-use crate::snapshot::blake3_hex;
 use crate::snapshot::layout::ShardLayout;
+use crate::snapshot::{blake3_hex, check_format_version, FORMAT_VERSION};
 
 pub const SHARD_MAGIC: [u8; 8] = *b"RWSHARD\0";
-/// The shard format this build writes and reads.
-pub const SHARD_FORMAT_VERSION: u16 = 1;
 const HEADER_LEN: usize = 40;
 const INDEX_ENTRY_LEN: usize = 40;
 const BLOCK_ENTRY_LEN: usize = 20;
@@ -224,7 +222,7 @@ impl ShardWriter {
         let block_count = (blocks.len() / BLOCK_ENTRY_LEN) as u32;
         let mut blob = Vec::with_capacity(HEADER_LEN + index.len() + blocks.len() + data.len());
         blob.extend_from_slice(&SHARD_MAGIC);
-        blob.extend_from_slice(&SHARD_FORMAT_VERSION.to_le_bytes());
+        blob.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         blob.extend_from_slice(&[self.layout.bits(), 0]);
         blob.extend_from_slice(&shard.to_le_bytes());
         blob.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -337,14 +335,7 @@ impl LoadedShard {
                 "not a shard blob (bad magic)",
             ));
         }
-        let version = u16_at(&blob, 8);
-        if version != SHARD_FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion {
-                shard,
-                found: version,
-                supported: SHARD_FORMAT_VERSION,
-            });
-        }
+        check_format_version(|| format!("shard {shard}"), u16_at(&blob, 8))?;
         if blob[10] != layout.bits() || u32_at(&blob, 12) != shard {
             return Err(SnapshotError::corrupt(
                 shard,

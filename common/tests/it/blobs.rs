@@ -1,11 +1,12 @@
 //! Damaged shard blobs are rejected with an error that names the shard: a flipped byte, a
 //! truncation, a wrong format version, a blob put under the wrong shard — never a panic, never
-//! partial data.
+//! partial data. Tampered manifests and those of a newer format are refused naming the snapshot.
 
 use proptest::prelude::*;
 use rewind_common::snapshot::shard::{LoadedShard, ShardWriter};
 use rewind_common::snapshot::{
-    blake3_hex, load_snapshot, manifest_key, read_manifest, write_objects, ShardLayout, ShardStore,
+    blake3_hex, load_snapshot, manifest_key, read_manifest, write_objects, LocalShardStore,
+    ShardLayout, ShardStore, FORMAT_VERSION, OLDEST_FORMAT_VERSION,
 };
 use rewind_common::{DirectoryObject, ObjectId, ObjectType, SnapshotError, Value};
 
@@ -94,24 +95,124 @@ fn a_truncated_blob_is_rejected() {
 
 #[test]
 fn a_wrong_version_is_rejected_even_with_a_matching_digest() {
-    let mut bytes = blob();
-    bytes[8..10].copy_from_slice(&9u16.to_le_bytes());
-    let digest = blake3_hex(&bytes);
-    let err = open(bytes, Some(&digest)).expect_err("wrong version accepted");
-    assert!(
-        matches!(
-            err,
-            SnapshotError::UnsupportedVersion {
-                shard: 0,
-                found: 9,
-                supported: 1
-            }
+    for (version, reads) in [
+        (FORMAT_VERSION + 1, format!("this build reads versions up to {FORMAT_VERSION}")),
+        (
+            OLDEST_FORMAT_VERSION - 1,
+            format!("this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"),
         ),
-        "{err}"
+    ] {
+        let mut bytes = blob();
+        bytes[8..10].copy_from_slice(&version.to_le_bytes());
+        let digest = blake3_hex(&bytes);
+        let err = open(bytes, Some(&digest)).expect_err("wrong version accepted");
+        assert!(
+            matches!(&err, SnapshotError::UnsupportedVersion { what, found } if what == "shard 0" && *found == version),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("shard 0 was written by format version {version}; {reads}")
+        );
+    }
+}
+
+/// The manifest of snapshot `id` as JSON, to be altered by a test.
+fn manifest_json(store: &LocalShardStore, id: &str) -> serde_json::Value {
+    let bytes = store.get(&manifest_key("contoso", id)).expect("manifest");
+    serde_json::from_slice(&bytes).expect("manifest json")
+}
+
+fn put_manifest_json(store: &LocalShardStore, id: &str, json: &serde_json::Value) {
+    let path = store.root().join(manifest_key("contoso", id));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("snapshot folder");
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(json).expect("json")).expect("overwrite");
+}
+
+#[test]
+fn a_manifest_of_a_newer_format_is_refused_naming_both_versions() {
+    let (_dir, store) = store();
+    write_objects(&store, &info("n"), ShardLayout::new(1), objects(8)).expect("write");
+    let mut json = manifest_json(&store, "n");
+    let newer = FORMAT_VERSION + 1;
+    json["formatVersion"] = newer.into();
+    // A newer format may have fields and shapes this build does not know.
+    json["shards"] = serde_json::json!({"packedSomehowElse": true});
+    put_manifest_json(&store, "n", &json);
+    let err = load_snapshot(&store, "contoso", "n").expect_err("newer manifest read");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "snapshot contoso/n was written by format version {newer}; this build reads versions up to {FORMAT_VERSION}"
+        )
     );
+}
+
+#[test]
+fn a_shard_blob_of_a_newer_format_is_refused_naming_its_snapshot() {
+    let (_dir, store) = store();
+    write_objects(&store, &info("b"), ShardLayout::new(1), objects(8)).expect("write");
+    let mut manifest = read_manifest(&store, "contoso", "b").expect("manifest");
+    // A blob of a newer format under a manifest whose digests all hold.
+    let newer = FORMAT_VERSION + 1;
+    let shard = &mut manifest.shards[1];
+    let mut bytes = store.get(&shard.key).expect("blob");
+    bytes[8..10].copy_from_slice(&newer.to_le_bytes());
+    std::fs::write(store.root().join(&shard.key), &bytes).expect("overwrite blob");
+    shard.digest = blake3_hex(&bytes);
+    manifest.digest = manifest.compute_digest().expect("digest");
+    put_manifest_json(&store, "b", &serde_json::to_value(&manifest).expect("json"));
+    let err = load_snapshot(&store, "contoso", "b").expect_err("newer blob read");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "shard 1 of snapshot contoso/b was written by format version {newer}; this build reads versions up to {FORMAT_VERSION}"
+        )
+    );
+}
+
+#[test]
+fn a_tampered_manifest_is_refused_naming_its_snapshot() {
+    let (_dir, store) = store();
+    write_objects(&store, &info("t"), ShardLayout::new(1), objects(8)).expect("write");
+    let intact = manifest_json(&store, "t");
+    let tamperings: [(&str, fn(&mut serde_json::Value)); 4] = [
+        ("object count", |j| j["objectCount"] = 7.into()),
+        ("shard key", |j| j["shards"][0]["key"] = "elsewhere".into()),
+        ("digest removed", |j| {
+            j.as_object_mut().map(|m| m.remove("digest"));
+        }),
+        ("unknown field", |j| j["extra"] = true.into()),
+    ];
+    for (what, tamper) in tamperings {
+        let mut json = intact.clone();
+        tamper(&mut json);
+        put_manifest_json(&store, "t", &json);
+        let err = read_manifest(&store, "contoso", "t").expect_err(what);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("snapshot contoso/t: manifest digest mismatch")
+                || text.contains("manifest tenants/contoso/snapshots/t/manifest.json does not parse: unknown field"),
+            "{what}: {text}"
+        );
+    }
+    // Reformatting is not tampering: the digest covers content, not layout.
+    put_manifest_json(&store, "t", &intact);
+    let manifest = read_manifest(&store, "contoso", "t").expect("reformatted manifest");
+    assert_eq!(manifest.object_count, 8);
+}
+
+#[test]
+fn a_manifest_under_another_snapshot_is_refused() {
+    let (_dir, store) = store();
+    write_objects(&store, &info("a"), ShardLayout::new(1), objects(8)).expect("write");
+    let json = manifest_json(&store, "a");
+    put_manifest_json(&store, "x", &json);
+    let err = read_manifest(&store, "contoso", "x").expect_err("moved manifest read");
     assert!(
-        err.to_string()
-            .contains("unsupported shard format version 9"),
+        err.to_string().contains("is the manifest of snapshot contoso/a"),
         "{err}"
     );
 }
