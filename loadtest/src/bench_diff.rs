@@ -1,6 +1,11 @@
 //! `rewind loadtest bench-diff`: generates a tenant and its changed state, stores both as
 //! snapshots, and measures the diff cold (load, verify, index and diff), warm (diff alone) and
 //! against a plain baseline that decodes every object and compares field by field.
+//!
+//! With `--store`, the snapshots are kept and reused by later runs. A store records what its
+//! snapshots were generated with ([`StoreParams`]); a run with other parameters, or one whose
+//! generator makes other objects than the store holds, is refused rather than measuring stale
+//! data.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -10,17 +15,70 @@ use std::time::Instant;
 use rayon::prelude::*;
 use rewind_common::diff::{diff_decoded, diff_snapshots};
 use rewind_common::graph_json::to_graph_json;
+use rewind_common::snapshot::store::StoreError;
 use rewind_common::snapshot::{
-    self, seal_manifest, store_shard, LoadedSnapshot, LocalShardStore, Manifest, ShardLayout,
-    ShardStore, ShardWriter, SnapshotInfo, SnapshotKind,
+    self, manifest_key, seal_manifest, store_shard, LoadedSnapshot, LocalShardStore, Manifest,
+    ShardLayout, ShardStore, ShardWriter, SnapshotInfo, SnapshotKind, FORMAT_VERSION,
 };
-use rewind_common::{ReportEntry, ReportSummary, Scope};
-use serde::Serialize;
+use rewind_common::{DirectoryObject, ReportEntry, ReportSummary, Scope, SnapshotError};
+use serde::{Deserialize, Serialize};
 
 use crate::rss;
-use crate::tenant::{Fate, TenantGenerator, TenantSpec};
+use crate::tenant::{Fate, TenantGenerator, TenantSpec, GENERATOR_VERSION};
 
 const TENANT: &str = "bench";
+/// The store key of the [`StoreParams`] record.
+pub const PARAMS_KEY: &str = "bench-diff.json";
+/// Objects of each reused snapshot regenerated and compared with what the store holds.
+const SPOT_CHECKS: u64 = 256;
+
+/// What the snapshots in a store were generated with; a store is reused only by a run with the
+/// same parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoreParams {
+    pub seed: u64,
+    pub objects: u64,
+    pub block_bytes: usize,
+    pub generator_version: u32,
+    pub format_version: u16,
+}
+
+impl StoreParams {
+    pub fn of(config: &BenchDiffConfig) -> Self {
+        Self {
+            seed: config.seed,
+            objects: config.objects,
+            block_bytes: config.block_bytes,
+            generator_version: GENERATOR_VERSION,
+            format_version: FORMAT_VERSION,
+        }
+    }
+
+    /// The parameters that differ, each as `name store-value (this run: value)`.
+    fn differences(&self, found: &Self) -> Vec<String> {
+        let pairs = [
+            ("seed", found.seed, self.seed),
+            ("objects", found.objects, self.objects),
+            ("block bytes", found.block_bytes as u64, self.block_bytes as u64),
+            (
+                "generator version",
+                u64::from(found.generator_version),
+                u64::from(self.generator_version),
+            ),
+            (
+                "format version",
+                u64::from(found.format_version),
+                u64::from(self.format_version),
+            ),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, found, wanted)| found != wanted)
+            .map(|(name, found, wanted)| format!("{name} {found} (this run: {wanted})"))
+            .collect()
+    }
+}
 
 /// Settings of one benchmark run.
 #[derive(Clone, Debug)]
@@ -83,6 +141,8 @@ pub enum BenchError {
     },
     #[error("the report is wrong: {0}")]
     Wrong(String),
+    #[error("the store {} does not hold what this run would generate: {what}; use another --store or remove that folder", path.display())]
+    StaleStore { path: PathBuf, what: String },
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -166,18 +226,116 @@ fn write_state(
     })
 }
 
-/// Snapshots a previous run with the same seed, size and block size stored (generation is
-/// deterministic, so they are the same bytes). The encoded size is read back from the blobs.
-fn reuse(store: &dyn ShardStore) -> Option<(Written, Written)> {
-    let written = |id: &str| -> Option<Written> {
-        let loaded = snapshot::load_snapshot(store, TENANT, id).ok()?;
+fn stale(store: &LocalShardStore, what: String) -> BenchError {
+    BenchError::StaleStore {
+        path: store.root().to_owned(),
+        what,
+    }
+}
+
+/// Checks that `store` was generated with `params`, recording them in a new, empty store.
+fn check_params(store: &LocalShardStore, params: &StoreParams) -> Result<(), BenchError> {
+    let stale = |what: String| stale(store, what);
+    match store.get(PARAMS_KEY) {
+        Ok(bytes) => {
+            let found: StoreParams = serde_json::from_slice(&bytes)
+                .map_err(|e| stale(format!("its {PARAMS_KEY} does not parse ({e})")))?;
+            let differences = params.differences(&found);
+            if differences.is_empty() {
+                Ok(())
+            } else {
+                Err(stale(format!(
+                    "it was generated with {}",
+                    differences.join(", ")
+                )))
+            }
+        }
+        Err(StoreError::NotFound(_)) => {
+            if let Some(key) = store.list("")?.first() {
+                return Err(stale(format!(
+                    "it holds {key} but no {PARAMS_KEY} saying what generated it"
+                )));
+            }
+            let json = serde_json::to_vec_pretty(params)
+                .map_err(|e| BenchError::Wrong(format!("parameters do not serialize: {e}")))?;
+            Ok(store.put(PARAMS_KEY, &json)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Regenerates a sample of the snapshot's objects and requires the store to hold exactly them
+/// (content hashes compared), and as many objects as the generator makes.
+fn spot_check(
+    generator: &TenantGenerator,
+    snapshot: &LoadedSnapshot,
+    current: bool,
+    stale: impl Fn(String) -> BenchError,
+) -> Result<(), BenchError> {
+    let id = &snapshot.manifest.snapshot_id;
+    let count = if current {
+        generator.current_count()
+    } else {
+        generator.backup_count()
+    };
+    if snapshot.manifest.object_count != count {
+        return Err(stale(format!(
+            "snapshot {id} has {} objects, the generator makes {count}",
+            snapshot.manifest.object_count
+        )));
+    }
+    let layout = snapshot.manifest.layout();
+    for i in (0..count).step_by((count / SPOT_CHECKS).max(1) as usize) {
+        let object = if current {
+            generator.current_object(i)
+        } else {
+            Some(generator.backup_object(i))
+        };
+        let Some(mut object) = object else { continue };
+        object.normalize();
+        let hash = DirectoryObject::hash_encoding(&object.encode());
+        let index = snapshot.shards[layout.shard_of(object.id) as usize].index();
+        let held = index
+            .binary_search_by_key(&object.id, |e| e.id)
+            .ok()
+            .map(|at| index[at].hash);
+        if held != Some(hash) {
+            return Err(stale(format!(
+                "object {i} ({}) of snapshot {id} is not what this build generates (a generator \
+                 change needs a GENERATOR_VERSION bump)",
+                object.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The snapshots a previous run stored, checked against what the generator makes (so they are
+/// the same objects; the encoded size is read back from the blobs), or `None` when a run has not
+/// finished storing them.
+fn reuse(
+    store: &LocalShardStore,
+    generator: &TenantGenerator,
+) -> Result<Option<(Written, Written)>, BenchError> {
+    let stale = |what: String| stale(store, what);
+    let written = |id: &str, current: bool| -> Result<Option<Written>, BenchError> {
+        let loaded = match snapshot::load_snapshot(store, TENANT, id) {
+            Ok(loaded) => loaded,
+            Err(SnapshotError::Store(StoreError::NotFound(key)))
+                if key == manifest_key(TENANT, id) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(stale(e.to_string())),
+        };
+        spot_check(generator, &loaded, current, stale)?;
         let encoded_bytes = loaded.shards.iter().map(|s| s.encoded_len() as u64).sum();
-        Some(Written {
+        Ok(Some(Written {
             manifest: loaded.manifest,
             encoded_bytes,
-        })
+        }))
     };
-    Some((written("backup")?, written("current")?))
+    Ok(written("backup", false)?.zip(written("current", true)?))
 }
 
 fn load_both(store: &dyn ShardStore) -> Result<(LoadedSnapshot, LoadedSnapshot), BenchError> {
@@ -240,10 +398,8 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
             tmp.path().to_owned()
         }
     };
-    let store = LocalShardStore::open(root.join(format!(
-        "seed-{}-n-{}-b-{}",
-        config.seed, config.objects, config.block_bytes
-    )))?;
+    let store = LocalShardStore::open(root)?;
+    check_params(&store, &StoreParams::of(config))?;
 
     let (mut changed, mut soft_deleted) = (0u64, 0u64);
     for i in 0..generator.backup_count() {
@@ -256,7 +412,7 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
     let created = generator.current_count() - generator.backup_count();
 
     let t = Instant::now();
-    let (backup, current) = match reuse(&store) {
+    let (backup, current) = match reuse(&store, &generator)? {
         Some(both) => {
             eprintln!("reusing the snapshots already in the store");
             both

@@ -72,7 +72,8 @@ pub enum LoadtestCommand {
         /// Timed repetitions of each measurement; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Where to keep the snapshots (a temporary folder by default).
+        /// Where to keep the snapshots (a temporary folder by default); a later run with the
+        /// same parameters reuses them, one with other parameters is refused.
         #[arg(long)]
         store: Option<PathBuf>,
         /// Also write both states as JSON Lines (backup.jsonl, current.jsonl) into this folder.

@@ -10,6 +10,11 @@ use rewind_common::model::{
 };
 use rewind_common::{ObjectId, Value};
 
+/// The version of what the generator makes. Bump it with any change that makes a seed give other
+/// objects: stores of generated snapshots (`bench-diff --store`) record it and are refused when
+/// it differs.
+pub const GENERATOR_VERSION: u32 = 1;
+
 /// The shape of a generated tenant and of its incident.
 #[derive(Clone, Copy, Debug)]
 pub struct TenantSpec {

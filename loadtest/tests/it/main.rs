@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod bench_diff;
 mod capture_race;
 mod connector;
 mod dirsim;
