@@ -60,7 +60,11 @@ impl StoreParams {
         let pairs = [
             ("seed", found.seed, self.seed),
             ("objects", found.objects, self.objects),
-            ("block bytes", found.block_bytes as u64, self.block_bytes as u64),
+            (
+                "block bytes",
+                found.block_bytes as u64,
+                self.block_bytes as u64,
+            ),
             (
                 "generator version",
                 u64::from(found.generator_version),

@@ -33,7 +33,10 @@ pub const FORMAT_VERSION: u16 = 2;
 pub const OLDEST_FORMAT_VERSION: u16 = 2;
 
 /// Checks that a manifest or blob of format `found` (`what` names it) is one this build reads.
-pub(crate) fn check_format_version(what: impl FnOnce() -> String, found: u16) -> Result<(), SnapshotError> {
+pub(crate) fn check_format_version(
+    what: impl FnOnce() -> String,
+    found: u16,
+) -> Result<(), SnapshotError> {
     if (OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&found) {
         Ok(())
     } else {
@@ -284,8 +287,9 @@ pub fn read_manifest(
     let key = manifest_key(tenant, snapshot_id);
     let snapshot = || format!("snapshot {tenant}/{snapshot_id}");
     let bytes = store.get(&key)?;
-    let parse_error =
-        |e: serde_json::Error| SnapshotError::Invalid(format!("manifest {key} does not parse: {e}"));
+    let parse_error = |e: serde_json::Error| {
+        SnapshotError::Invalid(format!("manifest {key} does not parse: {e}"))
+    };
     let version: ManifestVersion = serde_json::from_slice(&bytes).map_err(parse_error)?;
     check_format_version(snapshot, version.format_version)?;
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(parse_error)?;
@@ -351,9 +355,13 @@ pub fn load_shard(
         .get(shard as usize)
         .ok_or_else(|| SnapshotError::Invalid(format!("no shard {shard} in the manifest")))?;
     let bytes = store.get(&shard_ref.key)?;
-    LoadedShard::open(bytes, manifest.layout(), shard, Some(&shard_ref.digest)).map_err(|e| match e {
+    LoadedShard::open(bytes, manifest.layout(), shard, Some(&shard_ref.digest)).map_err(|e| match e
+    {
         SnapshotError::UnsupportedVersion { what, found } => SnapshotError::UnsupportedVersion {
-            what: format!("{what} of snapshot {}/{}", manifest.tenant, manifest.snapshot_id),
+            what: format!(
+                "{what} of snapshot {}/{}",
+                manifest.tenant, manifest.snapshot_id
+            ),
             found,
         },
         other => other,

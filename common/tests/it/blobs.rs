@@ -96,7 +96,10 @@ fn a_truncated_blob_is_rejected() {
 #[test]
 fn a_wrong_version_is_rejected_even_with_a_matching_digest() {
     for (version, reads) in [
-        (FORMAT_VERSION + 1, format!("this build reads versions up to {FORMAT_VERSION}")),
+        (
+            FORMAT_VERSION + 1,
+            format!("this build reads versions up to {FORMAT_VERSION}"),
+        ),
         (
             OLDEST_FORMAT_VERSION - 1,
             format!("this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}"),
@@ -173,12 +176,15 @@ fn a_shard_blob_of_a_newer_format_is_refused_naming_its_snapshot() {
     );
 }
 
+/// Alters a manifest's JSON.
+type Tamper = fn(&mut serde_json::Value);
+
 #[test]
 fn a_tampered_manifest_is_refused_naming_its_snapshot() {
     let (_dir, store) = store();
     write_objects(&store, &info("t"), ShardLayout::new(1), objects(8)).expect("write");
     let intact = manifest_json(&store, "t");
-    let tamperings: [(&str, fn(&mut serde_json::Value)); 4] = [
+    let tamperings: [(&str, Tamper); 4] = [
         ("object count", |j| j["objectCount"] = 7.into()),
         ("shard key", |j| j["shards"][0]["key"] = "elsewhere".into()),
         ("digest removed", |j| {
@@ -212,7 +218,8 @@ fn a_manifest_under_another_snapshot_is_refused() {
     put_manifest_json(&store, "x", &json);
     let err = read_manifest(&store, "contoso", "x").expect_err("moved manifest read");
     assert!(
-        err.to_string().contains("is the manifest of snapshot contoso/a"),
+        err.to_string()
+            .contains("is the manifest of snapshot contoso/a"),
         "{err}"
     );
 }

@@ -9,11 +9,12 @@ use rewind_common::diff::diff_snapshots;
 use rewind_common::properties::{self, link_kinds, properties};
 use rewind_common::snapshot::shard::{FLAG_DYNAMIC, FLAG_ON_PREMISES};
 use rewind_common::snapshot::{
-    load_snapshot, shard_key, write_objects, LoadedSnapshot, LocalShardStore, ShardLayout, SnapshotInfo,
-    SnapshotKind, FORMAT_VERSION,
+    load_snapshot, shard_key, write_objects, LoadedSnapshot, LocalShardStore, ShardLayout,
+    SnapshotInfo, SnapshotKind, FORMAT_VERSION,
 };
 use rewind_common::{
-    DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Scope, SourceOfAuthority, Value,
+    DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Scope, SourceOfAuthority,
+    Value,
 };
 use serde_json::{json, Map, Value as Json};
 
@@ -135,7 +136,7 @@ fn value(name: &str, i: usize, n: usize) -> Value {
     let text = |s: String| Value::from(s.as_str());
     match (i + n) % 7 {
         0 => text(format!("{name} {n}")),
-        1 => Value::Bool(i % 2 == 0),
+        1 => Value::Bool(i % 2 != 1),
         2 => Value::Int(-(i as i64) * 1_000_003 + n as i64),
         3 => Value::Float(i as f64 + 0.25),
         4 => Value::List(vec![
@@ -157,7 +158,9 @@ fn value(name: &str, i: usize, n: usize) -> Value {
             ]
             .into(),
         ),
-        _ => text(format!("a value longer than an inline string holds, for {name}")),
+        _ => text(format!(
+            "a value longer than an inline string holds, for {name}"
+        )),
     }
 }
 
@@ -192,7 +195,10 @@ fn golden_objects() -> Vec<DirectoryObject> {
             }
             if t == ObjectType::Group && n == 2 {
                 o.dynamic_membership = true;
-                o.set("membershipRule", Value::from("user.department -eq \"Sales\""));
+                o.set(
+                    "membershipRule",
+                    Value::from("user.department -eq \"Sales\""),
+                );
             }
             for kind in link_kinds(t) {
                 for target in 0..(3 - n) {
@@ -231,16 +237,26 @@ fn golden_objects() -> Vec<DirectoryObject> {
         let department = ["Sales", "Legal", "Engineering"][n % 3];
         for (name, v) in [
             ("displayName", format!("Filler User {n}")),
-            ("userPrincipalName", format!("filler.user.{n}@golden.example.com")),
+            (
+                "userPrincipalName",
+                format!("filler.user.{n}@golden.example.com"),
+            ),
             ("mail", format!("filler.user.{n}@golden.example.com")),
             ("department", department.to_owned()),
             ("jobTitle", format!("{department} specialist")),
             ("city", "Berlin".to_owned()),
             (
                 "streetAddress",
-                format!("Building {n}, Floor {}, Unter den Linden {}, Mitte", n % 7, n % 90),
+                format!(
+                    "Building {n}, Floor {}, Unter den Linden {}, Mitte",
+                    n % 7,
+                    n % 90
+                ),
             ),
-            ("companyName", "Golden Contoso Holdings International GmbH".to_owned()),
+            (
+                "companyName",
+                "Golden Contoso Holdings International GmbH".to_owned(),
+            ),
             ("usageLocation", "DE".to_owned()),
         ] {
             u.set(name, Value::from(v.as_str()));
@@ -271,7 +287,10 @@ fn write_golden(dir: &Path) {
     };
     let objects = golden_objects();
     write_objects(&store, &info, ShardLayout::new(2), objects.clone()).expect("write golden");
-    let lines: Vec<String> = objects.iter().map(|o| expected_form(o).to_string()).collect();
+    let lines: Vec<String> = objects
+        .iter()
+        .map(|o| expected_form(o).to_string())
+        .collect();
     std::fs::write(dir.join("objects.jsonl"), lines.join("\n") + "\n").expect("objects.jsonl");
 }
 
@@ -294,7 +313,11 @@ fn golden_versions() -> Vec<(u16, PathBuf)> {
 /// snapshot written today agree on unchanged objects), its type, lifecycle and flags.
 fn check_index(snapshot: &LoadedSnapshot, version: u16) {
     for shard in &snapshot.shards {
-        for (entry, object) in shard.index().iter().zip(shard.decode_all().expect("decode")) {
+        for (entry, object) in shard
+            .index()
+            .iter()
+            .zip(shard.decode_all().expect("decode"))
+        {
             let what = format!("golden v{version}: object {}", object.id);
             assert_eq!(
                 DirectoryObject::hash_encoding(&object.encode()),
@@ -303,8 +326,13 @@ fn check_index(snapshot: &LoadedSnapshot, version: u16) {
             );
             assert_eq!(entry.object_type(), object.object_type, "{what}");
             assert_eq!(entry.lifecycle, object.lifecycle.code(), "{what}");
-            let flags = u8::from(object.source == SourceOfAuthority::OnPremises) * FLAG_ON_PREMISES
-                | u8::from(object.dynamic_membership) * FLAG_DYNAMIC;
+            let mut flags = 0;
+            if object.source == SourceOfAuthority::OnPremises {
+                flags |= FLAG_ON_PREMISES;
+            }
+            if object.dynamic_membership {
+                flags |= FLAG_DYNAMIC;
+            }
             assert_eq!(entry.flags, flags, "{what}: index flags");
         }
     }
@@ -335,7 +363,11 @@ fn golden_snapshots_read_to_their_expected_objects() {
             .lines()
             .map(|l| serde_json::from_str(l).expect("objects.jsonl line"))
             .collect();
-        assert_eq!(decoded.len(), expected.len(), "golden v{version}: object count");
+        assert_eq!(
+            decoded.len(),
+            expected.len(),
+            "golden v{version}: object count"
+        );
         for (object, want) in decoded.iter().zip(&expected) {
             assert_eq!(
                 &expected_form(object),
@@ -367,7 +399,9 @@ fn the_current_golden_covers_every_type_flag_and_link_kind() {
         let of_type: Vec<&DirectoryObject> =
             objects.iter().filter(|o| o.object_type == t).collect();
         assert!(
-            of_type.iter().any(|o| o.attributes.len() > properties(t).len() / 2),
+            of_type
+                .iter()
+                .any(|o| o.attributes.len() > properties(t).len() / 2),
             "{t}: no object with most properties set"
         );
         for kind in link_kinds(t) {

@@ -32,17 +32,26 @@ fn a_store_is_reused_only_with_the_same_parameters() {
     assert_eq!(again.report_entries, first.report_entries);
 
     let message = refusal(bench_diff::run(&config(dir.path(), 2, 1_500)));
-    assert!(message.contains("generated with seed 1 (this run: 2)"), "{message}");
+    assert!(
+        message.contains("generated with seed 1 (this run: 2)"),
+        "{message}"
+    );
     assert!(
         message.ends_with("use another --store or remove that folder"),
         "{message}"
     );
     let message = refusal(bench_diff::run(&config(dir.path(), 1, 1_000)));
-    assert!(message.contains("objects 1500 (this run: 1000)"), "{message}");
+    assert!(
+        message.contains("objects 1500 (this run: 1000)"),
+        "{message}"
+    );
     let mut other_blocks = config(dir.path(), 1, 1_500);
     other_blocks.block_bytes = 4096;
     let message = refusal(bench_diff::run(&other_blocks));
-    assert!(message.contains("block bytes 512 (this run: 4096)"), "{message}");
+    assert!(
+        message.contains("block bytes 512 (this run: 4096)"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -68,7 +77,9 @@ fn a_store_without_a_record_of_its_parameters_is_refused() {
     std::fs::write(old.join("manifest.json"), b"{}").unwrap();
     let message = refusal(bench_diff::run(&config(dir.path(), 1, 1_000)));
     assert!(
-        message.contains("holds seed-1-n-1000-b-512/tenants/bench/manifest.json but no bench-diff.json"),
+        message.contains(
+            "holds seed-1-n-1000-b-512/tenants/bench/manifest.json but no bench-diff.json"
+        ),
         "{message}"
     );
 }
