@@ -490,8 +490,12 @@ pub fn format_time(unix: i64) -> String {
 }
 
 /// An RFC 3339 time (any offset, optional fraction, which is dropped) as Unix seconds, or
-/// `None` when the text is not one.
+/// `None` when the text is not one. Date and time are separated by `T` (or `t`, or the space
+/// RFC 3339 allows for readability), nothing else.
 pub fn parse_time(s: &str) -> Option<i64> {
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
+        return None;
+    }
     OffsetDateTime::parse(s, &Rfc3339)
         .ok()
         .map(OffsetDateTime::unix_timestamp)
@@ -543,6 +547,8 @@ mod tests {
             "2026-01-02T01:04:05.Z",
             "2026-01-02T01:04:05Z trailing",
             "2026-1-2T1:4:5Z",
+            "2026-01-02x01:04:05Z",
+            "2026-01-02_01:04:05Z",
         ] {
             assert_eq!(parse_time(garbage), None, "{garbage:?} parsed");
         }
