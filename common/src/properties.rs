@@ -1,6 +1,8 @@
 //! The recoverable-property table: for each object type, the properties a snapshot keeps and
 //! which of them a recovery may write, and which link kinds are recoverable. The diff engine, the
-//! recovery planner and the Graph connector's `$select` all read this one table.
+//! recovery planner and the Graph connector's `$select` all read this one table; its `graph`
+//! column says where Graph holds each property and in which API versions (see
+//! [`crate::graph_names`], which adds the Graph names a snapshot does not keep).
 
 use crate::model::{LinkKind, ObjectType};
 
@@ -11,12 +13,83 @@ pub struct PropertyDef {
     pub name: &'static str,
     /// Whether a recovery writes it back (and so whether a report shows its changes).
     pub recoverable: bool,
+    /// Where Graph holds it.
+    pub graph: GraphHome,
+}
+
+/// A Graph API version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    V1,
+    Beta,
+}
+
+impl Api {
+    pub const ALL: [Api; 2] = [Api::V1, Api::Beta];
+
+    /// The version's path segment (`v1.0`, `beta`).
+    pub fn segment(self) -> &'static str {
+        match self {
+            Api::V1 => "v1.0",
+            Api::Beta => "beta",
+        }
+    }
+}
+
+/// The Graph API versions a name exists in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versions {
+    pub v1: bool,
+    pub beta: bool,
+}
+
+impl Versions {
+    pub const BOTH: Versions = Versions {
+        v1: true,
+        beta: true,
+    };
+    pub const BETA: Versions = Versions {
+        v1: false,
+        beta: true,
+    };
+    pub const NONE: Versions = Versions {
+        v1: false,
+        beta: false,
+    };
+
+    pub fn has(self, api: Api) -> bool {
+        match api {
+            Api::V1 => self.v1,
+            Api::Beta => self.beta,
+        }
+    }
+}
+
+/// Where Graph holds a kept property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphHome {
+    /// A property of the type's own resource, under the same name, in these versions.
+    Own(Versions),
+    /// `perUserMfaState` of the user's `strongAuthenticationRequirements`
+    /// (`/users/{id}/authentication/requirements`, beta only).
+    AuthenticationRequirements,
+    /// One of the policy's `authenticationMethodConfigurations`, read inside the policy and
+    /// written on its own URL (`.../authenticationMethodConfigurations/{id}`), both versions.
+    MethodConfiguration,
+    /// No Graph API holds it: it is never read from nor written to Graph.
+    Nowhere,
 }
 
 const fn r(name: &'static str) -> PropertyDef {
+    r_at(name, GraphHome::Own(Versions::BOTH))
+}
+
+/// A recoverable property that Graph holds elsewhere than on the type in both versions.
+const fn r_at(name: &'static str, graph: GraphHome) -> PropertyDef {
     PropertyDef {
         name,
         recoverable: true,
+        graph,
     }
 }
 
@@ -25,10 +98,12 @@ const fn keep(name: &'static str) -> PropertyDef {
     PropertyDef {
         name,
         recoverable: false,
+        graph: GraphHome::Own(Versions::BOTH),
     }
 }
 
-/// The per-user MFA state is not a Graph property of `user`; it is held under this name.
+/// The per-user MFA state is not a Graph property of `user`: it is the property of the same
+/// name of the user's `strongAuthenticationRequirements` (beta), held under this name.
 pub const PER_USER_MFA_STATE: &str = "perUserMfaState";
 
 const USER: &[PropertyDef] = &[
@@ -55,7 +130,7 @@ const USER: &[PropertyDef] = &[
     r("officeLocation"),
     r("otherMails"),
     r("passwordPolicies"),
-    r(PER_USER_MFA_STATE),
+    r_at(PER_USER_MFA_STATE, GraphHome::AuthenticationRequirements),
     r("postalCode"),
     r("preferredDataLocation"),
     r("preferredLanguage"),
@@ -116,7 +191,8 @@ const SERVICE_PRINCIPAL: &[PropertyDef] = &[
     r("notificationEmailAddresses"),
     r("preferredSingleSignOnMode"),
     r("preferredTokenSigningKeyThumbprint"),
-    r("publisherName"),
+    // Graph v1.0 has no `publisherName` on service principals; beta has.
+    r_at("publisherName", GraphHome::Own(Versions::BETA)),
     r("samlSingleSignOnSettings"),
     r("servicePrincipalNames"),
     r("servicePrincipalType"),
@@ -158,15 +234,20 @@ pub const AUTHENTICATION_METHOD_CONFIGURATIONS: &[&str] = &[
     "x509Certificate",
 ];
 
+/// A method configuration of the authentication methods policy.
+const fn config(name: &'static str) -> PropertyDef {
+    r_at(name, GraphHome::MethodConfiguration)
+}
+
 const AUTHENTICATION_METHODS_POLICY: &[PropertyDef] = &[
-    r("email"),
-    r("fido2"),
-    r("microsoftAuthenticator"),
-    r("sms"),
-    r("softwareOath"),
-    r("temporaryAccessPass"),
-    r("voice"),
-    r("x509Certificate"),
+    config("email"),
+    config("fido2"),
+    config("microsoftAuthenticator"),
+    config("sms"),
+    config("softwareOath"),
+    config("temporaryAccessPass"),
+    config("voice"),
+    config("x509Certificate"),
     keep("displayName"),
 ];
 
@@ -176,14 +257,15 @@ const AUTHORIZATION_POLICY: &[PropertyDef] = &[
     keep("displayName"),
 ];
 
-/// The tenant-wide legacy MFA settings, held on the organization object under these names.
+/// The tenant-wide legacy MFA settings, held on the organization object under these names. No
+/// Graph API has them, so a capture from Graph never holds them.
 const ORGANIZATION: &[PropertyDef] = &[
-    r("mfaAppPasswordsBlocked"),
-    r("mfaAvailableMethods"),
-    r("mfaEnabled"),
-    r("mfaIpAllowList"),
-    r("mfaRememberDevicesDays"),
-    r("mfaRememberDevicesEnabled"),
+    r_at("mfaAppPasswordsBlocked", GraphHome::Nowhere),
+    r_at("mfaAvailableMethods", GraphHome::Nowhere),
+    r_at("mfaEnabled", GraphHome::Nowhere),
+    r_at("mfaIpAllowList", GraphHome::Nowhere),
+    r_at("mfaRememberDevicesDays", GraphHome::Nowhere),
+    r_at("mfaRememberDevicesEnabled", GraphHome::Nowhere),
     keep("displayName"),
 ];
 
