@@ -85,6 +85,10 @@ pub const UNKEPT: &[(Resource, &str, Versions)] = &[
 
 /// The versions in which `resource` has the property `name` (`Versions::NONE` if it has not).
 pub fn versions(resource: Resource, name: &str) -> Versions {
+    // An annotation (`@odata.type`) is no property: it is never selected nor written.
+    if name.starts_with('@') {
+        return Versions::NONE;
+    }
     if name == "id" && resource != AuthenticationRequirements {
         return Versions::BOTH;
     }

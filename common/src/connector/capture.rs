@@ -358,7 +358,7 @@ impl GraphConnector {
     fn admin_grants(&self) -> Result<HashMap<ObjectId, Vec<Link>>, ConnectorError> {
         let path = "/oauth2PermissionGrants";
         let first = format!(
-            "{path}?$top={}&$select=id,clientId,consentType,principalId,resourceId,scope",
+            "{path}?$top={}&$select={GRANT_SELECT}",
             self.settings.page_size
         );
         let mut by_client: HashMap<ObjectId, Vec<Link>> = HashMap::new();
@@ -784,8 +784,11 @@ struct LinkJob {
     path: String,
 }
 
+/// The `$select` of the admin-consent grants.
+pub(crate) const GRANT_SELECT: &str = "id,clientId,consentType,principalId,resourceId,scope";
+
 /// The `$select` of a link collection.
-fn link_select(kind: LinkKind) -> &'static str {
+pub(crate) fn link_select(kind: LinkKind) -> &'static str {
     match kind {
         LinkKind::AppRoleAssignedTo => "id,principalId,appRoleId,principalType",
         _ => "id",

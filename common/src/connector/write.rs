@@ -995,6 +995,186 @@ mod tests {
         ));
     }
 
+    /// Every name the connector can put in a `$select` or a write body is a property of the
+    /// resource in the Graph version the request goes to (method configurations aside: their
+    /// bodies are the configurations as Graph gave them).
+    #[test]
+    fn every_name_sent_exists_in_its_version() {
+        use crate::connector::capture::{link_select, select_list_at, GRANT_SELECT};
+        use crate::graph_names::{beta_only, exists, Resource};
+        use crate::properties::{link_kinds, properties};
+        let check = |resource: Resource, names: &mut dyn Iterator<Item = &str>, api: Api| {
+            for name in names.filter(|n| !n.starts_with('@')) {
+                assert!(
+                    exists(resource, name, api),
+                    "{resource:?} {name} in {api:?}"
+                );
+            }
+        };
+        for t in ObjectType::ALL {
+            for api in Api::ALL {
+                check(
+                    Resource::Object(t),
+                    &mut select_list_at(t, api).split(','),
+                    api,
+                );
+            }
+            let beta: Vec<&str> = beta_only(t).collect();
+            check(Resource::Object(t), &mut beta.into_iter(), Api::Beta);
+            for kind in link_kinds(t) {
+                let resource = match kind {
+                    LinkKind::AppRoleAssignedTo => Resource::AppRoleAssignment,
+                    LinkKind::OAuth2PermissionGrants => Resource::OAuth2PermissionGrant,
+                    // A directoryObject: only its id is selected.
+                    _ => Resource::Object(ObjectType::User),
+                };
+                check(resource, &mut link_select(*kind).split(','), Api::V1);
+            }
+        }
+        check(
+            Resource::OAuth2PermissionGrant,
+            &mut GRANT_SELECT.split(','),
+            Api::V1,
+        );
+
+        // Bodies: an update of every recoverable property of every type, split as it is sent.
+        let c = connector();
+        let mut sent = 0;
+        for t in ObjectType::ALL {
+            let props: Vec<(String, Value)> = properties(t)
+                .iter()
+                .filter(|d| d.recoverable && d.graph != GraphHome::MethodConfiguration)
+                .map(|d| (d.name.to_owned(), Value::from("x")))
+                .collect();
+            let planned = PlannedStep {
+                action_id: "a".into(),
+                step: Step::Update {
+                    id: ObjectId(1),
+                    object_type: t,
+                    properties: props,
+                },
+            };
+            for part in split_updates(&[planned]).0 {
+                let Ok(Some(inner)) = c.inner_request(&part.step) else {
+                    continue;
+                };
+                let resource = if inner.url.ends_with("/authentication/requirements") {
+                    Resource::AuthenticationRequirements
+                } else {
+                    Resource::Object(t)
+                };
+                let Some(Json::Object(body)) = &inner.body else {
+                    continue;
+                };
+                sent += body.len();
+                check(resource, &mut body.keys().map(String::as_str), inner.api);
+            }
+        }
+        let writable = ObjectType::ALL
+            .into_iter()
+            .flat_map(|t| properties(t).iter())
+            .filter(|d| {
+                d.recoverable
+                    && !matches!(d.graph, GraphHome::MethodConfiguration | GraphHome::Nowhere)
+            })
+            .count();
+        assert_eq!(sent, writable, "every writable property is sent once");
+        let sp = ObjectType::ServicePrincipal;
+        let full = |fields: &[&str]| {
+            Some(Value::Map(
+                fields
+                    .iter()
+                    .map(|f| ((*f).to_owned(), Value::from(ObjectId(2).to_string())))
+                    .collect(),
+            ))
+        };
+        for (kind, resource, data) in [
+            (
+                LinkKind::OAuth2PermissionGrants,
+                Resource::OAuth2PermissionGrant,
+                full(&["consentType", "resourceId", "scope", "principalId"]),
+            ),
+            (
+                LinkKind::AppRoleAssignedTo,
+                Resource::AppRoleAssignment,
+                full(&["principalId", "appRoleId"]),
+            ),
+        ] {
+            let inner = request(&Step::AddLink {
+                id: ObjectId(1),
+                object_type: sp,
+                kind,
+                target: ObjectId(3),
+                data,
+            });
+            let Some(Json::Object(body)) = &inner.body else {
+                panic!("{kind:?} has no body");
+            };
+            check(resource, &mut body.keys().map(String::as_str), inner.api);
+        }
+    }
+
+    #[test]
+    fn updates_are_split_by_where_graph_holds_each_property() {
+        let user = Step::Update {
+            id: ObjectId(1),
+            object_type: ObjectType::User,
+            properties: vec![
+                ("city".into(), Value::Null),
+                (
+                    crate::properties::PER_USER_MFA_STATE.into(),
+                    Value::from("enforced"),
+                ),
+            ],
+        };
+        let (parts, owners) = split_updates(&[PlannedStep {
+            action_id: "u".into(),
+            step: user,
+        }]);
+        assert_eq!(owners, vec![0, 0]);
+        let requests: Vec<Inner> = parts.iter().map(|p| request(&p.step)).collect();
+        assert_eq!(
+            (requests[0].api, requests[0].url.as_str()),
+            (Api::V1, format!("/users/{}", ObjectId(1)).as_str())
+        );
+        assert_eq!(requests[0].body, Some(json!({"city": null})));
+        assert_eq!(
+            (requests[1].api, requests[1].url.as_str()),
+            (
+                Api::Beta,
+                format!("/users/{}/authentication/requirements", ObjectId(1)).as_str()
+            )
+        );
+        assert_eq!(
+            requests[1].body,
+            Some(json!({"perUserMfaState": "enforced"}))
+        );
+        let publisher = request(&Step::Update {
+            id: ObjectId(2),
+            object_type: ObjectType::ServicePrincipal,
+            properties: vec![("publisherName".into(), Value::from("Contoso"))],
+        });
+        assert_eq!(publisher.api, Api::Beta);
+        let legacy = connector().inner_request(&Step::Update {
+            id: ObjectId(3),
+            object_type: ObjectType::Organization,
+            properties: vec![("mfaEnabled".into(), Value::Bool(true))],
+        });
+        assert!(matches!(
+            legacy,
+            Err(StepResult::Failed { permanent: true, ref code, .. }) if code == "noGraphApi"
+        ));
+        assert_eq!(
+            merge_results(vec![StepResult::AlreadyInState, StepResult::Applied]),
+            StepResult::Applied
+        );
+        assert!(!merge_results(vec![
+            StepResult::Applied,
+            StepResult::permanent(400, "x", "y")
+        ])
+        .is_success());
+    }
+
     #[test]
     fn only_real_dependencies_order_steps() {
         let u = ObjectType::User;
