@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::error::SnapshotError;
 use crate::id::ObjectId;
 use crate::model::{DirectoryObject, Link, LinkKind, ObjectType, SourceOfAuthority};
-use crate::properties;
+use crate::properties::{self, PropertyDef};
 use crate::report::{
     Change, ChangedAttribute, ChangedLink, LinkState, NotRecoverableReason, RecoveryAction,
     ReportEntry, Scope, ScopeMatcher,
@@ -388,7 +388,8 @@ fn compare(
     let t = current.object_type;
     let holder_hidden = !pair.current_active;
     let diffs = |attrs: &mut Vec<ChangedAttribute>, links: &mut Vec<ChangedLink>| {
-        changed_attributes(t, &backup.attributes, &current.attributes, attrs)?;
+        let both = (backup.attributes.as_slice(), current.attributes.as_slice());
+        changed_attributes(t, both, holder_hidden, attrs)?;
         for &kind in properties::link_kinds(t) {
             if properties::link_recoverable(t, kind) {
                 let sets = LinkSets {
@@ -443,7 +444,9 @@ fn compare_raw(
             rmp_serde::from_slice::<Value>(bytes).map_err(|e| corrupt(shard, &e.to_string()))
         };
         for_each_difference(&ob.attributes, &oc.attributes, |pid, bv, cv| {
-            if let Some(def) = properties::property(t, pid).filter(|d| d.recoverable) {
+            let compared =
+                |d: &&PropertyDef| d.recoverable && (!holder_hidden || d.read_in_recycle_bin());
+            if let Some(def) = properties::property(t, pid).filter(compared) {
                 attrs.push(ChangedAttribute {
                     name: def.name.to_owned(),
                     current: cv.map(|v| value(c_shard, v)).transpose()?,
@@ -524,15 +527,18 @@ fn for_each_difference<T: PartialEq>(
     }
 }
 
-/// The recoverable properties whose values differ, with both values.
+/// The recoverable properties whose values differ, with both values (of an object in the
+/// recycle bin now, only those the recycle bin shows).
 fn changed_attributes(
     t: ObjectType,
-    b: &[(u8, Value)],
-    c: &[(u8, Value)],
+    (b, c): (&[(u8, Value)], &[(u8, Value)]),
+    holder_hidden: bool,
     out: &mut Vec<ChangedAttribute>,
 ) -> Result<(), SnapshotError> {
     for_each_difference(b, c, |pid, bv, cv| {
-        if let Some(def) = properties::property(t, pid).filter(|d| d.recoverable) {
+        let compared =
+            |d: &&PropertyDef| d.recoverable && (!holder_hidden || d.read_in_recycle_bin());
+        if let Some(def) = properties::property(t, pid).filter(compared) {
             out.push(ChangedAttribute {
                 name: def.name.to_owned(),
                 current: cv.cloned(),

@@ -7,6 +7,7 @@ pub mod diff;
 pub mod error;
 pub mod fan_out;
 pub mod graph_json;
+pub mod graph_names;
 pub mod id;
 pub mod model;
 pub mod plan;

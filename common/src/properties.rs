@@ -1,6 +1,8 @@
 //! The recoverable-property table: for each object type, the properties a snapshot keeps and
 //! which of them a recovery may write, and which link kinds are recoverable. The diff engine, the
-//! recovery planner and the Graph connector's `$select` all read this one table.
+//! recovery planner and the Graph connector's `$select` all read this one table; its `graph`
+//! column says where Graph holds each property and in which API versions (see
+//! [`crate::graph_names`], which adds the Graph names a snapshot does not keep).
 //!
 //! **Property ids are append-only.** A snapshot stores a property by its id, so an id keeps its
 //! meaning forever: every backup ever written is read through these tables. The first entries
@@ -22,13 +24,94 @@ pub struct PropertyDef {
     pub name: &'static str,
     /// Whether a recovery writes it back (and so whether a report shows its changes).
     pub recoverable: bool,
+    /// Where Graph holds it.
+    pub graph: GraphHome,
+}
+
+impl PropertyDef {
+    /// Whether a capture can read it of an object in the recycle bin: Graph serves a
+    /// soft-deleted user's own properties from `deletedItems`, but not its
+    /// `authentication/requirements` (the per-user MFA state), which comes back with the
+    /// restore. The diff does not compare what the recycle bin hides.
+    pub fn read_in_recycle_bin(&self) -> bool {
+        !matches!(self.graph, GraphHome::AuthenticationRequirements)
+    }
+}
+
+/// A Graph API version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    V1,
+    Beta,
+}
+
+impl Api {
+    pub const ALL: [Api; 2] = [Api::V1, Api::Beta];
+
+    /// The version's path segment (`v1.0`, `beta`).
+    pub fn segment(self) -> &'static str {
+        match self {
+            Api::V1 => "v1.0",
+            Api::Beta => "beta",
+        }
+    }
+}
+
+/// The Graph API versions a name exists in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versions {
+    pub v1: bool,
+    pub beta: bool,
+}
+
+impl Versions {
+    pub const BOTH: Versions = Versions {
+        v1: true,
+        beta: true,
+    };
+    pub const BETA: Versions = Versions {
+        v1: false,
+        beta: true,
+    };
+    pub const NONE: Versions = Versions {
+        v1: false,
+        beta: false,
+    };
+
+    pub fn has(self, api: Api) -> bool {
+        match api {
+            Api::V1 => self.v1,
+            Api::Beta => self.beta,
+        }
+    }
+}
+
+/// Where Graph holds a kept property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphHome {
+    /// A property of the type's own resource, under the same name, in these versions.
+    Own(Versions),
+    /// `perUserMfaState` of the user's `strongAuthenticationRequirements`
+    /// (`/users/{id}/authentication/requirements`, beta only).
+    AuthenticationRequirements,
+    /// One of the policy's `authenticationMethodConfigurations`, read inside the policy and
+    /// written on its own URL (`.../authenticationMethodConfigurations/{id}`), both versions.
+    MethodConfiguration,
+    /// No Graph API holds it: it is never read from nor written to Graph.
+    Nowhere,
 }
 
 const fn r(id: u8, name: &'static str) -> PropertyDef {
+    r_at(id, name, GraphHome::Own(Versions::BOTH))
+}
+
+/// A recoverable property that Graph holds elsewhere than on the type in both versions.
+const fn r_at(id: u8, name: &'static str, graph: GraphHome) -> PropertyDef {
     PropertyDef {
         id,
         name,
         recoverable: true,
+        graph,
     }
 }
 
@@ -38,10 +121,12 @@ const fn keep(id: u8, name: &'static str) -> PropertyDef {
         id,
         name,
         recoverable: false,
+        graph: GraphHome::Own(Versions::BOTH),
     }
 }
 
-/// The per-user MFA state is not a Graph property of `user`; it is held under this name.
+/// The per-user MFA state is not a Graph property of `user`: it is the property of the same
+/// name of the user's `strongAuthenticationRequirements` (beta), held under this name.
 pub const PER_USER_MFA_STATE: &str = "perUserMfaState";
 
 const USER: &[PropertyDef] = &[
@@ -68,7 +153,11 @@ const USER: &[PropertyDef] = &[
     r(20, "officeLocation"),
     r(21, "otherMails"),
     r(22, "passwordPolicies"),
-    r(23, PER_USER_MFA_STATE),
+    r_at(
+        23,
+        PER_USER_MFA_STATE,
+        GraphHome::AuthenticationRequirements,
+    ),
     r(24, "postalCode"),
     r(25, "preferredDataLocation"),
     r(26, "preferredLanguage"),
@@ -129,7 +218,8 @@ const SERVICE_PRINCIPAL: &[PropertyDef] = &[
     r(6, "notificationEmailAddresses"),
     r(7, "preferredSingleSignOnMode"),
     r(8, "preferredTokenSigningKeyThumbprint"),
-    r(9, "publisherName"),
+    // Graph v1.0 has no `publisherName` on service principals; beta has.
+    r_at(9, "publisherName", GraphHome::Own(Versions::BETA)),
     r(10, "samlSingleSignOnSettings"),
     r(11, "servicePrincipalNames"),
     r(12, "servicePrincipalType"),
@@ -171,15 +261,20 @@ pub const AUTHENTICATION_METHOD_CONFIGURATIONS: &[&str] = &[
     "x509Certificate",
 ];
 
+/// A method configuration of the authentication methods policy.
+const fn config(id: u8, name: &'static str) -> PropertyDef {
+    r_at(id, name, GraphHome::MethodConfiguration)
+}
+
 const AUTHENTICATION_METHODS_POLICY: &[PropertyDef] = &[
-    r(0, "email"),
-    r(1, "fido2"),
-    r(2, "microsoftAuthenticator"),
-    r(3, "sms"),
-    r(4, "softwareOath"),
-    r(5, "temporaryAccessPass"),
-    r(6, "voice"),
-    r(7, "x509Certificate"),
+    config(0, "email"),
+    config(1, "fido2"),
+    config(2, "microsoftAuthenticator"),
+    config(3, "sms"),
+    config(4, "softwareOath"),
+    config(5, "temporaryAccessPass"),
+    config(6, "voice"),
+    config(7, "x509Certificate"),
     keep(8, "displayName"),
 ];
 
@@ -189,14 +284,15 @@ const AUTHORIZATION_POLICY: &[PropertyDef] = &[
     keep(2, "displayName"),
 ];
 
-/// The tenant-wide legacy MFA settings, held on the organization object under these names.
+/// The tenant-wide legacy MFA settings, held on the organization object under these names. No
+/// Graph API has them, so a capture from Graph never holds them.
 const ORGANIZATION: &[PropertyDef] = &[
-    r(0, "mfaAppPasswordsBlocked"),
-    r(1, "mfaAvailableMethods"),
-    r(2, "mfaEnabled"),
-    r(3, "mfaIpAllowList"),
-    r(4, "mfaRememberDevicesDays"),
-    r(5, "mfaRememberDevicesEnabled"),
+    r_at(0, "mfaAppPasswordsBlocked", GraphHome::Nowhere),
+    r_at(1, "mfaAvailableMethods", GraphHome::Nowhere),
+    r_at(2, "mfaEnabled", GraphHome::Nowhere),
+    r_at(3, "mfaIpAllowList", GraphHome::Nowhere),
+    r_at(4, "mfaRememberDevicesDays", GraphHome::Nowhere),
+    r_at(5, "mfaRememberDevicesEnabled", GraphHome::Nowhere),
     keep(6, "displayName"),
 ];
 

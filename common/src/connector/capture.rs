@@ -2,7 +2,9 @@
 //! next links followed exactly as given, the links of groups, applications and service
 //! principals read concurrently by a small pool of threads, admin-consent grants attached to
 //! their client service principal, recycle bins and singletons; each decoded object goes
-//! straight into the shard writer of its shard.
+//! straight into the shard writer of its shard. What Graph holds only in beta is read from
+//! beta: the per-user MFA state (each user's `authentication/requirements`, 20 to a `$batch`,
+//! read beside the user pages) and beta-only properties (a second, narrow beta listing).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -15,9 +17,10 @@ use super::http::{json_error, Method};
 use super::{ConnectorError, GraphConnector};
 use crate::fan_out::{fan_out, Stopped};
 use crate::graph_json::{from_graph_json, next_link_of_page, page_from_graph_json};
+use crate::graph_names::{self, Resource};
 use crate::id::ObjectId;
 use crate::model::{DirectoryObject, Link, LinkKind, ObjectType};
-use crate::properties::{self, AUTHENTICATION_METHOD_CONFIGURATIONS};
+use crate::properties::{self, Api, AUTHENTICATION_METHOD_CONFIGURATIONS, PER_USER_MFA_STATE};
 use crate::snapshot::{
     write_snapshot, Manifest, ShardLayout, ShardStore, ShardWriter, SnapshotInfo,
 };
@@ -57,6 +60,18 @@ struct LinkPage<T> {
 #[derive(Deserialize)]
 struct LinkedId {
     id: ObjectId,
+}
+
+/// A user's `strongAuthenticationRequirements` (beta).
+#[derive(Deserialize)]
+struct Requirements {
+    #[serde(rename = "perUserMfaState", default)]
+    per_user_mfa_state: Option<String>,
+}
+
+/// The beta path of a user's `strongAuthenticationRequirements`.
+pub(crate) fn requirements_path(id: ObjectId) -> String {
+    format!("/users/{id}/authentication/requirements")
 }
 
 /// The answer of a `$batch`, inner bodies left as text until their status is known.
@@ -194,27 +209,37 @@ pub(crate) fn deleted_path(t: ObjectType) -> Option<&'static str> {
     }
 }
 
-/// The `$select` of a type: its kept properties plus what the lifecycle needs.
+/// The v1.0 `$select` of a type: see [`select_list_at`].
 pub fn select_list(t: ObjectType) -> String {
-    let mut names: Vec<&str> = vec!["id", "deletedDateTime"];
-    // Only users and groups are synced from on-premises (Graph has no such property on the
-    // other types, and refuses a `$select` of a property a type does not have).
-    if matches!(t, ObjectType::User | ObjectType::Group) {
-        names.push("onPremisesSyncEnabled");
-    }
-    for def in properties::properties(t) {
-        if !def.name.starts_with('@') && !names.contains(&def.name) {
-            names.push(def.name);
-        }
-    }
-    if t == ObjectType::Group {
-        for extra in ["groupTypes", "membershipRule"] {
-            if !names.contains(&extra) {
-                names.push(extra);
-            }
+    select_list_at(t, Api::V1)
+}
+
+/// The `$select` of a type in `api`: its kept properties plus what the lifecycle needs, each
+/// only if the type has it in that version (Graph refuses a `$select` of a property a type
+/// does not have: `onPremisesSyncEnabled` is only on users and groups, `perUserMfaState` on no
+/// type, `publisherName` of service principals only in beta).
+pub fn select_list_at(t: ObjectType, api: Api) -> String {
+    let lifecycle = ["id", "deletedDateTime", "onPremisesSyncEnabled"];
+    let kept = properties::properties(t).iter().map(|d| d.name);
+    let mut names: Vec<&str> = Vec::new();
+    for name in lifecycle.into_iter().chain(kept) {
+        if graph_names::exists(Resource::Object(t), name, api) && !names.contains(&name) {
+            names.push(name);
         }
     }
     names.join(",")
+}
+
+/// Properties read apart from a type's own v1.0 listing, by object: beta-only properties
+/// (by property id).
+type SideProperties = HashMap<ObjectId, Vec<(u8, Value)>>;
+
+/// What the pages of a type are completed with: admin-consent grants by client, and the
+/// type's beta-only properties.
+#[derive(Default)]
+struct Side {
+    grants: HashMap<ObjectId, Vec<Link>>,
+    beta: SideProperties,
 }
 
 impl GraphConnector {
@@ -226,9 +251,19 @@ impl GraphConnector {
     pub(crate) fn for_each_page(
         &self,
         first: &str,
+        each: impl FnMut(Vec<u8>) -> Result<(), ConnectorError>,
+    ) -> Result<u64, ConnectorError> {
+        self.for_each_page_at(Api::V1, first, each)
+    }
+
+    /// [`Self::for_each_page`] of a path of `api`.
+    pub(crate) fn for_each_page_at(
+        &self,
+        api: Api,
+        first: &str,
         mut each: impl FnMut(Vec<u8>) -> Result<(), ConnectorError>,
     ) -> Result<u64, ConnectorError> {
-        let mut url = self.url(first);
+        let mut url = self.url_at(api, first);
         let mut pages = 0;
         let mut read = std::collections::HashSet::new();
         loop {
@@ -348,7 +383,7 @@ impl GraphConnector {
     fn admin_grants(&self) -> Result<HashMap<ObjectId, Vec<Link>>, ConnectorError> {
         let path = "/oauth2PermissionGrants";
         let first = format!(
-            "{path}?$top={}&$select=id,clientId,consentType,principalId,resourceId,scope",
+            "{path}?$top={}&$select={GRANT_SELECT}",
             self.settings.page_size
         );
         let mut by_client: HashMap<ObjectId, Vec<Link>> = HashMap::new();
@@ -384,7 +419,7 @@ impl GraphConnector {
         t: ObjectType,
         text: &[u8],
         with_links: bool,
-        grants: &HashMap<ObjectId, Vec<Link>>,
+        side: &Side,
     ) -> Result<Vec<DirectoryObject>, ConnectorError> {
         let page = page_from_graph_json(t, text).map_err(|e| malformed(path, e))?;
         let mut objects = page
@@ -392,10 +427,47 @@ impl GraphConnector {
             .into_iter()
             .map(|fields| fields.into_object().map_err(|e| malformed(path, e)))
             .collect::<Result<Vec<_>, _>>()?;
+        if !side.beta.is_empty() {
+            for o in &mut objects {
+                for (pid, value) in side.beta.get(&o.id).into_iter().flatten() {
+                    o.set_by_id(*pid, value.clone());
+                }
+            }
+        }
         if with_links {
-            self.attach_links(&mut objects, grants)?;
+            self.attach_links(&mut objects, &side.grants)?;
+        }
+        if t == ObjectType::User {
+            self.attach_mfa_states(&mut objects)?;
         }
         Ok(objects)
+    }
+
+    /// The beta-only properties of every object of `t`, active or in its recycle bin, from a
+    /// beta listing that selects only them (nothing when `t` has none).
+    fn beta_properties(&self, t: ObjectType) -> Result<SideProperties, ConnectorError> {
+        let names: Vec<&str> = graph_names::beta_only(t).collect();
+        let mut by_id = SideProperties::new();
+        if names.is_empty() {
+            return Ok(by_id);
+        }
+        let select = format!("id,{}", names.join(","));
+        for path in [Some(collection_path(t)), deleted_path(t)]
+            .into_iter()
+            .flatten()
+        {
+            let first = format!("{path}?$top={}&$select={select}", self.settings.page_size);
+            self.for_each_page_at(Api::Beta, &first, |text| {
+                let page = page_from_graph_json(t, &text).map_err(|e| malformed(path, e))?;
+                for fields in page.objects {
+                    let o = fields.into_object().map_err(|e| malformed(path, e))?;
+                    by_id.insert(o.id, o.attributes);
+                }
+                self.recycle_page(text);
+                Ok(())
+            })?;
+        }
+        Ok(by_id)
     }
 
     /// Pages through one collection of objects of type `t` and hands each decoded page to
@@ -407,7 +479,7 @@ impl GraphConnector {
         path: &str,
         t: ObjectType,
         with_links: bool,
-        grants: &HashMap<ObjectId, Vec<Link>>,
+        side: &Side,
         deliver: &(dyn Fn(Vec<DirectoryObject>) -> Result<(), ConnectorError> + Sync),
     ) -> Result<u64, ConnectorError> {
         let first = self.list_url(path, t);
@@ -421,7 +493,7 @@ impl GraphConnector {
                 })
             },
             |text| {
-                let objects = self.decode_page(path, t, &text, with_links, grants)?;
+                let objects = self.decode_page(path, t, &text, with_links, side)?;
                 self.recycle_page(text);
                 deliver(objects)
             },
@@ -480,7 +552,7 @@ impl GraphConnector {
         &self,
         t: ObjectType,
         id: ObjectId,
-        grants: &HashMap<ObjectId, Vec<Link>>,
+        side: &Side,
     ) -> Result<Option<DirectoryObject>, ConnectorError> {
         let select = select_list(t);
         let active = format!("{}/{id}?$select={select}", collection_path(t));
@@ -489,8 +561,15 @@ impl GraphConnector {
             match self.call_json(Method::Get, &self.url(&path), None) {
                 Ok(json) => {
                     let mut o = from_graph_json(t, &json).map_err(|e| malformed(&path, e))?;
+                    for (pid, value) in side.beta.get(&o.id).into_iter().flatten() {
+                        o.set_by_id(*pid, value.clone());
+                    }
+                    let one = std::slice::from_mut(&mut o);
                     if with_links && !properties::link_kinds(t).is_empty() {
-                        self.attach_links(std::slice::from_mut(&mut o), grants)?;
+                        self.attach_links(one, &side.grants)?;
+                    }
+                    if t == ObjectType::User {
+                        self.attach_mfa_states(one)?;
                     }
                     return Ok(Some(o));
                 }
@@ -512,19 +591,14 @@ impl GraphConnector {
     /// it, and it is read on its own. (Conditional access policies and named locations have no
     /// delta; they are few, listed in one page, and such a double move between two requests
     /// could still hide one.)
-    fn capture_type(
-        &self,
-        sink: &Sink,
-        t: ObjectType,
-        grants: &HashMap<ObjectId, Vec<Link>>,
-    ) -> Result<(), ConnectorError> {
+    fn capture_type(&self, sink: &Sink, t: ObjectType, side: &Side) -> Result<(), ConnectorError> {
         let bin_path = deleted_path(t);
         let mut pages = 0;
         let read_bin =
             |pages: &mut u64| -> Result<HashMap<ObjectId, DirectoryObject>, ConnectorError> {
                 let bin: Mutex<HashMap<ObjectId, DirectoryObject>> = Mutex::new(HashMap::new());
                 if let Some(path) = bin_path {
-                    *pages += self.read_collection(path, t, false, grants, &|objects| {
+                    *pages += self.read_collection(path, t, false, side, &|objects| {
                         let mut bin = bin.lock().map_err(|_| poisoned())?;
                         bin.extend(objects.into_iter().map(|o| (o.id, o)));
                         Ok(())
@@ -536,7 +610,7 @@ impl GraphConnector {
         let before = read_bin(&mut pages)?;
         let seen: Mutex<HashSet<ObjectId>> = Mutex::new(HashSet::new());
         let with_links = !properties::link_kinds(t).is_empty();
-        pages += self.read_collection(collection_path(t), t, with_links, grants, &|objects| {
+        pages += self.read_collection(collection_path(t), t, with_links, side, &|objects| {
             if bin_path.is_some() {
                 let mut seen = seen.lock().map_err(|_| poisoned())?;
                 seen.extend(objects.iter().map(|o| o.id));
@@ -554,7 +628,7 @@ impl GraphConnector {
         if let Some(mark) = mark {
             for id in self.changed_since(&mark)? {
                 if !seen.contains(&id) && !rest.contains_key(&id) {
-                    if let Some(o) = self.read_one(t, id, grants)? {
+                    if let Some(o) = self.read_one(t, id, side)? {
                         rest.insert(id, o);
                     }
                 }
@@ -592,9 +666,32 @@ impl GraphConnector {
                     })
             })
             .collect();
-        let chunks: Vec<&[LinkJob]> = jobs.chunks(super::write::MAX_BATCH).collect();
+        let sets = self.in_batches(&jobs, |chunk| self.read_link_batch(chunk))?;
+        for (job, links) in jobs.iter().zip(sets) {
+            if let Some(o) = objects.get_mut(job.index) {
+                o.set_links(job.kind, links);
+            }
+        }
+        for o in objects.iter_mut() {
+            if o.object_type == ObjectType::ServicePrincipal && o.lifecycle.is_active() {
+                if let Some(g) = grants.get(&o.id) {
+                    o.set_links(LinkKind::OAuth2PermissionGrants, g.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `read` over `jobs` 20 at a time (one `$batch` each), the batches shared out to
+    /// `link_threads` threads; the results in the order of the jobs. Stops at the first error.
+    fn in_batches<J: Sync, R: Send>(
+        &self,
+        jobs: &[J],
+        read: impl Fn(&[J]) -> Result<Vec<R>, ConnectorError> + Sync,
+    ) -> Result<Vec<R>, ConnectorError> {
+        let chunks: Vec<&[J]> = jobs.chunks(super::write::MAX_BATCH).collect();
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<(usize, LinkKind, Vec<Link>)>> = Mutex::new(Vec::new());
+        let results: Mutex<Vec<(usize, Vec<R>)>> = Mutex::new(Vec::new());
         let first_error: Mutex<Option<ConnectorError>> = Mutex::new(None);
         let threads = self.settings.link_threads.clamp(1, chunks.len().max(1));
         std::thread::scope(|scope| {
@@ -607,15 +704,10 @@ impl GraphConnector {
                     let Some(chunk) = chunks.get(i) else {
                         return;
                     };
-                    match self.read_link_batch(chunk) {
-                        Ok(sets) => {
+                    match read(chunk) {
+                        Ok(out) => {
                             if let Ok(mut r) = results.lock() {
-                                r.extend(
-                                    chunk
-                                        .iter()
-                                        .zip(sets)
-                                        .map(|(job, links)| (job.index, job.kind, links)),
-                                );
+                                r.push((i, out));
                             }
                         }
                         Err(e) => {
@@ -631,19 +723,92 @@ impl GraphConnector {
         if let Some(e) = first_error.into_inner().map_err(|_| poisoned())? {
             return Err(e);
         }
-        for (index, kind, links) in results.into_inner().map_err(|_| poisoned())? {
-            if let Some(o) = objects.get_mut(index) {
-                o.set_links(kind, links);
-            }
-        }
-        for o in objects.iter_mut() {
-            if o.object_type == ObjectType::ServicePrincipal && o.lifecycle.is_active() {
-                if let Some(g) = grants.get(&o.id) {
-                    o.set_links(LinkKind::OAuth2PermissionGrants, g.clone());
-                }
+        let mut results = results.into_inner().map_err(|_| poisoned())?;
+        results.sort_unstable_by_key(|(i, _)| *i);
+        Ok(results.into_iter().flat_map(|(_, out)| out).collect())
+    }
+
+    /// Reads the per-user MFA state of a page's active users (Graph holds it only in beta, in
+    /// each user's `authentication/requirements`), 20 users to a `$batch`.
+    fn attach_mfa_states(&self, objects: &mut [DirectoryObject]) -> Result<(), ConnectorError> {
+        let users: Vec<(usize, ObjectId)> = objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.lifecycle.is_active())
+            .map(|(i, o)| (i, o.id))
+            .collect();
+        let states = self.in_batches(&users, |chunk| self.read_mfa_batch(chunk))?;
+        let Some(pid) = properties::property_id(ObjectType::User, PER_USER_MFA_STATE) else {
+            return Ok(());
+        };
+        for ((index, _), state) in users.iter().zip(states) {
+            if let (Some(o), Some(state)) = (objects.get_mut(*index), state) {
+                o.set_by_id(pid, Value::from(state.as_str()));
             }
         }
         Ok(())
+    }
+
+    /// Reads up to 20 users' MFA states in one beta `$batch` (the request written as text). A
+    /// user whose inner answer is not a plain success is read again on its own, with retries;
+    /// a user that is gone (404) has none.
+    fn read_mfa_batch(
+        &self,
+        users: &[(usize, ObjectId)],
+    ) -> Result<Vec<Option<String>>, ConnectorError> {
+        let mut body = String::with_capacity(32 + users.len() * 96);
+        body.push_str("{\"requests\":[");
+        for (k, (_, id)) in users.iter().enumerate() {
+            if k > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!(
+                "{{\"id\":\"{k}\",\"method\":\"GET\",\"url\":\"{}\"}}",
+                requirements_path(*id)
+            ));
+        }
+        body.push_str("]}");
+        let url = self.url_at(Api::Beta, "/$batch");
+        let text = self.post_text(&url, body.as_bytes())?;
+        let answer: BatchAnswer<'_> =
+            serde_json::from_slice(&text).map_err(|e| json_error(&url, e))?;
+        let mut out: Vec<Option<Option<String>>> = vec![None; users.len()];
+        for r in &answer.responses {
+            let Some(slot) = r.id.parse::<usize>().ok().and_then(|k| out.get_mut(k)) else {
+                continue;
+            };
+            match (r.status, r.body) {
+                (200, Some(body)) => {
+                    let req: Requirements =
+                        serde_json::from_str(body.get()).map_err(|e| json_error(&url, e))?;
+                    *slot = Some(req.per_user_mfa_state);
+                }
+                (404, _) => *slot = Some(None),
+                _ => {}
+            }
+        }
+        users
+            .iter()
+            .zip(out)
+            .map(|((_, id), state)| match state {
+                Some(s) => Ok(s),
+                None => self.read_mfa_state(*id),
+            })
+            .collect()
+    }
+
+    /// Reads one user's MFA state on its own, with retries (`None` when the user is gone).
+    fn read_mfa_state(&self, id: ObjectId) -> Result<Option<String>, ConnectorError> {
+        let url = self.url_at(Api::Beta, &requirements_path(id));
+        match self.call_bytes(Method::Get, &url, None) {
+            Ok(text) => {
+                let req: Requirements =
+                    serde_json::from_slice(&text).map_err(|e| json_error(&url, e))?;
+                Ok(req.per_user_mfa_state)
+            }
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads a singleton (the organization is a collection of one).
@@ -677,7 +842,7 @@ impl GraphConnector {
         let before = self.traffic();
         self.authenticate()?;
         let sink = Sink::new(layout);
-        let no_grants = HashMap::new();
+        let none = Side::default();
         let errors: Mutex<Vec<ConnectorError>> = Mutex::new(Vec::new());
         let record = |r: Result<(), ConnectorError>| {
             if let Err(e) = r {
@@ -690,17 +855,20 @@ impl GraphConnector {
         std::thread::scope(|scope| {
             // Users (the bulk of a tenant) and groups (with their links) on threads of their
             // own; the rest here.
-            scope.spawn(|| record(self.capture_type(&sink, ObjectType::User, &no_grants)));
-            scope.spawn(|| record(self.capture_type(&sink, ObjectType::Group, &no_grants)));
+            scope.spawn(|| record(self.capture_type(&sink, ObjectType::User, &none)));
+            scope.spawn(|| record(self.capture_type(&sink, ObjectType::Group, &none)));
             record((|| {
-                let grants = self.admin_grants()?;
-                self.capture_type(&sink, ObjectType::ServicePrincipal, &grants)?;
+                let sp = Side {
+                    grants: self.admin_grants()?,
+                    beta: self.beta_properties(ObjectType::ServicePrincipal)?,
+                };
+                self.capture_type(&sink, ObjectType::ServicePrincipal, &sp)?;
                 for t in [
                     ObjectType::Application,
                     ObjectType::ConditionalAccessPolicy,
                     ObjectType::NamedLocation,
                 ] {
-                    self.capture_type(&sink, t, &no_grants)?;
+                    self.capture_type(&sink, t, &none)?;
                 }
                 for t in [
                     ObjectType::AuthenticationMethodsPolicy,
@@ -743,8 +911,11 @@ struct LinkJob {
     path: String,
 }
 
+/// The `$select` of the admin-consent grants.
+pub(crate) const GRANT_SELECT: &str = "id,clientId,consentType,principalId,resourceId,scope";
+
 /// The `$select` of a link collection.
-fn link_select(kind: LinkKind) -> &'static str {
+pub(crate) fn link_select(kind: LinkKind) -> &'static str {
     match kind {
         LinkKind::AppRoleAssignedTo => "id,principalId,appRoleId,principalType",
         _ => "id",

@@ -436,6 +436,20 @@ impl GraphConnector {
         Ok(buffer)
     }
 
+    /// A POST of a body already written as JSON text, with retries; the answer read whole.
+    pub(crate) fn post_text(&self, url: &str, body: &[u8]) -> Result<Vec<u8>, ConnectorError> {
+        self.with_retries(|| {
+            let mut response = self.send_once(Method::Post, url, Some(body))?;
+            let mut buffer = Vec::new();
+            self.body_reader(&mut response)
+                .read_to_end(&mut buffer)
+                .map_err(|e| {
+                    ConnectorError::Transport(format!("reading the answer of {url}: {e}"))
+                })?;
+            Ok(buffer)
+        })
+    }
+
     /// A request whose answer is JSON (or empty, read as null).
     pub(crate) fn call_json(
         &self,

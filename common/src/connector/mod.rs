@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::properties::Api;
+
 pub use capture::{capture_snapshot, CaptureStats};
 pub use error::{ConnectorError, ErrorClass};
 pub use write::{StepOutcome, StepResult};
@@ -57,7 +59,8 @@ impl From<&str> for Secret {
 pub struct GraphSettings {
     /// The token authority; the token endpoint is `{authority}/{tenant}/oauth2/v2.0/token`.
     pub authority: String,
-    /// The Graph base URL, e.g. `https://host/v1.0` (no trailing slash needed).
+    /// The Graph v1.0 base URL, e.g. `https://host/v1.0` (no trailing slash needed); the beta
+    /// base is derived from it (its trailing `/v1.0` replaced by `/beta`).
     pub graph_base: String,
     pub tenant: String,
     pub client_id: String,
@@ -139,6 +142,18 @@ impl GraphSettings {
     fn base(&self) -> &str {
         self.graph_base.trim_end_matches('/')
     }
+
+    /// The base URL of `api`: the v1.0 base, or for beta the same with `/beta` for its
+    /// trailing `/v1.0` (`None` when the base does not end with `/v1.0`).
+    fn base_at(&self, api: Api) -> Option<String> {
+        match api {
+            Api::V1 => Some(self.base().to_owned()),
+            Api::Beta => self
+                .base()
+                .strip_suffix("/v1.0")
+                .map(|root| format!("{root}/beta")),
+        }
+    }
 }
 
 /// A bearer token, when to renew it and until when it can still be used.
@@ -178,6 +193,8 @@ pub struct TrafficTotals {
 /// reference between threads.
 pub struct GraphConnector {
     settings: GraphSettings,
+    /// The beta base URL, derived from the v1.0 one.
+    beta_base: String,
     agent: ureq::Agent,
     token: Mutex<TokenCache>,
     /// Signalled when a token request ends (with a token or not).
@@ -216,6 +233,11 @@ impl GraphConnector {
                 "authority and graph_base are required".into(),
             ));
         }
+        let beta_base = settings.base_at(Api::Beta).ok_or_else(|| {
+            ConnectorError::Settings(
+                "graph_base must end with /v1.0 (the beta base is derived from it)".into(),
+            )
+        })?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(settings.connect_timeout))
@@ -227,6 +249,7 @@ impl GraphConnector {
             .into();
         Ok(Self {
             settings,
+            beta_base,
             agent,
             token: Mutex::new(TokenCache::default()),
             token_renewed: Condvar::new(),
@@ -273,12 +296,19 @@ impl GraphConnector {
         self.bearer().map(|_| ())
     }
 
-    /// The absolute URL of a Graph path (`/users`) or an absolute URL as given.
+    /// The absolute URL of a Graph v1.0 path (`/users`) or an absolute URL as given.
     pub(crate) fn url(&self, path: &str) -> String {
+        self.url_at(Api::V1, path)
+    }
+
+    /// The absolute URL of a path of `api`, or an absolute URL as given.
+    pub(crate) fn url_at(&self, api: Api, path: &str) -> String {
         if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_owned()
-        } else {
-            format!("{}{}", self.settings.base(), path)
+            return path.to_owned();
+        }
+        match api {
+            Api::V1 => format!("{}{}", self.settings.base(), path),
+            Api::Beta => format!("{}{}", self.beta_base, path),
         }
     }
 }

@@ -3,6 +3,12 @@
 //! idempotently (already a member, already restored, already deleted, link already gone are
 //! success), inner 429/503 retried after their `Retry-After` without re-sending what already
 //! succeeded. One [`StepOutcome`] per step, in the order of the steps.
+//!
+//! An update whose properties Graph holds in different places is sent as one request per
+//! place (each of its own version): the user's own properties by `PATCH /users/{id}` (v1.0),
+//! its MFA state by `PATCH /users/{id}/authentication/requirements` (beta), beta-only
+//! properties by a beta `PATCH` of the object; a `$batch` goes to one version. Properties no
+//! Graph API holds fail permanently.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -15,10 +21,11 @@ use super::capture::{collection_path, deleted_path};
 use super::error::{status_class, ErrorClass};
 use super::http::{parse_retry_after, Method};
 use super::{ConnectorError, GraphConnector};
+use crate::graph_names;
 use crate::id::ObjectId;
 use crate::model::{LinkKind, ObjectType};
 use crate::plan::{PlannedStep, Step};
-use crate::properties::AUTHENTICATION_METHOD_CONFIGURATIONS;
+use crate::properties::{Api, GraphHome, Versions, AUTHENTICATION_METHOD_CONFIGURATIONS};
 use crate::value::Value;
 
 /// Requests in one `$batch` (Graph's limit).
@@ -80,7 +87,9 @@ pub struct StepOutcome {
 #[derive(Clone, Debug)]
 struct Inner {
     method: Method,
-    /// Relative to the Graph base (`/users/{id}`).
+    /// The Graph version it goes to (its `$batch` too).
+    api: Api,
+    /// Relative to the Graph base of `api` (`/users/{id}`).
     url: String,
     body: Option<Json>,
 }
@@ -163,6 +172,7 @@ impl GraphConnector {
                 };
                 Inner {
                     method: Method::Post,
+                    api: Api::V1,
                     url,
                     body: None,
                 }
@@ -186,6 +196,7 @@ impl GraphConnector {
                 }
                 Inner {
                     method: Method::Patch,
+                    api: Api::V1,
                     url: format!(
                         "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{name}"
                     ),
@@ -197,13 +208,36 @@ impl GraphConnector {
                 object_type,
                 properties,
             } => {
+                // [`split_updates`] left only properties of one place in the step.
+                let place = properties.first().map_or(Place::Own(Api::V1), |(name, _)| {
+                    place_of(*object_type, name)
+                });
+                let (api, url) = match place {
+                    Place::Own(api) => (api, object_url(*object_type, *id)),
+                    Place::Requirements => (Api::Beta, super::capture::requirements_path(*id)),
+                    Place::Nowhere => {
+                        return Err(StepResult::permanent(
+                            0,
+                            "noGraphApi",
+                            format!(
+                                "no Graph API holds {}: it is never written",
+                                properties
+                                    .iter()
+                                    .map(|(n, _)| n.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ))
+                    }
+                };
                 let body: Map<String, Json> = properties
                     .iter()
                     .map(|(name, value)| (name.clone(), value.to_json()))
                     .collect();
                 Inner {
                     method: Method::Patch,
-                    url: object_url(*object_type, *id),
+                    api,
+                    url,
                     body: Some(Json::Object(body)),
                 }
             }
@@ -216,6 +250,7 @@ impl GraphConnector {
             } => match kind {
                 LinkKind::Members => Inner {
                     method: Method::Post,
+                    api: Api::V1,
                     url: format!("{}/members/$ref", object_url(*object_type, *id)),
                     body: Some(json!({
                         "@odata.id": format!("{}/directoryObjects/{target}", self.settings.base())
@@ -248,6 +283,7 @@ impl GraphConnector {
                     }
                     Inner {
                         method: Method::Post,
+                        api: Api::V1,
                         url: "/oauth2PermissionGrants".into(),
                         body: Some(Json::Object(body)),
                     }
@@ -272,6 +308,7 @@ impl GraphConnector {
                     );
                     Inner {
                         method: Method::Post,
+                        api: Api::V1,
                         url: format!("/servicePrincipals/{id}/appRoleAssignedTo"),
                         body: Some(Json::Object(body)),
                     }
@@ -286,16 +323,19 @@ impl GraphConnector {
             } => match kind {
                 LinkKind::Members => Inner {
                     method: Method::Delete,
+                    api: Api::V1,
                     url: format!("{}/members/{target}/$ref", object_url(*object_type, *id)),
                     body: None,
                 },
                 LinkKind::OAuth2PermissionGrants => Inner {
                     method: Method::Delete,
+                    api: Api::V1,
                     url: format!("/oauth2PermissionGrants/{target}"),
                     body: None,
                 },
                 LinkKind::AppRoleAssignedTo => Inner {
                     method: Method::Delete,
+                    api: Api::V1,
                     url: format!("/servicePrincipals/{id}/appRoleAssignedTo/{target}"),
                     body: None,
                 },
@@ -307,6 +347,7 @@ impl GraphConnector {
                 }
                 Inner {
                     method: Method::Delete,
+                    api: Api::V1,
                     url: object_url(*object_type, *id),
                     body: None,
                 }
@@ -455,6 +496,25 @@ impl GraphConnector {
     /// `Retry-After` (or its own backoff) and goes into a later batch, while the steps after it
     /// that do not need it fill the batches meanwhile; a step that succeeded is never sent again.
     pub fn apply_steps(&self, steps: &[PlannedStep]) -> Vec<StepOutcome> {
+        let (parts, owners) = split_updates(steps);
+        let mut results: Vec<Vec<StepResult>> = vec![Vec::new(); steps.len()];
+        for (outcome, owner) in self.apply_parts(&parts).into_iter().zip(owners) {
+            if let Some(r) = results.get_mut(owner) {
+                r.push(outcome.result);
+            }
+        }
+        steps
+            .iter()
+            .zip(results)
+            .map(|(s, parts)| StepOutcome {
+                action_id: s.action_id.clone(),
+                result: merge_results(parts),
+            })
+            .collect()
+    }
+
+    /// [`Self::apply_steps`] of steps each carried out by one request.
+    fn apply_parts(&self, steps: &[PlannedStep]) -> Vec<StepOutcome> {
         let n = steps.len();
         let mut outcomes: Vec<Option<StepResult>> = vec![None; n];
         let mut inners: Vec<Option<Inner>> = vec![None; n];
@@ -481,12 +541,18 @@ impl GraphConnector {
             let now = Instant::now();
             let window = first..(first + WINDOW).min(n);
             let mut batch: Vec<usize> = Vec::with_capacity(MAX_BATCH);
+            // A batch goes to one Graph version: that of the first step taken.
+            let mut batch_api: Option<Api> = None;
             let mut wake: Option<Instant> = None;
             for i in window.clone() {
                 if batch.len() == MAX_BATCH {
                     break;
                 }
                 if outcomes[i].is_some() {
+                    continue;
+                }
+                let api = inners[i].as_ref().map_or(Api::V1, |r| r.api);
+                if batch_api.is_some_and(|b| b != api) {
                     continue;
                 }
                 if let Some(t) = ready_at[i].filter(|t| *t > now) {
@@ -501,6 +567,7 @@ impl GraphConnector {
                 });
                 if !blocked {
                     batch.push(i);
+                    batch_api = Some(api);
                 }
             }
             if batch.is_empty() {
@@ -514,7 +581,8 @@ impl GraphConnector {
                 .iter()
                 .filter_map(|i| inners[*i].as_ref().map(|r| (*i, r)))
                 .collect();
-            let answers = match self.send_batch(steps, &pending) {
+            let api = batch_api.unwrap_or(Api::V1);
+            let answers = match self.send_batch(steps, &pending, api) {
                 Ok(a) => a,
                 Err(e) if e.is_transient() || matches!(e.status(), Some(401 | 403)) => {
                     // The batch itself failed after its retries (the service is unreachable,
@@ -597,6 +665,7 @@ impl GraphConnector {
         &self,
         steps: &[PlannedStep],
         pending: &[(usize, &Inner)],
+        api: Api,
     ) -> Result<BTreeMap<usize, Answer>, ConnectorError> {
         let mut requests = Vec::with_capacity(pending.len());
         for (pos, (i, inner)) in pending.iter().enumerate() {
@@ -624,7 +693,7 @@ impl GraphConnector {
             requests.push(Json::Object(r));
         }
         let body = json!({ "requests": requests });
-        let url = self.url("/$batch");
+        let url = self.url_at(api, "/$batch");
         let answer = self.call_json(Method::Post, &url, Some(&body))?;
         let mut out = BTreeMap::new();
         let responses =
@@ -664,6 +733,97 @@ impl GraphConnector {
             );
         }
         Ok(out)
+    }
+}
+
+/// Where Graph writes a property of an update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// The object itself, in this version (v1.0 when it has the property there).
+    Own(Api),
+    /// The user's `authentication/requirements` (beta).
+    Requirements,
+    /// No Graph API.
+    Nowhere,
+}
+
+fn place_of(t: ObjectType, name: &str) -> Place {
+    match graph_names::home(t, name) {
+        Some(GraphHome::Own(Versions {
+            v1: false,
+            beta: true,
+        })) => Place::Own(Api::Beta),
+        Some(GraphHome::AuthenticationRequirements) => Place::Requirements,
+        Some(GraphHome::Nowhere) => Place::Nowhere,
+        // Method configurations are split by the planner and written on their own URL.
+        _ => Place::Own(Api::V1),
+    }
+}
+
+/// Splits every update whose properties Graph holds in more than one place into one step per
+/// place (in a fixed order: v1.0, beta, requirements, nowhere); returns the steps and, for
+/// each, the index of the step it came from.
+fn split_updates(steps: &[PlannedStep]) -> (Vec<PlannedStep>, Vec<usize>) {
+    let mut parts = Vec::with_capacity(steps.len());
+    let mut owners = Vec::with_capacity(steps.len());
+    for (i, planned) in steps.iter().enumerate() {
+        let Step::Update {
+            id,
+            object_type,
+            properties,
+        } = &planned.step
+        else {
+            parts.push(planned.clone());
+            owners.push(i);
+            continue;
+        };
+        let mut places: Vec<(Place, Vec<(String, Value)>)> = Vec::new();
+        for (name, value) in properties {
+            let place = place_of(*object_type, name);
+            match places.iter_mut().find(|(p, _)| *p == place) {
+                Some((_, props)) => props.push((name.clone(), value.clone())),
+                None => places.push((place, vec![(name.clone(), value.clone())])),
+            }
+        }
+        if places.len() <= 1 {
+            parts.push(planned.clone());
+            owners.push(i);
+            continue;
+        }
+        let rank = |p: &Place| match p {
+            Place::Own(Api::V1) => 0,
+            Place::Own(Api::Beta) => 1,
+            Place::Requirements => 2,
+            Place::Nowhere => 3,
+        };
+        places.sort_by_key(|(p, _)| rank(p));
+        for (_, props) in places {
+            let mut part = planned.clone();
+            part.step = Step::Update {
+                id: *id,
+                object_type: *object_type,
+                properties: props,
+            };
+            parts.push(part);
+            owners.push(i);
+        }
+    }
+    (parts, owners)
+}
+
+/// The outcome of a step from those of its parts: the first failure, else applied if any part
+/// changed something, else already in state.
+fn merge_results(parts: Vec<StepResult>) -> StepResult {
+    if let Some(failed) = parts.iter().find(|r| !r.is_success()) {
+        return failed.clone();
+    }
+    if parts.is_empty() {
+        return StepResult::permanent(0, "notRun", "the step was not run");
+    }
+    if parts.contains(&StepResult::Applied) {
+        StepResult::Applied
+    } else {
+        StepResult::AlreadyInState
     }
 }
 
@@ -834,6 +994,186 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Every name the connector can put in a `$select` or a write body is a property of the
+    /// resource in the Graph version the request goes to (method configurations aside: their
+    /// bodies are the configurations as Graph gave them).
+    #[test]
+    fn every_name_sent_exists_in_its_version() {
+        use crate::connector::capture::{link_select, select_list_at, GRANT_SELECT};
+        use crate::graph_names::{beta_only, exists, Resource};
+        use crate::properties::{link_kinds, properties};
+        let check = |resource: Resource, names: &mut dyn Iterator<Item = &str>, api: Api| {
+            for name in names.filter(|n| !n.starts_with('@')) {
+                assert!(
+                    exists(resource, name, api),
+                    "{resource:?} {name} in {api:?}"
+                );
+            }
+        };
+        for t in ObjectType::ALL {
+            for api in Api::ALL {
+                check(
+                    Resource::Object(t),
+                    &mut select_list_at(t, api).split(','),
+                    api,
+                );
+            }
+            let beta: Vec<&str> = beta_only(t).collect();
+            check(Resource::Object(t), &mut beta.into_iter(), Api::Beta);
+            for kind in link_kinds(t) {
+                let resource = match kind {
+                    LinkKind::AppRoleAssignedTo => Resource::AppRoleAssignment,
+                    LinkKind::OAuth2PermissionGrants => Resource::OAuth2PermissionGrant,
+                    // A directoryObject: only its id is selected.
+                    _ => Resource::Object(ObjectType::User),
+                };
+                check(resource, &mut link_select(*kind).split(','), Api::V1);
+            }
+        }
+        check(
+            Resource::OAuth2PermissionGrant,
+            &mut GRANT_SELECT.split(','),
+            Api::V1,
+        );
+
+        // Bodies: an update of every recoverable property of every type, split as it is sent.
+        let c = connector();
+        let mut sent = 0;
+        for t in ObjectType::ALL {
+            let props: Vec<(String, Value)> = properties(t)
+                .iter()
+                .filter(|d| d.recoverable && d.graph != GraphHome::MethodConfiguration)
+                .map(|d| (d.name.to_owned(), Value::from("x")))
+                .collect();
+            let planned = PlannedStep {
+                action_id: "a".into(),
+                step: Step::Update {
+                    id: ObjectId(1),
+                    object_type: t,
+                    properties: props,
+                },
+            };
+            for part in split_updates(&[planned]).0 {
+                let Ok(Some(inner)) = c.inner_request(&part.step) else {
+                    continue;
+                };
+                let resource = if inner.url.ends_with("/authentication/requirements") {
+                    Resource::AuthenticationRequirements
+                } else {
+                    Resource::Object(t)
+                };
+                let Some(Json::Object(body)) = &inner.body else {
+                    continue;
+                };
+                sent += body.len();
+                check(resource, &mut body.keys().map(String::as_str), inner.api);
+            }
+        }
+        let writable = ObjectType::ALL
+            .into_iter()
+            .flat_map(|t| properties(t).iter())
+            .filter(|d| {
+                d.recoverable
+                    && !matches!(d.graph, GraphHome::MethodConfiguration | GraphHome::Nowhere)
+            })
+            .count();
+        assert_eq!(sent, writable, "every writable property is sent once");
+        let sp = ObjectType::ServicePrincipal;
+        let full = |fields: &[&str]| {
+            Some(Value::Map(
+                fields
+                    .iter()
+                    .map(|f| ((*f).to_owned(), Value::from(ObjectId(2).to_string())))
+                    .collect(),
+            ))
+        };
+        for (kind, resource, data) in [
+            (
+                LinkKind::OAuth2PermissionGrants,
+                Resource::OAuth2PermissionGrant,
+                full(&["consentType", "resourceId", "scope", "principalId"]),
+            ),
+            (
+                LinkKind::AppRoleAssignedTo,
+                Resource::AppRoleAssignment,
+                full(&["principalId", "appRoleId"]),
+            ),
+        ] {
+            let inner = request(&Step::AddLink {
+                id: ObjectId(1),
+                object_type: sp,
+                kind,
+                target: ObjectId(3),
+                data,
+            });
+            let Some(Json::Object(body)) = &inner.body else {
+                panic!("{kind:?} has no body");
+            };
+            check(resource, &mut body.keys().map(String::as_str), inner.api);
+        }
+    }
+
+    #[test]
+    fn updates_are_split_by_where_graph_holds_each_property() {
+        let user = Step::Update {
+            id: ObjectId(1),
+            object_type: ObjectType::User,
+            properties: vec![
+                ("city".into(), Value::Null),
+                (
+                    crate::properties::PER_USER_MFA_STATE.into(),
+                    Value::from("enforced"),
+                ),
+            ],
+        };
+        let (parts, owners) = split_updates(&[PlannedStep {
+            action_id: "u".into(),
+            step: user,
+        }]);
+        assert_eq!(owners, vec![0, 0]);
+        let requests: Vec<Inner> = parts.iter().map(|p| request(&p.step)).collect();
+        assert_eq!(
+            (requests[0].api, requests[0].url.as_str()),
+            (Api::V1, format!("/users/{}", ObjectId(1)).as_str())
+        );
+        assert_eq!(requests[0].body, Some(json!({"city": null})));
+        assert_eq!(
+            (requests[1].api, requests[1].url.as_str()),
+            (
+                Api::Beta,
+                format!("/users/{}/authentication/requirements", ObjectId(1)).as_str()
+            )
+        );
+        assert_eq!(
+            requests[1].body,
+            Some(json!({"perUserMfaState": "enforced"}))
+        );
+        let publisher = request(&Step::Update {
+            id: ObjectId(2),
+            object_type: ObjectType::ServicePrincipal,
+            properties: vec![("publisherName".into(), Value::from("Contoso"))],
+        });
+        assert_eq!(publisher.api, Api::Beta);
+        let legacy = connector().inner_request(&Step::Update {
+            id: ObjectId(3),
+            object_type: ObjectType::Organization,
+            properties: vec![("mfaEnabled".into(), Value::Bool(true))],
+        });
+        assert!(matches!(
+            legacy,
+            Err(StepResult::Failed { permanent: true, ref code, .. }) if code == "noGraphApi"
+        ));
+        assert_eq!(
+            merge_results(vec![StepResult::AlreadyInState, StepResult::Applied]),
+            StepResult::Applied
+        );
+        assert!(!merge_results(vec![
+            StepResult::Applied,
+            StepResult::permanent(400, "x", "y")
+        ])
+        .is_success());
     }
 
     #[test]

@@ -210,6 +210,22 @@ fn cases() -> Vec<Case> {
             }),
         },
         Case {
+            name: "user soft-deleted → restore; the MFA state the recycle bin does not show is no change",
+            backup: Some(with(user(), |o| {
+                o.set("perUserMfaState", "enforced".into());
+            })),
+            current: Some(deleted(user())),
+            ends: Vec::new(),
+            expect: Some(Expect {
+                change: Change::SoftDeleted,
+                action: RecoveryAction::Restore,
+                reason: None,
+                attributes: &[],
+                links: &[],
+                steps: &["restore"],
+            }),
+        },
+        Case {
             name: "object restored after the backup → soft delete again",
             backup: Some(deleted(user())),
             current: Some(user()),

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, patch, post};
 use axum::Router;
 use rewind_common::graph_json::{format_time, from_graph_json, odata_type, parse_time};
+use rewind_common::properties::Api;
 use rewind_common::{ObjectId, ObjectType, SourceOfAuthority};
 use serde_json::{json, Map, Value as Json};
 
@@ -36,7 +37,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_admin/counters", get(counters))
         .route("/_admin/save", post(save))
         .route("/{tenant}/oauth2/v2.0/token", post(token))
-        .route("/{tenant}/v1.0/{*rest}", any(graph_entry))
+        .route("/{tenant}/{version}/{*rest}", any(graph_entry))
         .fallback(fallback)
         .with_state(app)
 }
@@ -181,14 +182,18 @@ async fn token(State(app): State<Arc<App>>, Path(tenant): Path<String>, body: By
 // ---------------------------------------------------------------------------------------------
 // Graph entry point and $batch
 
+/// A Graph request of either version (`/{tenant}/v1.0/...` or `/{tenant}/beta/...`).
 async fn graph_entry(
     State(app): State<Arc<App>>,
-    Path((tenant_name, _rest)): Path<(String, String)>,
+    Path((tenant_name, version, _rest)): Path<(String, String, String)>,
     method: Method,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
+    let Some(api) = Api::ALL.into_iter().find(|a| a.segment() == version) else {
+        return fallback(State(app)).await;
+    };
     let settings = app.settings();
     if settings.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
@@ -249,7 +254,7 @@ async fn graph_entry(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_owned();
-    let base = format!("http://{host}/{tenant_name}/v1.0");
+    let base = format!("http://{host}/{tenant_name}/{}", api.segment());
     let req = GraphRequest {
         method,
         path,
@@ -262,6 +267,7 @@ async fn graph_entry(
             app: &app2,
             tenant: &tenant,
             base: &base,
+            api,
         };
         let segs = graph::segments(&req.path);
         let reply = if segs.len() == 1 && segs[0] == "$batch" {
@@ -297,7 +303,7 @@ struct BatchItem {
     request: Result<GraphRequest, GraphError>,
 }
 
-fn parse_batch_item(item: &Json) -> Result<BatchItem, GraphError> {
+fn parse_batch_item(item: &Json, api: Api) -> Result<BatchItem, GraphError> {
     let id = match item.get("id") {
         Some(Json::String(s)) => s.clone(),
         Some(Json::Number(n)) => n.to_string(),
@@ -326,8 +332,10 @@ fn parse_batch_item(item: &Json) -> Result<BatchItem, GraphError> {
             .get("url")
             .and_then(Json::as_str)
             .ok_or_else(|| GraphError::bad_request("A batch request needs a url."))?;
-        let url = match url.find("/v1.0/") {
-            Some(i) if url.starts_with("http") => &url[i + "/v1.0/".len()..],
+        // Inner URLs are relative to the batch's own version.
+        let version = format!("/{}/", api.segment());
+        let url = match url.find(&version) {
+            Some(i) if url.starts_with("http") => &url[i + version.len()..],
             _ => url.trim_start_matches('/'),
         };
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
@@ -405,7 +413,7 @@ fn batch(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
         }
         let items = requests
             .iter()
-            .map(parse_batch_item)
+            .map(|item| parse_batch_item(item, ctx.api))
             .collect::<Result<Vec<_>, _>>()?;
         let ids: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
         if ids.len() != items.len() {
@@ -736,7 +744,7 @@ async fn sync_patch(
             .map(|o| o.object_type)
             .ok_or_else(|| GraphError::not_found(id))?;
         data.update(ty, id, |o| {
-            graph::apply_patch(o, &body, true)?;
+            graph::apply_patch(o, &body, true, None)?;
             if let Some(synced) = body.get("onPremisesSyncEnabled").and_then(Json::as_bool) {
                 o.source = if synced {
                     SourceOfAuthority::OnPremises

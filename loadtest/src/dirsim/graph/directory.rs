@@ -1,5 +1,6 @@
 //! Users, groups, applications and service principals: reads, creates, partial updates, soft
-//! deletes, membership references, the directory recycle bin and getByIds.
+//! deletes, membership references, the directory recycle bin and getByIds, and (beta only) a
+//! user's `authentication/requirements` (the per-user MFA state).
 
 use super::*;
 
@@ -65,9 +66,12 @@ pub(super) fn directory(
                 if !o.lifecycle.is_active() {
                     return Err(GraphError::not_found(id));
                 }
-                apply_patch(o, body, false)
+                apply_patch(o, body, false, Some(ctx.api))
             })?;
             Ok(Reply::no_content())
+        }
+        [id, "authentication", "requirements"] if t == ObjectType::User && ctx.api == Api::Beta => {
+            authentication_requirements(ctx, req, id)
         }
         [id] if *m == Method::DELETE => {
             let mut data = write(&ctx.tenant.data);
@@ -241,6 +245,71 @@ pub(super) fn directory(
     }
 }
 
+/// `GET|PATCH /users/{id}/authentication/requirements` (beta): the user's
+/// `strongAuthenticationRequirements`, whose one property is the per-user MFA state (`disabled`
+/// unless set); a `PATCH` takes only that property, with one of Graph's values (204). The
+/// state is a cloud setting: users synced from on-premises take it too.
+fn authentication_requirements(
+    ctx: &Ctx<'_>,
+    req: &GraphRequest,
+    id: &str,
+) -> Result<Reply, GraphError> {
+    let t = ObjectType::User;
+    let name = properties::PER_USER_MFA_STATE;
+    match req.method {
+        Method::GET => {
+            let data = read(&ctx.tenant.data);
+            let id = resolve_id(&data, t, id)?;
+            let user = data
+                .active(t, id)
+                .ok_or_else(|| GraphError::not_found(id))?;
+            let state = user.get(name).and_then(Value::as_str).unwrap_or("disabled");
+            // Written straight to text: a capture reads one of these per user.
+            let mut text = Vec::with_capacity(ctx.base.len() + 160);
+            text.extend_from_slice(b"{\"@odata.context\":");
+            let context = format!(
+                "{}/$metadata#users('{id}')/authentication/requirements/$entity",
+                ctx.base
+            );
+            let _ = serde_json::to_writer(&mut text, context.as_str());
+            text.extend_from_slice(b",\"perUserMfaState\":");
+            let _ = serde_json::to_writer(&mut text, state);
+            text.push(b'}');
+            Ok(Reply::raw(text))
+        }
+        Method::PATCH => {
+            let body = body_object(req)?;
+            check_body(Resource::AuthenticationRequirements, body, ctx.api)?;
+            let state = match body.get(name) {
+                None => None,
+                Some(Json::String(s))
+                    if matches!(s.as_str(), "disabled" | "enabled" | "enforced") =>
+                {
+                    Some(s.clone())
+                }
+                Some(other) => {
+                    return Err(GraphError::bad_request(format!(
+                        "Invalid value '{other}' for property '{name}'."
+                    )))
+                }
+            };
+            let mut data = write(&ctx.tenant.data);
+            let id = resolve_id(&data, t, id)?;
+            data.update(t, id, |o| {
+                if !o.lifecycle.is_active() {
+                    return Err(GraphError::not_found(id));
+                }
+                if let Some(state) = &state {
+                    o.set(name, Value::from(state.as_str()));
+                }
+                Ok(())
+            })?;
+            Ok(Reply::no_content())
+        }
+        _ => Err(GraphError::method_not_allowed()),
+    }
+}
+
 /// A page of a `directoryObjects` collection: the objects `items` offers (id, and the object
 /// when it belongs on the page), with a next link to `path` when more remain.
 fn directory_object_page<'a>(
@@ -281,21 +350,26 @@ pub(super) fn check_link_write(
 pub(super) const CLOUD_WRITABLE_ON_SYNCED_USER: &[&str] = &[
     "usageLocation",
     "passwordPolicies",
-    properties::PER_USER_MFA_STATE,
     "ageGroup",
     "consentProvidedForMinor",
     "preferredDataLocation",
 ];
 
-/// Applies a partial update. Properties the snapshot does not keep are ignored (as are
-/// annotations and `id`); on a synced object, synced properties are refused unless
-/// `allow_synced` (the admin route that plays on-premises sync).
+/// Applies a partial update. A property the type does not have in Graph version `api` is
+/// refused (400) as Graph refuses it (without `api`, for the admin route, any kept property is
+/// taken); Graph properties the snapshot does not keep are ignored (as are annotations and
+/// `id`); on a synced object, synced properties are refused unless `allow_synced` (the admin
+/// route that plays on-premises sync).
 pub fn apply_patch(
     o: &mut DirectoryObject,
     body: &Map<String, Json>,
     allow_synced: bool,
+    api: Option<Api>,
 ) -> Result<(), GraphError> {
     let t = o.object_type;
+    if let Some(api) = api {
+        check_body(Resource::Object(t), body, api)?;
+    }
     if o.source == SourceOfAuthority::OnPremises && !allow_synced {
         let synced = body.keys().any(|k| {
             properties::property_id(t, k).is_some()

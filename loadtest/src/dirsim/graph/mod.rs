@@ -1,7 +1,10 @@
-//! The Graph dialect the simulator serves under `/{tenant}/v1.0/`: routing, query options
+//! The Graph dialect the simulator serves under `/{tenant}/v1.0/` and `/{tenant}/beta/`:
+//! routing (every spelling Graph accepts of a type cast or an operation), query options
 //! (`$select`, `$top`, `$filter`, `$skiptoken`), absolute next links, rendering of objects,
-//! grants and assignments, and the read and write handlers. One request in, one [`Reply`] out,
-//! so that `$batch` runs its inner requests through the very same path.
+//! grants and assignments, and the read and write handlers. A `$select` or a `PATCH` body that
+//! names a property the resource does not have in the request's version is refused as Graph
+//! refuses it (400), by the names of `rewind_common::graph_names`. One request in, one
+//! [`Reply`] out, so that `$batch` runs its inner requests through the very same path.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -9,7 +12,8 @@ use std::time::Instant;
 
 use axum::http::{Method, StatusCode};
 use rewind_common::graph_json::{format_time, from_graph_json, to_graph_json};
-use rewind_common::properties;
+use rewind_common::graph_names::{self, Resource};
+use rewind_common::properties::{self, Api};
 use rewind_common::{
     DirectoryObject, Link, LinkKind, ObjectId, ObjectType, SourceOfAuthority, Value,
 };
@@ -36,7 +40,7 @@ use policies::*;
 use query::*;
 use render::*;
 
-/// One Graph request, relative to `/v1.0/`.
+/// One Graph request, relative to its version's root (`/v1.0/`, `/beta/`).
 #[derive(Debug, Clone)]
 pub struct GraphRequest {
     pub method: Method,
@@ -135,16 +139,128 @@ impl Reply {
 pub struct Ctx<'a> {
     pub app: &'a App,
     pub tenant: &'a Tenant,
-    /// `http://host:port/{tenant}/v1.0`
+    /// `http://host:port/{tenant}/v1.0` (or `.../beta`)
     pub base: &'a str,
+    /// The Graph version of the request.
+    pub api: Api,
 }
 
-/// Splits a path into percent-decoded segments.
+/// Splits a path into percent-decoded segments, each in its canonical spelling (see
+/// [`canonical_segment`]).
 pub fn segments(path: &str) -> Vec<String> {
     path.split('/')
         .filter(|s| !s.is_empty())
-        .map(percent_decode)
+        .map(|s| canonical_segment(percent_decode(s)))
         .collect()
+}
+
+/// The functions the simulator routes (callable as `delta` or `delta()`).
+const FUNCTIONS: &[&str] = &["delta"];
+/// The actions the simulator routes (never with parentheses).
+const ACTIONS: &[&str] = &["getByIds", "restore"];
+/// The types a segment may cast to.
+const CASTS: &[&str] = &["user", "group", "application", "servicePrincipal"];
+
+/// Graph's other spellings of a segment, in the one form the routes match: an operation
+/// qualified with its namespace or the namespace alias (`microsoft.graph.delta`,
+/// `graph.restore`) is its bare name; a function called with parentheses (`delta()`) is its
+/// name; a type cast with the alias (`graph.user`) is the full cast (`microsoft.graph.user`).
+fn canonical_segment(segment: String) -> String {
+    let unqualified = segment
+        .strip_prefix("microsoft.graph.")
+        .or_else(|| segment.strip_prefix("graph."));
+    let name = unqualified.unwrap_or(&segment);
+    if let Some(function) = name.strip_suffix("()") {
+        if FUNCTIONS.contains(&function) {
+            return function.to_owned();
+        }
+    }
+    if FUNCTIONS.contains(&name) || (unqualified.is_some() && ACTIONS.contains(&name)) {
+        return name.to_owned();
+    }
+    match unqualified {
+        Some(cast) if CASTS.contains(&cast) => format!("microsoft.graph.{cast}"),
+        _ => segment,
+    }
+}
+
+/// The resource whose properties a request's `$select` names (`None` for collections of
+/// directory objects of any type, and routes that take no `$select`).
+fn selected_resource(segs: &[&str]) -> Option<Resource> {
+    let cast = |s: &str| match s {
+        "microsoft.graph.user" => Some(ObjectType::User),
+        "microsoft.graph.group" => Some(ObjectType::Group),
+        "microsoft.graph.application" => Some(ObjectType::Application),
+        "microsoft.graph.servicePrincipal" => Some(ObjectType::ServicePrincipal),
+        _ => None,
+    };
+    let ca = |s: &str| match s {
+        "policies" => Some(ObjectType::ConditionalAccessPolicy),
+        "namedLocations" => Some(ObjectType::NamedLocation),
+        _ => None,
+    };
+    match segs {
+        [coll, rest @ ..] if directory_type(coll).is_some() => match rest {
+            [] | [_] => directory_type(coll).map(Resource::Object),
+            [_, "appRoleAssignedTo", ..] | [_, "appRoleAssignments"] => {
+                Some(Resource::AppRoleAssignment)
+            }
+            [_, "authentication", "requirements"] => Some(Resource::AuthenticationRequirements),
+            _ => None,
+        },
+        ["directory", "deletedItems", segment] => cast(segment).map(Resource::Object),
+        ["identity", "conditionalAccess", "deletedItems", kind, ..]
+        | ["identity", "conditionalAccess", kind, ..] => ca(kind).map(Resource::Object),
+        ["policies", "authorizationPolicy"] => {
+            Some(Resource::Object(ObjectType::AuthorizationPolicy))
+        }
+        ["policies", "authenticationMethodsPolicy"] => {
+            Some(Resource::Object(ObjectType::AuthenticationMethodsPolicy))
+        }
+        ["organization", ..] => Some(Resource::Object(ObjectType::Organization)),
+        ["oauth2PermissionGrants", ..] => Some(Resource::OAuth2PermissionGrant),
+        _ => None,
+    }
+}
+
+/// Refuses a `$select` naming a property the resource does not have in `api`, as Graph does.
+fn check_select(segs: &[&str], q: &Query, api: Api) -> Result<(), GraphError> {
+    let (Some(resource), Some(select)) = (selected_resource(segs), q.select.as_deref()) else {
+        return Ok(());
+    };
+    match select
+        .iter()
+        .find(|name| !graph_names::exists(resource, name, api))
+    {
+        Some(name) => Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!(
+                "Parsing OData Select and Expand failed: Could not find a property named '{name}' on type '{}'.",
+                resource.type_name()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a write body naming a property the resource does not have in `api` (annotations
+/// such as `@odata.type` aside), as Graph does.
+pub(super) fn check_body(
+    resource: Resource,
+    body: &Map<String, Json>,
+    api: Api,
+) -> Result<(), GraphError> {
+    match body
+        .keys()
+        .find(|k| !k.contains('@') && !graph_names::exists(resource, k, api))
+    {
+        Some(name) => Err(GraphError::bad_request(format!(
+            "Invalid property '{name}': '{}' has no such property.",
+            resource.type_name()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -277,6 +393,7 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
         purge_if_due(ctx.tenant, now, &settings);
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         let q = Query::parse(&req.query)?;
+        check_select(&segs, &q, ctx.api)?;
         let mut reply = dispatch(ctx, req, &segs, &q, now, &settings)?;
         if let Class::Read { cost } = class {
             reply.headers.push(("x-ms-resource-unit", cost.to_string()));

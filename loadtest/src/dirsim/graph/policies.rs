@@ -81,7 +81,7 @@ pub(super) fn conditional_access(
                         if !o.lifecycle.is_active() {
                             return Err(GraphError::not_found(id));
                         }
-                        apply_patch(o, body, false)
+                        apply_patch(o, body, false, Some(ctx.api))
                     })?;
                     Ok(Reply::no_content())
                 }
@@ -130,7 +130,7 @@ fn patch_singleton(
 ) -> Result<Reply, GraphError> {
     let mut data = write(&ctx.tenant.data);
     let id = the_singleton(&data, t)?.id;
-    data.update(t, id, |o| apply_patch(o, body, false))?;
+    data.update(t, id, |o| apply_patch(o, body, false, Some(ctx.api)))?;
     Ok(Reply::no_content())
 }
 

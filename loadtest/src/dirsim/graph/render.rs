@@ -18,12 +18,22 @@ pub(super) const USER_DEFAULT: &[&str] = &[
     "id",
 ];
 
+/// Whether Graph shows the kept property `name` on the object itself (the per-user MFA state
+/// is on its own resource, the legacy MFA settings are in no Graph API).
+fn on_the_object(t: ObjectType, name: &str) -> bool {
+    !matches!(
+        graph_names::home(t, name),
+        Some(properties::GraphHome::AuthenticationRequirements | properties::GraphHome::Nowhere)
+    )
+}
+
 /// The Graph JSON of an object as Graph serves it (links are separate resources).
 pub(super) fn full_json(o: &DirectoryObject) -> Map<String, Json> {
     let mut m = match to_graph_json(o) {
         Json::Object(m) => m,
         _ => Map::new(),
     };
+    m.retain(|k, _| on_the_object(o.object_type, k));
     for kind in [
         LinkKind::Members,
         LinkKind::Owners,
@@ -265,6 +275,7 @@ impl Projection {
                 let mut names = properties::properties(t)
                     .iter()
                     .map(|d| d.name)
+                    .filter(|name| on_the_object(t, name))
                     .chain(["deletedDateTime", "onPremisesSyncEnabled"]);
                 (named(&mut names), false, false)
             }

@@ -215,6 +215,15 @@ impl Client<'_> {
         format!("Bearer {}", self.token)
     }
 
+    /// The same client on Graph's beta (`/{tenant}/beta`).
+    pub fn beta(&self) -> Client<'_> {
+        Client {
+            sim: self.sim,
+            graph: self.graph.replace("/v1.0", "/beta"),
+            token: self.token.clone(),
+        }
+    }
+
     pub fn get(&self, path: &str) -> Resp {
         to_resp(
             self.sim
