@@ -527,11 +527,14 @@ fn for_each_difference<T: PartialEq>(
     }
 }
 
+/// An object's attributes: (property id, value), sorted by id.
+type Attributes = [(u8, Value)];
+
 /// The recoverable properties whose values differ, with both values (of an object in the
 /// recycle bin now, only those the recycle bin shows).
 fn changed_attributes(
     t: ObjectType,
-    (b, c): (&[(u8, Value)], &[(u8, Value)]),
+    (b, c): (&Attributes, &Attributes),
     holder_hidden: bool,
     out: &mut Vec<ChangedAttribute>,
 ) -> Result<(), SnapshotError> {
