@@ -64,9 +64,15 @@ struct LinkedId {
 
 /// A user's `strongAuthenticationRequirements` (beta).
 #[derive(Deserialize)]
-struct Requirements {
-    #[serde(rename = "perUserMfaState", default)]
-    per_user_mfa_state: Option<String>,
+struct Requirements<'a> {
+    #[serde(borrow, rename = "perUserMfaState", default)]
+    per_user_mfa_state: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Requirements<'_> {
+    fn state(&self) -> Option<Value> {
+        self.per_user_mfa_state.as_deref().map(Value::from)
+    }
 }
 
 /// The beta path of a user's `strongAuthenticationRequirements`.
@@ -83,7 +89,8 @@ struct BatchAnswer<'a> {
 
 #[derive(Deserialize)]
 struct BatchItem<'a> {
-    id: String,
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
     status: u16,
     #[serde(borrow, default)]
     body: Option<&'a serde_json::value::RawValue>,
@@ -743,7 +750,7 @@ impl GraphConnector {
         };
         for ((index, _), state) in users.iter().zip(states) {
             if let (Some(o), Some(state)) = (objects.get_mut(*index), state) {
-                o.set_by_id(pid, Value::from(state.as_str()));
+                o.set_by_id(pid, state);
             }
         }
         Ok(())
@@ -755,7 +762,7 @@ impl GraphConnector {
     fn read_mfa_batch(
         &self,
         users: &[(usize, ObjectId)],
-    ) -> Result<Vec<Option<String>>, ConnectorError> {
+    ) -> Result<Vec<Option<Value>>, ConnectorError> {
         let mut body = String::with_capacity(32 + users.len() * 96);
         body.push_str("{\"requests\":[");
         for (k, (_, id)) in users.iter().enumerate() {
@@ -772,7 +779,7 @@ impl GraphConnector {
         let text = self.post_text(&url, body.as_bytes())?;
         let answer: BatchAnswer<'_> =
             serde_json::from_slice(&text).map_err(|e| json_error(&url, e))?;
-        let mut out: Vec<Option<Option<String>>> = vec![None; users.len()];
+        let mut out: Vec<Option<Option<Value>>> = vec![None; users.len()];
         for r in &answer.responses {
             let Some(slot) = r.id.parse::<usize>().ok().and_then(|k| out.get_mut(k)) else {
                 continue;
@@ -781,7 +788,7 @@ impl GraphConnector {
                 (200, Some(body)) => {
                     let req: Requirements =
                         serde_json::from_str(body.get()).map_err(|e| json_error(&url, e))?;
-                    *slot = Some(req.per_user_mfa_state);
+                    *slot = Some(req.state());
                 }
                 (404, _) => *slot = Some(None),
                 _ => {}
@@ -798,13 +805,13 @@ impl GraphConnector {
     }
 
     /// Reads one user's MFA state on its own, with retries (`None` when the user is gone).
-    fn read_mfa_state(&self, id: ObjectId) -> Result<Option<String>, ConnectorError> {
+    fn read_mfa_state(&self, id: ObjectId) -> Result<Option<Value>, ConnectorError> {
         let url = self.url_at(Api::Beta, &requirements_path(id));
         match self.call_bytes(Method::Get, &url, None) {
             Ok(text) => {
                 let req: Requirements =
                     serde_json::from_slice(&text).map_err(|e| json_error(&url, e))?;
-                Ok(req.per_user_mfa_state)
+                Ok(req.state())
             }
             Err(e) if e.status() == Some(404) => Ok(None),
             Err(e) => Err(e),

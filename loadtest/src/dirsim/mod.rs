@@ -1,10 +1,21 @@
 //! `dirsim`, the tenant simulator: an HTTP server that serves many Entra ID tenants in the
 //! Microsoft Graph dialect (`shared/spec/graph-dialect.md`), faithful enough that a real Graph
-//! client works unchanged against `http://host:port/{tenant}/v1.0`, authenticating at
-//! `http://host:port/{tenant}/oauth2/v2.0/token` (client credentials). A tenant is addressed by
-//! its name or by its organization id.
+//! client works unchanged against `http://host:port/{tenant}/v1.0` (and `.../beta`),
+//! authenticating at `http://host:port/{tenant}/oauth2/v2.0/token` (client credentials). A
+//! tenant is addressed by its name or by its organization id.
 //!
-//! # Graph routes (relative to `/{tenant}/v1.0`)
+//! # Graph routes (relative to `/{tenant}/v1.0`, and the same under `/{tenant}/beta`)
+//! Each version has its own property names (`rewind_common::graph_names`): a `$select` naming a
+//! property the resource lacks in that version is 400 `BadRequest`, a write body naming one 400
+//! `Request_BadRequest` (`perUserMfaState` is on no type; `publisherName` of service principals
+//! only in beta; the organization's legacy MFA settings in neither). Every spelling Graph
+//! accepts of a cast or an operation is routed: `graph.user` as `microsoft.graph.user`,
+//! `delta()`, `microsoft.graph.delta()` and `graph.delta()` as `delta`, and the actions
+//! `getByIds` and `restore` with their namespace (`microsoft.graph.restore`), without
+//! parentheses.
+//! - Beta only: `GET|PATCH /users/{id}/authentication/requirements` (the user's
+//!   `strongAuthenticationRequirements`: `{"perUserMfaState": "disabled|enabled|enforced"}`,
+//!   `disabled` unless set; PATCH 204, synced users too).
 //! - `GET /users`, `/groups`, `/applications`, `/servicePrincipals` (paged by id, `$top` ≤ 999,
 //!   `$select`, `$filter` `id eq`, `id in (≤15)`, `prop eq 'value'`), `POST` to create; `GET`,
 //!   `PATCH` (partial, 204), `DELETE` (soft, 204) on `/{collection}/{id}`; `GET /{collection}/delta`.

@@ -2,6 +2,7 @@
 //! point (with latency and dropped-connection faults) and `$batch`, `/metrics`, and the admin
 //! routes under `/_admin/` (tenants, bulk load, settings, clock, counters, save).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use axum::Router;
 use rewind_common::graph_json::{format_time, from_graph_json, odata_type, parse_time};
 use rewind_common::properties::Api;
 use rewind_common::{ObjectId, ObjectType, SourceOfAuthority};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value as Json};
 
 use super::error::GraphError;
@@ -189,7 +192,7 @@ async fn graph_entry(
     method: Method,
     headers: HeaderMap,
     uri: Uri,
-    body: Bytes,
+    body_bytes: Bytes,
 ) -> Response {
     let Some(api) = Api::ALL.into_iter().find(|a| a.segment() == version) else {
         return fallback(State(app)).await;
@@ -236,10 +239,12 @@ async fn graph_entry(
             )
         }
     };
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
+    // A `$batch` body is read typed, in place, by `batch` (its inner requests are many).
+    let is_batch = path == "$batch";
+    let body = if is_batch || body_bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        match serde_json::from_slice::<Json>(&body) {
+        match serde_json::from_slice::<Json>(&body_bytes) {
             Ok(b) => Some(b),
             Err(e) => {
                 return error_response(
@@ -261,6 +266,7 @@ async fn graph_entry(
         query,
         body,
     };
+    let raw = if is_batch { body_bytes } else { Bytes::new() };
     let app2 = app.clone();
     let result = tokio::task::spawn_blocking(move || {
         let ctx = Ctx {
@@ -269,10 +275,9 @@ async fn graph_entry(
             base: &base,
             api,
         };
-        let segs = graph::segments(&req.path);
-        let reply = if segs.len() == 1 && segs[0] == "$batch" {
+        let reply = if is_batch {
             if req.method == Method::POST {
-                batch(&ctx, &req)
+                batch(&ctx, &raw)
             } else {
                 Reply::error(&GraphError::method_not_allowed(), app2.now())
             }
@@ -303,49 +308,77 @@ struct BatchItem {
     request: Result<GraphRequest, GraphError>,
 }
 
-fn parse_batch_item(item: &Json, api: Api) -> Result<BatchItem, GraphError> {
-    let id = match item.get("id") {
-        Some(Json::String(s)) => s.clone(),
-        Some(Json::Number(n)) => n.to_string(),
-        _ => return Err(GraphError::bad_request("Every batch request needs an id.")),
-    };
+/// A `$batch` body as sent, its inner requests read in place (their bodies as values).
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    requests: Vec<RawBatchItem<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawBatchItem<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    url: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "dependsOn")]
+    depends_on: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    body: Option<Json>,
+}
+
+/// A request id as the batch gives it: a string, or a number (as its text).
+fn request_id(raw: &RawValue) -> Option<String> {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => serde_json::from_str(raw.get()).ok(),
+        Some(b'-' | b'0'..=b'9') => Some(raw.get().to_owned()),
+        _ => None,
+    }
+}
+
+fn parse_batch_item(item: RawBatchItem<'_>, api: Api) -> Result<BatchItem, GraphError> {
+    let id = item
+        .id
+        .and_then(request_id)
+        .ok_or_else(|| GraphError::bad_request("Every batch request needs an id."))?;
     let depends_on = item
-        .get("dependsOn")
-        .and_then(Json::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| {
-                    d.as_str()
-                        .map(str::to_owned)
-                        .or_else(|| d.as_i64().map(|n| n.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .depends_on
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(request_id)
+        .collect();
     let request = (|| {
         let method = item
-            .get("method")
-            .and_then(Json::as_str)
+            .method
+            .as_deref()
             .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
             .ok_or_else(|| GraphError::bad_request("A batch request needs a method."))?;
         let url = item
-            .get("url")
-            .and_then(Json::as_str)
+            .url
+            .as_deref()
             .ok_or_else(|| GraphError::bad_request("A batch request needs a url."))?;
         // Inner URLs are relative to the batch's own version.
-        let version = format!("/{}/", api.segment());
-        let url = match url.find(&version) {
-            Some(i) if url.starts_with("http") => &url[i + version.len()..],
-            _ => url.trim_start_matches('/'),
+        let url = match url.starts_with("http") {
+            true => {
+                let version = format!("/{}/", api.segment());
+                url.find(&version)
+                    .map_or(url, |i| &url[i + version.len()..])
+            }
+            false => url.trim_start_matches('/'),
         };
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
-        let query = serde_urlencoded::from_str(query)
-            .map_err(|e| GraphError::bad_request(format!("Invalid query string: {e}")))?;
+        let query = match query {
+            "" => Vec::new(),
+            q => serde_urlencoded::from_str(q)
+                .map_err(|e| GraphError::bad_request(format!("Invalid query string: {e}")))?,
+        };
         Ok(GraphRequest {
             method,
             path: path.to_owned(),
             query,
-            body: item.get("body").cloned().filter(|b| !b.is_null()),
+            body: item.body.filter(|b| !b.is_null()),
         })
     })();
     Ok(BatchItem {
@@ -359,7 +392,7 @@ fn parse_batch_item(item: &Json, api: Api) -> Result<BatchItem, GraphError> {
 struct BatchResponse<'a> {
     id: &'a str,
     status: u16,
-    headers: Map<String, Json>,
+    headers: Vec<(&'static str, String)>,
     body: Option<graph::Payload>,
 }
 
@@ -382,8 +415,16 @@ fn batch_answer(responses: &[BatchResponse<'_>]) -> Vec<u8> {
         // Writing strings and maps into memory cannot fail.
         out.extend_from_slice(b"{\"id\":");
         let _ = serde_json::to_writer(&mut out, r.id);
-        out.extend_from_slice(format!(",\"status\":{},\"headers\":", r.status).as_bytes());
-        let _ = serde_json::to_writer(&mut out, &r.headers);
+        out.extend_from_slice(format!(",\"status\":{},\"headers\":{{", r.status).as_bytes());
+        for (k, (name, value)) in r.headers.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut out, name);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, value);
+        }
+        out.push(b'}');
         if let Some(body) = &r.body {
             out.extend_from_slice(b",\"body\":");
             body.write_into(&mut out);
@@ -396,15 +437,17 @@ fn batch_answer(responses: &[BatchResponse<'_>]) -> Vec<u8> {
 
 /// Runs a JSON batch: at most 20 requests, `dependsOn` honoured (a failed dependency yields
 /// 424), each inner request throttled and faulted on its own.
-fn batch(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
+fn batch(ctx: &Ctx<'_>, raw: &[u8]) -> Reply {
     let now = ctx.app.now();
     let run = || -> Result<Reply, GraphError> {
-        let requests = req
-            .body
-            .as_ref()
-            .and_then(|b| b.get("requests"))
-            .and_then(Json::as_array)
-            .ok_or_else(|| GraphError::bad_request("A batch needs a requests array."))?;
+        let requests = serde_json::from_slice::<BatchBody<'_>>(raw)
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    GraphError::bad_request("A batch needs a requests array.")
+                }
+                _ => GraphError::bad_request(format!("Invalid JSON body: {e}")),
+            })?
+            .requests;
         if requests.len() > 20 {
             return Err(GraphError::bad_request(format!(
                 "The number of requests in the batch ({}) exceeds the limit of 20.",
@@ -412,7 +455,7 @@ fn batch(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
             )));
         }
         let items = requests
-            .iter()
+            .into_iter()
             .map(|item| parse_batch_item(item, ctx.api))
             .collect::<Result<Vec<_>, _>>()?;
         let ids: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
@@ -470,19 +513,16 @@ fn batch(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
                 }
             };
             statuses.insert(item.id.as_str(), reply.status);
-            let mut headers = Map::new();
-            for (k, v) in &reply.headers {
-                let name = match *k {
-                    "retry-after" => "Retry-After".to_owned(),
-                    other => other.to_owned(),
-                };
-                headers.insert(name, Json::String(v.clone()));
-            }
+            let mut headers: Vec<(&'static str, String)> = reply
+                .headers
+                .into_iter()
+                .map(|(k, v)| match k {
+                    "retry-after" => ("Retry-After", v),
+                    other => (other, v),
+                })
+                .collect();
             if reply.body.is_some() {
-                headers.insert(
-                    "Content-Type".into(),
-                    Json::String("application/json".into()),
-                );
+                headers.push(("Content-Type", "application/json".into()));
             }
             responses.push(BatchResponse {
                 id: &item.id,

@@ -370,11 +370,10 @@ fn capture_all(conn: &GraphConnector, tenant: &str) -> Vec<DirectoryObject> {
 fn as_graph_holds(o: &DirectoryObject) -> DirectoryObject {
     let mut o = o.clone();
     match o.object_type {
-        ObjectType::User if o.lifecycle.is_active() => {
-            if o.get(PER_USER_MFA_STATE).is_none() {
-                o.set(PER_USER_MFA_STATE, s("disabled"));
-            }
+        ObjectType::User if o.lifecycle.is_active() && o.get(PER_USER_MFA_STATE).is_none() => {
+            o.set(PER_USER_MFA_STATE, s("disabled"));
         }
+        ObjectType::User if o.lifecycle.is_active() => {}
         ObjectType::User => {
             o.set(PER_USER_MFA_STATE, Value::Null);
         }

@@ -258,20 +258,47 @@ fn authentication_requirements(
     let name = properties::PER_USER_MFA_STATE;
     match req.method {
         Method::GET => {
+            // Written straight to text, the property found by its id: a capture reads one of
+            // these per user.
+            static STATE_ID: std::sync::LazyLock<Option<u8>> = std::sync::LazyLock::new(|| {
+                properties::property_id(ObjectType::User, properties::PER_USER_MFA_STATE)
+            });
             let data = read(&ctx.tenant.data);
             let id = resolve_id(&data, t, id)?;
             let user = data
                 .active(t, id)
                 .ok_or_else(|| GraphError::not_found(id))?;
-            let state = user.get(name).and_then(Value::as_str).unwrap_or("disabled");
-            // Written straight to text: a capture reads one of these per user.
+            let state = STATE_ID
+                .and_then(|pid| user.attributes.binary_search_by_key(&pid, |(p, _)| *p).ok())
+                .and_then(|i| user.attributes.get(i))
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or("disabled");
+            let mut guid = uuid::Uuid::encode_buffer();
+            let guid = uuid::Uuid::from_u128(id.0)
+                .hyphenated()
+                .encode_lower(&mut guid);
             let mut text = Vec::with_capacity(ctx.base.len() + 160);
             text.extend_from_slice(b"{\"@odata.context\":");
-            let context = format!(
-                "{}/$metadata#users('{id}')/authentication/requirements/$entity",
-                ctx.base
-            );
-            let _ = serde_json::to_writer(&mut text, context.as_str());
+            let context = [
+                ctx.base,
+                "/$metadata#users('",
+                guid,
+                "')/authentication/requirements/$entity",
+            ];
+            // Only the base (from the request's Host header) could need escaping.
+            if ctx
+                .base
+                .bytes()
+                .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+            {
+                text.push(b'"');
+                context
+                    .iter()
+                    .for_each(|part| text.extend_from_slice(part.as_bytes()));
+                text.push(b'"');
+            } else {
+                let _ = serde_json::to_writer(&mut text, &context.concat());
+            }
             text.extend_from_slice(b",\"perUserMfaState\":");
             let _ = serde_json::to_writer(&mut text, state);
             text.push(b'}');

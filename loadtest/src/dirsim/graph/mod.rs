@@ -264,6 +264,9 @@ pub(super) fn check_body(
 }
 
 fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned();
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -297,10 +300,13 @@ pub fn encode_query_value(s: &str) -> String {
 
 /// The route label of a request for the counters (ids replaced by `{id}`).
 pub fn route_label(method: &Method, segs: &[String]) -> String {
-    let mut label = format!("{method} ");
+    let mut label = String::with_capacity(64);
+    label.push_str(method.as_str());
+    label.push(' ');
     for s in segs {
         label.push('/');
-        if s.parse::<ObjectId>().is_ok() {
+        // Parsed as a GUID without making an error (and its text) for every other segment.
+        if uuid::Uuid::try_parse(s).is_ok() {
             label.push_str("{id}");
         } else {
             label.push_str(s);
