@@ -20,7 +20,7 @@ use crate::report::{
 };
 use crate::snapshot::raw;
 use crate::snapshot::shard::{BlockCache, IndexEntry, LoadedShard, FLAG_DYNAMIC, FLAG_ON_PREMISES};
-use crate::snapshot::{LoadedSnapshot, ShardLayout};
+use crate::snapshot::{LoadedSnapshot, Manifest, ShardLayout};
 use crate::value::Value;
 
 /// How the diff cuts its work.
@@ -35,17 +35,55 @@ impl DiffOptions {
     pub const TARGET_SEGMENT_OBJECTS: usize = 2048;
 }
 
-/// Diffs two loaded snapshots of the same tenant within `scope`. Entries come in id order.
+/// Kept properties a report does not compare: those that one of its two snapshots did not
+/// read ([`crate::snapshot::Manifest::not_captured`]), so that a capture made without them
+/// shows no change of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Uncompared(Vec<(ObjectType, u8)>);
+
+impl Uncompared {
+    /// What the snapshots of these manifests did not all read.
+    pub fn of(manifests: &[&Manifest]) -> Result<Self, SnapshotError> {
+        let mut out = Vec::new();
+        for m in manifests {
+            for name in &m.not_captured {
+                let bad = || {
+                    SnapshotError::Invalid(format!(
+                        "snapshot {}/{} lists {name:?} as not captured, which is no kept \
+                         property (expected type.property, e.g. user.perUserMfaState)",
+                        m.tenant, m.snapshot_id
+                    ))
+                };
+                let (t, p) = name.split_once('.').ok_or_else(bad)?;
+                let t: ObjectType = t.parse().map_err(|_| bad())?;
+                let id = properties::property_id(t, p).ok_or_else(bad)?;
+                out.push((t, id));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(Self(out))
+    }
+
+    fn skips(&self, t: ObjectType, id: u8) -> bool {
+        !self.0.is_empty() && self.0.contains(&(t, id))
+    }
+}
+
+/// Diffs two loaded snapshots of the same tenant within `scope`. Entries come in id order. A
+/// property that either snapshot did not read is not compared.
 pub fn diff_snapshots(
     backup: &LoadedSnapshot,
     current: &LoadedSnapshot,
     scope: &Scope,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
-    diff_shards(
+    let uncompared = Uncompared::of(&[&backup.manifest, &current.manifest])?;
+    diff_shards_except(
         &backup.shards,
         &current.shards,
         scope,
         DiffOptions::default(),
+        &uncompared,
     )
 }
 
@@ -55,6 +93,17 @@ pub fn diff_shards(
     current: &[LoadedShard],
     scope: &Scope,
     options: DiffOptions,
+) -> Result<Vec<ReportEntry>, SnapshotError> {
+    diff_shards_except(backup, current, scope, options, &Uncompared::default())
+}
+
+/// [`diff_shards`], leaving out the `uncompared` properties.
+pub fn diff_shards_except(
+    backup: &[LoadedShard],
+    current: &[LoadedShard],
+    scope: &Scope,
+    options: DiffOptions,
+    uncompared: &Uncompared,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
     let b_layout = shard_set_layout(backup)?;
     let c_layout = shard_set_layout(current)?;
@@ -96,7 +145,7 @@ pub fn diff_shards(
             let (lo, hi) = segments.range(segment);
             let b = slice_of(backup, b_layout, lo, hi);
             let c = slice_of(current, c_layout, lo, hi);
-            diff_segment(b, c, matcher, &ends)
+            diff_segment(b, c, matcher, &ends, uncompared)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(parts.into_iter().flatten().collect())
@@ -187,6 +236,7 @@ fn diff_segment(
     c: Slice<'_>,
     scope: ScopeMatcher<'_>,
     ends: Ends<'_>,
+    uncompared: &Uncompared,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
     let bi = &b.shard.index()[b.start..b.end];
     let ci = &c.shard.index()[c.start..c.end];
@@ -228,7 +278,8 @@ fn diff_segment(
                         let xb = rb.shard.encoding(b.start + i, &mut rb.cache)?;
                         let yc = rc.shard.encoding(c.start + j, &mut rc.cache)?;
                         let shards = (b.shard.shard(), c.shard.shard());
-                        out.extend(compare_raw(x, y, xb, yc, shards, ends)?);
+                        let sides = (x, y, xb, yc);
+                        out.extend(compare_raw(sides, shards, ends, uncompared)?);
                     } else {
                         // An id never changes type; if it seems to, report both sides as they are.
                         if x.is_active() {
@@ -409,12 +460,10 @@ fn compare(
 /// Both sides as raw encodings (the engine's path): attributes and link sets are compared as
 /// bytes, and only those that differ are decoded.
 fn compare_raw(
-    x: &IndexEntry,
-    y: &IndexEntry,
-    backup: &[u8],
-    current: &[u8],
+    (x, y, backup, current): (&IndexEntry, &IndexEntry, &[u8], &[u8]),
     (b_shard, c_shard): (u32, u32),
     ends: Ends<'_>,
+    uncompared: &Uncompared,
 ) -> Result<Option<ReportEntry>, SnapshotError> {
     let t = y.object_type();
     let corrupt =
@@ -444,8 +493,11 @@ fn compare_raw(
             rmp_serde::from_slice::<Value>(bytes).map_err(|e| corrupt(shard, &e.to_string()))
         };
         for_each_difference(&ob.attributes, &oc.attributes, |pid, bv, cv| {
-            let compared =
-                |d: &&PropertyDef| d.recoverable && (!holder_hidden || d.read_in_recycle_bin());
+            let compared = |d: &&PropertyDef| {
+                d.recoverable
+                    && (!holder_hidden || d.read_in_recycle_bin())
+                    && !uncompared.skips(t, d.id)
+            };
             if let Some(def) = properties::property(t, pid).filter(compared) {
                 attrs.push(ChangedAttribute {
                     name: def.name.to_owned(),
@@ -686,4 +738,41 @@ pub fn diff_decoded(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{SnapshotKind, FORMAT_VERSION};
+
+    fn manifest(not_captured: &[&str]) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            tenant: "contoso".into(),
+            snapshot_id: "s".into(),
+            kind: SnapshotKind::Backup,
+            created_at: 0,
+            shard_bits: 0,
+            object_count: 0,
+            shards: Vec::new(),
+            not_captured: not_captured.iter().map(|s| (*s).to_owned()).collect(),
+            digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn uncompared_properties_are_those_either_snapshot_lacks() {
+        let (a, b) = (manifest(&["user.perUserMfaState"]), manifest(&[]));
+        let u = Uncompared::of(&[&a, &b]).expect("known names");
+        let mfa = properties::property_id(ObjectType::User, "perUserMfaState").expect("kept");
+        assert!(u.skips(ObjectType::User, mfa));
+        let city = properties::property_id(ObjectType::User, "city").expect("kept");
+        assert!(!u.skips(ObjectType::User, city));
+        assert!(!u.skips(ObjectType::Group, mfa));
+        assert_eq!(Uncompared::of(&[&b, &b]).expect("none"), Uncompared::default());
+        for bad in ["perUserMfaState", "device.x", "user.nonsense"] {
+            let err = Uncompared::of(&[&manifest(&[bad])]).expect_err(bad);
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
 }

@@ -25,6 +25,9 @@ pub struct BenchCaptureConfig {
     pub seed: u64,
     /// Captures of the loaded tenant (the medians are reported).
     pub runs: usize,
+    /// Whether the capture reads each user's per-user MFA state (see
+    /// [`GraphSettings::per_user_mfa_state`]).
+    pub per_user_mfa_state: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -157,7 +160,7 @@ pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptu
     let sim_pid = sim.child.id().to_string();
     let mut runs = Vec::with_capacity(config.runs.max(1));
     for run in 0..config.runs.max(1) {
-        let one = capture_once(&sim, &sim_pid, &tenant, expected, run)?;
+        let one = capture_once(&sim, &sim_pid, &tenant, expected, (run, config))?;
         eprintln!(
             "  run {}: captured in {:.2} s (read {:.2} s, seal {:.2} s)",
             run + 1,
@@ -219,25 +222,28 @@ fn capture_once(
     sim_pid: &str,
     tenant: &gen::GenResult,
     expected: u64,
-    run: usize,
+    (run, config): (usize, &BenchCaptureConfig),
 ) -> Result<RunMeasure, BenchCaptureError> {
     let dir = tempfile::tempdir().map_err(|e| BenchCaptureError::Spawn(e.to_string()))?;
     let store = LocalShardStore::open(dir.path())?;
     rss::reset_peak();
     let cpu_before = (rss::cpu_seconds("self"), rss::cpu_seconds(sim_pid));
     let t = Instant::now();
-    let connector = GraphConnector::new(GraphSettings::new(
+    let mut settings = GraphSettings::new(
         sim.url.clone(),
         tenant.graph_base_url.clone(),
         TENANT,
         tenant.client_id.clone(),
         tenant.client_secret.clone(),
-    ))?;
+    );
+    settings.per_user_mfa_state = config.per_user_mfa_state;
+    let connector = GraphConnector::new(settings)?;
     let info = SnapshotInfo {
         tenant: TENANT.into(),
         snapshot_id: format!("capture-{run}"),
         kind: SnapshotKind::Backup,
         created_at: 0,
+        not_captured: Vec::new(),
     };
     let layout = ShardLayout::for_object_count(expected);
     let (writers, stats) = connector.capture(layout)?;

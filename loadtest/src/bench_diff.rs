@@ -194,6 +194,7 @@ fn write_state(
         snapshot_id: snapshot_id.into(),
         kind,
         created_at: 1_795_000_000,
+        not_captured: Vec::new(),
     };
     let refs = buckets
         .into_par_iter()

@@ -19,6 +19,9 @@ pub enum LoadtestCommand {
         /// Captures of the loaded tenant; the medians are reported.
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Capture without reading each user's per-user MFA state (one beta request per user).
+        #[arg(long)]
+        skip_per_user_mfa_state: bool,
     },
     /// Create (or refill) a tenant of N generated objects in a running simulator; prints the
     /// tenant's Graph base URL, token URL and credentials as JSON on the last line.
@@ -92,6 +95,7 @@ pub fn run(command: LoadtestCommand) -> anyhow::Result<()> {
             objects,
             seed,
             runs,
+            skip_per_user_mfa_state,
         } => {
             if objects == 0 {
                 anyhow::bail!("--objects must be at least 1");
@@ -103,6 +107,7 @@ pub fn run(command: LoadtestCommand) -> anyhow::Result<()> {
                 objects,
                 seed,
                 runs,
+                per_user_mfa_state: !skip_per_user_mfa_state,
             })?;
             println!("{}", serde_json::to_string(&result)?);
             Ok(())

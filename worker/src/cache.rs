@@ -105,6 +105,7 @@ mod tests {
             snapshot_id: id.into(),
             kind: SnapshotKind::Backup,
             created_at: 0,
+            not_captured: Vec::new(),
         };
         let objects = (0..n).map(|i| DirectoryObject::new(ObjectId(i << 100), ObjectType::User));
         write_objects(store, &info, ShardLayout::new(2), objects).unwrap();

@@ -444,7 +444,7 @@ impl GraphConnector {
         if with_links {
             self.attach_links(&mut objects, &side.grants)?;
         }
-        if t == ObjectType::User {
+        if t == ObjectType::User && self.settings.per_user_mfa_state {
             self.attach_mfa_states(&mut objects)?;
         }
         Ok(objects)
@@ -575,7 +575,7 @@ impl GraphConnector {
                     if with_links && !properties::link_kinds(t).is_empty() {
                         self.attach_links(one, &side.grants)?;
                     }
-                    if t == ObjectType::User {
+                    if t == ObjectType::User && self.settings.per_user_mfa_state {
                         self.attach_mfa_states(one)?;
                     }
                     return Ok(Some(o));
@@ -1020,7 +1020,11 @@ pub fn capture_snapshot_with_stats(
     layout: ShardLayout,
 ) -> Result<(Manifest, CaptureStats), ConnectorError> {
     let (writers, stats) = connector.capture(layout)?;
-    let manifest = write_snapshot(store, info, layout, writers)?;
+    let mut info = info.clone();
+    if !connector.settings().per_user_mfa_state {
+        info.not_captured.push(format!("user.{PER_USER_MFA_STATE}"));
+    }
+    let manifest = write_snapshot(store, &info, layout, writers)?;
     Ok((manifest, stats))
 }
 

@@ -88,6 +88,11 @@ pub struct Manifest {
     pub shard_bits: u8,
     pub object_count: u64,
     pub shards: Vec<ShardRef>,
+    /// Kept properties this snapshot did not read (`"user.perUserMfaState"`: type name, a dot,
+    /// property name), by the capture's settings; a report compares them only between two
+    /// snapshots that both read them. Absent when it read everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_captured: Vec<String>,
     /// blake3 of the manifest's canonical bytes ([`Manifest::canonical_bytes`]), lowercase
     /// hex; verified when the manifest is read.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -142,6 +147,8 @@ pub struct SnapshotInfo {
     pub snapshot_id: String,
     pub kind: SnapshotKind,
     pub created_at: i64,
+    /// Kept properties the snapshot does not hold ([`Manifest::not_captured`]).
+    pub not_captured: Vec<String>,
 }
 
 /// Finishes one shard writer and stores its blob; the returned reference goes in the manifest.
@@ -207,6 +214,7 @@ pub fn seal_manifest(
         shard_bits: layout.bits(),
         object_count: shards.iter().map(|s| s.objects).sum(),
         shards,
+        not_captured: info.not_captured.clone(),
         digest: String::new(),
     };
     manifest.digest = manifest.compute_digest()?;

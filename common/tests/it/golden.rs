@@ -284,6 +284,7 @@ fn write_golden(dir: &Path) {
         snapshot_id: SNAPSHOT.into(),
         kind: SnapshotKind::Backup,
         created_at: 1_795_000_000,
+        not_captured: Vec::new(),
     };
     let objects = golden_objects();
     write_objects(&store, &info, ShardLayout::new(2), objects.clone()).expect("write golden");
@@ -384,6 +385,7 @@ fn golden_snapshots_read_to_their_expected_objects() {
             snapshot_id: "today".into(),
             kind: SnapshotKind::Live,
             created_at: 1_800_000_000,
+            not_captured: Vec::new(),
         };
         write_objects(&fresh, &info, ShardLayout::new(0), decoded).expect("rewrite");
         let today = load_snapshot(&fresh, TENANT, "today").expect("load rewrite");

@@ -19,6 +19,7 @@ pub fn info(snapshot_id: &str) -> SnapshotInfo {
         snapshot_id: snapshot_id.into(),
         kind: SnapshotKind::Backup,
         created_at: 1_795_000_000,
+        not_captured: Vec::new(),
     }
 }
 

@@ -64,6 +64,7 @@ fn users_moving_in_and_out_of_the_recycle_bin_during_a_capture_are_captured_once
         snapshot_id: "moving".into(),
         kind: SnapshotKind::Backup,
         created_at: 1_795_000_000,
+        not_captured: Vec::new(),
     };
     let done = AtomicBool::new(false);
     let (moves_deleting, moves_restoring) = (AtomicU64::new(0), AtomicU64::new(0));

@@ -19,7 +19,8 @@ use rewind_common::snapshot::{
     load_snapshot, LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind,
 };
 use rewind_common::{
-    DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, SourceOfAuthority, Value,
+    DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Scope, SourceOfAuthority,
+    Value,
 };
 use rewind_loadtest::dirsim::DirsimConfig;
 use serde_json::{json, Value as Json};
@@ -357,6 +358,7 @@ fn capture_all(conn: &GraphConnector, tenant: &str) -> Vec<DirectoryObject> {
         snapshot_id: "s1".into(),
         kind: SnapshotKind::Backup,
         created_at: now(),
+        not_captured: Vec::new(),
     };
     let manifest = capture_snapshot(conn, &store, &info, ShardLayout::new(4)).unwrap();
     let loaded = load_snapshot(&store, tenant, "s1").unwrap();
@@ -1568,4 +1570,64 @@ fn per_user_mfa_state_round_trips_through_beta() {
     // The same steps again: the state is already there, nothing fails.
     let again = conn.apply_steps(&steps);
     assert!(again.iter().all(|o| o.result.is_success()), "{again:?}");
+}
+
+#[test]
+fn a_capture_without_mfa_states_says_so_and_reports_compare_none() {
+    let sim = sim_with(DirsimConfig::default(), "contoso");
+    let mut objects: Vec<Json> = (1..=30).map(|n| user(n, "Sales")).collect();
+    objects[0]["perUserMfaState"] = json!("enforced");
+    sim.load("contoso", &objects);
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalShardStore::open(dir.path()).unwrap();
+    let capture = |id: &str, read_mfa: bool| {
+        let mut s = settings(&sim, "contoso", "secret-contoso");
+        s.per_user_mfa_state = read_mfa;
+        let info = SnapshotInfo {
+            tenant: "contoso".into(),
+            snapshot_id: id.into(),
+            kind: SnapshotKind::Backup,
+            created_at: now(),
+            not_captured: Vec::new(),
+        };
+        let conn = GraphConnector::new(s).unwrap();
+        capture_snapshot(&conn, &store, &info, ShardLayout::new(2)).unwrap()
+    };
+    let with = capture("with", true);
+    assert!(with.not_captured.is_empty());
+    let c = sim.client("contoso");
+    assert_eq!(
+        c.patch(&format!("/users/{}", id(2)), &json!({"city": "Oslo"}))
+            .status,
+        204
+    );
+    let without = capture("without", false);
+    assert_eq!(without.not_captured, ["user.perUserMfaState"]);
+    let backup = load_snapshot(&store, "contoso", "with").unwrap();
+    let current = load_snapshot(&store, "contoso", "without").unwrap();
+    assert!(current
+        .decode_all()
+        .unwrap()
+        .iter()
+        .all(|o| o.get(PER_USER_MFA_STATE).is_none()));
+    // Every user's state is missing from the second snapshot, and no report says it changed:
+    // only the city does.
+    let report = rewind_common::diff::diff_snapshots(&backup, &current, &Scope::All).unwrap();
+    let changed: Vec<(ObjectId, Vec<&str>)> = report
+        .iter()
+        .map(|e| {
+            let names = e.changed_attributes.iter().map(|a| a.name.as_str());
+            (e.id, names.collect())
+        })
+        .collect();
+    assert_eq!(changed, [(uid(2), vec!["city"])]);
+    // Without the record, the same two snapshots would show every user's state as removed.
+    let plain = rewind_common::diff::diff_shards(
+        &backup.shards,
+        &current.shards,
+        &Scope::All,
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(plain.len(), 30);
 }

@@ -96,6 +96,7 @@ impl Run {
             snapshot_id: id.into(),
             kind,
             created_at: 1_795_000_000,
+            not_captured: Vec::new(),
         };
         capture_snapshot(&self.connector(), &self.store, &info, ShardLayout::new(3)).unwrap();
     }
