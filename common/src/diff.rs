@@ -692,15 +692,33 @@ pub fn diff_decoded(
     current: &[DirectoryObject],
     scope: &Scope,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
+    let lifecycles = |objects: &[DirectoryObject]| -> Vec<(ObjectId, bool)> {
+        objects
+            .iter()
+            .map(|o| (o.id, o.lifecycle.is_active()))
+            .collect()
+    };
+    let all = (lifecycles(backup), lifecycles(current));
+    diff_decoded_part((backup, current), (&all.0, &all.1), scope)
+}
+
+/// [`diff_decoded`] of a part of two snapshots: `part` holds the objects of one id range of
+/// each (so that parts can be diffed in parallel), `lifecycles` every object of each as (id,
+/// active), where the far ends of links are looked up. All id-sorted.
+pub fn diff_decoded_part(
+    (backup, current): (&[DirectoryObject], &[DirectoryObject]),
+    (backup_all, current_all): (&[(ObjectId, bool)], &[(ObjectId, bool)]),
+    scope: &Scope,
+) -> Result<Vec<ReportEntry>, SnapshotError> {
     let matcher = scope.matcher();
-    let standing_in = |objects: &[DirectoryObject], id: ObjectId| match objects
-        .binary_search_by_key(&id, |o| o.id)
+    let standing_in = |all: &[(ObjectId, bool)], id: ObjectId| match all
+        .binary_search_by_key(&id, |(id, _)| *id)
     {
-        Ok(i) if objects[i].lifecycle.is_active() => Standing::Active,
+        Ok(i) if all[i].1 => Standing::Active,
         Ok(_) => Standing::SoftDeleted,
         Err(_) => Standing::Absent,
     };
-    let ends = |id: ObjectId| (standing_in(backup, id), standing_in(current, id));
+    let ends = |id: ObjectId| (standing_in(backup_all, id), standing_in(current_all, id));
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
     let in_scope = |o: &DirectoryObject| matcher.contains(o.id, o.object_type.code());
@@ -769,7 +787,10 @@ mod tests {
         let city = properties::property_id(ObjectType::User, "city").expect("kept");
         assert!(!u.skips(ObjectType::User, city));
         assert!(!u.skips(ObjectType::Group, mfa));
-        assert_eq!(Uncompared::of(&[&b, &b]).expect("none"), Uncompared::default());
+        assert_eq!(
+            Uncompared::of(&[&b, &b]).expect("none"),
+            Uncompared::default()
+        );
         for bad in ["perUserMfaState", "device.x", "user.nonsense"] {
             let err = Uncompared::of(&[&manifest(&[bad])]).expect_err(bad);
             assert!(err.to_string().contains(bad), "{err}");

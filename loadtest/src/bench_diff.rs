@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rayon::prelude::*;
-use rewind_common::diff::{diff_decoded, diff_snapshots};
+use rewind_common::diff::{diff_decoded, diff_decoded_part, diff_snapshots};
 use rewind_common::graph_json::to_graph_json;
 use rewind_common::snapshot::store::StoreError;
 use rewind_common::snapshot::{
     self, manifest_key, seal_manifest, store_shard, LoadedSnapshot, LocalShardStore, Manifest,
     ShardLayout, ShardStore, ShardWriter, SnapshotInfo, SnapshotKind, FORMAT_VERSION,
 };
-use rewind_common::{DirectoryObject, ReportEntry, ReportSummary, Scope, SnapshotError};
+use rewind_common::{DirectoryObject, ObjectId, ReportEntry, ReportSummary, Scope, SnapshotError};
 use serde::{Deserialize, Serialize};
 
 use crate::rss;
@@ -357,14 +357,21 @@ fn baseline(b: &LoadedSnapshot, c: &LoadedSnapshot) -> Result<Vec<ReportEntry>, 
         let (bo, co) = (b.decode_all()?, c.decode_all()?);
         return Ok(diff_decoded(&bo, &co, &Scope::All)?);
     }
+    // Shard by shard in parallel, the far ends of links looked up in every object's lifecycle.
+    let lifecycles = |s: &LoadedSnapshot| -> Vec<(ObjectId, bool)> {
+        let index = s.shards.iter().flat_map(|shard| shard.index());
+        index.map(|e| (e.id, e.is_active())).collect()
+    };
+    let all = (lifecycles(b), lifecycles(c));
     let parts = b
         .shards
         .par_iter()
         .zip(c.shards.par_iter())
         .map(|(bs, cs)| {
-            Ok(diff_decoded(
-                &bs.decode_all()?,
-                &cs.decode_all()?,
+            let part = (bs.decode_all()?, cs.decode_all()?);
+            Ok(diff_decoded_part(
+                (&part.0, &part.1),
+                (&all.0, &all.1),
                 &Scope::All,
             )?)
         })
