@@ -702,12 +702,15 @@ pub fn diff_decoded(
     diff_decoded_part((backup, current), (&all.0, &all.1), scope)
 }
 
+/// Every object of a snapshot as (id, active), id-sorted.
+pub type Lifecycles = [(ObjectId, bool)];
+
 /// [`diff_decoded`] of a part of two snapshots: `part` holds the objects of one id range of
 /// each (so that parts can be diffed in parallel), `lifecycles` every object of each as (id,
 /// active), where the far ends of links are looked up. All id-sorted.
 pub fn diff_decoded_part(
     (backup, current): (&[DirectoryObject], &[DirectoryObject]),
-    (backup_all, current_all): (&[(ObjectId, bool)], &[(ObjectId, bool)]),
+    (backup_all, current_all): (&Lifecycles, &Lifecycles),
     scope: &Scope,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
     let matcher = scope.matcher();
