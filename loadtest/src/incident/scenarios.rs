@@ -172,6 +172,9 @@ fn full_users(
     Ok(out)
 }
 
+/// No ids (no user purged).
+static NO_IDS: BTreeSet<ObjectId> = BTreeSet::new();
+
 /// Entries for the dynamic groups whose computed members change when the `touched` users go
 /// from `before` to `after` (a user absent from a map is not active there; one in `purged`
 /// is gone, and its memberships are lost with it). The simulator keeps every dynamic group's
@@ -393,13 +396,8 @@ fn bulk_disable(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome,
             .legitimate(),
         );
     }
-    out.entries.extend(dynamic_entries(
-        &rules,
-        &before,
-        &after,
-        &touched,
-        &BTreeSet::new(),
-    ));
+    out.entries
+        .extend(dynamic_entries(&rules, &before, &after, &touched, &NO_IDS));
     Ok(out)
 }
 
@@ -892,13 +890,8 @@ fn membership_tamper(
         let before = full_users(c, &rules, &touched)?;
         c.batch("changing users of dynamic groups", &writes)?;
         let after = full_users(c, &rules, &touched)?;
-        out.entries.extend(dynamic_entries(
-            &rules,
-            &before,
-            &after,
-            &touched,
-            &BTreeSet::new(),
-        ));
+        out.entries
+            .extend(dynamic_entries(&rules, &before, &after, &touched, &NO_IDS));
         for u in moved {
             out.entries.push(
                 ExpectedEntry::new(
@@ -959,13 +952,8 @@ fn synced(c: &mut GraphClient, config: &IncidentConfig) -> Result<Outcome, Incid
             .attributes(&["department"]),
         );
     }
-    out.entries.extend(dynamic_entries(
-        &rules,
-        &before,
-        &after,
-        &touched,
-        &BTreeSet::new(),
-    ));
+    out.entries
+        .extend(dynamic_entries(&rules, &before, &after, &touched, &NO_IDS));
     Ok(out)
 }
 
