@@ -434,20 +434,34 @@ impl GraphConnector {
             .into_iter()
             .map(|fields| fields.into_object().map_err(|e| malformed(path, e)))
             .collect::<Result<Vec<_>, _>>()?;
+        self.complete(t, &mut objects, with_links, side)?;
+        Ok(objects)
+    }
+
+    /// Completes decoded objects of type `t` with what their own listing does not hold: the
+    /// beta-only properties, their links (when `with_links`; active objects only) and, for
+    /// users, the per-user MFA state.
+    fn complete(
+        &self,
+        t: ObjectType,
+        objects: &mut [DirectoryObject],
+        with_links: bool,
+        side: &Side,
+    ) -> Result<(), ConnectorError> {
         if !side.beta.is_empty() {
-            for o in &mut objects {
+            for o in objects.iter_mut() {
                 for (pid, value) in side.beta.get(&o.id).into_iter().flatten() {
                     o.set_by_id(*pid, value.clone());
                 }
             }
         }
         if with_links {
-            self.attach_links(&mut objects, &side.grants)?;
+            self.attach_links(objects, &side.grants)?;
         }
         if t == ObjectType::User && self.settings.per_user_mfa_state {
-            self.attach_mfa_states(&mut objects)?;
+            self.attach_mfa_states(objects)?;
         }
-        Ok(objects)
+        Ok(())
     }
 
     /// The beta-only properties of every object of `t`, active or in its recycle bin, from a
@@ -522,35 +536,21 @@ impl GraphConnector {
         }
     }
 
-    /// The ids of the objects changed (soft-deleted and restored included) since `mark`.
+    /// The ids of the objects changed (soft-deleted and restored included) since `mark`, paged
+    /// like every listing (so bounded, and a loop of next links refused).
     fn changed_since(&self, mark: &str) -> Result<HashSet<ObjectId>, ConnectorError> {
-        let mut ids = HashSet::new();
-        let mut url = self.url(mark);
-        // Bounded like every listing, so that a directory that never ends its changes cannot
-        // hold the capture.
-        for _ in 0..self.settings.max_listing_pages {
-            let json = self.call_json(Method::Get, &url, None)?;
-            for item in json
-                .get("value")
-                .and_then(Json::as_array)
-                .ok_or_else(|| malformed(&url, "no value array"))?
-            {
-                let id = item
-                    .get("id")
-                    .and_then(Json::as_str)
-                    .and_then(|s| s.parse().ok());
-                ids.insert(id.ok_or_else(|| malformed(&url, "a change without an id"))?);
-            }
-            match json.get("@odata.nextLink").and_then(Json::as_str) {
-                Some(next) => url = next.to_owned(),
-                None => return Ok(ids),
-            }
+        #[derive(Deserialize)]
+        struct Changes {
+            value: Vec<LinkedId>,
         }
-        let max = self.settings.max_listing_pages;
-        Err(malformed(
-            mark,
-            format!("the changes go on past max_listing_pages ({max})"),
-        ))
+        let mut ids = HashSet::new();
+        self.for_each_page(mark, |text| {
+            let page: Changes = serde_json::from_slice(&text).map_err(|e| json_error(mark, e))?;
+            ids.extend(page.value.into_iter().map(|c| c.id));
+            self.recycle_page(text);
+            Ok(())
+        })?;
+        Ok(ids)
     }
 
     /// One object of type `t` as it is now: active (with its links), soft-deleted, or `None`
@@ -564,20 +564,12 @@ impl GraphConnector {
         let select = select_list(t);
         let active = format!("{}/{id}?$select={select}", collection_path(t));
         let deleted = format!("/directory/deletedItems/{id}?$select={select}");
-        for (path, with_links) in [(active, true), (deleted, false)] {
+        let with_links = !properties::link_kinds(t).is_empty();
+        for path in [active, deleted] {
             match self.call_json(Method::Get, &self.url(&path), None) {
                 Ok(json) => {
                     let mut o = from_graph_json(t, &json).map_err(|e| malformed(&path, e))?;
-                    for (pid, value) in side.beta.get(&o.id).into_iter().flatten() {
-                        o.set_by_id(*pid, value.clone());
-                    }
-                    let one = std::slice::from_mut(&mut o);
-                    if with_links && !properties::link_kinds(t).is_empty() {
-                        self.attach_links(one, &side.grants)?;
-                    }
-                    if t == ObjectType::User && self.settings.per_user_mfa_state {
-                        self.attach_mfa_states(one)?;
-                    }
+                    self.complete(t, std::slice::from_mut(&mut o), with_links, side)?;
                     return Ok(Some(o));
                 }
                 Err(e) if e.status() == Some(404) => {}
