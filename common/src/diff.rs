@@ -78,16 +78,18 @@ pub fn diff_snapshots(
     scope: &Scope,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
     let uncompared = Uncompared::of(&[&backup.manifest, &current.manifest])?;
-    diff_shards_except(
-        &backup.shards,
-        &current.shards,
+    diff_sets(
+        &ShardSet::of_snapshot(backup)?,
+        &ShardSet::of_snapshot(current)?,
         scope,
         DiffOptions::default(),
         &uncompared,
+        None,
     )
 }
 
-/// Diffs two complete shard sets (each in shard order, any power-of-two layouts).
+/// Diffs two complete shard sets (each in shard order, any power-of-two layouts; a shard may
+/// have several parts, in any order among themselves).
 pub fn diff_shards(
     backup: &[LoadedShard],
     current: &[LoadedShard],
@@ -105,14 +107,130 @@ pub fn diff_shards_except(
     options: DiffOptions,
     uncompared: &Uncompared,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
-    let b_layout = shard_set_layout(backup)?;
-    let c_layout = shard_set_layout(current)?;
+    diff_sets(
+        &ShardSet::of_shards(backup)?,
+        &ShardSet::of_shards(current)?,
+        scope,
+        options,
+        uncompared,
+        None,
+    )
+}
+
+/// The shards of one snapshot, grouped by shard index: every shard of its layout has zero or
+/// more parts (blobs whose ids are disjoint), which the diff merges in id order.
+#[derive(Debug)]
+pub struct ShardSet<'a> {
+    layout: ShardLayout,
+    /// The parts of shard `i` are `parts[starts[i]..starts[i + 1]]`.
+    parts: Vec<&'a LoadedShard>,
+    starts: Vec<usize>,
+}
+
+impl<'a> ShardSet<'a> {
+    /// Groups `shards` (all of `layout`, any order) by shard index.
+    pub fn new(
+        layout: ShardLayout,
+        shards: impl IntoIterator<Item = &'a LoadedShard>,
+    ) -> Result<Self, SnapshotError> {
+        let mut parts: Vec<&LoadedShard> = shards.into_iter().collect();
+        if let Some(odd) = parts.iter().find(|s| s.layout() != layout) {
+            return Err(SnapshotError::Invalid(format!(
+                "shard {} has {} shards to its snapshot, the others {}",
+                odd.shard(),
+                odd.layout().count(),
+                layout.count()
+            )));
+        }
+        parts.sort_by_key(|s| s.shard());
+        let mut starts = Vec::with_capacity(layout.count() as usize + 1);
+        let mut at = 0;
+        for i in 0..layout.count() {
+            starts.push(at);
+            while at < parts.len() && parts[at].shard() == i {
+                at += 1;
+            }
+        }
+        starts.push(at);
+        Ok(Self {
+            layout,
+            parts,
+            starts,
+        })
+    }
+
+    /// A loaded snapshot's shards, by its manifest's layout.
+    pub fn of_snapshot(snapshot: &'a LoadedSnapshot) -> Result<Self, SnapshotError> {
+        Self::new(snapshot.manifest.layout(), &snapshot.shards)
+    }
+
+    /// Shards that must all share one layout and cover it (every shard at least once).
+    fn of_shards(shards: &'a [LoadedShard]) -> Result<Self, SnapshotError> {
+        let layout = shards
+            .first()
+            .map_or(ShardLayout::new(0), LoadedShard::layout);
+        let set = Self::new(layout, shards)?;
+        if (0..layout.count()).any(|i| set.parts_of(i).is_empty()) {
+            return Err(SnapshotError::Invalid(format!(
+                "a diff needs every shard of a snapshot ({} blobs given for {} shards)",
+                shards.len(),
+                layout.count()
+            )));
+        }
+        Ok(set)
+    }
+
+    pub fn layout(&self) -> ShardLayout {
+        self.layout
+    }
+
+    /// The parts of shard `shard` (none for an empty shard).
+    pub fn parts_of(&self, shard: u32) -> &[&'a LoadedShard] {
+        let i = shard as usize;
+        match (self.starts.get(i), self.starts.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.parts[a..b],
+            _ => &[],
+        }
+    }
+
+    /// Where `id` stands in this snapshot.
+    fn standing(&self, id: ObjectId) -> Standing {
+        for part in self.parts_of(self.layout.shard_of(id)) {
+            let index = part.index();
+            if let Ok(i) = index.binary_search_by_key(&id, |e| e.id) {
+                return if index[i].is_active() {
+                    Standing::Active
+                } else {
+                    Standing::SoftDeleted
+                };
+            }
+        }
+        Standing::Absent
+    }
+}
+
+/// An inclusive range of ids (`lo..=hi`), e.g. the shards of one diff task.
+pub type IdRange = (ObjectId, ObjectId);
+
+/// Diffs two shard sets within `scope`, and within `range` when given (whose bounds must fall
+/// on shard bounds of both layouts), for a task that diffs one range of the id space. Entries
+/// come in id order; the far ends of links are looked up in the whole of both sets.
+pub fn diff_sets(
+    backup: &ShardSet<'_>,
+    current: &ShardSet<'_>,
+    scope: &Scope,
+    options: DiffOptions,
+    uncompared: &Uncompared,
+    range: Option<IdRange>,
+) -> Result<Vec<ReportEntry>, SnapshotError> {
+    let (b_layout, c_layout) = (backup.layout, current.layout);
     let base_bits = b_layout.bits().max(c_layout.bits());
     let split_bits = options.split_bits.unwrap_or_else(|| {
         let largest = backup
+            .parts
             .iter()
-            .chain(current)
-            .map(LoadedShard::len)
+            .chain(&current.parts)
+            .map(|s| s.len())
             .max()
             .unwrap_or(0);
         let finer = 1usize << (base_bits - b_layout.bits().min(c_layout.bits()));
@@ -124,51 +242,34 @@ pub fn diff_shards_except(
         bits
     });
     let segments = ShardLayout::new(base_bits.saturating_add(split_bits));
-    let matcher = scope.matcher();
-    let standing_in = |shards: &[LoadedShard], layout: ShardLayout, id: ObjectId| {
-        let index = shards[layout.shard_of(id) as usize].index();
-        match index.binary_search_by_key(&id, |e| e.id) {
-            Ok(i) if index[i].is_active() => Standing::Active,
-            Ok(_) => Standing::SoftDeleted,
-            Err(_) => Standing::Absent,
+    let (first, last) = match range {
+        None => (0, segments.count() - 1),
+        Some((lo, hi)) => {
+            let (first, last) = (segments.shard_of(lo), segments.shard_of(hi));
+            let aligned = |layout: ShardLayout| {
+                layout.range(layout.shard_of(lo)).0 == lo
+                    && layout.range(layout.shard_of(hi)).1 == hi
+            };
+            if lo > hi || !aligned(b_layout) || !aligned(c_layout) {
+                return Err(SnapshotError::Invalid(format!(
+                    "the range {lo}..={hi} does not fall on shard bounds of both snapshots"
+                )));
+            }
+            (first, last)
         }
     };
-    let ends = |id: ObjectId| {
-        (
-            standing_in(backup, b_layout, id),
-            standing_in(current, c_layout, id),
-        )
-    };
-    let parts = (0..segments.count())
+    let matcher = scope.matcher();
+    let ends = |id: ObjectId| (backup.standing(id), current.standing(id));
+    let parts = (first..=last)
         .into_par_iter()
         .map(|segment| {
             let (lo, hi) = segments.range(segment);
-            let b = slice_of(backup, b_layout, lo, hi);
-            let c = slice_of(current, c_layout, lo, hi);
+            let b = Side::of(backup, lo, hi);
+            let c = Side::of(current, lo, hi);
             diff_segment(b, c, matcher, &ends, uncompared)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(parts.into_iter().flatten().collect())
-}
-
-fn shard_set_layout(shards: &[LoadedShard]) -> Result<ShardLayout, SnapshotError> {
-    let layout = shards
-        .first()
-        .map_or(ShardLayout::new(0), LoadedShard::layout);
-    let complete = shards.len() == layout.count() as usize
-        && shards
-            .iter()
-            .enumerate()
-            .all(|(i, s)| s.shard() as usize == i && s.layout() == layout);
-    if complete {
-        Ok(layout)
-    } else {
-        Err(SnapshotError::Invalid(format!(
-            "a diff needs every shard of a snapshot in order ({} of {} given)",
-            shards.len(),
-            layout.count()
-        )))
-    }
 }
 
 /// The part of a shard whose ids lie in `lo..=hi`.
@@ -179,23 +280,85 @@ struct Slice<'a> {
     end: usize,
 }
 
-fn slice_of(shards: &[LoadedShard], layout: ShardLayout, lo: ObjectId, hi: ObjectId) -> Slice<'_> {
-    let shard = &shards[layout.shard_of(lo) as usize];
-    let index = shard.index();
-    let start = index.partition_point(|e| e.id < lo);
-    let end = start + index[start..].partition_point(|e| e.id <= hi);
-    Slice { shard, start, end }
+impl<'a> Slice<'a> {
+    fn of(shard: &'a LoadedShard, lo: ObjectId, hi: ObjectId) -> Self {
+        let index = shard.index();
+        let start = index.partition_point(|e| e.id < lo);
+        let end = start + index[start..].partition_point(|e| e.id <= hi);
+        Slice { shard, start, end }
+    }
 }
 
-/// Reads objects of one slice, keeping decompressed blocks for the span of a segment.
+/// One snapshot's side of a segment: a slice of each part of its shard, read in id order
+/// (merged when the shard has several parts), keeping decompressed blocks for the span of the
+/// segment.
+struct Side<'a> {
+    parts: Vec<Reader<'a>>,
+}
+
+/// Reads one part's slice in order.
 struct Reader<'a> {
-    shard: &'a LoadedShard,
+    slice: Slice<'a>,
+    next: usize,
     cache: BlockCache,
 }
 
-impl Reader<'_> {
-    fn object(&mut self, i: usize) -> Result<DirectoryObject, SnapshotError> {
-        self.shard.object(i, &mut self.cache)
+impl<'a> Side<'a> {
+    fn of(set: &ShardSet<'a>, lo: ObjectId, hi: ObjectId) -> Self {
+        let parts = set
+            .parts_of(set.layout.shard_of(lo))
+            .iter()
+            .map(|shard| {
+                let slice = Slice::of(shard, lo, hi);
+                Reader {
+                    slice,
+                    next: slice.start,
+                    cache: BlockCache::default(),
+                }
+            })
+            .filter(|r| r.slice.start < r.slice.end)
+            .collect();
+        Side { parts }
+    }
+
+    /// The part holding the next id, and its index entry. Two parts holding one id is an
+    /// error naming it.
+    fn peek(&self) -> Result<Option<(usize, &'a IndexEntry)>, SnapshotError> {
+        let mut best: Option<(usize, &'a IndexEntry)> = None;
+        for (p, r) in self.parts.iter().enumerate() {
+            if r.next >= r.slice.end {
+                continue;
+            }
+            let e = &r.slice.shard.index()[r.next];
+            match best {
+                Some((_, b)) if b.id == e.id => {
+                    return Err(SnapshotError::corrupt(
+                        r.slice.shard.shard(),
+                        format!("object {} is in two parts of the shard", e.id),
+                    ))
+                }
+                Some((_, b)) if b.id < e.id => {}
+                _ => best = Some((p, e)),
+            }
+        }
+        Ok(best)
+    }
+
+    fn advance(&mut self, part: usize) {
+        self.parts[part].next += 1;
+    }
+
+    /// The current object of `part`, decoded.
+    fn object(&mut self, part: usize) -> Result<DirectoryObject, SnapshotError> {
+        let r = &mut self.parts[part];
+        r.slice.shard.object(r.next, &mut r.cache)
+    }
+
+    /// The current object of `part`, encoded, and its shard.
+    fn encoding(&mut self, part: usize) -> Result<(&[u8], u32), SnapshotError> {
+        let r = &mut self.parts[part];
+        let shard = r.slice.shard.shard();
+        Ok((r.slice.shard.encoding(r.next, &mut r.cache)?, shard))
     }
 }
 
@@ -232,70 +395,68 @@ fn far_end(ends: Ends<'_>, id: ObjectId) -> FarEnd {
 }
 
 fn diff_segment(
-    b: Slice<'_>,
-    c: Slice<'_>,
+    mut b: Side<'_>,
+    mut c: Side<'_>,
     scope: ScopeMatcher<'_>,
     ends: Ends<'_>,
     uncompared: &Uncompared,
 ) -> Result<Vec<ReportEntry>, SnapshotError> {
-    let bi = &b.shard.index()[b.start..b.end];
-    let ci = &c.shard.index()[c.start..c.end];
-    let mut rb = Reader {
-        shard: b.shard,
-        cache: BlockCache::default(),
-    };
-    let mut rc = Reader {
-        shard: c.shard,
-        cache: BlockCache::default(),
-    };
     let mut out = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < bi.len() || j < ci.len() {
-        let order = match (bi.get(i), ci.get(j)) {
-            (Some(x), Some(y)) => x.id.cmp(&y.id),
-            (Some(_), None) => Ordering::Less,
-            _ => Ordering::Greater,
+    loop {
+        let step = match (b.peek()?, c.peek()?) {
+            (None, None) => break,
+            (Some(x), None) => Step::Backup(x),
+            (None, Some(y)) => Step::Current(y),
+            (Some(x), Some(y)) => match x.1.id.cmp(&y.1.id) {
+                Ordering::Less => Step::Backup(x),
+                Ordering::Greater => Step::Current(y),
+                Ordering::Equal => Step::Both(x, y),
+            },
         };
-        match order {
-            Ordering::Less => {
-                let e = &bi[i];
+        match step {
+            Step::Backup((p, e)) => {
                 if scope.contains(e.id, e.type_code) && e.is_active() {
-                    out.push(gone(rb.object(b.start + i)?));
+                    out.push(gone(b.object(p)?));
                 }
-                i += 1;
+                b.advance(p);
             }
-            Ordering::Greater => {
-                let e = &ci[j];
+            Step::Current((q, e)) => {
                 if scope.contains(e.id, e.type_code) && e.is_active() {
-                    out.push(created(rc.object(c.start + j)?));
+                    out.push(created(c.object(q)?));
                 }
-                j += 1;
+                c.advance(q);
             }
-            Ordering::Equal => {
-                let (x, y) = (&bi[i], &ci[j]);
+            Step::Both((p, x), (q, y)) => {
                 if x.hash != y.hash && in_scope(scope, x, y) {
                     if x.type_code == y.type_code {
-                        let xb = rb.shard.encoding(b.start + i, &mut rb.cache)?;
-                        let yc = rc.shard.encoding(c.start + j, &mut rc.cache)?;
-                        let shards = (b.shard.shard(), c.shard.shard());
+                        let (xb, b_shard) = b.encoding(p)?;
+                        let (yc, c_shard) = c.encoding(q)?;
                         let sides = (x, y, xb, yc);
-                        out.extend(compare_raw(sides, shards, ends, uncompared)?);
+                        out.extend(compare_raw(sides, (b_shard, c_shard), ends, uncompared)?);
                     } else {
                         // An id never changes type; if it seems to, report both sides as they are.
                         if x.is_active() {
-                            out.push(gone(rb.object(b.start + i)?));
+                            out.push(gone(b.object(p)?));
                         }
                         if y.is_active() {
-                            out.push(created(rc.object(c.start + j)?));
+                            out.push(created(c.object(q)?));
                         }
                     }
                 }
-                i += 1;
-                j += 1;
+                b.advance(p);
+                c.advance(q);
             }
         }
     }
     Ok(out)
+}
+
+/// The next id of a segment: in the backup only, in the current snapshot only, or in both
+/// (each with the part that holds it and its index entry).
+enum Step<'a> {
+    Backup((usize, &'a IndexEntry)),
+    Current((usize, &'a IndexEntry)),
+    Both((usize, &'a IndexEntry), (usize, &'a IndexEntry)),
 }
 
 fn in_scope(scope: ScopeMatcher<'_>, x: &IndexEntry, y: &IndexEntry) -> bool {

@@ -15,6 +15,7 @@ pub mod properties;
 pub mod report;
 pub mod snapshot;
 pub mod value;
+pub mod wire;
 
 pub use error::{ScopeError, SnapshotError};
 pub use id::ObjectId;

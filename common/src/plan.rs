@@ -26,7 +26,9 @@ pub enum Phase {
 
 /// One directory write of a recovery.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "op")]
+// Adjacently tagged, the tag first: an internally tagged or flattened enum is read through
+// serde's buffered `Content`, which loses rmp-serde's compact forms of ids and types.
+#[serde(rename_all = "camelCase", tag = "op", content = "args")]
 pub enum Step {
     /// Restore a soft-deleted object from its recycle bin.
     Restore {
@@ -103,7 +105,6 @@ impl Step {
 #[serde(rename_all = "camelCase")]
 pub struct PlannedStep {
     pub action_id: String,
-    #[serde(flatten)]
     pub step: Step,
 }
 

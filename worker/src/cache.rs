@@ -1,91 +1,202 @@
-//! The worker's cache of loaded snapshots: verified and indexed once, shared by every diff
-//! that reads them, bounded in bytes and evicting the least recently used.
+//! The worker's cache of loaded shards: each blob (a shard of a snapshot, or a part of one)
+//! verified and indexed once, shared by every diff that reads it, bounded in the bytes it
+//! really holds and evicting the least recently used. Manifests are cached beside them, so a
+//! second report on the same backup reads nothing from the store that the cache holds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
-use rewind_common::snapshot::{self, LoadedSnapshot, ShardStore};
+use rayon::prelude::*;
+use rewind_common::snapshot::{self, LoadedShard, Manifest, ShardRef, ShardStore};
 use rewind_common::SnapshotError;
 
-type Key = (String, String);
-
-/// Loaded snapshots by (tenant, snapshot id).
-#[derive(Debug)]
-pub struct SnapshotCache {
-    entries: DashMap<Key, (Arc<LoadedSnapshot>, u64)>,
-    /// Serializes loads so that one snapshot is never loaded twice at once.
-    loading: Mutex<()>,
-    clock: AtomicU64,
-    budget_bytes: u64,
-    loads: AtomicU64,
+/// One blob of one snapshot of one tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ShardKey {
+    pub tenant: String,
+    pub snapshot: String,
+    pub shard: u32,
+    pub part: u16,
 }
 
-impl SnapshotCache {
-    /// A cache holding at most `budget_bytes` of shard blobs (one snapshot is always kept, even
-    /// when larger than the budget).
+/// A cache entry. Its mutex is held while the blob loads, so that one key is loaded once while
+/// loads of other keys go on.
+type Slot = Arc<Mutex<Option<Cached>>>;
+
+#[derive(Debug)]
+struct Cached {
+    shard: Arc<LoadedShard>,
+    bytes: u64,
+    last_used: u64,
+}
+
+/// What the cache did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Bytes of the shards the cache holds now.
+    pub bytes: u64,
+    pub evictions: u64,
+}
+
+/// Loaded shards by (tenant, snapshot, shard, part), and manifests by (tenant, snapshot).
+#[derive(Debug)]
+pub struct ShardCache {
+    shards: DashMap<ShardKey, Slot>,
+    manifests: DashMap<(String, String), Arc<Manifest>>,
+    clock: AtomicU64,
+    budget_bytes: u64,
+    bytes: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl ShardCache {
+    /// A cache holding at most about `budget_bytes` of loaded shards. Shards in use by a diff
+    /// stay alive with it even when evicted; the budget bounds what the cache itself keeps.
     pub fn new(budget_bytes: u64) -> Self {
         Self {
-            entries: DashMap::new(),
-            loading: Mutex::new(()),
+            shards: DashMap::new(),
+            manifests: DashMap::new(),
             clock: AtomicU64::new(0),
             budget_bytes,
-            loads: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
         }
     }
 
-    /// How many snapshots were read from the store so far.
-    pub fn loads(&self) -> u64 {
-        self.loads.load(Ordering::Relaxed)
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
     }
 
     fn touch(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The snapshot, from the cache or loaded (read, verified, indexed) from `store`.
-    pub fn get_or_load(
+    /// The snapshot's manifest, from the cache or read (and verified) from `store`. A sealed
+    /// manifest never changes, so it is kept until [`ShardCache::forget_snapshot`].
+    pub fn manifest(
         &self,
         store: &dyn ShardStore,
         tenant: &str,
         snapshot_id: &str,
-    ) -> Result<Arc<LoadedSnapshot>, SnapshotError> {
+    ) -> Result<Arc<Manifest>, SnapshotError> {
         let key = (tenant.to_owned(), snapshot_id.to_owned());
-        if let Some(mut hit) = self.entries.get_mut(&key) {
-            hit.1 = self.touch();
-            return Ok(hit.0.clone());
+        if let Some(hit) = self.manifests.get(&key) {
+            return Ok(hit.clone());
         }
-        let _guard = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hit) = self.entries.get(&key) {
-            return Ok(hit.0.clone());
+        let manifest = Arc::new(snapshot::read_manifest(store, tenant, snapshot_id)?);
+        self.manifests.insert(key, manifest.clone());
+        Ok(manifest)
+    }
+
+    /// One blob of `manifest`, from the cache or loaded (read, verified, indexed).
+    pub fn shard(
+        &self,
+        store: &dyn ShardStore,
+        manifest: &Manifest,
+        shard_ref: &ShardRef,
+    ) -> Result<Arc<LoadedShard>, SnapshotError> {
+        let key = ShardKey {
+            tenant: manifest.tenant.clone(),
+            snapshot: manifest.snapshot_id.clone(),
+            shard: shard_ref.index,
+            part: shard_ref.part,
+        };
+        let slot = self.shards.entry(key).or_default().clone();
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cached) = guard.as_mut() {
+            cached.last_used = self.touch();
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(cached.shard.clone());
         }
-        let loaded = Arc::new(snapshot::load_snapshot(store, tenant, snapshot_id)?);
-        self.loads.fetch_add(1, Ordering::Relaxed);
-        self.entries.insert(key, (loaded.clone(), self.touch()));
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let loaded = Arc::new(snapshot::load_shard_ref(store, manifest, shard_ref)?);
+        let bytes = loaded.held_bytes() as u64;
+        *guard = Some(Cached {
+            shard: loaded.clone(),
+            bytes,
+            last_used: self.touch(),
+        });
+        drop(guard);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.evict();
         Ok(loaded)
     }
 
-    fn evict(&self) {
-        loop {
-            let total: u64 = self
-                .entries
-                .iter()
-                .map(|e| e.value().0.manifest.total_bytes())
-                .sum();
-            if total <= self.budget_bytes || self.entries.len() <= 1 {
-                return;
+    /// Every blob of a snapshot (in its manifest's order), loading what the cache lacks on the
+    /// rayon pool.
+    pub fn snapshot(
+        &self,
+        store: &dyn ShardStore,
+        tenant: &str,
+        snapshot_id: &str,
+    ) -> Result<(Arc<Manifest>, Vec<Arc<LoadedShard>>), SnapshotError> {
+        let manifest = self.manifest(store, tenant, snapshot_id)?;
+        let shards = manifest
+            .shards
+            .par_iter()
+            .map(|r| self.shard(store, &manifest, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((manifest, shards))
+    }
+
+    /// Drops everything held of a snapshot (after retention removed it).
+    pub fn forget_snapshot(&self, tenant: &str, snapshot_id: &str) {
+        self.manifests
+            .remove(&(tenant.to_owned(), snapshot_id.to_owned()));
+        let keys: Vec<ShardKey> = self
+            .shards
+            .iter()
+            .filter(|e| e.key().tenant == tenant && e.key().snapshot == snapshot_id)
+            .map(|e| e.key().clone())
+            .collect();
+        for k in keys {
+            if let Some((_, slot)) = self.shards.remove(&k) {
+                self.release(&slot);
             }
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|e| e.value().1)
-                .map(|e| e.key().clone());
-            match oldest {
-                Some(k) => {
-                    self.entries.remove(&k);
+        }
+    }
+
+    /// Takes a slot's shard out, uncounting its bytes.
+    fn release(&self, slot: &Slot) {
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cached) = guard.take() {
+            self.bytes.fetch_sub(cached.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Evicts least recently used shards until the cache is within its budget. Slots being
+    /// loaded (locked) are skipped.
+    fn evict(&self) {
+        while self.bytes.load(Ordering::Relaxed) > self.budget_bytes {
+            let mut oldest: Option<(u64, ShardKey)> = None;
+            for e in self.shards.iter() {
+                let Ok(guard) = e.value().try_lock() else {
+                    continue;
+                };
+                if let Some(cached) = guard.as_ref() {
+                    if oldest.as_ref().is_none_or(|(t, _)| cached.last_used < *t) {
+                        oldest = Some((cached.last_used, e.key().clone()));
+                    }
                 }
-                None => return,
+            }
+            let Some((_, key)) = oldest else {
+                return;
+            };
+            if let Some((_, slot)) = self.shards.remove(&key) {
+                self.release(&slot);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -107,30 +218,69 @@ mod tests {
             created_at: 0,
             not_captured: Vec::new(),
         };
-        let objects = (0..n).map(|i| DirectoryObject::new(ObjectId(i << 100), ObjectType::User));
+        let objects =
+            (0..n).map(|i| DirectoryObject::new(ObjectId(i * (u128::MAX / n)), ObjectType::User));
         write_objects(store, &info, ShardLayout::new(2), objects).unwrap();
     }
 
     #[test]
-    fn loads_once_and_evicts_least_recently_used() {
+    fn loads_each_shard_once_and_counts_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalShardStore::open(dir.path()).unwrap();
+        write(&store, "a", 10);
+        let cache = ShardCache::new(u64::MAX);
+        let (m, first) = cache.snapshot(&store, "t", "a").unwrap();
+        let (_, second) = cache.snapshot(&store, "t", "a").unwrap();
+        assert_eq!(first.len(), 4);
+        assert!(first.iter().zip(&second).all(|(a, b)| Arc::ptr_eq(a, b)));
+        let stats = cache.stats();
+        assert_eq!((stats.misses, stats.hits), (4, 4));
+        let held: u64 = first.iter().map(|s| s.held_bytes() as u64).sum();
+        assert_eq!(stats.bytes, held);
+        assert_eq!(m.object_count, 10);
+        assert!(cache.snapshot(&store, "t", "missing").is_err());
+    }
+
+    #[test]
+    fn evicts_least_recently_used_within_the_budget() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalShardStore::open(dir.path()).unwrap();
         write(&store, "a", 10);
         write(&store, "b", 10);
-        let cache = SnapshotCache::new(1);
-        let a1 = cache.get_or_load(&store, "t", "a").unwrap();
-        let a2 = cache.get_or_load(&store, "t", "a").unwrap();
-        assert!(Arc::ptr_eq(&a1, &a2));
-        assert_eq!(cache.loads(), 1);
-        assert_eq!(a1.object_count(), 10);
-        cache.get_or_load(&store, "t", "b").unwrap();
-        assert_eq!(
-            cache.entries.len(),
-            1,
-            "budget of 1 byte keeps one snapshot"
-        );
-        cache.get_or_load(&store, "t", "a").unwrap();
-        assert_eq!(cache.loads(), 3);
-        assert!(cache.get_or_load(&store, "t", "missing").is_err());
+        // Room for one snapshot: loading b (the same size as a) evicts all of a.
+        let one: u64 = {
+            let probe = ShardCache::new(u64::MAX);
+            let (_, s) = probe.snapshot(&store, "t", "a").unwrap();
+            s.iter().map(|s| s.held_bytes() as u64).sum()
+        };
+        let cache = ShardCache::new(one);
+        cache.snapshot(&store, "t", "a").unwrap();
+        assert_eq!(cache.stats().evictions, 0);
+        cache.snapshot(&store, "t", "b").unwrap();
+        let stats = cache.stats();
+        assert_eq!(stats.bytes, one, "{stats:?}");
+        assert_eq!(stats.evictions, 4, "{stats:?}");
+        // b is held: reading it again loads nothing.
+        cache.snapshot(&store, "t", "b").unwrap();
+        assert_eq!(cache.stats().misses, stats.misses);
+        cache.forget_snapshot("t", "b");
+        assert_eq!(cache.stats().bytes, 0);
+    }
+
+    #[test]
+    fn unrelated_loads_run_at_once() {
+        // Two threads load different shards while a third waits on a shard being loaded: no
+        // global lock, so the count of loads is exactly one per shard.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalShardStore::open(dir.path()).unwrap();
+        write(&store, "a", 100);
+        let cache = ShardCache::new(u64::MAX);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| cache.snapshot(&store, "t", "a").unwrap());
+            }
+        });
+        assert_eq!(cache.stats().misses, 4);
+        assert_eq!(cache.stats().hits, 12);
     }
 }

@@ -4,4 +4,4 @@
 
 pub mod cache;
 
-pub use cache::SnapshotCache;
+pub use cache::{CacheStats, ShardCache, ShardKey};

@@ -838,6 +838,17 @@ impl GraphConnector {
         &self,
         layout: ShardLayout,
     ) -> Result<(Vec<ShardWriter>, CaptureStats), ConnectorError> {
+        self.capture_collections(layout, &ObjectType::ALL)
+    }
+
+    /// Captures the collections of `types` (each type once, whatever the order) into one shard
+    /// writer per shard of `layout`: what one capture task of a snapshot reads.
+    pub fn capture_collections(
+        &self,
+        layout: ShardLayout,
+        types: &[ObjectType],
+    ) -> Result<(Vec<ShardWriter>, CaptureStats), ConnectorError> {
+        let wanted = |t: ObjectType| types.contains(&t);
         let before = self.traffic();
         self.authenticate()?;
         let sink = Sink::new(layout);
@@ -854,27 +865,37 @@ impl GraphConnector {
         std::thread::scope(|scope| {
             // Users (the bulk of a tenant) and groups (with their links) on threads of their
             // own; the rest here.
-            scope.spawn(|| record(self.capture_type(&sink, ObjectType::User, &none)));
-            scope.spawn(|| record(self.capture_type(&sink, ObjectType::Group, &none)));
+            for big in [ObjectType::User, ObjectType::Group] {
+                if wanted(big) {
+                    let (sink, none, record) = (&sink, &none, &record);
+                    scope.spawn(move || record(self.capture_type(sink, big, none)));
+                }
+            }
             record((|| {
-                let sp = Side {
-                    grants: self.admin_grants()?,
-                    beta: self.beta_properties(ObjectType::ServicePrincipal)?,
-                };
-                self.capture_type(&sink, ObjectType::ServicePrincipal, &sp)?;
+                if wanted(ObjectType::ServicePrincipal) {
+                    let sp = Side {
+                        grants: self.admin_grants()?,
+                        beta: self.beta_properties(ObjectType::ServicePrincipal)?,
+                    };
+                    self.capture_type(&sink, ObjectType::ServicePrincipal, &sp)?;
+                }
                 for t in [
                     ObjectType::Application,
                     ObjectType::ConditionalAccessPolicy,
                     ObjectType::NamedLocation,
                 ] {
-                    self.capture_type(&sink, t, &none)?;
+                    if wanted(t) {
+                        self.capture_type(&sink, t, &none)?;
+                    }
                 }
                 for t in [
                     ObjectType::AuthenticationMethodsPolicy,
                     ObjectType::AuthorizationPolicy,
                     ObjectType::Organization,
                 ] {
-                    self.capture_singleton(&sink, t)?;
+                    if wanted(t) {
+                        self.capture_singleton(&sink, t)?;
+                    }
                 }
                 Ok(())
             })());

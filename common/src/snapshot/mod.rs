@@ -26,8 +26,9 @@ pub use shard::{IndexEntry, LoadedShard, ShardWriter};
 pub use store::{LocalShardStore, ShardStore};
 
 /// The snapshot format (manifest and shard blobs) this build writes, and the newest it reads.
-/// Version 2 gave the manifest a digest of its own; version 1 was never deployed.
-pub const FORMAT_VERSION: u16 = 2;
+/// Version 2 gave the manifest a digest of its own; version 3 lets a shard have several parts
+/// (one per capture task) or none; version 1 was never deployed.
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this build reads. Deployed backups must stay readable: raise it
 /// only for versions that were never deployed.
 pub const OLDEST_FORMAT_VERSION: u16 = 2;
@@ -64,6 +65,10 @@ pub enum SnapshotKind {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShardRef {
     pub index: u32,
+    /// Which part of the shard this blob is (a snapshot captured by several tasks has one part
+    /// per task and shard; parts hold disjoint ids). Absent for part 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub part: u16,
     /// The store key of the blob.
     pub key: String,
     /// blake3 of the whole blob, lowercase hex; verified on every read.
@@ -124,6 +129,10 @@ impl Manifest {
     }
 }
 
+fn is_zero(part: &u16) -> bool {
+    *part == 0
+}
+
 /// The store key of a snapshot's folder.
 pub fn snapshot_prefix(tenant: &str, snapshot_id: &str) -> String {
     format!("tenants/{tenant}/snapshots/{snapshot_id}")
@@ -134,10 +143,17 @@ pub fn manifest_key(tenant: &str, snapshot_id: &str) -> String {
 }
 
 pub fn shard_key(tenant: &str, snapshot_id: &str, shard: u32) -> String {
-    format!(
-        "{}/shard-{shard:05}.rws",
-        snapshot_prefix(tenant, snapshot_id)
-    )
+    shard_part_key(tenant, snapshot_id, shard, 0)
+}
+
+/// The store key of part `part` of a shard (part 0 has the plain shard key).
+pub fn shard_part_key(tenant: &str, snapshot_id: &str, shard: u32, part: u16) -> String {
+    let prefix = snapshot_prefix(tenant, snapshot_id);
+    if part == 0 {
+        format!("{prefix}/shard-{shard:05}.rws")
+    } else {
+        format!("{prefix}/shard-{shard:05}.p{part}.rws")
+    }
 }
 
 /// The identity of a snapshot being written.
@@ -157,22 +173,34 @@ pub fn store_shard(
     info: &SnapshotInfo,
     writer: ShardWriter,
 ) -> Result<ShardRef, SnapshotError> {
-    let (shard, blob) = pack_shard(info, writer)?;
+    store_shard_part(store, info, writer, 0)
+}
+
+/// [`store_shard`] for part `part` of the shard.
+pub fn store_shard_part(
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    writer: ShardWriter,
+    part: u16,
+) -> Result<ShardRef, SnapshotError> {
+    let (shard, blob) = pack_shard(info, writer, part)?;
     store.put(&shard.key, &blob)?;
     Ok(shard)
 }
 
 /// Packs a shard writer into its blob and the reference the manifest will hold.
-fn pack_shard(
+pub fn pack_shard(
     info: &SnapshotInfo,
     writer: ShardWriter,
+    part: u16,
 ) -> Result<(ShardRef, Vec<u8>), SnapshotError> {
     let index = writer.shard_index();
     let objects = writer.len() as u64;
     let blob = writer.finish()?;
     let shard = ShardRef {
         index,
-        key: shard_key(&info.tenant, &info.snapshot_id, index),
+        part,
+        key: shard_part_key(&info.tenant, &info.snapshot_id, index, part),
         digest: blake3_hex(&blob),
         objects,
         bytes: blob.len() as u64,
@@ -192,19 +220,9 @@ pub fn seal_manifest(
     layout: ShardLayout,
     mut shards: Vec<ShardRef>,
 ) -> Result<Manifest, SnapshotError> {
-    shards.sort_by_key(|s| s.index);
-    if shards.len() != layout.count() as usize
-        || shards
-            .iter()
-            .enumerate()
-            .any(|(i, s)| s.index as usize != i)
-    {
-        return Err(SnapshotError::Invalid(format!(
-            "a snapshot of {} shards needs every shard exactly once ({} given)",
-            layout.count(),
-            shards.len()
-        )));
-    }
+    shards.sort_by_key(|s| (s.index, s.part));
+    check_shard_list(&shards, layout)
+        .map_err(|e| SnapshotError::Invalid(format!("cannot seal the snapshot: {e}")))?;
     let mut manifest = Manifest {
         format_version: FORMAT_VERSION,
         tenant: info.tenant.clone(),
@@ -231,18 +249,42 @@ pub fn write_snapshot(
     layout: ShardLayout,
     writers: Vec<ShardWriter>,
 ) -> Result<Manifest, SnapshotError> {
+    let shards = store_part(store, info, layout, writers, 0, false)?;
+    seal_manifest(store, info, layout, shards)
+}
+
+/// Finishes shard writers (in parallel) and stores their blobs as part `part` of their shards,
+/// without sealing: a capture task stores its part, and the snapshot is sealed once every part
+/// is stored. With `skip_empty`, empty writers store nothing (an absent part is an empty one).
+pub fn store_part(
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+    writers: Vec<ShardWriter>,
+    part: u16,
+    skip_empty: bool,
+) -> Result<Vec<ShardRef>, SnapshotError> {
     if writers.iter().any(|w| w.layout() != layout) {
         return Err(SnapshotError::Invalid(
             "every shard writer must use the snapshot's layout".into(),
         ));
     }
+    if part >= MAX_PARTS {
+        return Err(SnapshotError::Invalid(format!(
+            "part {part} is past the {MAX_PARTS} parts a shard may have"
+        )));
+    }
+    let writers: Vec<ShardWriter> = writers
+        .into_iter()
+        .filter(|w| !(skip_empty && w.is_empty()))
+        .collect();
     let stored = std::sync::Mutex::new(Vec::with_capacity(writers.len()));
     fan_out(
         STORE_THREADS,
         STORE_THREADS,
         |send| {
             writers.into_par_iter().try_for_each(|writer| {
-                let packed = pack_shard(info, writer)?;
+                let packed = pack_shard(info, writer, part)?;
                 // Stopped: a put failed, and that error is the result (not this one).
                 send(packed).map_err(|_| SnapshotError::Invalid("storing stopped".into()))
             })
@@ -257,10 +299,11 @@ pub fn write_snapshot(
         },
         || SnapshotError::Invalid("a shard store thread panicked".into()),
     )?;
-    let shards = stored
+    let mut shards = stored
         .into_inner()
         .map_err(|_| SnapshotError::Invalid("a shard store thread panicked".into()))?;
-    seal_manifest(store, info, layout, shards)
+    shards.sort_by_key(|s| s.index);
+    Ok(shards)
 }
 
 /// Writes a snapshot of `objects` (any order) with the given layout.
@@ -315,25 +358,48 @@ pub fn read_manifest(
             manifest.tenant, manifest.snapshot_id
         )));
     }
-    if manifest.shards.len() != manifest.layout().count() as usize
-        || manifest
-            .shards
-            .iter()
-            .enumerate()
-            .any(|(i, s)| s.index as usize != i)
-    {
-        return Err(SnapshotError::Invalid(format!(
-            "manifest {key} does not list its {} shards in order",
-            manifest.layout().count()
-        )));
-    }
+    check_shard_list(&manifest.shards, manifest.layout())
+        .map_err(|e| SnapshotError::Invalid(format!("manifest {key}: {e}")))?;
     Ok(manifest)
 }
 
-/// A snapshot loaded into memory: every shard read, verified against its digest and indexed.
+/// What a manifest's shard list must be: ordered by shard and part, each (shard, part) once,
+/// every shard of the layout, each with at most [`MAX_PARTS`] parts. A shard may have no part
+/// (it is empty).
+fn check_shard_list(shards: &[ShardRef], layout: ShardLayout) -> Result<(), String> {
+    for pair in shards.windows(2) {
+        if (pair[0].index, pair[0].part) >= (pair[1].index, pair[1].part) {
+            return Err(format!(
+                "shard {} part {} is listed out of order or twice",
+                pair[1].index, pair[1].part
+            ));
+        }
+    }
+    if let Some(s) = shards.iter().find(|s| s.index >= layout.count()) {
+        return Err(format!(
+            "shard {} is outside its {} shards",
+            s.index,
+            layout.count()
+        ));
+    }
+    if let Some(s) = shards.iter().find(|s| s.part >= MAX_PARTS) {
+        return Err(format!(
+            "shard {} has part {}, past the {MAX_PARTS} parts a shard may have",
+            s.index, s.part
+        ));
+    }
+    Ok(())
+}
+
+/// Parts a shard may have (one per capture task of a snapshot).
+pub const MAX_PARTS: u16 = 64;
+
+/// A snapshot loaded into memory: every blob read, verified against its digest and indexed.
 #[derive(Debug)]
 pub struct LoadedSnapshot {
     pub manifest: Manifest,
+    /// One per blob of the manifest, in its order (by shard, then part); a shard may have
+    /// several parts or none.
     pub shards: Vec<LoadedShard>,
 }
 
@@ -348,23 +414,48 @@ impl LoadedSnapshot {
         for shard in &self.shards {
             out.extend(shard.decode_all()?);
         }
+        // Parts of one shard hold disjoint ids, each in order: merge them.
+        out.sort_by_key(|o| o.id);
         Ok(out)
     }
 }
 
-/// Loads one shard of a manifest: read, verify the digest, check and index the blob.
+/// Loads the blob at `position` of a manifest's shard list: read, verify the digest, check and
+/// index the blob.
 pub fn load_shard(
     store: &dyn ShardStore,
     manifest: &Manifest,
-    shard: u32,
+    position: usize,
 ) -> Result<LoadedShard, SnapshotError> {
-    let shard_ref = manifest
-        .shards
-        .get(shard as usize)
-        .ok_or_else(|| SnapshotError::Invalid(format!("no shard {shard} in the manifest")))?;
+    let shard_ref = manifest.shards.get(position).ok_or_else(|| {
+        SnapshotError::Invalid(format!("no blob {position} in the manifest's shard list"))
+    })?;
+    load_shard_ref(store, manifest, shard_ref)
+}
+
+/// Loads one blob (a shard, or a part of one) that `manifest` lists.
+pub fn load_shard_ref(
+    store: &dyn ShardStore,
+    manifest: &Manifest,
+    shard_ref: &ShardRef,
+) -> Result<LoadedShard, SnapshotError> {
     let bytes = store.get(&shard_ref.key)?;
-    LoadedShard::open(bytes, manifest.layout(), shard, Some(&shard_ref.digest)).map_err(|e| match e
-    {
+    open_shard(bytes, manifest, shard_ref)
+}
+
+/// Verifies and indexes the blob `bytes` that `shard_ref` of `manifest` names.
+pub fn open_shard(
+    bytes: Vec<u8>,
+    manifest: &Manifest,
+    shard_ref: &ShardRef,
+) -> Result<LoadedShard, SnapshotError> {
+    LoadedShard::open(
+        bytes,
+        manifest.layout(),
+        shard_ref.index,
+        Some(&shard_ref.digest),
+    )
+    .map_err(|e| match e {
         SnapshotError::UnsupportedVersion { what, found } => SnapshotError::UnsupportedVersion {
             what: format!(
                 "{what} of snapshot {}/{}",
@@ -376,16 +467,17 @@ pub fn load_shard(
     })
 }
 
-/// Loads a whole snapshot, shards in parallel.
+/// Loads a whole snapshot, blobs in parallel (in the manifest's order: by shard, then part).
 pub fn load_snapshot(
     store: &dyn ShardStore,
     tenant: &str,
     snapshot_id: &str,
 ) -> Result<LoadedSnapshot, SnapshotError> {
     let manifest = read_manifest(store, tenant, snapshot_id)?;
-    let shards = (0..manifest.layout().count())
-        .into_par_iter()
-        .map(|i| load_shard(store, &manifest, i))
+    let shards = manifest
+        .shards
+        .par_iter()
+        .map(|r| load_shard_ref(store, &manifest, r))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(LoadedSnapshot { manifest, shards })
 }

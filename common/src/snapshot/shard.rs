@@ -502,6 +502,14 @@ impl LoadedShard {
         self.blob.len()
     }
 
+    /// Bytes this loaded shard holds in memory: the blob, the index and the block table (the
+    /// zstd dictionary's decoder state is not counted).
+    pub fn held_bytes(&self) -> usize {
+        self.blob.capacity()
+            + self.index.capacity() * std::mem::size_of::<IndexEntry>()
+            + self.blocks.capacity() * std::mem::size_of::<Block>()
+    }
+
     fn block_of(&self, i: usize) -> usize {
         self.blocks
             .partition_point(|b| b.first_object as usize <= i)

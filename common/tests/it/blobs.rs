@@ -3,12 +3,15 @@
 //! partial data. Tampered manifests and those of a newer format are refused naming the snapshot.
 
 use proptest::prelude::*;
+use rewind_common::diff::{diff_sets, DiffOptions, IdRange, ShardSet, Uncompared};
 use rewind_common::snapshot::shard::{LoadedShard, ShardWriter};
 use rewind_common::snapshot::{
-    blake3_hex, load_snapshot, manifest_key, read_manifest, write_objects, LocalShardStore,
-    ShardLayout, ShardStore, FORMAT_VERSION, OLDEST_FORMAT_VERSION,
+    blake3_hex, load_snapshot, manifest_key, read_manifest, seal_manifest, store_part,
+    write_objects, LocalShardStore, ShardLayout, ShardStore, FORMAT_VERSION, OLDEST_FORMAT_VERSION,
 };
-use rewind_common::{DirectoryObject, ObjectId, ObjectType, SnapshotError, Value};
+use rewind_common::{
+    DirectoryObject, ObjectId, ObjectType, ReportEntry, Scope, SnapshotError, Value,
+};
 
 use crate::support::{info, store};
 
@@ -287,4 +290,56 @@ proptest! {
             let _ = shard.decode_all();
         }
     }
+}
+
+#[test]
+fn a_part_listed_twice_or_an_object_in_two_parts_is_refused() {
+    let (_dir, store) = store();
+    let layout = ShardLayout::new(1);
+    let snapshot = info("p");
+    let part = |n: u16| {
+        let mut writers = layout.writers();
+        for o in objects(10) {
+            writers[layout.shard_of(o.id) as usize].add(o);
+        }
+        store_part(&store, &snapshot, layout, writers, n, true).expect("part")
+    };
+    let (zero, one) = (part(0), part(1));
+    let twice: Vec<_> = zero.iter().chain(&zero).cloned().collect();
+    let err = seal_manifest(&store, &snapshot, layout, twice).expect_err("sealed twice");
+    assert!(err.to_string().contains("twice"), "{err}");
+    // The same objects in parts 0 and 1: the manifest is well formed, but a diff finds an id
+    // in two parts of one shard and names it.
+    let both: Vec<_> = zero.into_iter().chain(one).collect();
+    seal_manifest(&store, &snapshot, layout, both).expect("seal");
+    let err = self_diff(&store, "p", None).expect_err("an id in two parts diffed");
+    assert!(err.to_string().contains("in two parts"), "{err}");
+}
+
+/// Diffs snapshot `id` with itself, within `range`.
+fn self_diff(
+    store: &LocalShardStore,
+    id: &str,
+    range: Option<IdRange>,
+) -> Result<Vec<ReportEntry>, SnapshotError> {
+    let loaded = load_snapshot(store, "contoso", id).expect("load");
+    let set = ShardSet::of_snapshot(&loaded).expect("set");
+    let none = Uncompared::default();
+    diff_sets(
+        &set,
+        &set,
+        &Scope::All,
+        DiffOptions::default(),
+        &none,
+        range,
+    )
+}
+
+#[test]
+fn a_range_off_the_shard_bounds_is_refused() {
+    let (_dir, store) = store();
+    write_objects(&store, &info("r"), ShardLayout::new(2), objects(20)).expect("write");
+    let half = ShardLayout::new(3).range(1);
+    let err = self_diff(&store, "r", Some(half)).expect_err("range inside a shard accepted");
+    assert!(err.to_string().contains("shard bounds"), "{err}");
 }

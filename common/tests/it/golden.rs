@@ -9,8 +9,8 @@ use rewind_common::diff::diff_snapshots;
 use rewind_common::properties::{self, link_kinds, properties};
 use rewind_common::snapshot::shard::{FLAG_DYNAMIC, FLAG_ON_PREMISES};
 use rewind_common::snapshot::{
-    load_snapshot, shard_key, write_objects, LoadedSnapshot, LocalShardStore, ShardLayout,
-    SnapshotInfo, SnapshotKind, FORMAT_VERSION,
+    load_snapshot, seal_manifest, shard_key, store_part, write_objects, LoadedSnapshot,
+    LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind, FORMAT_VERSION,
 };
 use rewind_common::{
     DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Scope, SourceOfAuthority,
@@ -287,7 +287,21 @@ fn write_golden(dir: &Path) {
         not_captured: Vec::new(),
     };
     let objects = golden_objects();
-    write_objects(&store, &info, ShardLayout::new(2), objects.clone()).expect("write golden");
+    // Since format 3 a shard may have several parts: users and groups in part 0, the other
+    // types in part 1 (as two capture tasks would write them), so both are pinned.
+    let layout = ShardLayout::new(2);
+    let mut refs = Vec::new();
+    for part in 0..2u16 {
+        let mut writers = layout.writers();
+        for o in &objects {
+            let first = matches!(o.object_type, ObjectType::User | ObjectType::Group);
+            if first == (part == 0) {
+                writers[layout.shard_of(o.id) as usize].add(o.clone());
+            }
+        }
+        refs.extend(store_part(&store, &info, layout, writers, part, true).expect("store part"));
+    }
+    seal_manifest(&store, &info, layout, refs).expect("write golden");
     let lines: Vec<String> = objects
         .iter()
         .map(|o| expected_form(o).to_string())

@@ -17,7 +17,7 @@ use rewind_common::{
     Value,
 };
 
-use crate::support::diff_via_store;
+use crate::support::{diff_parts_via_store, diff_via_store};
 
 /// What the incident does to one object.
 #[derive(Clone, Copy, Debug)]
@@ -364,5 +364,18 @@ proptest! {
         let one = diff_via_store(&backup, &current, &Scope::All, (a.0, a.1), Some(a.2));
         let two = diff_via_store(&backup, &current, &Scope::All, (b.0, b.1), Some(b.2));
         prop_assert_eq!(one, two);
+    }
+
+    #[test]
+    fn parts_and_ranges_give_the_same_report(
+        specs in prop::collection::vec(spec(), 1..40),
+        b in (0u8..5, 1u16..4),
+        c in (0u8..5, 1u16..4),
+        range_bits in 0u8..4,
+    ) {
+        let (backup, current) = build(&specs);
+        let one = diff_via_store(&backup, &current, &Scope::All, (b.0, c.0), None);
+        let parts = diff_parts_via_store(&backup, &current, &Scope::All, b, c, range_bits);
+        prop_assert_eq!(one, parts);
     }
 }

@@ -1,9 +1,12 @@
 //! Helpers shared by the tests: writing objects as a snapshot and diffing two of them through
 //! the real store, blob format and engine.
 
-use rewind_common::diff::{diff_decoded, diff_shards, DiffOptions};
+use rewind_common::diff::{
+    diff_decoded, diff_sets, diff_shards, DiffOptions, ShardSet, Uncompared,
+};
 use rewind_common::snapshot::{
-    load_snapshot, write_objects, LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind,
+    load_snapshot, seal_manifest, store_part, write_objects, LocalShardStore, ShardLayout,
+    SnapshotInfo, SnapshotKind,
 };
 use rewind_common::{DirectoryObject, ReportEntry, Scope};
 
@@ -59,4 +62,72 @@ pub fn diff_via_store(
     .expect("plain diff");
     assert_eq!(entries, plain, "engine and plain diff disagree");
     entries
+}
+
+/// Writes `objects` as a snapshot whose shards have up to `parts` parts, an object's part
+/// following its type (as capture tasks split a snapshot by collection), empty parts left out.
+pub fn write_in_parts(
+    store: &LocalShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+    objects: &[DirectoryObject],
+    parts: u16,
+) {
+    let mut refs = Vec::new();
+    for part in 0..parts {
+        let mut writers = layout.writers();
+        for o in objects
+            .iter()
+            .filter(|o| o.object_type as u16 % parts == part)
+        {
+            writers[layout.shard_of(o.id) as usize].add(o.clone());
+        }
+        refs.extend(store_part(store, info, layout, writers, part, true).expect("store part"));
+    }
+    seal_manifest(store, info, layout, refs).expect("seal");
+}
+
+/// Diffs two snapshots written in parts (`(bits, parts)` each), whole and then range by range
+/// (2^`range_bits` ranges, no finer than either layout), checking that the ranges concatenated
+/// give the whole report.
+pub fn diff_parts_via_store(
+    backup: &[DirectoryObject],
+    current: &[DirectoryObject],
+    scope: &Scope,
+    (b_bits, b_parts): (u8, u16),
+    (c_bits, c_parts): (u8, u16),
+    range_bits: u8,
+) -> Vec<ReportEntry> {
+    let (_dir, store) = store();
+    write_in_parts(
+        &store,
+        &info("b"),
+        ShardLayout::new(b_bits),
+        backup,
+        b_parts,
+    );
+    write_in_parts(
+        &store,
+        &info("c"),
+        ShardLayout::new(c_bits),
+        current,
+        c_parts,
+    );
+    let b = load_snapshot(&store, "contoso", "b").expect("load backup");
+    let c = load_snapshot(&store, "contoso", "c").expect("load current");
+    let (bs, cs) = (
+        ShardSet::of_snapshot(&b).expect("backup set"),
+        ShardSet::of_snapshot(&c).expect("current set"),
+    );
+    let none = Uncompared::default();
+    let options = DiffOptions::default();
+    let whole = diff_sets(&bs, &cs, scope, options, &none, None).expect("diff");
+    let ranges = ShardLayout::new(range_bits.min(b_bits).min(c_bits));
+    let mut by_range = Vec::new();
+    for r in 0..ranges.count() {
+        let range = Some(ranges.range(r));
+        by_range.extend(diff_sets(&bs, &cs, scope, options, &none, range).expect("range diff"));
+    }
+    assert_eq!(whole, by_range, "ranges concatenated differ from the whole");
+    whole
 }
