@@ -151,6 +151,27 @@ pub enum RecoveryAction {
     NotRecoverable,
 }
 
+impl RecoveryAction {
+    pub const ALL: [RecoveryAction; 5] = [
+        RecoveryAction::Update,
+        RecoveryAction::Restore,
+        RecoveryAction::SoftDelete,
+        RecoveryAction::SoftDeleteAgain,
+        RecoveryAction::NotRecoverable,
+    ];
+
+    /// The action's name on the wire and in the API (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryAction::Update => "update",
+            RecoveryAction::Restore => "restore",
+            RecoveryAction::SoftDelete => "softDelete",
+            RecoveryAction::SoftDeleteAgain => "softDeleteAgain",
+            RecoveryAction::NotRecoverable => "notRecoverable",
+        }
+    }
+}
+
 /// Why a change is shown but never recovered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -323,5 +344,17 @@ mod tests {
         assert_eq!(all, Scope::All);
         let back = serde_json::to_string(&scope).unwrap();
         assert_eq!(serde_json::from_str::<Scope>(&back).unwrap(), scope);
+    }
+}
+
+#[cfg(test)]
+mod action_name_tests {
+    use super::RecoveryAction;
+
+    #[test]
+    fn action_names_are_their_serialized_form() {
+        for a in RecoveryAction::ALL {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
     }
 }

@@ -3,5 +3,6 @@
 //! actions through the directory connector.
 
 pub mod cache;
+pub mod tasks;
 
 pub use cache::{CacheStats, ShardCache, ShardKey};

@@ -143,16 +143,24 @@ pub fn manifest_key(tenant: &str, snapshot_id: &str) -> String {
 }
 
 pub fn shard_key(tenant: &str, snapshot_id: &str, shard: u32) -> String {
-    shard_part_key(tenant, snapshot_id, shard, 0)
+    shard_part_key(tenant, snapshot_id, shard, 0, None)
 }
 
-/// The store key of part `part` of a shard (part 0 has the plain shard key).
-pub fn shard_part_key(tenant: &str, snapshot_id: &str, shard: u32, part: u16) -> String {
+/// The store key of part `part` of a shard (part 0 has the plain shard key). A capture task
+/// tags its keys (`tag`): a retried capture reads a directory that may have changed, so its
+/// blobs differ from those of an attempt that failed midway, and the store is write-once.
+pub fn shard_part_key(
+    tenant: &str,
+    snapshot_id: &str,
+    shard: u32,
+    part: u16,
+    tag: Option<&str>,
+) -> String {
     let prefix = snapshot_prefix(tenant, snapshot_id);
-    if part == 0 {
-        format!("{prefix}/shard-{shard:05}.rws")
-    } else {
-        format!("{prefix}/shard-{shard:05}.p{part}.rws")
+    match (part, tag) {
+        (0, None) => format!("{prefix}/shard-{shard:05}.rws"),
+        (_, None) => format!("{prefix}/shard-{shard:05}.p{part}.rws"),
+        (_, Some(tag)) => format!("{prefix}/shard-{shard:05}.p{part}.{tag}.rws"),
     }
 }
 
@@ -173,17 +181,7 @@ pub fn store_shard(
     info: &SnapshotInfo,
     writer: ShardWriter,
 ) -> Result<ShardRef, SnapshotError> {
-    store_shard_part(store, info, writer, 0)
-}
-
-/// [`store_shard`] for part `part` of the shard.
-pub fn store_shard_part(
-    store: &dyn ShardStore,
-    info: &SnapshotInfo,
-    writer: ShardWriter,
-    part: u16,
-) -> Result<ShardRef, SnapshotError> {
-    let (shard, blob) = pack_shard(info, writer, part)?;
+    let (shard, blob) = pack_shard(info, writer, 0, None)?;
     store.put(&shard.key, &blob)?;
     Ok(shard)
 }
@@ -193,6 +191,7 @@ pub fn pack_shard(
     info: &SnapshotInfo,
     writer: ShardWriter,
     part: u16,
+    tag: Option<&str>,
 ) -> Result<(ShardRef, Vec<u8>), SnapshotError> {
     let index = writer.shard_index();
     let objects = writer.len() as u64;
@@ -200,7 +199,7 @@ pub fn pack_shard(
     let shard = ShardRef {
         index,
         part,
-        key: shard_part_key(&info.tenant, &info.snapshot_id, index, part),
+        key: shard_part_key(&info.tenant, &info.snapshot_id, index, part, tag),
         digest: blake3_hex(&blob),
         objects,
         bytes: blob.len() as u64,
@@ -249,19 +248,31 @@ pub fn write_snapshot(
     layout: ShardLayout,
     writers: Vec<ShardWriter>,
 ) -> Result<Manifest, SnapshotError> {
-    let shards = store_part(store, info, layout, writers, 0, false)?;
+    let shards = store_writers(store, info, layout, writers, (0, None), false)?;
     seal_manifest(store, info, layout, shards)
 }
 
-/// Finishes shard writers (in parallel) and stores their blobs as part `part` of their shards,
-/// without sealing: a capture task stores its part, and the snapshot is sealed once every part
-/// is stored. With `skip_empty`, empty writers store nothing (an absent part is an empty one).
+/// Finishes shard writers (in parallel) and stores their blobs as part `part` of their shards
+/// (keys tagged with `tag`, see [`shard_part_key`]), without sealing: a capture task stores
+/// its part, and the snapshot is sealed once every part is stored. Empty writers store
+/// nothing (an absent part is an empty one).
 pub fn store_part(
     store: &dyn ShardStore,
     info: &SnapshotInfo,
     layout: ShardLayout,
     writers: Vec<ShardWriter>,
     part: u16,
+    tag: Option<&str>,
+) -> Result<Vec<ShardRef>, SnapshotError> {
+    store_writers(store, info, layout, writers, (part, tag), true)
+}
+
+fn store_writers(
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+    writers: Vec<ShardWriter>,
+    (part, tag): (u16, Option<&str>),
     skip_empty: bool,
 ) -> Result<Vec<ShardRef>, SnapshotError> {
     if writers.iter().any(|w| w.layout() != layout) {
@@ -284,7 +295,7 @@ pub fn store_part(
         STORE_THREADS,
         |send| {
             writers.into_par_iter().try_for_each(|writer| {
-                let packed = pack_shard(info, writer, part)?;
+                let packed = pack_shard(info, writer, part, tag)?;
                 // Stopped: a put failed, and that error is the result (not this one).
                 send(packed).map_err(|_| SnapshotError::Invalid("storing stopped".into()))
             })

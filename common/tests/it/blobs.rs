@@ -302,7 +302,7 @@ fn a_part_listed_twice_or_an_object_in_two_parts_is_refused() {
         for o in objects(10) {
             writers[layout.shard_of(o.id) as usize].add(o);
         }
-        store_part(&store, &snapshot, layout, writers, n, true).expect("part")
+        store_part(&store, &snapshot, layout, writers, n, None).expect("part")
     };
     let (zero, one) = (part(0), part(1));
     let twice: Vec<_> = zero.iter().chain(&zero).cloned().collect();

@@ -82,7 +82,7 @@ pub fn write_in_parts(
         {
             writers[layout.shard_of(o.id) as usize].add(o.clone());
         }
-        refs.extend(store_part(store, info, layout, writers, part, true).expect("store part"));
+        refs.extend(store_part(store, info, layout, writers, part, None).expect("store part"));
     }
     seal_manifest(store, info, layout, refs).expect("seal");
 }

@@ -1,0 +1,217 @@
+//! What a worker does with one task, as blocking code (it runs on a blocking thread, and the
+//! diff on the rayon pool): a capture task reads its collections through the Graph connector
+//! and stores its part of every shard; a diff task loads the two snapshots' shards (through
+//! the cache) and diffs its range. Each stores its output in the blob store and returns the
+//! result message's body. A task is a pure request, so running it again is harmless: a diff
+//! writes the same bytes under the same key, a capture writes under keys of its own attempt.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rewind_common::connector::{ConnectorError, ErrorClass, GraphConnector, GraphSettings, Secret};
+use rewind_common::diff::{diff_sets, DiffOptions, ShardSet, Uncompared};
+use rewind_common::snapshot::store::StoreError;
+use rewind_common::snapshot::{blake3_hex, store_part, ShardLayout, ShardStore, SnapshotInfo};
+use rewind_common::wire::{
+    self, part_shards_key, range_entries_key, CaptureMode, CaptureResult, CaptureTask, DiffResult,
+    DiffTask, WireError,
+};
+use rewind_common::SnapshotError;
+
+use crate::cache::ShardCache;
+
+/// Why a task failed, and whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The task itself is wrong (a bad range, a token URL that is none): never retried.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl TaskError {
+    /// Transient failures are given back to the queue (redelivered with backoff, bounded);
+    /// permanent ones end the task on the dead-letter lane with this error as the reason.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TaskError::Connector(e) => e.class() == ErrorClass::Transient,
+            TaskError::Snapshot(SnapshotError::Store(StoreError::Io { .. })) => true,
+            TaskError::Snapshot(_) | TaskError::Wire(_) | TaskError::Invalid(_) => false,
+        }
+    }
+}
+
+/// Splits a token URL (`{authority}/{tenant}/oauth2/v2.0/token`) into the connector's
+/// authority and tenant.
+pub fn split_token_url(url: &str) -> Result<(String, String), TaskError> {
+    let bad = || {
+        TaskError::Invalid(format!(
+            "token URL {url:?} is not of the form {{authority}}/{{tenant}}/oauth2/v2.0/token"
+        ))
+    };
+    let rest = url.strip_suffix("/oauth2/v2.0/token").ok_or_else(bad)?;
+    let (authority, tenant) = rest.rsplit_once('/').ok_or_else(bad)?;
+    if tenant.is_empty() || !(authority.starts_with("http://") || authority.starts_with("https://"))
+    {
+        return Err(bad());
+    }
+    Ok((authority.to_owned(), tenant.to_owned()))
+}
+
+/// How a worker's connector behaves beyond what a task says (retries, timeouts).
+#[derive(Clone, Debug)]
+pub struct ConnectorTuning {
+    pub max_attempts: u32,
+    pub request_timeout: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ConnectorTuning {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            request_timeout: Duration::from_secs(120),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs a capture task: reads its collections and stores them as part `task.part` of every
+/// shard, under keys tagged with `attempt_tag`, then the part's shard list.
+pub fn run_capture(
+    store: &dyn ShardStore,
+    tenant: &str,
+    task: &CaptureTask,
+    secret: Secret,
+    tuning: &ConnectorTuning,
+    attempt_tag: &str,
+) -> Result<CaptureResult, TaskError> {
+    match task.mode {
+        CaptureMode::Full => {}
+    }
+    let (authority, directory_tenant) = split_token_url(&task.directory.token_url)?;
+    let mut settings = GraphSettings::new(
+        authority,
+        task.directory.graph_base_url.clone(),
+        directory_tenant,
+        task.directory.client_id.clone(),
+        secret,
+    );
+    settings.per_user_mfa_state = task.directory.per_user_mfa_state;
+    settings.max_attempts = tuning.max_attempts;
+    settings.request_timeout = tuning.request_timeout;
+    settings.min_backoff = tuning.min_backoff;
+    settings.max_backoff = tuning.max_backoff;
+    let connector = GraphConnector::new(settings)?;
+    let layout = ShardLayout::new(task.snapshot.shard_bits);
+    let (writers, stats) = connector.capture_collections(layout, &task.collections)?;
+    let mut not_captured = Vec::new();
+    if !task.directory.per_user_mfa_state
+        && task.collections.contains(&rewind_common::ObjectType::User)
+    {
+        not_captured.push(format!(
+            "user.{}",
+            rewind_common::properties::PER_USER_MFA_STATE
+        ));
+    }
+    let info = SnapshotInfo {
+        tenant: tenant.to_owned(),
+        snapshot_id: task.snapshot.id.clone(),
+        kind: task.snapshot.kind,
+        created_at: task.snapshot.created_at,
+        not_captured: not_captured.clone(),
+    };
+    let shards = store_part(store, &info, layout, writers, task.part, Some(attempt_tag))?;
+    let list = wire::encode_blob(&shards)?;
+    let shards_key = part_shards_key(tenant, &task.snapshot.id, task.part);
+    let shards_key = format!("{shards_key}.{attempt_tag}");
+    store.put(&shards_key, &list).map_err(SnapshotError::from)?;
+    Ok(CaptureResult {
+        part: task.part,
+        shards_key,
+        shards_digest: blake3_hex(&list),
+        objects: stats.total_objects(),
+        by_type: stats
+            .objects
+            .iter()
+            .map(|(t, n)| (t.to_string(), *n))
+            .collect(),
+        not_captured,
+        requests: stats.requests,
+        bytes: stats.bytes,
+    })
+}
+
+/// Runs a diff task: the range's entries, stored under the job's range key.
+pub fn run_diff(
+    store: &dyn ShardStore,
+    cache: &ShardCache,
+    tenant: &str,
+    job: &str,
+    task: &DiffTask,
+) -> Result<DiffResult, TaskError> {
+    let (backup_manifest, backup) = cache.snapshot(store, tenant, &task.backup)?;
+    let (live_manifest, live) = cache.snapshot(store, tenant, &task.live)?;
+    let finest = backup_manifest.shard_bits.min(live_manifest.shard_bits);
+    if task.range_bits > finest || task.range >= 1u32 << task.range_bits {
+        return Err(TaskError::Invalid(format!(
+            "diff range {} of 2^{} does not fit snapshots of 2^{} and 2^{} shards",
+            task.range, task.range_bits, backup_manifest.shard_bits, live_manifest.shard_bits
+        )));
+    }
+    let backup_set = ShardSet::new(backup_manifest.layout(), backup.iter().map(|s| &**s))?;
+    let live_set = ShardSet::new(live_manifest.layout(), live.iter().map(|s| &**s))?;
+    let uncompared = Uncompared::of(&[&backup_manifest, &live_manifest])?;
+    let range = ShardLayout::new(task.range_bits).range(task.range);
+    let entries = diff_sets(
+        &backup_set,
+        &live_set,
+        &task.scope,
+        DiffOptions::default(),
+        &uncompared,
+        Some(range),
+    )?;
+    let mut by_action: BTreeMap<String, u64> = BTreeMap::new();
+    for e in &entries {
+        *by_action.entry(e.action.as_str().to_owned()).or_default() += 1;
+    }
+    let blob = wire::encode_blob(&entries)?;
+    let entries_key = range_entries_key(tenant, job, task.range);
+    store
+        .put(&entries_key, &blob)
+        .map_err(SnapshotError::from)?;
+    Ok(DiffResult {
+        range: task.range,
+        entries_key,
+        entries_digest: blake3_hex(&blob),
+        entries: entries.len() as u64,
+        by_action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_urls_split_into_authority_and_tenant() {
+        let (a, t) = split_token_url("http://127.0.0.1:9/contoso/oauth2/v2.0/token").unwrap();
+        assert_eq!((a.as_str(), t.as_str()), ("http://127.0.0.1:9", "contoso"));
+        for bad in [
+            "http://127.0.0.1:9/contoso/token",
+            "contoso/oauth2/v2.0/token",
+            "http://h//oauth2/v2.0/token",
+        ] {
+            let err = split_token_url(bad).unwrap_err();
+            assert!(err.to_string().contains("token URL"), "{err}");
+            assert!(!err.is_transient());
+        }
+    }
+}
