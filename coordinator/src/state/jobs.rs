@@ -237,9 +237,6 @@ impl State {
     /// Opens a job for `tenant`; refused with [`StateError::Conflict`] naming the open job when
     /// the tenant has one. A report's backup must be a snapshot of the tenant.
     pub async fn create_job(&self, tenant: &str, kind: JobKind) -> Result<Job, StateError> {
-        if let Some(backup) = kind.backup() {
-            self.get_snapshot(tenant, backup)?;
-        }
         let created_at = now();
         let job = Job {
             id: uuid::Uuid::new_v4().to_string(),
@@ -260,7 +257,11 @@ impl State {
         let bytes = encode(tree::JOBS, job.id.as_bytes(), &job)?;
         let index_key = pair_key(tenant, &self.next_seq()?.to_be_bytes());
         {
+            // Under the write lock, so that retention cannot remove the backup meanwhile.
             let _guard = self.lock();
+            if let Some(backup) = job.kind.backup() {
+                self.get_snapshot(tenant, backup)?;
+            }
             tx_result(
                 (
                     &self.tenants,
@@ -292,6 +293,7 @@ impl State {
     /// THE way a job changes: checks the edge `job.status → to` for the job's kind, applies
     /// `edit` (which may change anything but the id, tenant, kind, status and creation time),
     /// writes, frees the tenant on a terminal status, flushes, and returns the new record.
+    /// `edit` runs under the store's write lock: it must not call the state's write methods.
     pub async fn transition(
         &self,
         job_id: &str,
@@ -434,9 +436,9 @@ impl State {
                 }),
             )?
         };
-        if outcome == RecordOutcome::First {
-            self.flush().await?;
-        }
+        // A duplicate flushes too: the first copy may not be on disk yet, and the caller acks
+        // the message once this returns.
+        self.flush().await?;
         Ok(outcome)
     }
 

@@ -21,7 +21,7 @@ async fn with_backup(state: &State, tenant: &str) {
     state
         .add_sealed(snapshot(tenant, "b1", SnapshotKind::Backup, 100))
         .await
-        .unwrap();
+        .expect("the backup is added");
 }
 
 /// Every edge each kind may take besides staying put and failing or being abandoned from a

@@ -10,8 +10,8 @@ use rewind_coordinator::state::{NewTenant, SecretKey, SnapshotRecord, State};
 
 /// A fresh state in its own temporary directory (kept alive by the returned guard).
 pub fn open() -> (tempfile::TempDir, State) {
-    let dir = tempfile::tempdir().unwrap();
-    let state = State::open(dir.path().join("state")).unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let state = State::open(dir.path().join("state")).expect("the state opens");
     (dir, state)
 }
 
@@ -45,7 +45,10 @@ pub async fn with_tenants(names: &[&str]) -> (tempfile::TempDir, State, SecretKe
     let (dir, state) = open();
     let key = SecretKey::generate();
     for name in names {
-        state.add_tenant(&key, new_tenant(name)).await.unwrap();
+        state
+            .add_tenant(&key, new_tenant(name))
+            .await
+            .expect("the tenant is added");
     }
     (dir, state, key)
 }
