@@ -12,9 +12,10 @@ use sled::Transactional;
 
 use super::{decode, encode, now, pair_key, prefix, tree, tx_result, State, StateError};
 
-/// What a job does.
+/// What a job does. Externally tagged on purpose: an internally tagged enum is buffered by
+/// serde, which loses rmp-serde's compact (not human-readable) form of the scope's ids and types.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(rename_all = "camelCase")]
 pub enum JobKind {
     /// Capture the tenant into a new backup snapshot.
     Backup,
@@ -629,6 +630,47 @@ mod tests {
                 "abandoned"
             ]
         );
+    }
+
+    #[test]
+    fn every_kind_and_scope_round_trips_as_stored() {
+        use rewind_common::model::ObjectType;
+        let id: rewind_common::ObjectId = "00000000-0000-0000-0000-0000000000ff".parse().unwrap();
+        for kind in [
+            JobKind::Backup,
+            JobKind::Report {
+                backup: "b1".into(),
+                scope: Scope::All,
+            },
+            JobKind::Report {
+                backup: "b1".into(),
+                scope: Scope::types([ObjectType::User, ObjectType::Group]).unwrap(),
+            },
+            JobKind::Report {
+                backup: "b1".into(),
+                scope: Scope::ids([id]).unwrap(),
+            },
+        ] {
+            let job = Job {
+                id: "j".into(),
+                tenant: "acme".into(),
+                backup: kind.backup().map(str::to_owned),
+                kind,
+                status: JobStatus::LoadingData,
+                phase: Phase::Loading,
+                tasks: TaskCounts { total: 3, done: 1 },
+                created_at: 1,
+                updated_at: 2,
+                finished_at: None,
+                error: Some("e".into()),
+                snapshot: Some("l1".into()),
+                counts: [("update".to_string(), 4)].into_iter().collect(),
+                resumes: 1,
+            };
+            let bytes = encode(tree::JOBS, b"j", &job).unwrap();
+            let back: Job = decode(tree::JOBS, b"j", &bytes).unwrap();
+            assert_eq!(back, job);
+        }
     }
 
     #[test]

@@ -193,6 +193,20 @@ mod tests {
     }
 
     #[test]
+    fn schedules_round_trip_as_stored() {
+        for s in [
+            Schedule::default(),
+            Schedule::Daily { at_utc: (23, 59) },
+            Schedule::Interval { seconds: 60 },
+            Schedule::Off,
+        ] {
+            let bytes = crate::state::encode("tenants", b"acme", &s).unwrap();
+            let back: Schedule = crate::state::decode("tenants", b"acme", &bytes).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
     fn bad_schedules_are_named() {
         let msg = Schedule::Daily { at_utc: (24, 0) }
             .validate()
