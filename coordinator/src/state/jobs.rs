@@ -43,7 +43,8 @@ impl JobKind {
     }
 }
 
-/// A job's status, in Microsoft's `recoveryStatus` values.
+/// A job's status, in Microsoft's `recoveryStatus` values. `unknownFutureValue` is only an
+/// answer of the API (to clients that do not ask for the newer members), never stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum JobStatus {
