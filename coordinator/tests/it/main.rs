@@ -1,5 +1,7 @@
-//! Tests of the `rewind` binary as an operator runs it: real process, real arguments, exit
-//! codes and output.
+//! Integration tests of the coordinator: the `rewind` binary as an operator runs it (real
+//! process, real arguments, exit codes and output), and its durable state (`state/`).
+
+mod state;
 
 use std::process::Command;
 

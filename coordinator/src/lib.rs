@@ -1,0 +1,3 @@
+//! The coordinator as a library: its durable state (and, later, its API, scheduler and dispatch).
+
+pub mod state;

@@ -1,0 +1,228 @@
+//! The snapshot catalog: sealed snapshots by tenant, immutable once added; retention picks the
+//! oldest backups beyond N, and `remove_snapshot` (audited in `removals`) is the only delete.
+
+use std::collections::BTreeSet;
+
+use rewind_common::snapshot::SnapshotKind;
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError as TxError;
+use sled::Transactional;
+
+use super::{decode, encode, now, pair_key, prefix, tree, tx_result, State, StateError};
+
+/// A sealed snapshot as the catalog holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRecord {
+    pub tenant: String,
+    pub id: String,
+    pub kind: SnapshotKind,
+    pub created_at: i64,
+    pub object_count: u64,
+    /// The store key of the manifest.
+    pub manifest_key: String,
+    /// blake3 of the manifest, lowercase hex.
+    pub manifest_digest: String,
+    /// The job that produced it.
+    pub job: String,
+}
+
+/// Why and when a snapshot was removed (append-only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Removal {
+    pub snapshot: SnapshotRecord,
+    pub reason: String,
+    pub removed_at: i64,
+}
+
+fn validate_snapshot_id(id: &str) -> Result<(), StateError> {
+    if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == '/') {
+        return Err(StateError::invalid(
+            "snapshot id",
+            format!("{id:?}"),
+            "must be 1 to 128 characters without '/' or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Newest first; equal times by id, so the order is total.
+fn newest_first(records: &mut [SnapshotRecord]) {
+    records.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+}
+
+impl State {
+    /// Adds a sealed snapshot. Adding the same record again is a no-op; a different record
+    /// under an id already taken is refused (snapshots are immutable).
+    pub async fn add_sealed(&self, record: SnapshotRecord) -> Result<(), StateError> {
+        validate_snapshot_id(&record.id)?;
+        self.get_tenant(&record.tenant)?;
+        let key = pair_key(&record.tenant, record.id.as_bytes());
+        let bytes = encode(tree::CATALOG, &key, &record)?;
+        match self
+            .catalog
+            .compare_and_swap(&key, None as Option<&[u8]>, Some(bytes))?
+        {
+            Ok(()) => {}
+            Err(existing) => {
+                let current: Option<SnapshotRecord> = existing
+                    .current
+                    .map(|b| decode(tree::CATALOG, &key, &b))
+                    .transpose()?;
+                if current.as_ref() != Some(&record) {
+                    return Err(StateError::Refused {
+                        what: "snapshot",
+                        id: record.id,
+                        reason: format!(
+                            "tenant {} has a different snapshot under that id, and snapshots are immutable",
+                            record.tenant
+                        ),
+                    });
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    pub fn get_snapshot(&self, tenant: &str, id: &str) -> Result<SnapshotRecord, StateError> {
+        let key = pair_key(tenant, id.as_bytes());
+        match self.catalog.get(&key)? {
+            Some(bytes) => decode(tree::CATALOG, &key, &bytes),
+            None => Err(StateError::not_found(
+                "snapshot",
+                format!("{id} of tenant {tenant}"),
+            )),
+        }
+    }
+
+    /// A tenant's snapshots, newest first, of one kind or all.
+    pub fn list_snapshots(
+        &self,
+        tenant: &str,
+        kind: Option<SnapshotKind>,
+    ) -> Result<Vec<SnapshotRecord>, StateError> {
+        let mut records = Vec::new();
+        for item in self.catalog.scan_prefix(prefix(tenant)) {
+            let (key, bytes) = item?;
+            let record: SnapshotRecord = decode(tree::CATALOG, &key, &bytes)?;
+            if kind.is_none_or(|k| k == record.kind) {
+                records.push(record);
+            }
+        }
+        newest_first(&mut records);
+        Ok(records)
+    }
+
+    /// The snapshot ids open jobs of `tenant` read or are producing: never removed.
+    fn snapshots_in_use(&self, tenant: &str) -> Result<BTreeSet<String>, StateError> {
+        let mut used = BTreeSet::new();
+        if let Some(job) = self.open_job(tenant)? {
+            used.extend(job.backup);
+            used.extend(job.snapshot);
+        }
+        Ok(used)
+    }
+
+    /// The backups retention removes with `keep` kept: the oldest `Backup` snapshots beyond
+    /// the newest `keep`, oldest first, less any an open job reads. Live and pre-recovery
+    /// snapshots are never among them.
+    pub fn retention_victims(
+        &self,
+        tenant: &str,
+        keep: u32,
+    ) -> Result<Vec<SnapshotRecord>, StateError> {
+        let used = self.snapshots_in_use(tenant)?;
+        let backups = self.list_snapshots(tenant, Some(SnapshotKind::Backup))?;
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        let mut victims: Vec<SnapshotRecord> = backups
+            .into_iter()
+            .skip(keep)
+            .filter(|r| !used.contains(&r.id))
+            .collect();
+        victims.reverse();
+        Ok(victims)
+    }
+
+    /// The only way a snapshot leaves the catalog, recorded with `reason` in `removals`. A
+    /// backup must be a retention victim under the tenant's retention; no snapshot an open job
+    /// uses is removed. The caller deletes the blobs after this returns.
+    pub async fn remove_snapshot(
+        &self,
+        tenant: &str,
+        id: &str,
+        reason: &str,
+    ) -> Result<Removal, StateError> {
+        if reason.trim().is_empty() {
+            return Err(StateError::invalid("reason", "\"\"", "a removal says why"));
+        }
+        let removal = {
+            let _guard = self.lock();
+            let record = self.get_snapshot(tenant, id)?;
+            if self.snapshots_in_use(tenant)?.contains(id) {
+                let running_job = self.open_job(tenant)?.map(|j| j.id).unwrap_or_default();
+                return Err(StateError::Conflict {
+                    tenant: tenant.to_owned(),
+                    running_job,
+                });
+            }
+            if record.kind == SnapshotKind::Backup {
+                let retention = self.get_tenant(tenant).map(|t| t.retention);
+                // A removed tenant's backups are kept: nothing expires them.
+                let retention = retention?;
+                let victim = self
+                    .retention_victims(tenant, retention)?
+                    .iter()
+                    .any(|v| v.id == id);
+                if !victim {
+                    return Err(StateError::Refused {
+                        what: "removing backup",
+                        id: id.to_owned(),
+                        reason: format!(
+                            "it is among the {retention} newest backups of tenant {tenant}, which are kept"
+                        ),
+                    });
+                }
+            }
+            let removal = Removal {
+                snapshot: record,
+                reason: reason.to_owned(),
+                removed_at: now(),
+            };
+            let seq = self.next_seq()?.to_be_bytes();
+            let removal_bytes = encode(tree::REMOVALS, &seq, &removal)?;
+            let key = pair_key(tenant, id.as_bytes());
+            tx_result(
+                (&self.catalog, &self.removals).transaction(|(catalog, removals)| {
+                    if removals.get(seq)?.is_some() {
+                        return Err(TxError::Abort(StateError::Exists {
+                            what: "removal",
+                            id: super::key_text(&seq),
+                        }));
+                    }
+                    removals.insert(&seq, removal_bytes.as_slice())?;
+                    catalog.remove(key.as_slice())?;
+                    Ok(())
+                }),
+            )?;
+            removal
+        };
+        self.flush().await?;
+        Ok(removal)
+    }
+
+    /// Every removal, oldest first.
+    pub fn removals(&self) -> Result<Vec<Removal>, StateError> {
+        self.removals
+            .iter()
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode(tree::REMOVALS, &key, &bytes)
+            })
+            .collect()
+    }
+}

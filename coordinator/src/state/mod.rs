@@ -1,0 +1,360 @@
+//! The coordinator's durable state in sled: tenants, the snapshot catalog, jobs, task results
+//! and report entries. Every write that must survive a crash is flushed before the method
+//! returns, so a caller acts only on what is on disk.
+
+pub mod catalog;
+pub mod jobs;
+pub mod schedule;
+pub mod secrets;
+pub mod tenants;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use catalog::{Removal, SnapshotRecord};
+pub use jobs::{EntryCursor, Job, JobKind, JobStatus, Phase, RecordOutcome, TaskCounts};
+pub use schedule::{next_after, Schedule};
+pub use secrets::{EncryptedSecret, SecretKey, SECRET_KEY_ENV};
+pub use tenants::{NewTenant, TenantRecord, TenantSettings};
+
+/// The version every record is written with; a record of another version is refused.
+pub const RECORD_VERSION: u32 = 1;
+
+/// The class of a [`StateError`]: what a caller (the API, the scheduler) does about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Nothing under that name or id (404).
+    NotFound,
+    /// The request contradicts the current state (409).
+    Conflict,
+    /// The request itself is wrong: a field and its value are named (400).
+    Invalid,
+    /// The disk or a stored record failed (500).
+    Storage,
+}
+
+/// Every error of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// A tenant has an open job already: a recovery job is currently in progress.
+    #[error("tenant {tenant} has a job in progress ({running_job}): one job at a time per tenant")]
+    Conflict { tenant: String, running_job: String },
+    #[error("{what} {id} already exists")]
+    Exists { what: &'static str, id: String },
+    #[error("job {job} cannot go from {from} to {to}")]
+    Transition {
+        job: String,
+        from: jobs::JobStatus,
+        to: jobs::JobStatus,
+    },
+    #[error("{what} {id} is refused: {reason}")]
+    Refused {
+        what: &'static str,
+        id: String,
+        reason: String,
+    },
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// The secret key given is not the one that encrypted a tenant's secret.
+    #[error("the secret key does not match the key that encrypted the secret of tenant {tenant}")]
+    KeyMismatch { tenant: String },
+    #[error("secret key: {reason}")]
+    SecretKey { reason: String },
+    #[error("cannot open the state in {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("cannot decode the record {key} of tree {tree}: {reason}")]
+    Decode {
+        tree: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("cannot encode the record {key} of tree {tree}: {reason}")]
+    Encode {
+        tree: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl StateError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StateError::NotFound { .. } => ErrorClass::NotFound,
+            StateError::Conflict { .. }
+            | StateError::Exists { .. }
+            | StateError::Transition { .. }
+            | StateError::Refused { .. } => ErrorClass::Conflict,
+            StateError::Invalid { .. }
+            | StateError::KeyMismatch { .. }
+            | StateError::SecretKey { .. } => ErrorClass::Invalid,
+            StateError::Open { .. }
+            | StateError::Storage(_)
+            | StateError::Decode { .. }
+            | StateError::Encode { .. }
+            | StateError::Io { .. } => ErrorClass::Storage,
+        }
+    }
+
+    pub(crate) fn invalid(
+        field: &'static str,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        StateError::Invalid {
+            field,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn not_found(what: &'static str, id: impl Into<String>) -> Self {
+        StateError::NotFound {
+            what,
+            id: id.into(),
+        }
+    }
+}
+
+/// The names of the trees; one per kind of record.
+pub(crate) mod tree {
+    pub const TENANTS: &str = "tenants";
+    pub const JOBS: &str = "jobs";
+    /// tenant NUL sequence (u64 big-endian) -> job id: a tenant's jobs in creation order.
+    pub const JOBS_BY_TENANT: &str = "jobs_by_tenant";
+    /// tenant -> id of its one open job.
+    pub const ACTIVE_BY_TENANT: &str = "active_by_tenant";
+    /// job NUL task key -> the task's result bytes.
+    pub const TASK_RESULTS: &str = "task_results";
+    /// job NUL range (u32 BE) seq (u32 BE) -> one encoded report entry.
+    pub const REPORT_ENTRIES: &str = "report_entries";
+    /// tenant NUL snapshot id -> snapshot record.
+    pub const CATALOG: &str = "catalog";
+    /// sequence (u64 BE) -> removal record; append-only.
+    pub const REMOVALS: &str = "removals";
+}
+
+/// The state store. Cheap to clone; every clone is the same store.
+#[derive(Clone)]
+pub struct State {
+    pub(crate) db: sled::Db,
+    pub(crate) tenants: sled::Tree,
+    pub(crate) jobs: sled::Tree,
+    pub(crate) jobs_by_tenant: sled::Tree,
+    pub(crate) active_by_tenant: sled::Tree,
+    pub(crate) task_results: sled::Tree,
+    pub(crate) report_entries: sled::Tree,
+    pub(crate) catalog: sled::Tree,
+    pub(crate) removals: sled::Tree,
+    /// Serializes every read-modify-write (job transitions, task results, tenant edits,
+    /// snapshot removals). Held only over synchronous sled calls, never across an `.await`.
+    write_lock: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// Opens (or creates) the state in `dir`. Only one process may hold it open.
+    pub fn open(dir: impl AsRef<Path>) -> Result<State, StateError> {
+        let path = dir.as_ref().to_path_buf();
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|source| StateError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let open = |name: &str| db.open_tree(name);
+        Ok(State {
+            tenants: open(tree::TENANTS)?,
+            jobs: open(tree::JOBS)?,
+            jobs_by_tenant: open(tree::JOBS_BY_TENANT)?,
+            active_by_tenant: open(tree::ACTIVE_BY_TENANT)?,
+            task_results: open(tree::TASK_RESULTS)?,
+            report_entries: open(tree::REPORT_ENTRIES)?,
+            catalog: open(tree::CATALOG)?,
+            removals: open(tree::REMOVALS)?,
+            db,
+            write_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StateError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The write lock; a panic of an earlier holder does not poison the store (every write
+    /// under it is a single sled batch or transaction).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
+        self.write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A fresh, monotonically increasing number (sled's own id generator).
+    pub(crate) fn next_seq(&self) -> Result<u64, StateError> {
+        Ok(self.db.generate_id()?)
+    }
+}
+
+/// The current time, in unix seconds (UTC).
+pub(crate) fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a, T> {
+    version: u32,
+    record: &'a T,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    version: u32,
+    record: T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u32,
+}
+
+/// A record as stored: rmp-serde with named fields, inside `{version, record}`.
+pub(crate) fn encode<T: Serialize>(
+    tree: &'static str,
+    key: &[u8],
+    record: &T,
+) -> Result<Vec<u8>, StateError> {
+    rmp_serde::to_vec_named(&EnvelopeRef {
+        version: RECORD_VERSION,
+        record,
+    })
+    .map_err(|e| StateError::Encode {
+        tree,
+        key: key_text(key),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads a record written by [`encode`]; an error names the tree and the key.
+pub(crate) fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StateError> {
+    let fail = |reason: String| StateError::Decode {
+        tree,
+        key: key_text(key),
+        reason,
+    };
+    match rmp_serde::from_slice::<Envelope<T>>(bytes) {
+        Ok(envelope) if envelope.version == RECORD_VERSION => Ok(envelope.record),
+        Ok(envelope) => Err(fail(format!(
+            "record version {} (this build reads {RECORD_VERSION})",
+            envelope.version
+        ))),
+        Err(e) => match rmp_serde::from_slice::<VersionOnly>(bytes) {
+            Ok(v) if v.version != RECORD_VERSION => Err(fail(format!(
+                "record version {} (this build reads {RECORD_VERSION})",
+                v.version
+            ))),
+            _ => Err(fail(e.to_string())),
+        },
+    }
+}
+
+/// A key as text for messages: itself when it is printable UTF-8 (NUL shown as `/`), else hex.
+pub(crate) fn key_text(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if s.chars().all(|c| !c.is_control() || c == '\0') => s.replace('\0', "/"),
+        _ => {
+            let mut out = String::with_capacity(key.len() * 2);
+            for b in key {
+                out.push_str(&format!("{b:02x}"));
+            }
+            out
+        }
+    }
+}
+
+/// `a NUL b`: the keys of records that belong to a tenant or a job. Tenant names and job ids
+/// never hold a NUL.
+pub(crate) fn pair_key(a: &str, b: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(a.len() + 1 + b.len());
+    key.extend_from_slice(a.as_bytes());
+    key.push(0);
+    key.extend_from_slice(b);
+    key
+}
+
+/// The prefix of every [`pair_key`] of `a`.
+pub(crate) fn prefix(a: &str) -> Vec<u8> {
+    pair_key(a, &[])
+}
+
+/// Turns a transaction's outcome into our error.
+pub(crate) fn tx_result<T>(
+    result: sled::transaction::TransactionResult<T, StateError>,
+) -> Result<T, StateError> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
+        Err(sled::transaction::TransactionError::Storage(e)) => Err(StateError::Storage(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_a_bad_one_names_tree_and_key() {
+        let bytes = encode("jobs", b"j1", &vec![1u32, 2]).unwrap();
+        let back: Vec<u32> = decode("jobs", b"j1", &bytes).unwrap();
+        assert_eq!(back, vec![1, 2]);
+        let err = decode::<Vec<u32>>("jobs", b"j1", b"\xc1garbage").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("jobs") && msg.contains("j1"), "{msg}");
+        assert_eq!(err.class(), ErrorClass::Storage);
+    }
+
+    #[test]
+    fn another_version_is_refused_naming_it() {
+        let bytes = rmp_serde::to_vec_named(&EnvelopeRef {
+            version: 9,
+            record: &"x",
+        })
+        .unwrap();
+        let msg = decode::<String>("tenants", b"acme", &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("version 9") && msg.contains("acme"), "{msg}");
+    }
+
+    #[test]
+    fn binary_keys_are_shown_in_hex() {
+        assert_eq!(key_text(b"acme\0j1"), "acme/j1");
+        assert_eq!(key_text(&[0xff, 0x01]), "ff01");
+    }
+}

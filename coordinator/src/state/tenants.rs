@@ -1,0 +1,394 @@
+//! Tenants: how to reach each directory, its encrypted credentials, its schedule, retention and
+//! shard count. Every field is checked before it is stored; an error names the field and value.
+
+use rewind_common::connector::Secret;
+use serde::{Deserialize, Serialize};
+
+use super::schedule::Schedule;
+use super::secrets::{EncryptedSecret, SecretKey};
+use sled::Transactional;
+
+use super::{decode, encode, now, tree, tx_result, State, StateError};
+
+/// Backups kept by default.
+pub const DEFAULT_RETENTION: u32 = 7;
+/// Days a report (and its live snapshot) is kept by default.
+pub const DEFAULT_REPORT_RETENTION_DAYS: u32 = 7;
+/// 64 shards.
+pub const DEFAULT_SHARD_BITS: u8 = 6;
+pub const MAX_SHARD_BITS: u8 = 16;
+
+/// One tenant as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantRecord {
+    pub name: String,
+    pub graph_base_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub secret: EncryptedSecret,
+    pub schedule: Schedule,
+    /// Backups kept (at least 1).
+    pub retention: u32,
+    pub report_retention_days: u32,
+    /// log2 of the shard count; fixed when the tenant is added.
+    pub shard_bits: u8,
+    pub created_at: i64,
+}
+
+impl TenantRecord {
+    /// The tenant's client secret in clear, for the connector.
+    pub fn client_secret(&self, key: &SecretKey) -> Result<Secret, StateError> {
+        self.secret.open(key, &self.name)
+    }
+}
+
+/// A tenant to add; [`NewTenant::new`] fills the defaults.
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    pub name: String,
+    pub graph_base_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub secret: Secret,
+    pub schedule: Schedule,
+    pub retention: u32,
+    pub report_retention_days: u32,
+    pub shard_bits: u8,
+}
+
+impl NewTenant {
+    pub fn new(
+        name: impl Into<String>,
+        graph_base_url: impl Into<String>,
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        secret: impl Into<Secret>,
+    ) -> NewTenant {
+        NewTenant {
+            name: name.into(),
+            graph_base_url: graph_base_url.into(),
+            token_url: token_url.into(),
+            client_id: client_id.into(),
+            secret: secret.into(),
+            schedule: Schedule::default(),
+            retention: DEFAULT_RETENTION,
+            report_retention_days: DEFAULT_REPORT_RETENTION_DAYS,
+            shard_bits: DEFAULT_SHARD_BITS,
+        }
+    }
+}
+
+/// Settings to change on a tenant; `None` keeps the current value. The name and shard count
+/// never change; credentials change through [`State::set_credentials`].
+#[derive(Clone, Debug, Default)]
+pub struct TenantSettings {
+    pub graph_base_url: Option<String>,
+    pub token_url: Option<String>,
+    pub schedule: Option<Schedule>,
+    pub retention: Option<u32>,
+    pub report_retention_days: Option<u32>,
+}
+
+/// `[a-z0-9][a-z0-9-]{0,62}`: tenant names go into NATS subjects and bucket names.
+pub fn validate_tenant_name(name: &str) -> Result<(), StateError> {
+    let bytes = name.as_bytes();
+    let reason = "must be 1 to 63 characters of a-z, 0-9 and '-', not starting with '-'";
+    let first_ok = bytes
+        .first()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = bytes
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if !first_ok || !rest_ok || bytes.len() > 63 {
+        return Err(StateError::invalid("name", format!("{name:?}"), reason));
+    }
+    Ok(())
+}
+
+fn validate_url(field: &'static str, url: &str) -> Result<(), StateError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let host_ok = rest.is_some_and(|r| {
+        let host = r.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty()
+    });
+    if !host_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(StateError::invalid(
+            field,
+            format!("{url:?}"),
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_client_id(client_id: &str) -> Result<(), StateError> {
+    if client_id.is_empty()
+        || client_id.len() > 256
+        || client_id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(StateError::invalid(
+            "clientId",
+            format!("{client_id:?}"),
+            "must be 1 to 256 characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_secret(secret: &Secret) -> Result<(), StateError> {
+    if secret.expose().is_empty() {
+        return Err(StateError::invalid(
+            "secret",
+            "(hidden)",
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_retention(retention: u32) -> Result<(), StateError> {
+    if retention == 0 {
+        return Err(StateError::invalid(
+            "retention",
+            retention,
+            "at least 1 backup must be kept",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_report_retention_days(days: u32) -> Result<(), StateError> {
+    if days == 0 || days > 3650 {
+        return Err(StateError::invalid(
+            "reportRetentionDays",
+            days,
+            "must be 1 to 3650 days",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_shard_bits(bits: u8) -> Result<(), StateError> {
+    if bits > MAX_SHARD_BITS {
+        return Err(StateError::invalid(
+            "shardBits",
+            bits,
+            format!("must be 0..={MAX_SHARD_BITS} (at most 65,536 shards)"),
+        ));
+    }
+    Ok(())
+}
+
+impl NewTenant {
+    /// Every check of a new tenant, the first failing one reported.
+    pub fn validate(&self) -> Result<(), StateError> {
+        validate_tenant_name(&self.name)?;
+        validate_url("graphBaseUrl", &self.graph_base_url)?;
+        validate_url("tokenUrl", &self.token_url)?;
+        validate_client_id(&self.client_id)?;
+        validate_secret(&self.secret)?;
+        self.schedule.validate()?;
+        validate_retention(self.retention)?;
+        validate_report_retention_days(self.report_retention_days)?;
+        validate_shard_bits(self.shard_bits)
+    }
+}
+
+impl State {
+    /// Adds a tenant (its secret encrypted under `key`); a tenant of the same name is a
+    /// conflict.
+    pub async fn add_tenant(
+        &self,
+        key: &SecretKey,
+        new: NewTenant,
+    ) -> Result<TenantRecord, StateError> {
+        new.validate()?;
+        let record = TenantRecord {
+            secret: EncryptedSecret::seal(key, &new.name, &new.secret)?,
+            name: new.name,
+            graph_base_url: new.graph_base_url,
+            token_url: new.token_url,
+            client_id: new.client_id,
+            schedule: new.schedule,
+            retention: new.retention,
+            report_retention_days: new.report_retention_days,
+            shard_bits: new.shard_bits,
+            created_at: now(),
+        };
+        let bytes = encode(tree::TENANTS, record.name.as_bytes(), &record)?;
+        let swapped = self.tenants.compare_and_swap(
+            record.name.as_bytes(),
+            None as Option<&[u8]>,
+            Some(bytes),
+        )?;
+        if swapped.is_err() {
+            return Err(StateError::Exists {
+                what: "tenant",
+                id: record.name,
+            });
+        }
+        self.flush().await?;
+        Ok(record)
+    }
+
+    pub fn get_tenant(&self, name: &str) -> Result<TenantRecord, StateError> {
+        match self.tenants.get(name.as_bytes())? {
+            Some(bytes) => decode(tree::TENANTS, name.as_bytes(), &bytes),
+            None => Err(StateError::not_found("tenant", name)),
+        }
+    }
+
+    /// Every tenant, by name.
+    pub fn list_tenants(&self) -> Result<Vec<TenantRecord>, StateError> {
+        self.tenants
+            .iter()
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode(tree::TENANTS, &key, &bytes)
+            })
+            .collect()
+    }
+
+    /// Changes a tenant's settings; each given value is checked as at creation.
+    pub async fn update_tenant(
+        &self,
+        name: &str,
+        settings: TenantSettings,
+    ) -> Result<TenantRecord, StateError> {
+        if let Some(url) = &settings.graph_base_url {
+            validate_url("graphBaseUrl", url)?;
+        }
+        if let Some(url) = &settings.token_url {
+            validate_url("tokenUrl", url)?;
+        }
+        if let Some(schedule) = &settings.schedule {
+            schedule.validate()?;
+        }
+        if let Some(retention) = settings.retention {
+            validate_retention(retention)?;
+        }
+        if let Some(days) = settings.report_retention_days {
+            validate_report_retention_days(days)?;
+        }
+        let record = self.edit_tenant(name, |t| {
+            if let Some(url) = settings.graph_base_url {
+                t.graph_base_url = url;
+            }
+            if let Some(url) = settings.token_url {
+                t.token_url = url;
+            }
+            if let Some(schedule) = settings.schedule {
+                t.schedule = schedule;
+            }
+            if let Some(retention) = settings.retention {
+                t.retention = retention;
+            }
+            if let Some(days) = settings.report_retention_days {
+                t.report_retention_days = days;
+            }
+            Ok(())
+        })?;
+        self.flush().await?;
+        Ok(record)
+    }
+
+    /// Replaces a tenant's application credentials.
+    pub async fn set_credentials(
+        &self,
+        key: &SecretKey,
+        name: &str,
+        client_id: &str,
+        secret: &Secret,
+    ) -> Result<TenantRecord, StateError> {
+        validate_client_id(client_id)?;
+        validate_secret(secret)?;
+        let sealed = EncryptedSecret::seal(key, name, secret)?;
+        let record = self.edit_tenant(name, |t| {
+            t.client_id = client_id.to_owned();
+            t.secret = sealed;
+            Ok(())
+        })?;
+        self.flush().await?;
+        Ok(record)
+    }
+
+    /// Removes a tenant; refused while it has an open job. Its snapshots and job history stay
+    /// (backups are immutable; only retention removes them).
+    pub async fn remove_tenant(&self, name: &str) -> Result<(), StateError> {
+        {
+            let _guard = self.lock();
+            tx_result(
+                (&self.tenants, &self.active_by_tenant).transaction(|(tenants, active)| {
+                    if let Some(job) = active.get(name.as_bytes())? {
+                        return Err(sled::transaction::ConflictableTransactionError::Abort(
+                            StateError::Conflict {
+                                tenant: name.to_owned(),
+                                running_job: String::from_utf8_lossy(&job).into_owned(),
+                            },
+                        ));
+                    }
+                    if tenants.remove(name.as_bytes())?.is_none() {
+                        return Err(sled::transaction::ConflictableTransactionError::Abort(
+                            StateError::not_found("tenant", name),
+                        ));
+                    }
+                    Ok(())
+                }),
+            )?;
+        }
+        self.flush().await
+    }
+
+    /// Read, edit, write under the write lock (no flush: the caller flushes).
+    fn edit_tenant(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut TenantRecord) -> Result<(), StateError>,
+    ) -> Result<TenantRecord, StateError> {
+        let _guard = self.lock();
+        let mut record = self.get_tenant(name)?;
+        edit(&mut record)?;
+        let bytes = encode(tree::TENANTS, name.as_bytes(), &record)?;
+        self.tenants.insert(name.as_bytes(), bytes)?;
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names() {
+        for good in ["a", "acme", "0", "acme-corp-1", &"a".repeat(63)] {
+            assert!(validate_tenant_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-acme",
+            "Acme",
+            "ac me",
+            "acme.corp",
+            "acme_corp",
+            &"a".repeat(64),
+        ] {
+            let msg = validate_tenant_name(bad).unwrap_err().to_string();
+            assert!(msg.contains("invalid name"), "{bad}: {msg}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        assert!(validate_url("tokenUrl", "https://login.example/t/oauth2/v2.0/token").is_ok());
+        assert!(validate_url("tokenUrl", "http://127.0.0.1:8080/x").is_ok());
+        for bad in ["ftp://x", "https://", "x", "https:// x"] {
+            let msg = validate_url("tokenUrl", bad).unwrap_err().to_string();
+            assert!(msg.contains("tokenUrl") && msg.contains(bad), "{msg}");
+        }
+    }
+}
