@@ -100,7 +100,7 @@ metric_names! {
     GRAPH_REQUESTS_TOTAL = "rewind_graph_requests_total", Counter, Count,
         "Graph requests sent (a `$batch` counts once, every attempt counts), by `class` (status_class).";
     GRAPH_THROTTLED_TOTAL = "rewind_graph_throttled_total", Counter, Count,
-        "Graph requests answered 429 Too Many Requests.";
+        "Graph requests answered 429 Too Many Requests (an inner request of a `$batch` too).";
     GRAPH_REQUEST_SECONDS = "rewind_graph_request_seconds", Histogram, Seconds,
         "Seconds from sending a Graph request to its status and headers (the body is read after).";
     GRAPH_RETRIES_TOTAL = "rewind_graph_retries_total", Counter, Count,

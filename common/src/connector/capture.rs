@@ -374,7 +374,7 @@ impl GraphConnector {
                     *slot = Some(links);
                 }
                 (404, _) => *slot = Some(Vec::new()),
-                _ => {}
+                (status, _) => super::http::count_inner_answer(status),
             }
         }
         jobs.iter()
@@ -783,7 +783,7 @@ impl GraphConnector {
                     *slot = Some(req.state());
                 }
                 (404, _) => *slot = Some(None),
-                _ => {}
+                (status, _) => super::http::count_inner_answer(status),
             }
         }
         users
