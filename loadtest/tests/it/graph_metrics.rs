@@ -14,8 +14,11 @@ use serde_json::json;
 
 use crate::connector::{connector, settings, step, uid, write_scene};
 
+/// One metric a recorder saw: its kind, name, labels and value.
+type Recorded = (MetricKind, String, Vec<(String, String)>, DebugValue);
+
 /// What a recorder saw: a counter's value by (name, labels), and histogram sample counts.
-struct Seen(Vec<(MetricKind, String, Vec<(String, String)>, DebugValue)>);
+struct Seen(Vec<Recorded>);
 
 impl Seen {
     fn of(recorder: &DebuggingRecorder) -> Self {
