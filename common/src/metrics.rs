@@ -74,7 +74,7 @@ metric_names! {
 
     // Capture, shards, diff.
     OBJECTS_CAPTURED_TOTAL = "rewind_objects_captured_total", Counter, Count,
-        "Directory objects written into snapshots by captures, by `type` (`ObjectType::as_str`).";
+        "Directory objects read by captures that completed (into their shard writers), by `type` (`ObjectType::as_str`).";
     SHARD_LOAD_SECONDS = "rewind_shard_load_seconds", Histogram, Seconds,
         "Seconds to read, verify and index one shard blob.";
     SHARD_DIFF_SECONDS = "rewind_shard_diff_seconds", Histogram, Seconds,

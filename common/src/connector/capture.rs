@@ -888,6 +888,11 @@ impl GraphConnector {
             return Err(e);
         }
         let (writers, objects, links, pages) = sink.finish()?;
+        for (t, n) in &objects {
+            let label = crate::metrics::label::TYPE;
+            metrics::counter!(crate::metrics::OBJECTS_CAPTURED_TOTAL, label => t.as_str())
+                .increment(*n);
+        }
         let after = self.traffic();
         Ok((
             writers,

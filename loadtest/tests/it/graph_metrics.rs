@@ -9,6 +9,7 @@ use rewind_common::connector::write::StepResult;
 use rewind_common::connector::GraphConnector;
 use rewind_common::metrics as names;
 use rewind_common::plan::Step;
+use rewind_common::snapshot::ShardLayout;
 use rewind_common::ObjectType;
 use serde_json::json;
 
@@ -118,6 +119,26 @@ fn graph_requests_are_counted_by_status_class() {
     );
     assert_eq!(seen.counter(names::GRAPH_THROTTLED_TOTAL, &[]), 0);
     assert_eq!(seen.counter(names::GRAPH_RETRIES_TOTAL, &[]), 0);
+}
+
+#[test]
+fn a_capture_counts_its_objects_by_type() {
+    let sim = write_scene();
+    let conn = connector(&sim, "contoso");
+    let recorder = DebuggingRecorder::new();
+    let (_, stats) =
+        metrics::with_local_recorder(&recorder, || conn.capture(ShardLayout::new(0))).unwrap();
+    let seen = Seen::of(&recorder);
+    seen.all_named();
+    assert!(stats.objects[&ObjectType::User] >= 40);
+    for (t, n) in &stats.objects {
+        let labels = [(names::label::TYPE, t.as_str())];
+        assert_eq!(
+            seen.counter(names::OBJECTS_CAPTURED_TOTAL, &labels),
+            *n,
+            "{t:?}"
+        );
+    }
 }
 
 #[test]
