@@ -9,6 +9,7 @@ pub mod fan_out;
 pub mod graph_json;
 pub mod graph_names;
 pub mod id;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod properties;

@@ -1,4 +1,5 @@
-//! The `rewind` binary: every role of Rewind is a subcommand.
+//! The `rewind` binary: every role of Rewind is a subcommand. Logs go through `tracing` to
+//! stderr (`--log-json` for JSON lines); a failure ends with one plain `error: ...` line.
 
 use clap::{Parser, Subcommand};
 use rewind_loadtest::cli::LoadtestCommand;
@@ -11,6 +12,10 @@ use rewind_loadtest::dirsim::DirsimArgs;
     about = "Back up identity directories, see what changed, put objects back"
 )]
 struct Cli {
+    /// Log JSON lines on stderr (one object per event, with its fields and spans) instead of
+    /// text; `RUST_LOG` filters either (default `info`).
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,11 +33,13 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    rewind_worker::telemetry::init_tracing(cli.log_json, None);
     let result = match cli.command {
         Command::Dirsim(args) => rewind_loadtest::dirsim::run(args),
         Command::Loadtest { command } => rewind_loadtest::cli::run(command),
     };
     if let Err(e) = result {
+        // The operator's answer, one plain line whatever the log format (not a log event).
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -139,7 +139,7 @@ impl Drop for Simulator {
 
 pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptureError> {
     let sim = Simulator::start()?;
-    eprintln!("simulator at {}", sim.url);
+    tracing::info!(url = %sim.url, "simulator started");
     let t = Instant::now();
     let tenant = gen::run(&GenConfig {
         dirsim: sim.url.clone(),
@@ -150,9 +150,10 @@ pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptu
         client_secret: None,
     })?;
     let gen_seconds = t.elapsed().as_secs_f64();
-    eprintln!(
-        "  generated {} objects in {gen_seconds:.1} s; capturing ...",
-        tenant.objects
+    tracing::info!(
+        objects = tenant.objects,
+        seconds = gen_seconds,
+        "tenant generated; capturing"
     );
 
     let expected =
@@ -161,12 +162,12 @@ pub fn run(config: &BenchCaptureConfig) -> Result<BenchCaptureResult, BenchCaptu
     let mut runs = Vec::with_capacity(config.runs.max(1));
     for run in 0..config.runs.max(1) {
         let one = capture_once(&sim, &sim_pid, &tenant, expected, (run, config))?;
-        eprintln!(
-            "  run {}: captured in {:.2} s (read {:.2} s, seal {:.2} s)",
-            run + 1,
-            one.seconds,
-            one.read_seconds,
-            one.seal_seconds
+        tracing::info!(
+            run = run + 1,
+            seconds = one.seconds,
+            read_seconds = one.read_seconds,
+            seal_seconds = one.seal_seconds,
+            "captured"
         );
         runs.push(one);
     }
@@ -249,7 +250,7 @@ fn capture_once(
     let (writers, stats) = connector.capture(layout)?;
     let read_seconds = t.elapsed().as_secs_f64();
     let cpu_read = (rss::cpu_seconds("self"), rss::cpu_seconds(sim_pid));
-    eprintln!("  read in {read_seconds:.2} s; sealing ...");
+    tracing::info!(seconds = read_seconds, "read; sealing");
     let manifest = write_snapshot(&store, &info, layout, writers)?;
     let seconds = t.elapsed().as_secs_f64();
     let peak_rss_bytes = rss::peak_rss_bytes().unwrap_or(0);

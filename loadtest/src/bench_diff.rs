@@ -395,7 +395,7 @@ fn export(snapshot: &LoadedSnapshot, path: &Path) -> Result<(), BenchError> {
     out.flush().map_err(io)
 }
 
-/// Runs the benchmark, reporting progress on stderr.
+/// Runs the benchmark, reporting progress as `tracing` events.
 pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
     let runs = config.runs.max(1);
     let generator = TenantGenerator::new(TenantSpec::new(config.objects, config.seed));
@@ -426,13 +426,13 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
     let t = Instant::now();
     let (backup, current) = match reuse(&store, &generator)? {
         Some(both) => {
-            eprintln!("reusing the snapshots already in the store");
+            tracing::info!("reusing the snapshots already in the store");
             both
         }
         None => {
-            eprintln!(
-                "generating {} objects and their changed state ...",
-                generator.backup_count()
+            tracing::info!(
+                objects = generator.backup_count(),
+                "generating the objects and their changed state"
             );
             let bb = config.block_bytes;
             let backup = write_state(
@@ -448,7 +448,7 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
         }
     };
     let generate_seconds = t.elapsed().as_secs_f64();
-    eprintln!("  both snapshots ready in {generate_seconds:.1} s");
+    tracing::info!(seconds = generate_seconds, "both snapshots ready");
 
     rss::reset_peak();
     let mut cold_runs = Vec::new();
@@ -459,7 +459,7 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
         let (b, c) = load_both(&store)?;
         entries = diff_snapshots(&b, &c, &Scope::All)?;
         cold_runs.push(t.elapsed().as_secs_f64());
-        eprintln!("  cold run {}/{runs}: {:.3} s", r + 1, cold_runs[r]);
+        tracing::info!(run = r + 1, runs, seconds = cold_runs[r], "cold run");
     }
     let (b, c) = load_both(&store)?;
     let mut warm_runs = Vec::new();
@@ -467,7 +467,7 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
         let t = Instant::now();
         let again = diff_snapshots(&b, &c, &Scope::All)?;
         warm_runs.push(t.elapsed().as_secs_f64());
-        eprintln!("  warm run {}/{runs}: {:.3} s", r + 1, warm_runs[r]);
+        tracing::info!(run = r + 1, runs, seconds = warm_runs[r], "warm run");
         if again != entries {
             return Err(BenchError::Wrong(
                 "two diffs of the same snapshots differ".into(),
@@ -490,7 +490,12 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
         let t = Instant::now();
         let plain = baseline(&b, &c)?;
         baseline_runs.push(t.elapsed().as_secs_f64());
-        eprintln!("  baseline run {}/{runs}: {:.3} s", r + 1, baseline_runs[r]);
+        tracing::info!(
+            run = r + 1,
+            runs,
+            seconds = baseline_runs[r],
+            "baseline run"
+        );
         if plain != entries {
             return Err(BenchError::Wrong(
                 "the baseline's report differs from the engine's".into(),
@@ -506,16 +511,16 @@ pub fn run(config: &BenchDiffConfig) -> Result<BenchDiffResult, BenchError> {
         })?;
         export(&b, &dir.join("backup.jsonl"))?;
         export(&c, &dir.join("current.jsonl"))?;
-        eprintln!(
-            "  exported backup.jsonl and current.jsonl to {}",
-            dir.display()
-        );
+        tracing::info!(dir = %dir.display(), "exported backup.jsonl and current.jsonl");
     }
 
     let summary = ReportSummary::of(&entries);
-    eprintln!(
-        "  report: {} updates, {} restores, {} soft deletes, {} not recoverable",
-        summary.updates, summary.restores, summary.soft_deletes, summary.not_recoverable
+    tracing::info!(
+        updates = summary.updates,
+        restores = summary.restores,
+        soft_deletes = summary.soft_deletes,
+        not_recoverable = summary.not_recoverable,
+        "report"
     );
     let stored = (backup.manifest.total_bytes() + current.manifest.total_bytes()) as f64;
     let encoded = (backup.encoded_bytes + current.encoded_bytes) as f64;

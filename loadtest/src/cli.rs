@@ -152,15 +152,15 @@ pub fn run(command: LoadtestCommand) -> anyhow::Result<()> {
                 client_id,
                 client_secret,
             })?;
-            eprintln!(
-                "incident {}: {} entries expected ({} updates, {} restores, {} soft deletes, {} soft deletes again, {} not recoverable)",
-                report.scenario,
-                report.counts.objects,
-                report.counts.updates,
-                report.counts.restores,
-                report.counts.soft_deletes,
-                report.counts.soft_deletes_again,
-                report.counts.not_recoverable
+            tracing::info!(
+                scenario = %report.scenario,
+                entries = report.counts.objects,
+                updates = report.counts.updates,
+                restores = report.counts.restores,
+                soft_deletes = report.counts.soft_deletes,
+                soft_deletes_again = report.counts.soft_deletes_again,
+                not_recoverable = report.counts.not_recoverable,
+                "incident applied; report entries expected"
             );
             println!("{}", serde_json::to_string(&report)?);
             Ok(())

@@ -187,7 +187,7 @@ pub fn run(config: &GenConfig) -> Result<GenResult, GenError> {
             answer["loaded"].as_u64().unwrap_or(0),
             std::sync::atomic::Ordering::Relaxed,
         ) + answer["loaded"].as_u64().unwrap_or(0);
-        eprintln!("  loaded {n}/{total} objects");
+        tracing::info!(loaded = n, total, "objects loaded");
         Ok(())
     })?;
     let objects = done.into_inner();

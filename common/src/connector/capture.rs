@@ -374,7 +374,7 @@ impl GraphConnector {
                     *slot = Some(links);
                 }
                 (404, _) => *slot = Some(Vec::new()),
-                _ => {}
+                (status, _) => super::http::count_inner_answer(status),
             }
         }
         jobs.iter()
@@ -783,7 +783,7 @@ impl GraphConnector {
                     *slot = Some(req.state());
                 }
                 (404, _) => *slot = Some(None),
-                _ => {}
+                (status, _) => super::http::count_inner_answer(status),
             }
         }
         users
@@ -909,6 +909,11 @@ impl GraphConnector {
             return Err(e);
         }
         let (writers, objects, links, pages) = sink.finish()?;
+        for (t, n) in &objects {
+            let label = crate::metrics::label::TYPE;
+            metrics::counter!(crate::metrics::OBJECTS_CAPTURED_TOTAL, label => t.as_str())
+                .increment(*n);
+        }
         let after = self.traffic();
         Ok((
             writers,

@@ -2,7 +2,9 @@
 //! while the others use the still-valid token, refreshed once on a 401), one attempt of a Graph
 //! request with its error read into a [`ConnectorError`], bodies read up to their limits, and
 //! the retry loop (backon's exponential backoff with jitter, `Retry-After` honoured up to
-//! `max_retry_after`).
+//! `max_retry_after`). Every attempt is counted in the `metrics` facade
+//! ([`crate::metrics::GRAPH_REQUESTS_TOTAL`] by status class, 429s, seconds to the answer's
+//! headers, retries, token requests), beside the connector's own [`super::TrafficTotals`].
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -13,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::{CachedToken, ConnectorError, GraphConnector, TokenCache};
+use crate::metrics as names;
 
 /// An HTTP method the connector uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +107,19 @@ impl<R: Read> Read for Counting<'_, R> {
             .bytes
             .fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+/// Counts one request of `counter` (Graph requests, token requests) under its status class.
+fn count_request(counter: &'static str, class: &'static str) {
+    metrics::counter!(counter, names::label::CLASS => class).increment(1);
+}
+
+/// Counts what an inner answer of a `$batch` tells (its 429s), the `$batch` itself having been
+/// counted as one request.
+pub(crate) fn count_inner_answer(status: u16) {
+    if status == 429 {
+        metrics::counter!(names::GRAPH_THROTTLED_TOTAL).increment(1);
     }
 }
 
@@ -241,8 +257,18 @@ impl GraphConnector {
                 ("scope", s.scope.as_str()),
                 ("grant_type", "client_credentials"),
             ])
-            .map_err(transport)?;
+            .map_err(|e| {
+                count_request(
+                    names::GRAPH_TOKEN_REQUESTS_TOTAL,
+                    names::status_class::ERROR,
+                );
+                transport(e)
+            })?;
         let status = response.status().as_u16();
+        count_request(
+            names::GRAPH_TOKEN_REQUESTS_TOTAL,
+            names::status_class::of(status),
+        );
         let mut bytes = Vec::new();
         let limit = (s.max_token_bytes, "max_token_bytes");
         self.read_limited(&mut response, &url, &mut bytes, limit)?;
@@ -293,6 +319,7 @@ impl GraphConnector {
             match attempt() {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_transient() && tries < self.settings.max_attempts => {
+                    metrics::counter!(names::GRAPH_RETRIES_TOTAL).increment(1);
                     let fallback = backoff.next().unwrap_or(self.settings.max_backoff);
                     std::thread::sleep(self.wait_for(e.retry_after(), fallback));
                 }
@@ -338,6 +365,7 @@ impl GraphConnector {
             let token = self.bearer()?;
             let auth = format!("Bearer {token}");
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
             let result = match (method, body) {
                 (Method::Get, _) => self.agent.get(url).header("Authorization", &auth).call(),
                 (Method::Delete, _) => self.agent.delete(url).header("Authorization", &auth).call(),
@@ -359,8 +387,20 @@ impl GraphConnector {
                     .header("Content-Type", "application/json")
                     .send(b.unwrap_or(b"{}")),
             };
-            let mut response = result.map_err(transport)?;
+            metrics::histogram!(names::GRAPH_REQUEST_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+            let mut response = match result {
+                Ok(response) => response,
+                Err(e) => {
+                    count_request(names::GRAPH_REQUESTS_TOTAL, names::status_class::ERROR);
+                    return Err(transport(e));
+                }
+            };
             let status = response.status().as_u16();
+            count_request(names::GRAPH_REQUESTS_TOTAL, names::status_class::of(status));
+            if status == 429 {
+                metrics::counter!(names::GRAPH_THROTTLED_TOTAL).increment(1);
+            }
             if (200..300).contains(&status) {
                 return Ok(response);
             }

@@ -630,6 +630,7 @@ impl GraphConnector {
                         }
                     }
                     (Some(a), s) if status_class(s) == ErrorClass::Transient => {
+                        super::http::count_inner_answer(s);
                         if !retry(a.retry_after) {
                             outcomes[i] = Some(a.failed());
                         }

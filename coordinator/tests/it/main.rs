@@ -8,6 +8,7 @@ use std::process::Command;
 fn rewind(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rewind"))
         .args(args)
+        .env_remove("RUST_LOG")
         .output()
         .expect("the rewind binary runs")
 }
@@ -50,7 +51,9 @@ fn bench_diff_prints_its_results_as_json_on_the_last_line() {
     assert!(expected > 0);
     assert_eq!(result["report_entries"].as_u64(), Some(expected));
     assert!(
-        stderr.contains("cold run 1/1"),
+        stderr
+            .lines()
+            .any(|l| l.contains("INFO") && l.contains("cold run") && l.contains("run=1 runs=1")),
         "no progress shown: {stderr}"
     );
 
@@ -67,6 +70,42 @@ fn bench_diff_prints_its_results_as_json_on_the_last_line() {
         first["id"].is_string() && first["@odata.type"].is_string(),
         "{first}"
     );
+}
+
+#[test]
+fn log_json_writes_progress_as_json_lines_with_fields() {
+    let out = rewind(&[
+        "--log-json",
+        "loadtest",
+        "bench-diff",
+        "--objects",
+        "300",
+        "--runs",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench-diff failed: {stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let cold = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "cold run")
+        .unwrap_or_else(|| panic!("no cold run event: {stderr}"));
+    assert_eq!(cold["level"], "INFO");
+    assert_eq!(cold["fields"]["run"], 1);
+    assert!(cold["fields"]["seconds"].is_f64(), "{cold}");
+}
+
+#[test]
+fn an_error_is_one_plain_line_even_with_log_json() {
+    let out = rewind(&["--log-json", "loadtest", "bench-diff", "--objects", "0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("--objects must be at least 1"), "{stderr}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The simulator's counters: requests by route, writes, 429s by scope, injected 503s and
-//! dropped connections; rendered as Prometheus text (`rewind_dirsim_` names) and as JSON.
+//! dropped connections; rendered as Prometheus text (`rewind_dirsim_` names, listed in
+//! `rewind_common::metrics::DIRSIM`, which a test holds equal) and as JSON.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -178,4 +179,30 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind_common::metrics::{Kind, DIRSIM};
+
+    #[test]
+    fn every_name_rendered_is_listed_in_common_with_its_kind() {
+        let rendered = Metrics::default().to_prometheus(&BTreeMap::new());
+        let mut found = 0;
+        for rest in rendered.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let Some((name, kind)) = rest.split_once(' ') else {
+                panic!("{rest}");
+            };
+            let kind = match kind {
+                "counter" => Kind::Counter,
+                "gauge" => Kind::Gauge,
+                other => panic!("{name} is a {other}"),
+            };
+            let listed = DIRSIM.iter().find(|(n, _)| *n == name);
+            assert_eq!(listed.map(|(_, k)| *k), Some(kind), "{name}");
+            found += 1;
+        }
+        assert_eq!(found, DIRSIM.len());
+    }
 }

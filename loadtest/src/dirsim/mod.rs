@@ -244,7 +244,7 @@ pub fn run(args: DirsimArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         if has_state {
             let saved = running.save().await?;
-            eprintln!("dirsim: saved {saved} objects");
+            tracing::info!(saved, "dirsim state saved");
         }
         running.stop().await?;
         Ok(())

@@ -47,7 +47,7 @@ struct Group {
 }
 
 fn progress(scenario: Scenario, message: &str) {
-    eprintln!("incident {scenario}: {message}");
+    tracing::info!(%scenario, "{message}");
 }
 
 fn rng(config: &IncidentConfig, salt: &str) -> ChaCha8Rng {

@@ -42,7 +42,7 @@ fn sim_with(config: DirsimConfig, name: &str) -> Sim {
     sim
 }
 
-fn settings(sim: &Sim, tenant: &str, secret: &str) -> GraphSettings {
+pub(crate) fn settings(sim: &Sim, tenant: &str, secret: &str) -> GraphSettings {
     let mut s = GraphSettings::new(
         sim.base.clone(),
         format!("{}/{tenant}/v1.0", sim.base),
@@ -56,7 +56,7 @@ fn settings(sim: &Sim, tenant: &str, secret: &str) -> GraphSettings {
     s
 }
 
-fn connector(sim: &Sim, tenant: &str) -> GraphConnector {
+pub(crate) fn connector(sim: &Sim, tenant: &str) -> GraphConnector {
     GraphConnector::new(settings(sim, tenant, &format!("secret-{tenant}"))).unwrap()
 }
 
@@ -553,7 +553,7 @@ pub(crate) fn uid(n: u64) -> ObjectId {
 /// A small tenant for writes: users 1..=40, group 100 (members 1, 2), service principals 300
 /// (client, grant 900 on 301) and 301 (resource, assignment 950 for user 1), policy 500,
 /// named location 600, the authorization policy and the organization.
-fn write_scene() -> Sim {
+pub(crate) fn write_scene() -> Sim {
     let sim = sim_with(DirsimConfig::default(), "contoso");
     let mut objects: Vec<Json> = (1..=40).map(|n| user(n, "Sales")).collect();
     objects.push(

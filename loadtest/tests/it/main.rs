@@ -8,5 +8,6 @@ mod connector;
 mod dirsim;
 mod end_to_end;
 mod gen;
+mod graph_metrics;
 mod hostile;
 mod incident;
