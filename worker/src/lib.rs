@@ -1,7 +1,12 @@
 //! Rewind worker: loads snapshot shards into memory (cached, so a second report on the same
 //! backup does not reload it), diffs them with rayon, and (in later stages) applies recovery
-//! actions through the directory connector.
+//! actions through the directory connector. Also the cluster's transport: the work queue and
+//! the blob store, each with a JetStream and an in-process implementation.
 
+pub mod blobs;
 pub mod cache;
+pub mod nats;
+pub mod queue;
+pub mod testing;
 
 pub use cache::SnapshotCache;
