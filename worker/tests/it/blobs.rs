@@ -14,7 +14,7 @@ type Blobs = Arc<dyn BlobStore>;
 enum Keep {
     Dir(#[allow(dead_code)] tempfile::TempDir),
     Server(
-        #[allow(dead_code)] NatsServer,
+        #[allow(dead_code)] Box<NatsServer>,
         async_nats::jetstream::Context,
     ),
 }
@@ -29,7 +29,7 @@ async fn jetstream() -> (Keep, Blobs) {
     let server = NatsServer::start();
     let (_client, js) = connect(&NatsSettings::url(server.url())).await.unwrap();
     let store = JetStreamBlobs::new(js.clone());
-    (Keep::Server(server, js), Arc::new(store))
+    (Keep::Server(Box::new(server), js), Arc::new(store))
 }
 
 macro_rules! both {
