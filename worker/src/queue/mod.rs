@@ -107,8 +107,9 @@ impl std::fmt::Display for Lane {
 ///
 /// As in JetStream, when `backoff` is not empty it *replaces* the ack wait: delivery `n` is
 /// redelivered after `backoff[n - 1]` (the last entry repeats) without an ack or progress.
-/// JetStream itself sets the consumer's ack wait to `backoff[0]`, so each entry must be long
-/// enough for a worker to send its first progress heartbeat.
+/// JetStream itself sets the consumer's ack wait to `backoff[0]` (checked against nats-server
+/// 2.15), so [`QueuePolicy::validate`] requires `ack_wait == backoff[0]`; each entry must be
+/// long enough for a worker to send its first progress heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuePolicy {
     /// How long a delivery may go without ack, nak, term or progress before it is redelivered
@@ -164,6 +165,14 @@ impl QueuePolicy {
                 self.max_deliver,
                 self.backoff.len()
             ));
+        }
+        if let Some(first) = self.backoff.first() {
+            if *first != self.ack_wait {
+                return bad(format!(
+                    "ack_wait ({:?}) must equal the first backoff entry ({first:?}): JetStream uses it as the ack wait",
+                    self.ack_wait
+                ));
+            }
         }
         if self.backoff.iter().any(|d| d.is_zero()) {
             return bad("backoff entries must be more than zero".into());
@@ -489,6 +498,12 @@ mod tests {
         };
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("max_deliver (4) must be more than"), "{err}");
+        let odd = QueuePolicy {
+            ack_wait: Duration::from_secs(10),
+            ..QueuePolicy::production()
+        };
+        let err = odd.validate().unwrap_err().to_string();
+        assert!(err.contains("must equal the first backoff entry"), "{err}");
         let p = QueuePolicy::production();
         assert_eq!(p.ack_wait_for(1), Duration::from_secs(30));
         assert_eq!(p.ack_wait_for(9), Duration::from_secs(300));

@@ -195,6 +195,33 @@ async fn dropped_delivery_is_redelivered_after_ack_wait(q: Queue) {
 }
 both!(dropped_delivery_is_redelivered_after_ack_wait);
 
+async fn backoff_sets_the_ack_wait_of_each_delivery(q: Queue) {
+    publish(&q, "rewind.tasks.a", "m1").await;
+    let first = pull_one(&q, Lane::Tasks, LONG).await.unwrap();
+    drop(first);
+    let second = pull_one(&q, Lane::Tasks, LONG)
+        .await
+        .expect("after backoff[0]");
+    assert_eq!(second.attempt, 2);
+    drop(second);
+    // The second delivery waits backoff[1] = 3 s.
+    assert!(pull_one(&q, Lane::Tasks, Duration::from_millis(1500))
+        .await
+        .is_none());
+    let third = pull_one(&q, Lane::Tasks, LONG)
+        .await
+        .expect("after backoff[1]");
+    assert_eq!(third.attempt, 3);
+    third.ack().await.unwrap();
+}
+both!(
+    backoff_sets_the_ack_wait_of_each_delivery,
+    QueuePolicy {
+        backoff: vec![Duration::from_secs(1), Duration::from_secs(3)],
+        ..QueuePolicy::for_tests()
+    }
+);
+
 async fn nak_redelivers_after_its_delay(q: Queue) {
     publish(&q, "rewind.tasks.a", "m1").await;
     let d = pull_one(&q, Lane::Tasks, LONG).await.unwrap();
@@ -446,4 +473,27 @@ async fn the_jetstream_queue_keeps_working_after_a_server_restart() {
         .expect("pulled after restart");
     assert_eq!(d.msg_id, "after");
     d.ack().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_start_is_idempotent_and_applies_the_policy() {
+    let server = NatsServer::start();
+    let (client, js) = connect(&NatsSettings::url(server.url())).await.unwrap();
+    JetStreamQueue::start(client.clone(), js.clone(), QueuePolicy::for_tests())
+        .await
+        .unwrap();
+    let production = QueuePolicy::production();
+    JetStreamQueue::start(client, js.clone(), production.clone())
+        .await
+        .unwrap();
+    let stream = js.get_stream(Lane::Tasks.stream()).await.unwrap();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(Lane::Tasks.consumer()).await.unwrap();
+    let config = consumer.info().await.unwrap().config.clone();
+    assert_eq!(config.ack_wait, production.ack_wait);
+    assert_eq!(config.max_deliver, 5);
+    assert_eq!(config.backoff, production.backoff);
+    assert_eq!(config.filter_subject, "");
+    let info = stream.get_info().await.unwrap();
+    assert_eq!(info.config.duplicate_window, production.dedupe_window);
 }
