@@ -23,7 +23,7 @@ use crate::fan_out::fan_out;
 use crate::model::DirectoryObject;
 pub use layout::ShardLayout;
 pub use shard::{IndexEntry, LoadedShard, ShardWriter};
-pub use store::{LocalShardStore, ShardStore};
+pub use store::{BlobInfo, LocalShardStore, ShardStore, StoreError};
 
 /// The snapshot format (manifest and shard blobs) this build writes, and the newest it reads.
 /// Version 2 gave the manifest a digest of its own; version 3 lets a shard have several parts

@@ -21,6 +21,21 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A remote store (the NATS object store) failed; `message` says how.
+    #[error("blob store backend failed on {key:?} ({op}): {message}")]
+    Backend {
+        key: String,
+        op: &'static str,
+        message: String,
+    },
+}
+
+/// What a store knows of a blob without handing out its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub size: u64,
+    /// The blake3 digest of the blob's bytes, lowercase hex (as in the manifest).
+    pub blake3_hex: String,
 }
 
 /// A write-once blob store. Putting the same bytes again under a key succeeds (so a retried
@@ -28,6 +43,11 @@ pub enum StoreError {
 pub trait ShardStore: Send + Sync {
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// The blob's size and digest, `None` when no blob is under the key.
+    fn head(&self, key: &str) -> Result<Option<BlobInfo>, StoreError>;
+    /// Removes the blob; `false` when there was none. (Write-once means a key is never
+    /// overwritten, not that it is kept forever: retention deletes whole snapshots.)
+    fn delete(&self, key: &str) -> Result<bool, StoreError>;
     /// Keys that start with `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
@@ -40,7 +60,9 @@ pub struct LocalShardStore {
     counter: AtomicU64,
 }
 
-fn check_key(key: &str) -> Result<(), StoreError> {
+/// Checks that a key is a relative path of letters, digits, '.', '_', '-' and '/', without empty,
+/// `.` or `..` parts.
+pub fn check_key(key: &str) -> Result<(), StoreError> {
     let ok = !key.is_empty()
         && !key.starts_with('/')
         && key.split('/').all(|part| {
@@ -132,6 +154,29 @@ impl ShardStore for LocalShardStore {
         })
     }
 
+    fn head(&self, key: &str) -> Result<Option<BlobInfo>, StoreError> {
+        match self.get(key) {
+            Ok(bytes) => Ok(Some(BlobInfo {
+                size: bytes.len() as u64,
+                blake3_hex: blake3::hash(&bytes).to_hex().to_string(),
+            })),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Io {
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         let mut stack = vec![self.root.clone()];
@@ -186,5 +231,27 @@ mod tests {
             Err(StoreError::InvalidKey(_))
         ));
         assert_eq!(store.list("a/").unwrap(), vec!["a/b/c.bin".to_owned()]);
+    }
+
+    #[test]
+    fn head_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalShardStore::open(dir.path()).unwrap();
+        assert_eq!(store.head("a/b").unwrap(), None);
+        store.put("a/b", b"bytes").unwrap();
+        let info = store.head("a/b").unwrap().unwrap();
+        assert_eq!(info.size, 5);
+        assert_eq!(info.blake3_hex, blake3::hash(b"bytes").to_hex().to_string());
+        assert!(store.delete("a/b").unwrap());
+        assert!(!store.delete("a/b").unwrap());
+        assert_eq!(store.head("a/b").unwrap(), None);
+        assert!(store.list("a/").unwrap().is_empty());
+        // A deleted key can be written again (with other bytes: it no longer holds any).
+        store.put("a/b", b"other").unwrap();
+        assert_eq!(store.get("a/b").unwrap(), b"other");
+        assert!(matches!(
+            store.delete("../x"),
+            Err(StoreError::InvalidKey(_))
+        ));
     }
 }

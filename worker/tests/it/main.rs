@@ -1,5 +1,10 @@
-//! Integration tests of the worker crate, against real servers on 127.0.0.1:0.
+//! The worker's integration tests (one binary), against real servers on 127.0.0.1:0:
+//! transport semantics written once and run against both implementations (in-process and
+//! JetStream on a real nats-server), and the metrics endpoint.
 
+// Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod blobs;
+mod queue;
 mod telemetry;
