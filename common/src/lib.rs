@@ -14,6 +14,7 @@ pub mod model;
 pub mod plan;
 pub mod properties;
 pub mod report;
+pub mod secret_box;
 pub mod snapshot;
 pub mod value;
 pub mod wire;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::ObjectType;
 use crate::report::{ReportEntry, Scope};
+use crate::secret_box::EncryptedSecret;
 use crate::snapshot::{ShardRef, SnapshotKind};
 
 /// The wire version this build writes and reads.
@@ -183,14 +184,16 @@ pub enum CaptureMode {
 }
 
 /// Where the directory is and how to sign in. The client secret is sealed with the cluster's
-/// secret key (the tenant name as associated data), never carried in the clear.
+/// secret key (the tenant name as associated data), never carried in the clear: messages rest
+/// in the queue's store.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DirectoryRef {
     pub graph_base_url: String,
     pub token_url: String,
     pub client_id: String,
-    pub sealed_secret: Vec<u8>,
+    /// Sealed with the cluster's key for the tenant (as the coordinator stores it).
+    pub secret: EncryptedSecret,
     /// Whether to read the per-user MFA states (one beta request per 20 users).
     pub per_user_mfa_state: bool,
 }
@@ -201,7 +204,7 @@ impl std::fmt::Debug for DirectoryRef {
             .field("graph_base_url", &self.graph_base_url)
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
-            .field("sealed_secret", &"[sealed]")
+            .field("secret", &self.secret)
             .field("per_user_mfa_state", &self.per_user_mfa_state)
             .finish()
     }
@@ -314,11 +317,13 @@ pub type RangeEntries = Vec<ReportEntry>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::Secret;
     use crate::id::ObjectId;
     use crate::model::LinkKind;
     use crate::report::{
         Change, ChangedAttribute, ChangedLink, LinkState, NotRecoverableReason, RecoveryAction,
     };
+    use crate::secret_box::SecretKey;
     use crate::value::Value;
 
     fn task_id(kind: TaskKind) -> TaskId {
@@ -348,7 +353,12 @@ mod tests {
                     graph_base_url: "http://127.0.0.1:1/contoso/v1.0".into(),
                     token_url: "http://127.0.0.1:1/contoso/oauth2/v2.0/token".into(),
                     client_id: "app".into(),
-                    sealed_secret: vec![1, 2, 3, 250],
+                    secret: EncryptedSecret::seal(
+                        &SecretKey::generate(),
+                        "contoso",
+                        &Secret::new("s3cr3t-value"),
+                    )
+                    .unwrap(),
                     per_user_mfa_state: true,
                 },
             }),
@@ -493,8 +503,8 @@ mod tests {
         let TaskSpec::Capture(c) = &t.spec else {
             unreachable!()
         };
-        assert!(!format!("{t:?}").contains("250"));
-        assert!(format!("{:?}", c.directory).contains("[sealed]"));
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+        assert!(format!("{:?}", c.directory).contains("***"));
     }
 }
 

@@ -5,7 +5,6 @@
 pub mod catalog;
 pub mod jobs;
 pub mod schedule;
-pub mod secrets;
 pub mod tenants;
 
 use std::path::{Path, PathBuf};
@@ -16,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use catalog::{Removal, SnapshotRecord};
 pub use jobs::{EntryCursor, Job, JobKind, JobStatus, Phase, RecordOutcome, TaskCounts};
+pub use rewind_common::secret_box::{EncryptedSecret, SecretError, SecretKey, SECRET_KEY_ENV};
 pub use schedule::{next_after, Schedule};
-pub use secrets::{EncryptedSecret, SecretKey, SECRET_KEY_ENV};
 pub use tenants::{NewTenant, TenantRecord, TenantSettings};
 
 /// The version every record is written with; a record of another version is refused.
@@ -90,6 +89,16 @@ pub enum StateError {
         what: String,
         source: std::io::Error,
     },
+}
+
+impl From<SecretError> for StateError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::KeyMismatch { tenant } => StateError::KeyMismatch { tenant },
+            SecretError::SecretKey { reason } => StateError::SecretKey { reason },
+            SecretError::Io { what, source } => StateError::Io { what, source },
+        }
+    }
 }
 
 impl StateError {

@@ -5,7 +5,7 @@ use rewind_common::connector::Secret;
 use serde::{Deserialize, Serialize};
 
 use super::schedule::Schedule;
-use super::secrets::{EncryptedSecret, SecretKey};
+use super::{EncryptedSecret, SecretKey};
 use sled::Transactional;
 
 use super::{decode, encode, now, tree, tx_result, State, StateError};
@@ -39,7 +39,7 @@ pub struct TenantRecord {
 impl TenantRecord {
     /// The tenant's client secret in clear, for the connector.
     pub fn client_secret(&self, key: &SecretKey) -> Result<Secret, StateError> {
-        self.secret.open(key, &self.name)
+        Ok(self.secret.open(key, &self.name)?)
     }
 }
 

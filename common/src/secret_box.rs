@@ -1,4 +1,5 @@
-//! Directory credentials at rest: XChaCha20-Poly1305 under a 32-byte key from the environment
+//! Directory credentials at rest (the coordinator's state) and in task messages (sealed the
+//! same way; workers open them with the same key): XChaCha20-Poly1305 under a 32-byte key from the environment
 //! or a key file, a random nonce per secret, the tenant name as associated data.
 
 use std::fmt;
@@ -7,10 +8,24 @@ use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rewind_common::connector::Secret;
 use serde::{Deserialize, Serialize};
 
-use super::StateError;
+use crate::connector::Secret;
+
+/// A secret that cannot be sealed or opened, or a key that cannot be had. Never holds the
+/// secret or the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("the secret key does not match the key that encrypted the secret of tenant {tenant}")]
+    KeyMismatch { tenant: String },
+    #[error("secret key: {reason}")]
+    SecretKey { reason: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
 
 /// The environment variable that holds the key as 64 hex characters.
 pub const SECRET_KEY_ENV: &str = "REWIND_SECRET_KEY";
@@ -35,9 +50,9 @@ impl SecretKey {
 
     /// From 64 hex characters (surrounding white space ignored). `source` names where the text
     /// came from; the text itself is never in the error.
-    pub fn from_hex(source: &str, text: &str) -> Result<SecretKey, StateError> {
+    pub fn from_hex(source: &str, text: &str) -> Result<SecretKey, SecretError> {
         let text = text.trim();
-        let bad = |reason: String| StateError::SecretKey {
+        let bad = |reason: String| SecretError::SecretKey {
             reason: format!("{source}: {reason}"),
         };
         if text.len() != 64 {
@@ -60,11 +75,11 @@ impl SecretKey {
 
     /// The key from [`SECRET_KEY_ENV`] when it is set, else from the key file at `path`
     /// (created on a first run by [`SecretKey::load_or_create`]).
-    pub fn from_env_or_file(path: &Path) -> Result<SecretKey, StateError> {
+    pub fn from_env_or_file(path: &Path) -> Result<SecretKey, SecretError> {
         match std::env::var(SECRET_KEY_ENV) {
             Ok(text) => SecretKey::from_hex(SECRET_KEY_ENV, &text),
             Err(std::env::VarError::NotPresent) => SecretKey::load_or_create(path),
-            Err(std::env::VarError::NotUnicode(_)) => Err(StateError::SecretKey {
+            Err(std::env::VarError::NotUnicode(_)) => Err(SecretError::SecretKey {
                 reason: format!("{SECRET_KEY_ENV}: not valid UTF-8"),
             }),
         }
@@ -72,8 +87,8 @@ impl SecretKey {
 
     /// Reads the key file at `path`, or creates it (mode 0600, a new random key) when there is
     /// none. A key file that others may read is refused.
-    pub fn load_or_create(path: &Path) -> Result<SecretKey, StateError> {
-        let io = |what: String| move |source| StateError::Io { what, source };
+    pub fn load_or_create(path: &Path) -> Result<SecretKey, SecretError> {
+        let io = |what: String| move |source| SecretError::Io { what, source };
         match std::fs::metadata(path) {
             Ok(meta) => {
                 check_mode(path, &meta)?;
@@ -97,7 +112,7 @@ impl SecretKey {
                     .map_err(io(format!("cannot write the key file {}", path.display())))?;
                 Ok(key)
             }
-            Err(e) => Err(StateError::Io {
+            Err(e) => Err(SecretError::Io {
                 what: format!("cannot read the key file {}", path.display()),
                 source: e,
             }),
@@ -127,11 +142,11 @@ fn hex_digit(c: u8) -> Option<u8> {
 }
 
 #[cfg(unix)]
-fn check_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), StateError> {
+fn check_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), SecretError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(StateError::SecretKey {
+        return Err(SecretError::SecretKey {
             reason: format!(
                 "the key file {} may be read by others (mode {mode:o}): make it 0600",
                 path.display()
@@ -142,7 +157,7 @@ fn check_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), StateError> {
 }
 
 #[cfg(not(unix))]
-fn check_mode(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), StateError> {
+fn check_mode(_path: &Path, _meta: &std::fs::Metadata) -> Result<(), SecretError> {
     Ok(())
 }
 
@@ -180,7 +195,7 @@ impl fmt::Debug for EncryptedSecret {
 
 impl EncryptedSecret {
     /// Encrypts `secret` for `tenant` with a fresh random nonce.
-    pub fn seal(key: &SecretKey, tenant: &str, secret: &Secret) -> Result<Self, StateError> {
+    pub fn seal(key: &SecretKey, tenant: &str, secret: &Secret) -> Result<Self, SecretError> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = key
             .cipher()
@@ -191,7 +206,7 @@ impl EncryptedSecret {
                     aad: tenant.as_bytes(),
                 },
             )
-            .map_err(|_| StateError::SecretKey {
+            .map_err(|_| SecretError::SecretKey {
                 reason: format!("cannot encrypt the secret of tenant {tenant}"),
             })?;
         Ok(EncryptedSecret {
@@ -201,9 +216,9 @@ impl EncryptedSecret {
     }
 
     /// Decrypts the secret of `tenant`; a wrong key, or a ciphertext of another tenant, is
-    /// [`StateError::KeyMismatch`].
-    pub fn open(&self, key: &SecretKey, tenant: &str) -> Result<Secret, StateError> {
-        let mismatch = || StateError::KeyMismatch {
+    /// [`SecretError::KeyMismatch`].
+    pub fn open(&self, key: &SecretKey, tenant: &str) -> Result<Secret, SecretError> {
+        let mismatch = || SecretError::KeyMismatch {
             tenant: tenant.to_owned(),
         };
         if self.nonce.len() != NONCE_LEN {
@@ -250,7 +265,7 @@ mod tests {
         let sealed = EncryptedSecret::seal(&key, "acme", &Secret::new("s")).unwrap();
         assert!(matches!(
             sealed.open(&key, "other"),
-            Err(StateError::KeyMismatch { tenant }) if tenant == "other"
+            Err(SecretError::KeyMismatch { tenant }) if tenant == "other"
         ));
     }
 
