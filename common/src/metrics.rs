@@ -188,12 +188,12 @@ pub mod task_outcome {
 }
 
 /// Values of the `lane` label of [`super::QUEUE_PENDING_TASKS`].
+/// (the queue's lanes: `Lane::name` in the worker's queue).
 pub mod lane {
-    pub const CAPTURE: &str = "capture";
-    pub const DIFF: &str = "diff";
-    pub const APPLY: &str = "apply";
+    pub const TASKS: &str = "tasks";
     pub const RESULTS: &str = "results";
-    pub const ALL: &[&str] = &[CAPTURE, DIFF, APPLY, RESULTS];
+    pub const DEAD: &str = "dead";
+    pub const ALL: &[&str] = &[TASKS, RESULTS, DEAD];
 }
 
 /// Values of the `class` label of [`super::GRAPH_REQUESTS_TOTAL`] and

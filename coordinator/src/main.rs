@@ -2,6 +2,7 @@
 //! stderr (`--log-json` for JSON lines); a failure ends with one plain `error: ...` line.
 
 use clap::{Parser, Subcommand};
+use rewind_coordinator::cli::{CoordinatorArgs, WorkerArgs};
 use rewind_loadtest::cli::LoadtestCommand;
 use rewind_loadtest::dirsim::DirsimArgs;
 
@@ -22,6 +23,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the coordinator: tenants, schedules, jobs; single-node mode (its workers in this
+    /// process) unless NATS URLs are given.
+    Coordinator(CoordinatorArgs),
+    /// Run a cluster worker: pulls capture and diff tasks from NATS JetStream.
+    Worker(WorkerArgs),
     /// Serve simulated Entra ID tenants in the Microsoft Graph dialect (prints its base URL).
     Dirsim(DirsimArgs),
     /// Load tests, generators and benchmarks.
@@ -35,6 +41,8 @@ fn main() {
     let cli = Cli::parse();
     rewind_worker::telemetry::init_tracing(cli.log_json, None);
     let result = match cli.command {
+        Command::Coordinator(args) => rewind_coordinator::cli::run_coordinator(args),
+        Command::Worker(args) => rewind_coordinator::cli::run_worker(args),
         Command::Dirsim(args) => rewind_loadtest::dirsim::run(args),
         Command::Loadtest { command } => rewind_loadtest::cli::run(command),
     };

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use rayon::prelude::*;
+use rewind_common::metrics as m;
 use rewind_common::snapshot::{self, LoadedShard, Manifest, ShardRef, ShardStore};
 use rewind_common::SnapshotError;
 
@@ -118,10 +119,14 @@ impl ShardCache {
         if let Some(cached) = guard.as_mut() {
             cached.last_used = self.touch();
             self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::SNAPSHOT_CACHE_HITS_TOTAL).increment(1);
             return Ok(cached.shard.clone());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::SNAPSHOT_CACHE_MISSES_TOTAL).increment(1);
+        let started = std::time::Instant::now();
         let loaded = Arc::new(snapshot::load_shard_ref(store, manifest, shard_ref)?);
+        metrics::histogram!(m::SHARD_LOAD_SECONDS).record(started.elapsed().as_secs_f64());
         let bytes = loaded.held_bytes() as u64;
         *guard = Some(Cached {
             shard: loaded.clone(),
@@ -131,6 +136,7 @@ impl ShardCache {
         drop(guard);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.evict();
+        metrics::gauge!(m::SNAPSHOT_CACHE_BYTES).set(self.bytes.load(Ordering::Relaxed) as f64);
         Ok(loaded)
     }
 
@@ -197,6 +203,7 @@ impl ShardCache {
             if let Some((_, slot)) = self.shards.remove(&key) {
                 self.release(&slot);
                 self.evictions.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::SNAPSHOT_CACHE_EVICTIONS_TOTAL).increment(1);
             }
         }
     }

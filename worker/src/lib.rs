@@ -6,8 +6,10 @@
 
 pub mod blobs;
 pub mod cache;
+pub mod failpoint;
 pub mod nats;
 pub mod queue;
+pub mod run;
 pub mod tasks;
 pub mod telemetry;
 pub mod testing;

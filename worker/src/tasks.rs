@@ -112,6 +112,7 @@ pub fn run_capture(
     let connector = GraphConnector::new(settings)?;
     let layout = ShardLayout::new(task.snapshot.shard_bits);
     let (writers, stats) = connector.capture_collections(layout, &task.collections)?;
+    crate::failpoint::hit("capture");
     let mut not_captured = Vec::new();
     if !task.directory.per_user_mfa_state
         && task.collections.contains(&rewind_common::ObjectType::User)
@@ -170,6 +171,7 @@ pub fn run_diff(
     let live_set = ShardSet::new(live_manifest.layout(), live.iter().map(|s| &**s))?;
     let uncompared = Uncompared::of(&[&backup_manifest, &live_manifest])?;
     let range = ShardLayout::new(task.range_bits).range(task.range);
+    let started = std::time::Instant::now();
     let entries = diff_sets(
         &backup_set,
         &live_set,
@@ -178,6 +180,9 @@ pub fn run_diff(
         &uncompared,
         Some(range),
     )?;
+    metrics::histogram!(rewind_common::metrics::SHARD_DIFF_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    crate::failpoint::hit("diff");
     let mut by_action: BTreeMap<String, u64> = BTreeMap::new();
     for e in &entries {
         *by_action.entry(e.action.as_str().to_owned()).or_default() += 1;

@@ -77,9 +77,11 @@ pub(crate) fn parse_retry_after(value: Option<&str>, max: Duration) -> Option<Du
     Some(Duration::try_from_secs_f64(seconds).map_or(max, |d| d.min(max)))
 }
 
-/// A request that got no answer: a connection or timeout failure is transient; a request that
-/// cannot be made at all (bad URL, TLS refused) is permanent.
-fn transport(e: ureq::Error) -> ConnectorError {
+/// A request to `url` that got no answer: a connection or timeout failure is transient; a
+/// request that cannot be made at all (bad URL, TLS refused) is permanent. The message names
+/// the URL (without its query, which never holds a secret but can be long).
+fn transport(url: &str, e: ureq::Error) -> ConnectorError {
+    let url = url.split('?').next().unwrap_or(url);
     match e {
         ureq::Error::BadUri(_)
         | ureq::Error::Http(_)
@@ -88,8 +90,8 @@ fn transport(e: ureq::Error) -> ConnectorError {
         | ureq::Error::RequireHttpsOnly(_)
         | ureq::Error::InvalidProxyUrl
         | ureq::Error::BodyExceedsLimit(_)
-        | ureq::Error::LargeResponseHeader(..) => ConnectorError::Request(e.to_string()),
-        other => ConnectorError::Transport(other.to_string()),
+        | ureq::Error::LargeResponseHeader(..) => ConnectorError::Request(format!("{url}: {e}")),
+        other => ConnectorError::Transport(format!("{url}: {other}")),
     }
 }
 
@@ -262,7 +264,7 @@ impl GraphConnector {
                     names::GRAPH_TOKEN_REQUESTS_TOTAL,
                     names::status_class::ERROR,
                 );
-                transport(e)
+                transport(&url, e)
             })?;
         let status = response.status().as_u16();
         count_request(
@@ -393,7 +395,7 @@ impl GraphConnector {
                 Ok(response) => response,
                 Err(e) => {
                     count_request(names::GRAPH_REQUESTS_TOTAL, names::status_class::ERROR);
-                    return Err(transport(e));
+                    return Err(transport(url, e));
                 }
             };
             let status = response.status().as_u16();

@@ -1,6 +1,11 @@
 //! Integration tests of the coordinator: the `rewind` binary as an operator runs it (real
-//! process, real arguments, exit codes and output), and its durable state (`state/`).
+//! process, real arguments, exit codes and output), its durable state (`state/`), and the
+//! cluster end to end and under faults (`cluster/`).
 
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod cluster;
 mod state;
 
 use std::process::Command;

@@ -19,6 +19,8 @@ use serde_json::Value as Json;
 
 pub use graph::GraphClient;
 
+pub mod compare;
+
 /// One scenario of `spec/scenarios.md` that the generator applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Scenario {

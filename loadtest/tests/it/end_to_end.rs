@@ -4,7 +4,6 @@
 //! exactly the incident generator's expected report (ids, changes, actions, reasons, changed
 //! attributes and links). This proves the engine, where the incident tests prove the generator.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rewind_common::connector::{capture_snapshot, GraphConnector, GraphSettings};
@@ -14,9 +13,8 @@ use rewind_common::snapshot::{
 };
 use rewind_common::{ObjectId, ReportEntry, Scope};
 use rewind_loadtest::gen::{self, GenConfig};
-use rewind_loadtest::incident::{
-    self, ExpectedEntry, ExpectedLink, IncidentConfig, Phase, Scenario,
-};
+use rewind_loadtest::incident::compare::tally;
+use rewind_loadtest::incident::{self, IncidentConfig, Phase, Scenario};
 
 use crate::dirsim::support::Sim;
 
@@ -108,128 +106,6 @@ impl Run {
     }
 }
 
-/// How the engine's report compares with the expected one.
-#[derive(Debug, Default)]
-struct Tally {
-    expected: usize,
-    matched: usize,
-    missing: Vec<ObjectId>,
-    extra: Vec<ObjectId>,
-    differing: Vec<String>,
-}
-
-fn link_key(kind: rewind_common::LinkKind, target: ObjectId) -> (String, ObjectId) {
-    (kind.as_str().to_owned(), target)
-}
-
-/// The differences between an expected entry and the engine's, in words (none when equal).
-fn differences(x: &ExpectedEntry, e: &ReportEntry) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut same = |what: &str, want: String, got: String| {
-        if want != got {
-            out.push(format!("{what}: expected {want}, got {got}"));
-        }
-    };
-    same(
-        "type",
-        format!("{:?}", x.object_type),
-        format!("{:?}", e.object_type),
-    );
-    same(
-        "change",
-        format!("{:?}", x.change),
-        format!("{:?}", e.change),
-    );
-    same(
-        "action",
-        format!("{:?}", x.action),
-        format!("{:?}", e.action),
-    );
-    same(
-        "reason",
-        format!("{:?}", x.reason),
-        format!("{:?}", e.reason),
-    );
-    if !x.display_name.is_empty() {
-        same(
-            "display name",
-            x.display_name.clone(),
-            e.display_name.clone(),
-        );
-    }
-    let mut want_attrs = x.changed_attributes.clone();
-    want_attrs.sort();
-    let mut got_attrs: Vec<String> = e
-        .changed_attributes
-        .iter()
-        .map(|a| a.name.clone())
-        .collect();
-    got_attrs.sort();
-    same(
-        "attributes",
-        format!("{want_attrs:?}"),
-        format!("{got_attrs:?}"),
-    );
-    let want_links: BTreeMap<_, &ExpectedLink> = x
-        .changed_links
-        .iter()
-        .map(|l| (link_key(l.kind, l.target), l))
-        .collect();
-    let got_links: BTreeMap<_, _> = e
-        .changed_links
-        .iter()
-        .map(|l| (link_key(l.kind, l.target), l))
-        .collect();
-    for (k, w) in &want_links {
-        match got_links.get(k) {
-            None => out.push(format!("link {} {} missing", k.0, k.1)),
-            Some(g) => {
-                let want = (w.current, w.backup, w.recoverable, w.reason);
-                let got = (g.current, g.backup, g.recoverable, g.reason);
-                if want != got {
-                    out.push(format!(
-                        "link {} {}: expected {want:?}, got {got:?}",
-                        k.0, k.1
-                    ));
-                }
-            }
-        }
-    }
-    for k in got_links.keys().filter(|k| !want_links.contains_key(*k)) {
-        out.push(format!("link {} {} not expected", k.0, k.1));
-    }
-    out
-}
-
-fn tally(expected: &incident::ExpectedReport, report: &[ReportEntry]) -> Tally {
-    let got: BTreeMap<ObjectId, &ReportEntry> = report.iter().map(|e| (e.id, e)).collect();
-    assert_eq!(got.len(), report.len(), "an id appears twice in the report");
-    let mut t = Tally {
-        expected: expected.entries.len(),
-        ..Tally::default()
-    };
-    for x in &expected.entries {
-        match got.get(&x.id) {
-            None => t.missing.push(x.id),
-            Some(e) => {
-                let d = differences(x, e);
-                if d.is_empty() {
-                    t.matched += 1;
-                } else {
-                    t.differing
-                        .push(format!("{} {}: {}", x.object_type, x.id, d.join("; ")));
-                }
-            }
-        }
-    }
-    t.extra = report
-        .iter()
-        .filter(|e| expected.entry(e.id).is_none())
-        .map(|e| e.id)
-        .collect();
-    t
-}
-
 /// Runs the whole path for one scenario and requires the report to be the expected one.
 fn end_to_end(scenario: Scenario) {
     let run = Run::new(scenario);
@@ -242,6 +118,11 @@ fn end_to_end(scenario: Scenario) {
     run.capture("current", SnapshotKind::Backup);
     let report = run.report();
     let t = tally(&expected, &report);
+    assert!(
+        t.repeated.is_empty(),
+        "{scenario}: ids twice: {:?}",
+        t.repeated
+    );
     eprintln!(
         "{scenario} at {} objects: expected {}, matched {}, missing {}, extra {}, differing {} ({} links expected)",
         objects(),

@@ -111,6 +111,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's folder (its JetStream store and log), e.g. to scan what rests there.
+    pub fn store_dir(&self) -> &std::path::Path {
+        self.store.path()
+    }
+
     /// Stops the server (as a crash would: SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,275 @@
+//! The worker's loop: pulls one task at a time from the tasks lane, runs it off the async
+//! threads (capture on a blocking thread, the diff on the rayon pool) while telling the queue
+//! it is in progress, publishes its result, and only then acknowledges it. A transient
+//! failure is given back with a delay (bounded by the queue's delivery limit); a permanent one,
+//! or an undecodable task, goes to the dead-letter lane with its reason. On shutdown the
+//! worker stops pulling, lets the task in hand finish within a grace period or gives it back,
+//! then returns.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rewind_common::metrics as m;
+use rewind_common::secret_box::SecretKey;
+use rewind_common::wire::{self, Task, TaskKind, TaskOutcome, TaskResult, TaskSpec, WIRE_VERSION};
+use tokio::sync::watch;
+
+use crate::blobs::{BlobStore, BlockingBlobs};
+use crate::cache::ShardCache;
+use crate::queue::{Delivery, Lane, QueuePolicy, WorkQueue};
+use crate::tasks::{self, ConnectorTuning, TaskError};
+
+/// How a worker behaves.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// The worker's name in results and logs.
+    pub name: String,
+    /// The queue's redelivery rules (for the heartbeat interval and the delivery limit).
+    pub policy: QueuePolicy,
+    /// The first delay before a task that failed transiently is delivered again (doubled per
+    /// delivery, at most a minute).
+    pub retry_delay: Duration,
+    /// How long a task in hand may go on after shutdown is asked before it is given back.
+    pub shutdown_grace: Duration,
+    pub connector: ConnectorTuning,
+}
+
+impl WorkerSettings {
+    pub fn new(name: impl Into<String>, policy: QueuePolicy) -> Self {
+        Self {
+            name: name.into(),
+            policy,
+            retry_delay: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+            connector: ConnectorTuning::default(),
+        }
+    }
+}
+
+/// One worker: the queue, the blob store, the shard cache and the key that opens the
+/// directory secrets of capture tasks.
+#[derive(Clone)]
+pub struct Worker {
+    queue: Arc<dyn WorkQueue>,
+    blobs: Arc<dyn BlobStore>,
+    cache: Arc<ShardCache>,
+    key: Arc<SecretKey>,
+    settings: Arc<WorkerSettings>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.settings.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kind_label(kind: TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Capture => m::task_kind::CAPTURE,
+        TaskKind::Diff => m::task_kind::DIFF,
+    }
+}
+
+impl Worker {
+    pub fn new(
+        queue: Arc<dyn WorkQueue>,
+        blobs: Arc<dyn BlobStore>,
+        cache: Arc<ShardCache>,
+        key: Arc<SecretKey>,
+        settings: WorkerSettings,
+    ) -> Self {
+        Self {
+            queue,
+            blobs,
+            cache,
+            key,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(worker = %self.settings.name, "worker pulling tasks");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let pulled = tokio::select! {
+                _ = shutdown.changed() => continue,
+                pulled = self.queue.pull(Lane::Tasks, 1, Duration::from_secs(1)) => pulled,
+            };
+            match pulled {
+                Ok(deliveries) => {
+                    for d in deliveries {
+                        self.handle(d, &mut shutdown).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %self.settings.name, error = %e, "cannot pull tasks");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        tracing::info!(worker = %self.settings.name, "worker stopped");
+    }
+
+    /// Runs one delivery to its ack, nak or term.
+    async fn handle(&self, delivery: Delivery, shutdown: &mut watch::Receiver<bool>) {
+        let task: Task = match wire::decode(&delivery.payload) {
+            Ok(t) => t,
+            Err(e) => {
+                let reason = format!("undecodable task on {}: {e}", delivery.subject);
+                tracing::warn!(worker = %self.settings.name, reason, "poison task");
+                metrics::counter!(m::TASKS_TOTAL, m::label::KIND => "unknown", m::label::OUTCOME => m::task_outcome::DEAD_LETTERED).increment(1);
+                let _ = delivery.term(&reason).await;
+                return;
+            }
+        };
+        let kind = kind_label(task.id.kind);
+        if delivery.attempt > 1 {
+            metrics::counter!(m::TASK_REDELIVERIES_TOTAL, m::label::KIND => kind).increment(1);
+        }
+        let span = tracing::info_span!("task", tenant = %task.id.tenant, job = %task.id.job, task = %task.id.task_msg_id(), attempt = delivery.attempt);
+        let started = Instant::now();
+        let work = {
+            let worker = self.clone();
+            let task = task.clone();
+            let handle = tokio::runtime::Handle::current();
+            let span = span.clone();
+            tokio::task::spawn_blocking(move || span.in_scope(|| worker.execute(handle, &task)))
+        };
+        tokio::pin!(work);
+        let beat = self.settings.policy.ack_wait_for(delivery.attempt) / 3;
+        let mut grace: Option<tokio::time::Instant> = None;
+        let outcome = loop {
+            let deadline = grace.unwrap_or_else(|| tokio::time::Instant::now() + beat);
+            tokio::select! {
+                joined = &mut work => break Some(joined),
+                _ = shutdown.changed(), if grace.is_none() => {
+                    if *shutdown.borrow() {
+                        grace = Some(tokio::time::Instant::now() + self.settings.shutdown_grace);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if grace.is_some_and(|g| tokio::time::Instant::now() >= g) {
+                        break None;
+                    }
+                    if let Err(e) = delivery.in_progress().await {
+                        tracing::warn!(parent: &span, error = %e, "cannot send progress");
+                    }
+                }
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        metrics::histogram!(m::TASK_SECONDS, m::label::KIND => kind).record(seconds);
+        let outcome = match outcome {
+            None => {
+                tracing::info!(parent: &span, "shutting down: task given back");
+                let _ = delivery.nak(Duration::ZERO).await;
+                return;
+            }
+            Some(Err(join)) => Err(TaskError::Invalid(format!("the task panicked: {join}"))),
+            Some(Ok(result)) => result,
+        };
+        match outcome {
+            Ok(outcome) => {
+                let result = TaskResult {
+                    version: WIRE_VERSION,
+                    id: task.id.clone(),
+                    outcome,
+                    seconds,
+                    worker: self.settings.name.clone(),
+                };
+                let published = match wire::encode(&result) {
+                    Ok(bytes) => {
+                        self.queue
+                            .publish(
+                                Lane::Results,
+                                &task.id.result_subject(),
+                                &task.id.result_msg_id(),
+                                Bytes::from(bytes),
+                            )
+                            .await
+                    }
+                    Err(e) => {
+                        let _ = delivery.term(&format!("result does not encode: {e}")).await;
+                        return;
+                    }
+                };
+                match published {
+                    Ok(_) => {
+                        metrics::counter!(m::TASKS_TOTAL, m::label::KIND => kind, m::label::OUTCOME => m::task_outcome::OK).increment(1);
+                        tracing::info!(parent: &span, seconds, "task done");
+                        if let Err(e) = delivery.ack().await {
+                            tracing::warn!(parent: &span, error = %e, "cannot ack (the task will run again; its result is counted once)");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(parent: &span, error = %e, "cannot publish the result; giving the task back");
+                        let _ = delivery.nak(self.settings.retry_delay).await;
+                    }
+                }
+            }
+            Err(e) => {
+                let last = delivery
+                    .max_deliver
+                    .is_some_and(|max| delivery.attempt >= max);
+                if e.is_transient() && !last {
+                    let delay = self
+                        .settings
+                        .retry_delay
+                        .saturating_mul(1 << delivery.attempt.min(5))
+                        .min(Duration::from_secs(60));
+                    tracing::warn!(parent: &span, error = %e, ?delay, "task failed; it will be tried again");
+                    metrics::counter!(m::TASKS_TOTAL, m::label::KIND => kind, m::label::OUTCOME => m::task_outcome::RETRIED).increment(1);
+                    let _ = delivery.nak(delay).await;
+                } else {
+                    let reason = e.to_string();
+                    tracing::warn!(parent: &span, reason, "task failed for good");
+                    metrics::counter!(m::TASKS_TOTAL, m::label::KIND => kind, m::label::OUTCOME => m::task_outcome::FAILED).increment(1);
+                    let _ = delivery.term(&reason).await;
+                }
+            }
+        }
+    }
+
+    /// Runs a task on this (blocking) thread.
+    fn execute(
+        &self,
+        handle: tokio::runtime::Handle,
+        task: &Task,
+    ) -> Result<TaskOutcome, TaskError> {
+        let store = BlockingBlobs::new(handle, self.blobs.clone());
+        match &task.spec {
+            TaskSpec::Capture(c) => {
+                let secret = c
+                    .directory
+                    .secret
+                    .open(&self.key, &task.id.tenant)
+                    .map_err(|e| TaskError::Invalid(e.to_string()))?;
+                let tag = uuid::Uuid::new_v4().simple().to_string();
+                let result = tasks::run_capture(
+                    &store,
+                    &task.id.tenant,
+                    c,
+                    secret,
+                    &self.settings.connector,
+                    &tag[..12],
+                )?;
+                for (t, n) in &result.by_type {
+                    metrics::counter!(m::OBJECTS_CAPTURED_TOTAL, m::label::TYPE => t.clone())
+                        .increment(*n);
+                }
+                Ok(TaskOutcome::Captured(result))
+            }
+            TaskSpec::Diff(d) => {
+                let result =
+                    tasks::run_diff(&store, &self.cache, &task.id.tenant, &task.id.job, d)?;
+                Ok(TaskOutcome::Diffed(result))
+            }
+        }
+    }
+}
