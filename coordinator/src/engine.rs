@@ -855,6 +855,28 @@ impl Engine {
     }
 }
 
+/// Every entry of a report, in order, read from the state.
+pub fn report_entries(
+    engine: &Engine,
+    job: &str,
+) -> Result<Vec<rewind_common::ReportEntry>, EngineError> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = engine.state().report_entries_page(job, cursor, 1000)?;
+        for bytes in page {
+            out.push(
+                rmp_serde::from_slice(&bytes)
+                    .map_err(|e| EngineError::Invalid(format!("a report entry of {job}: {e}")))?,
+            );
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// Why a range's entries could not be stored.
 #[derive(Debug, thiserror::Error)]
 enum IngestError {

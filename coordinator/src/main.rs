@@ -2,6 +2,7 @@
 //! stderr (`--log-json` for JSON lines); a failure ends with one plain `error: ...` line.
 
 use clap::{Parser, Subcommand};
+use rewind_coordinator::bench_report::BenchReportArgs;
 use rewind_coordinator::cli::{CoordinatorArgs, WorkerArgs};
 use rewind_loadtest::cli::LoadtestCommand;
 use rewind_loadtest::dirsim::DirsimArgs;
@@ -33,8 +34,18 @@ enum Command {
     /// Load tests, generators and benchmarks.
     Loadtest {
         #[command(subcommand)]
-        command: LoadtestCommand,
+        command: Loadtest,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum Loadtest {
+    /// The cluster benchmark: backup and difference reports of a generated tenant, with NATS,
+    /// the simulator and the workers as their own processes, and in single-node mode; prints
+    /// the results as JSON on the last line.
+    BenchReport(BenchReportArgs),
+    #[command(flatten)]
+    Other(LoadtestCommand),
 }
 
 fn main() {
@@ -44,7 +55,12 @@ fn main() {
         Command::Coordinator(args) => rewind_coordinator::cli::run_coordinator(args),
         Command::Worker(args) => rewind_coordinator::cli::run_worker(args),
         Command::Dirsim(args) => rewind_loadtest::dirsim::run(args),
-        Command::Loadtest { command } => rewind_loadtest::cli::run(command),
+        Command::Loadtest {
+            command: Loadtest::BenchReport(args),
+        } => rewind_coordinator::bench_report::run(args),
+        Command::Loadtest {
+            command: Loadtest::Other(command),
+        } => rewind_loadtest::cli::run(command),
     };
     if let Err(e) = result {
         // The operator's answer, one plain line whatever the log format (not a log event).

@@ -78,14 +78,21 @@ pub enum BenchCaptureError {
     Wrong(String),
 }
 
-/// The simulator child process; killed when dropped.
-struct Simulator {
+/// The simulator child process (`rewind dirsim` of this executable); killed when dropped.
+pub struct Simulator {
     child: Child,
-    url: String,
+    /// Its base URL.
+    pub url: String,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator").field("url", &self.url).finish()
+    }
 }
 
 impl Simulator {
-    fn start() -> Result<Self, BenchCaptureError> {
+    pub fn start() -> Result<Self, BenchCaptureError> {
         let exe = std::env::current_exe().map_err(|e| BenchCaptureError::Spawn(e.to_string()))?;
         let mut child = Command::new(exe)
             .args(["dirsim", "--listen", "127.0.0.1:0"])
@@ -111,23 +118,27 @@ impl Simulator {
         Ok(Self { child, url })
     }
 
-    fn rss_bytes(&self) -> u64 {
-        self.status_bytes("VmRSS:")
+    pub fn rss_bytes(&self) -> u64 {
+        status_bytes(self.child.id(), "VmRSS:")
     }
 
-    fn peak_rss_bytes(&self) -> u64 {
-        self.status_bytes("VmHWM:")
+    pub fn peak_rss_bytes(&self) -> u64 {
+        status_bytes(self.child.id(), "VmHWM:")
     }
 
-    fn status_bytes(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |k| k * 1024)
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
+}
+
+/// A `/proc/<pid>/status` field in bytes (`VmHWM:`, `VmRSS:`), 0 when unknown.
+pub fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |k| k * 1024)
 }
 
 impl Drop for Simulator {

