@@ -23,11 +23,21 @@ use super::{BlobInfo, BlobStore, StoreError};
 const BLAKE3: &str = "blake3";
 const PUT_DIGEST: &str = "put-digest";
 
+/// Reads of objects at once, per process. The object store reads each object through an
+/// ordered consumer of its own, which the server keeps a while after the read; a burst of
+/// reads (a worker loading two snapshots' shards) must not pile them up.
+const CONCURRENT_READS: usize = 32;
+
+/// The consumers a bucket's stream may have. nats-server 2.15 gives every stream a default
+/// limit of 1,000 unless the stream sets its own, and every object read makes one.
+const BUCKET_MAX_CONSUMERS: i32 = 100_000;
+
 /// The JetStream object store, one bucket per tenant. Cloning shares the bucket cache.
 #[derive(Clone)]
 pub struct JetStreamBlobs {
     js: Context,
     buckets: Arc<Mutex<HashMap<String, ObjectStore>>>,
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for JetStreamBlobs {
@@ -75,6 +85,27 @@ impl JetStreamBlobs {
         Self {
             js,
             buckets: Arc::default(),
+            reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
+        }
+    }
+
+    /// Raises the consumer limit of a bucket's stream (see [`BUCKET_MAX_CONSUMERS`]). A server
+    /// that cannot change it (before 2.11) has no default limit to raise: a refusal is logged.
+    async fn make_room_for_reads(&self, bucket: &str) {
+        let name = format!("OBJ_{bucket}");
+        let Ok(mut stream) = self.js.get_stream(&name).await else {
+            return;
+        };
+        let Ok(info) = stream.info().await else {
+            return;
+        };
+        if info.config.max_consumers >= BUCKET_MAX_CONSUMERS {
+            return;
+        }
+        let mut config = info.config.clone();
+        config.max_consumers = BUCKET_MAX_CONSUMERS;
+        if let Err(e) = self.js.update_stream(config).await {
+            tracing::warn!(stream = %name, error = %e, "cannot raise the bucket's consumer limit");
         }
     }
 
@@ -124,6 +155,7 @@ impl JetStreamBlobs {
         } else {
             return Ok(None);
         };
+        self.make_room_for_reads(&bucket).await;
         self.buckets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -131,7 +163,12 @@ impl JetStreamBlobs {
         Ok(Some(store))
     }
 
-    async fn read(key: &str, store: &ObjectStore, name: &str) -> Result<Bytes, StoreError> {
+    async fn read(&self, key: &str, store: &ObjectStore, name: &str) -> Result<Bytes, StoreError> {
+        let _permit = self
+            .reads
+            .acquire()
+            .await
+            .map_err(|e| backend(key, "get")(&e))?;
         let mut object = match store.get(name).await {
             Ok(o) => o,
             Err(e) if e.kind() == GetErrorKind::NotFound => {
@@ -162,6 +199,7 @@ impl JetStreamBlobs {
     }
 
     async fn head_in(
+        &self,
         key: &str,
         store: &ObjectStore,
         name: &str,
@@ -184,7 +222,7 @@ impl JetStreamBlobs {
             key,
             "blob without a consistent recorded digest; hashing its bytes"
         );
-        let bytes = Self::read(key, store, name).await?;
+        let bytes = self.read(key, store, name).await?;
         Ok(Some(BlobInfo {
             size: bytes.len() as u64,
             blake3_hex: blake3_hex(&bytes),
@@ -200,7 +238,7 @@ impl BlobStore for JetStreamBlobs {
             return Err(StoreError::NotFound(key.to_owned()));
         };
         let digest = blake3_hex(&bytes);
-        if let Some(existing) = Self::head_in(key, &store, name).await? {
+        if let Some(existing) = self.head_in(key, &store, name).await? {
             return if existing.blake3_hex == digest && existing.size == bytes.len() as u64 {
                 Ok(())
             } else {
@@ -249,7 +287,7 @@ impl BlobStore for JetStreamBlobs {
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let (tenant, name) = split_key(key)?;
         match self.bucket(key, tenant, false).await? {
-            Some(store) => Self::read(key, &store, name).await,
+            Some(store) => self.read(key, &store, name).await,
             None => Err(StoreError::NotFound(key.to_owned())),
         }
     }
@@ -257,7 +295,7 @@ impl BlobStore for JetStreamBlobs {
     async fn head(&self, key: &str) -> Result<Option<BlobInfo>, StoreError> {
         let (tenant, name) = split_key(key)?;
         match self.bucket(key, tenant, false).await? {
-            Some(store) => Self::head_in(key, &store, name).await,
+            Some(store) => self.head_in(key, &store, name).await,
             None => Ok(None),
         }
     }
