@@ -280,15 +280,25 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let Some(nats) = nats_settings(&args.common, &file) else {
         bail!("a worker needs NATS: give --nats URL or [nats] urls in the config file");
     };
-    let key = match args
+    let key_file = args
         .common
         .secret_key_file
         .clone()
-        .or_else(|| file.secret_key_file.clone())
-    {
-        Some(path) => SecretKey::from_env_or_file(&path)?,
-        None => SecretKey::from_env_or_file(Path::new(""))
-            .context("a worker needs the cluster's secret key: set REWIND_SECRET_KEY or give --secret-key-file")?,
+        .or_else(|| file.secret_key_file.clone());
+    let key = if std::env::var_os(rewind_common::secret_box::SECRET_KEY_ENV).is_some() {
+        SecretKey::from_env_or_file(Path::new(""))?
+    } else {
+        match key_file {
+            // Never a new key: it would not open the secrets the coordinator sealed.
+            Some(path) if path.exists() => SecretKey::load_or_create(&path)?,
+            Some(path) => bail!(
+                "the key file {} does not exist: a worker needs the coordinator's key",
+                path.display()
+            ),
+            None => bail!(
+                "a worker needs the cluster's secret key: set REWIND_SECRET_KEY or give --secret-key-file"
+            ),
+        }
     };
     let name = args
         .name

@@ -125,6 +125,9 @@ pub struct Engine {
     queue: Arc<dyn WorkQueue>,
     blobs: Arc<dyn BlobStore>,
     settings: Arc<EngineSettings>,
+    /// When each open job entered its current phase (for the phase-seconds histogram; a job
+    /// resumed after a restart starts its phase's clock again).
+    phase_clock: Arc<std::sync::Mutex<BTreeMap<String, Instant>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -164,11 +167,32 @@ impl Engine {
             queue,
             blobs,
             settings: Arc::new(settings),
+            phase_clock: Arc::default(),
         })
     }
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// Starts the clock of a job's phase.
+    fn phase_started(&self, job: &str) {
+        if let Ok(mut clock) = self.phase_clock.lock() {
+            clock.insert(job.to_owned(), Instant::now());
+        }
+    }
+
+    /// Records the seconds of the phase a job leaves (`phase`: a `metrics::phase` value).
+    fn phase_ended(&self, job: &Job, phase: &'static str) {
+        let started = self
+            .phase_clock
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(&job.id));
+        if let Some(started) = started {
+            metrics::histogram!(m::JOB_PHASE_SECONDS, m::label::KIND => job.kind.name(), m::label::PHASE => phase)
+                .record(started.elapsed().as_secs_f64());
+        }
     }
 
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
@@ -296,16 +320,19 @@ impl Engine {
                     })
                     .await?;
                 count_status(&job);
+                self.phase_started(&job.id);
                 self.publish_captures(&job, &tenant, &BTreeMap::new()).await
             }
             Phase::Capturing | Phase::Sealing => {
                 let done = self.results_of(&job, TaskKind::Capture)?;
                 if done.len() < self.settings.capture_groups.len() {
                     if republish {
+                        self.phase_started(&job.id);
                         self.publish_captures(&job, &tenant, &done).await?;
                     }
                     return Ok(());
                 }
+                self.phase_ended(&job, m::phase::CAPTURE);
                 self.seal(&job, &tenant, done).await
             }
             Phase::Loading | Phase::Diffing => {
@@ -313,10 +340,12 @@ impl Engine {
                 let ranges = self.ranges(&tenant);
                 if (done.len() as u64) < (1u64 << ranges) {
                     if republish {
+                        self.phase_started(&job.id);
                         self.publish_diffs(&job, &tenant, &done).await?;
                     }
                     return Ok(());
                 }
+                self.phase_ended(&job, m::phase::DIFF);
                 self.finish_report(&job, done).await
             }
             Phase::Done => Ok(()),
@@ -535,6 +564,7 @@ impl Engine {
                     })
                     .await?;
                 count_status(&job);
+                self.phase_started(&job.id);
                 self.publish_diffs(&job, tenant, &BTreeMap::new()).await
             }
         }

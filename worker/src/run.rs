@@ -132,7 +132,13 @@ impl Worker {
         if delivery.attempt > 1 {
             metrics::counter!(m::TASK_REDELIVERIES_TOTAL, m::label::KIND => kind).increment(1);
         }
-        let span = tracing::info_span!("task", tenant = %task.id.tenant, job = %task.id.job, task = %task.id.task_msg_id(), attempt = delivery.attempt);
+        // `shard`: a diff task's range of shards, or the part a capture task writes in every
+        // shard.
+        let shard = match &task.spec {
+            TaskSpec::Diff(d) => format!("range {} of {}", d.range, 1u32 << d.range_bits),
+            TaskSpec::Capture(c) => format!("part {}", c.part),
+        };
+        let span = tracing::info_span!("task", tenant = %task.id.tenant, job = %task.id.job, task = %task.id.task_msg_id(), shard = %shard, attempt = delivery.attempt);
         let started = Instant::now();
         let work = {
             let worker = self.clone();

@@ -230,3 +230,30 @@ async fn local_damaged_blob_shows_in_heads_digest() {
     assert_eq!(info.blake3_hex, digest(b"damaged!"));
     assert_ne!(info.blake3_hex, digest(b"original"));
 }
+
+both!(large_and_many_blobs_read_back_whole);
+/// Blobs of several chunks (over 512 KiB) read back byte for byte, and a burst of reads at
+/// once (more than a stream's default limit of consumers) all succeed.
+async fn large_and_many_blobs_read_back_whole(store: Blobs) {
+    let big: Vec<u8> = (0..1_300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let key = "tenants/acme/snapshots/s1/big.bin";
+    store.put(key, Bytes::from(big.clone())).await.unwrap();
+    assert_eq!(store.get(key).await.unwrap().as_ref(), big.as_slice());
+    let keys: Vec<String> = (0..1_200)
+        .map(|i| format!("tenants/acme/snapshots/s2/blob-{i:05}.bin"))
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        store
+            .put(k, Bytes::from(format!("blob {i}").into_bytes()))
+            .await
+            .unwrap();
+    }
+    let reads = keys.iter().map(|k| {
+        let store = store.clone();
+        async move { store.get(k).await }
+    });
+    let got = futures_util::future::join_all(reads).await;
+    for (i, g) in got.into_iter().enumerate() {
+        assert_eq!(g.unwrap().as_ref(), format!("blob {i}").as_bytes());
+    }
+}
