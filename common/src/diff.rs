@@ -20,6 +20,7 @@ use crate::report::{
 };
 use crate::snapshot::raw;
 use crate::snapshot::shard::{BlockCache, IndexEntry, LoadedShard, FLAG_DYNAMIC, FLAG_ON_PREMISES};
+use crate::snapshot::standing::Standings;
 use crate::snapshot::{LoadedSnapshot, Manifest, ShardLayout};
 use crate::value::Value;
 
@@ -125,6 +126,11 @@ pub struct ShardSet<'a> {
     /// The parts of shard `i` are `parts[starts[i]..starts[i + 1]]`.
     parts: Vec<&'a LoadedShard>,
     starts: Vec<usize>,
+    /// The snapshot's standing lists, when far ends are looked up in them rather than in the
+    /// shards (a set holding only some shards).
+    standing: Vec<&'a Standings>,
+    /// The shards the set holds (`first..=last`); `None`: all of them.
+    holds: Option<(u32, u32)>,
 }
 
 impl<'a> ShardSet<'a> {
@@ -156,7 +162,39 @@ impl<'a> ShardSet<'a> {
             layout,
             parts,
             starts,
+            standing: Vec::new(),
+            holds: None,
         })
+    }
+
+    /// A set holding only shards `first..=last` of `layout` (the blobs given must be all of
+    /// theirs), with the snapshot's standing lists for the far ends of links: what a diff task
+    /// of one range loads. It can only be diffed within that range.
+    pub fn partial(
+        layout: ShardLayout,
+        (first, last): (u32, u32),
+        shards: impl IntoIterator<Item = &'a LoadedShard>,
+        standing: Vec<&'a Standings>,
+    ) -> Result<Self, SnapshotError> {
+        let mut set = Self::new(layout, shards)?;
+        if let Some(s) = set
+            .parts
+            .iter()
+            .find(|s| s.shard() < first || s.shard() > last)
+        {
+            return Err(SnapshotError::Invalid(format!(
+                "shard {} is outside the set's shards {first}..={last}",
+                s.shard()
+            )));
+        }
+        if standing.is_empty() {
+            return Err(SnapshotError::Invalid(
+                "a set of some shards needs the snapshot's standing lists".into(),
+            ));
+        }
+        set.standing = standing;
+        set.holds = Some((first, last));
+        Ok(set)
     }
 
     /// A loaded snapshot's shards, by its manifest's layout.
@@ -195,6 +233,13 @@ impl<'a> ShardSet<'a> {
 
     /// Where `id` stands in this snapshot.
     fn standing(&self, id: ObjectId) -> Standing {
+        if !self.standing.is_empty() {
+            return match self.standing.iter().find_map(|s| s.lookup(id)) {
+                Some(true) => Standing::Active,
+                Some(false) => Standing::SoftDeleted,
+                None => Standing::Absent,
+            };
+        }
         for part in self.parts_of(self.layout.shard_of(id)) {
             let index = part.index();
             if let Ok(i) = index.binary_search_by_key(&id, |e| e.id) {
@@ -242,6 +287,17 @@ pub fn diff_sets(
         bits
     });
     let segments = ShardLayout::new(base_bits.saturating_add(split_bits));
+    for set in [backup, current] {
+        if let Some((first, last)) = set.holds {
+            let (lo, hi) = (set.layout.range(first).0, set.layout.range(last).1);
+            let within = range.is_some_and(|(a, b)| a >= lo && b <= hi);
+            if !within {
+                return Err(SnapshotError::Invalid(format!(
+                    "a set holding shards {first}..={last} is diffed only within them"
+                )));
+            }
+        }
+    }
     let (first, last) = match range {
         None => (0, segments.count() - 1),
         Some((lo, hi)) => {
@@ -938,6 +994,7 @@ mod tests {
             object_count: 0,
             shards: Vec::new(),
             not_captured: not_captured.iter().map(|s| (*s).to_owned()).collect(),
+            standing: Vec::new(),
             digest: String::new(),
         }
     }

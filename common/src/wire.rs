@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::ObjectType;
 use crate::report::{ReportEntry, Scope};
 use crate::secret_box::EncryptedSecret;
-use crate::snapshot::{ShardRef, SnapshotKind};
+use crate::snapshot::{ShardRef, SnapshotKind, StandingRef};
 
 /// The wire version this build writes and reads.
 pub const WIRE_VERSION: u16 = 1;
@@ -267,6 +267,8 @@ pub struct CaptureResult {
     pub by_type: BTreeMap<String, u64>,
     /// Kept properties this part did not read (`type.property`).
     pub not_captured: Vec<String>,
+    /// The part's standing list (its key and digest go into the manifest).
+    pub standing: StandingRef,
     pub requests: u64,
     pub bytes: u64,
 }
@@ -426,6 +428,12 @@ mod tests {
                 objects: 10,
                 by_type: BTreeMap::from([("user".into(), 10)]),
                 not_captured: vec!["user.perUserMfaState".into()],
+                standing: StandingRef {
+                    part: 1,
+                    key: "k".into(),
+                    digest: "d".into(),
+                    objects: 10,
+                },
                 requests: 3,
                 bytes: 900,
             }),

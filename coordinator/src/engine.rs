@@ -28,7 +28,7 @@ use rewind_common::metrics as m;
 use rewind_common::model::ObjectType;
 use rewind_common::report::Scope;
 use rewind_common::snapshot::{
-    blake3_hex, manifest_key, seal_manifest, ShardLayout, ShardRef, SnapshotInfo, SnapshotKind,
+    blake3_hex, manifest_key, seal_manifest_with, ShardLayout, ShardRef, SnapshotInfo, SnapshotKind,
 };
 use rewind_common::wire::{
     self, CaptureMode, CaptureResult, CaptureTask, DiffResult, DiffTask, DirectoryRef, PartShards,
@@ -496,12 +496,14 @@ impl Engine {
         }
         let snapshot = Self::snapshot_id(job)?.to_owned();
         let mut shards: Vec<ShardRef> = Vec::new();
+        let mut standing = Vec::new();
         let mut not_captured: Vec<String> = Vec::new();
         for outcome in done.values() {
             let TaskOutcome::Captured(c) = outcome else {
                 continue;
             };
             shards.extend(self.part_shards(c).await?);
+            standing.push(c.standing.clone());
             not_captured.extend(c.not_captured.iter().cloned());
         }
         not_captured.sort();
@@ -515,10 +517,11 @@ impl Engine {
         };
         let layout = ShardLayout::new(tenant.shard_bits);
         let store = BlockingBlobs::new(tokio::runtime::Handle::current(), self.blobs.clone());
-        let manifest =
-            tokio::task::spawn_blocking(move || seal_manifest(&store, &info, layout, shards))
-                .await
-                .map_err(|e| EngineError::Join(e.to_string()))??;
+        let manifest = tokio::task::spawn_blocking(move || {
+            seal_manifest_with(&store, &info, layout, shards, standing)
+        })
+        .await
+        .map_err(|e| EngineError::Join(e.to_string()))??;
         let manifest_bytes = self
             .blobs
             .get(&manifest_key(&job.tenant, &snapshot))

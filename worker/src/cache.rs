@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use rayon::prelude::*;
 use rewind_common::metrics as m;
-use rewind_common::snapshot::{self, LoadedShard, Manifest, ShardRef, ShardStore};
+use rewind_common::snapshot::standing::Standings;
+use rewind_common::snapshot::{self, LoadedShard, Manifest, ShardRef, ShardStore, StandingRef};
 use rewind_common::SnapshotError;
 
 /// One blob of one snapshot of one tenant.
@@ -24,6 +25,9 @@ pub struct ShardKey {
 /// A cache entry. Its mutex is held while the blob loads, so that one key is loaded once while
 /// loads of other keys go on.
 type Slot = Arc<Mutex<Option<Cached>>>;
+
+/// A standing list's cache entry, locked while it loads.
+type StandingSlot = Arc<Mutex<Option<Arc<Standings>>>>;
 
 #[derive(Debug)]
 struct Cached {
@@ -46,6 +50,9 @@ pub struct CacheStats {
 #[derive(Debug)]
 pub struct ShardCache {
     shards: DashMap<ShardKey, Slot>,
+    /// Standing lists by (tenant, snapshot, part); small (17 bytes an object), kept with
+    /// their manifest.
+    standings: DashMap<(String, String, u16), StandingSlot>,
     manifests: DashMap<(String, String), Arc<Manifest>>,
     clock: AtomicU64,
     budget_bytes: u64,
@@ -61,6 +68,7 @@ impl ShardCache {
     pub fn new(budget_bytes: u64) -> Self {
         Self {
             shards: DashMap::new(),
+            standings: DashMap::new(),
             manifests: DashMap::new(),
             clock: AtomicU64::new(0),
             budget_bytes,
@@ -140,6 +148,55 @@ impl ShardCache {
         Ok(loaded)
     }
 
+    /// A part's standing list, from the cache or read and verified.
+    pub fn standing(
+        &self,
+        store: &dyn ShardStore,
+        manifest: &Manifest,
+        standing: &StandingRef,
+    ) -> Result<Arc<Standings>, SnapshotError> {
+        let key = (
+            manifest.tenant.clone(),
+            manifest.snapshot_id.clone(),
+            standing.part,
+        );
+        let slot = self.standings.entry(key).or_default().clone();
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hit) = guard.as_ref() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::SNAPSHOT_CACHE_HITS_TOTAL).increment(1);
+            return Ok(hit.clone());
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::SNAPSHOT_CACHE_MISSES_TOTAL).increment(1);
+        let bytes = store.get(&standing.key)?;
+        let what = format!(
+            "standing list of part {} of snapshot {}/{}",
+            standing.part, manifest.tenant, manifest.snapshot_id
+        );
+        let loaded = Arc::new(Standings::open(&bytes, &standing.digest, &what)?);
+        self.bytes
+            .fetch_add(loaded.held_bytes() as u64, Ordering::Relaxed);
+        *guard = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The blobs of shards `first..=last` of a snapshot, loading what the cache lacks on the
+    /// rayon pool.
+    pub fn shards_in(
+        &self,
+        store: &dyn ShardStore,
+        manifest: &Manifest,
+        (first, last): (u32, u32),
+    ) -> Result<Vec<Arc<LoadedShard>>, SnapshotError> {
+        manifest
+            .shards
+            .par_iter()
+            .filter(|r| r.index >= first && r.index <= last)
+            .map(|r| self.shard(store, manifest, r))
+            .collect()
+    }
+
     /// Every blob of a snapshot (in its manifest's order), loading what the cache lacks on the
     /// rayon pool.
     pub fn snapshot(
@@ -161,6 +218,20 @@ impl ShardCache {
     pub fn forget_snapshot(&self, tenant: &str, snapshot_id: &str) {
         self.manifests
             .remove(&(tenant.to_owned(), snapshot_id.to_owned()));
+        let lists: Vec<_> = self
+            .standings
+            .iter()
+            .filter(|e| e.key().0 == tenant && e.key().1 == snapshot_id)
+            .map(|e| e.key().clone())
+            .collect();
+        for k in lists {
+            if let Some((_, slot)) = self.standings.remove(&k) {
+                if let Some(s) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    self.bytes
+                        .fetch_sub(s.held_bytes() as u64, Ordering::Relaxed);
+                }
+            }
+        }
         let keys: Vec<ShardKey> = self
             .shards
             .iter()

@@ -6,12 +6,16 @@
 //! writes the same bytes under the same key, a capture writes under keys of its own attempt.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rewind_common::connector::{ConnectorError, ErrorClass, GraphConnector, GraphSettings, Secret};
 use rewind_common::diff::{diff_sets, DiffOptions, ShardSet, Uncompared};
+use rewind_common::snapshot::standing::Standings;
 use rewind_common::snapshot::store::StoreError;
-use rewind_common::snapshot::{blake3_hex, store_part, ShardLayout, ShardStore, SnapshotInfo};
+use rewind_common::snapshot::{
+    blake3_hex, store_part, LoadedShard, Manifest, ShardLayout, ShardStore, SnapshotInfo,
+};
 use rewind_common::wire::{
     self, part_shards_key, range_entries_key, CaptureMode, CaptureResult, CaptureTask, DiffResult,
     DiffTask, WireError,
@@ -62,6 +66,14 @@ pub fn split_token_url(url: &str) -> Result<(String, String), TaskError> {
     }
     Ok((authority.to_owned(), tenant.to_owned()))
 }
+
+/// A snapshot's blobs for one diff task: shards, standing lists, and which shards it holds
+/// (`None`: all).
+type Loaded = (
+    Vec<Arc<LoadedShard>>,
+    Vec<Arc<Standings>>,
+    Option<(u32, u32)>,
+);
 
 /// How a worker's connector behaves beyond what a task says (retries, timeouts).
 #[derive(Clone, Debug)]
@@ -129,7 +141,8 @@ pub fn run_capture(
         created_at: task.snapshot.created_at,
         not_captured: not_captured.clone(),
     };
-    let shards = store_part(store, &info, layout, writers, task.part, Some(attempt_tag))?;
+    let (shards, standing) =
+        store_part(store, &info, layout, writers, task.part, Some(attempt_tag))?;
     let list = wire::encode_blob(&shards)?;
     let shards_key = part_shards_key(tenant, &task.snapshot.id, task.part);
     let shards_key = format!("{shards_key}.{attempt_tag}");
@@ -145,9 +158,30 @@ pub fn run_capture(
             .map(|(t, n)| (t.to_string(), *n))
             .collect(),
         not_captured,
+        standing,
         requests: stats.requests,
         bytes: stats.bytes,
     })
+}
+
+/// The shard set a diff task diffs: all of a snapshot's shards, or those it holds with the
+/// snapshot's standing lists.
+fn shard_set<'a>(
+    manifest: &Manifest,
+    shards: &'a [Arc<LoadedShard>],
+    standing: &'a [Arc<Standings>],
+    held: Option<(u32, u32)>,
+) -> Result<ShardSet<'a>, SnapshotError> {
+    let parts = shards.iter().map(|s| &**s);
+    match held {
+        None => ShardSet::new(manifest.layout(), parts),
+        Some(held) => ShardSet::partial(
+            manifest.layout(),
+            held,
+            parts,
+            standing.iter().map(|s| &**s).collect(),
+        ),
+    }
 }
 
 /// Runs a diff task: the range's entries, stored under the job's range key.
@@ -158,8 +192,8 @@ pub fn run_diff(
     job: &str,
     task: &DiffTask,
 ) -> Result<DiffResult, TaskError> {
-    let (backup_manifest, backup) = cache.snapshot(store, tenant, &task.backup)?;
-    let (live_manifest, live) = cache.snapshot(store, tenant, &task.live)?;
+    let backup_manifest = cache.manifest(store, tenant, &task.backup)?;
+    let live_manifest = cache.manifest(store, tenant, &task.live)?;
     let finest = backup_manifest.shard_bits.min(live_manifest.shard_bits);
     if task.range_bits > finest || task.range >= 1u32 << task.range_bits {
         return Err(TaskError::Invalid(format!(
@@ -167,10 +201,29 @@ pub fn run_diff(
             task.range, task.range_bits, backup_manifest.shard_bits, live_manifest.shard_bits
         )));
     }
-    let backup_set = ShardSet::new(backup_manifest.layout(), backup.iter().map(|s| &**s))?;
-    let live_set = ShardSet::new(live_manifest.layout(), live.iter().map(|s| &**s))?;
-    let uncompared = Uncompared::of(&[&backup_manifest, &live_manifest])?;
     let range = ShardLayout::new(task.range_bits).range(task.range);
+    // With standing lists, the range's shards and the lists suffice; without (snapshots
+    // written before them), every shard is needed for the far ends of links.
+    let load = |manifest: &Manifest| -> Result<Loaded, TaskError> {
+        let layout = manifest.layout();
+        if manifest.standing.is_empty() {
+            let (_, shards) = cache.snapshot(store, tenant, &manifest.snapshot_id)?;
+            return Ok((shards, Vec::new(), None));
+        }
+        let held = (layout.shard_of(range.0), layout.shard_of(range.1));
+        let shards = cache.shards_in(store, manifest, held)?;
+        let standing = manifest
+            .standing
+            .iter()
+            .map(|s| cache.standing(store, manifest, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((shards, standing, Some(held)))
+    };
+    let (backup, backup_standing, backup_held) = load(&backup_manifest)?;
+    let (live, live_standing, live_held) = load(&live_manifest)?;
+    let backup_set = shard_set(&backup_manifest, &backup, &backup_standing, backup_held)?;
+    let live_set = shard_set(&live_manifest, &live, &live_standing, live_held)?;
+    let uncompared = Uncompared::of(&[&backup_manifest, &live_manifest])?;
     let started = std::time::Instant::now();
     let entries = diff_sets(
         &backup_set,

@@ -13,6 +13,7 @@
 pub mod layout;
 pub mod raw;
 pub mod shard;
+pub mod standing;
 pub mod store;
 
 use rayon::prelude::*;
@@ -77,6 +78,17 @@ pub struct ShardRef {
     pub bytes: u64,
 }
 
+/// A part's standing list ([`standing`]) as its manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StandingRef {
+    pub part: u16,
+    pub key: String,
+    /// blake3 of the list, lowercase hex; verified on every read.
+    pub digest: String,
+    pub objects: u64,
+}
+
 /// What a snapshot holds: its identity, its layout and a verified reference to every shard.
 ///
 /// Stored as JSON with its own [`Manifest::digest`]; fields unknown to this build are refused
@@ -98,6 +110,10 @@ pub struct Manifest {
     /// snapshots that both read them. Absent when it read everything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_captured: Vec<String>,
+    /// One standing list per part (format 3; absent in snapshots written without them, whose
+    /// diffs then read every shard for the far ends of links).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standing: Vec<StandingRef>,
     /// blake3 of the manifest's canonical bytes ([`Manifest::canonical_bytes`]), lowercase
     /// hex; verified when the manifest is read.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -217,8 +233,25 @@ pub fn seal_manifest(
     store: &dyn ShardStore,
     info: &SnapshotInfo,
     layout: ShardLayout,
-    mut shards: Vec<ShardRef>,
+    shards: Vec<ShardRef>,
 ) -> Result<Manifest, SnapshotError> {
+    seal_manifest_with(store, info, layout, shards, Vec::new())
+}
+
+/// [`seal_manifest`] with the parts' standing lists (one per part, or none at all).
+pub fn seal_manifest_with(
+    store: &dyn ShardStore,
+    info: &SnapshotInfo,
+    layout: ShardLayout,
+    mut shards: Vec<ShardRef>,
+    mut standing: Vec<StandingRef>,
+) -> Result<Manifest, SnapshotError> {
+    standing.sort_by_key(|s| s.part);
+    if standing.windows(2).any(|w| w[0].part == w[1].part) {
+        return Err(SnapshotError::Invalid(
+            "cannot seal the snapshot: a part has two standing lists".into(),
+        ));
+    }
     shards.sort_by_key(|s| (s.index, s.part));
     check_shard_list(&shards, layout)
         .map_err(|e| SnapshotError::Invalid(format!("cannot seal the snapshot: {e}")))?;
@@ -232,6 +265,7 @@ pub fn seal_manifest(
         object_count: shards.iter().map(|s| s.objects).sum(),
         shards,
         not_captured: info.not_captured.clone(),
+        standing,
         digest: String::new(),
     };
     manifest.digest = manifest.compute_digest()?;
@@ -248,8 +282,20 @@ pub fn write_snapshot(
     layout: ShardLayout,
     writers: Vec<ShardWriter>,
 ) -> Result<Manifest, SnapshotError> {
-    let shards = store_writers(store, info, layout, writers, (0, None), false)?;
-    seal_manifest(store, info, layout, shards)
+    let (shards, standing) = store_writers(store, info, layout, writers, (0, None), false)?;
+    seal_manifest_with(store, info, layout, shards, vec![standing])
+}
+
+/// What [`store_part`] stored: the part's shard blobs and its standing list.
+pub type StoredPart = (Vec<ShardRef>, StandingRef);
+
+/// The store key of a part's standing list.
+pub fn standing_key(tenant: &str, snapshot_id: &str, part: u16, tag: Option<&str>) -> String {
+    let prefix = snapshot_prefix(tenant, snapshot_id);
+    match tag {
+        None => format!("{prefix}/standing.p{part}.rwst"),
+        Some(tag) => format!("{prefix}/standing.p{part}.{tag}.rwst"),
+    }
 }
 
 /// Finishes shard writers (in parallel) and stores their blobs as part `part` of their shards
@@ -263,7 +309,7 @@ pub fn store_part(
     writers: Vec<ShardWriter>,
     part: u16,
     tag: Option<&str>,
-) -> Result<Vec<ShardRef>, SnapshotError> {
+) -> Result<StoredPart, SnapshotError> {
     store_writers(store, info, layout, writers, (part, tag), true)
 }
 
@@ -274,7 +320,7 @@ fn store_writers(
     writers: Vec<ShardWriter>,
     (part, tag): (u16, Option<&str>),
     skip_empty: bool,
-) -> Result<Vec<ShardRef>, SnapshotError> {
+) -> Result<StoredPart, SnapshotError> {
     if writers.iter().any(|w| w.layout() != layout) {
         return Err(SnapshotError::Invalid(
             "every shard writer must use the snapshot's layout".into(),
@@ -289,6 +335,14 @@ fn store_writers(
         .into_iter()
         .filter(|w| !(skip_empty && w.is_empty()))
         .collect();
+    let list = standing::encode_standing(writers.iter().flat_map(ShardWriter::standing).collect())?;
+    let standing = StandingRef {
+        part,
+        key: standing_key(&info.tenant, &info.snapshot_id, part, tag),
+        digest: blake3_hex(&list),
+        objects: writers.iter().map(|w| w.len() as u64).sum(),
+    };
+    store.put(&standing.key, &list)?;
     let stored = std::sync::Mutex::new(Vec::with_capacity(writers.len()));
     fan_out(
         STORE_THREADS,
@@ -314,7 +368,7 @@ fn store_writers(
         .into_inner()
         .map_err(|_| SnapshotError::Invalid("a shard store thread panicked".into()))?;
     shards.sort_by_key(|s| s.index);
-    Ok(shards)
+    Ok((shards, standing))
 }
 
 /// Writes a snapshot of `objects` (any order) with the given layout.

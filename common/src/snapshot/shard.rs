@@ -122,6 +122,11 @@ impl ShardWriter {
         self.entries.is_empty()
     }
 
+    /// The id and standing (active or not) of every object added so far, in the order added.
+    pub fn standing(&self) -> impl Iterator<Item = (ObjectId, bool)> + '_ {
+        self.entries.iter().map(|(e, _, _)| (e.id, e.is_active()))
+    }
+
     /// Encoded bytes collected so far (before compression).
     pub fn encoded_len(&self) -> usize {
         self.encodings.len()

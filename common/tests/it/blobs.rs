@@ -305,6 +305,7 @@ fn a_part_listed_twice_or_an_object_in_two_parts_is_refused() {
         store_part(&store, &snapshot, layout, writers, n, None).expect("part")
     };
     let (zero, one) = (part(0), part(1));
+    let (zero, one) = (zero.0, one.0);
     let twice: Vec<_> = zero.iter().chain(&zero).cloned().collect();
     let err = seal_manifest(&store, &snapshot, layout, twice).expect_err("sealed twice");
     assert!(err.to_string().contains("twice"), "{err}");

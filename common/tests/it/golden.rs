@@ -9,7 +9,7 @@ use rewind_common::diff::diff_snapshots;
 use rewind_common::properties::{self, link_kinds, properties};
 use rewind_common::snapshot::shard::{FLAG_DYNAMIC, FLAG_ON_PREMISES};
 use rewind_common::snapshot::{
-    load_snapshot, seal_manifest, shard_key, store_part, write_objects, LoadedSnapshot,
+    load_snapshot, seal_manifest_with, shard_key, store_part, write_objects, LoadedSnapshot,
     LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind, FORMAT_VERSION,
 };
 use rewind_common::{
@@ -291,6 +291,7 @@ fn write_golden(dir: &Path) {
     // types in part 1 (as two capture tasks would write them), so both are pinned.
     let layout = ShardLayout::new(2);
     let mut refs = Vec::new();
+    let mut lists = Vec::new();
     for part in 0..2u16 {
         let mut writers = layout.writers();
         for o in &objects {
@@ -299,9 +300,12 @@ fn write_golden(dir: &Path) {
                 writers[layout.shard_of(o.id) as usize].add(o.clone());
             }
         }
-        refs.extend(store_part(&store, &info, layout, writers, part, None).expect("store part"));
+        let (shards, standing) =
+            store_part(&store, &info, layout, writers, part, None).expect("store part");
+        refs.extend(shards);
+        lists.push(standing);
     }
-    seal_manifest(&store, &info, layout, refs).expect("write golden");
+    seal_manifest_with(&store, &info, layout, refs, lists).expect("write golden");
     let lines: Vec<String> = objects
         .iter()
         .map(|o| expected_form(o).to_string())

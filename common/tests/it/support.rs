@@ -4,10 +4,38 @@
 use rewind_common::diff::{
     diff_decoded, diff_sets, diff_shards, DiffOptions, ShardSet, Uncompared,
 };
+use rewind_common::snapshot::standing::Standings;
 use rewind_common::snapshot::{
-    load_snapshot, seal_manifest, store_part, write_objects, LocalShardStore, ShardLayout,
-    SnapshotInfo, SnapshotKind,
+    load_snapshot, seal_manifest_with, store_part, write_objects, LoadedSnapshot, LocalShardStore,
+    Manifest, ShardLayout, ShardStore, SnapshotInfo, SnapshotKind,
 };
+
+/// The set a diff task of `range` builds: the range's shards and the standing lists.
+fn partial<'a>(
+    s: &'a LoadedSnapshot,
+    lists: &'a [Standings],
+    range: (rewind_common::ObjectId, rewind_common::ObjectId),
+) -> ShardSet<'a> {
+    let layout = s.manifest.layout();
+    let (first, last) = (layout.shard_of(range.0), layout.shard_of(range.1));
+    let shards = s
+        .shards
+        .iter()
+        .filter(move |x| x.shard() >= first && x.shard() <= last);
+    ShardSet::partial(layout, (first, last), shards, lists.iter().collect()).expect("a partial set")
+}
+
+/// A manifest's standing lists, read and verified.
+pub fn standing_lists(store: &LocalShardStore, manifest: &Manifest) -> Vec<Standings> {
+    manifest
+        .standing
+        .iter()
+        .map(|s| {
+            let bytes = store.get(&s.key).expect("a standing list");
+            Standings::open(&bytes, &s.digest, &s.key).expect("a valid standing list")
+        })
+        .collect()
+}
 use rewind_common::{DirectoryObject, ReportEntry, Scope};
 
 pub fn store() -> (tempfile::TempDir, LocalShardStore) {
@@ -74,6 +102,7 @@ pub fn write_in_parts(
     parts: u16,
 ) {
     let mut refs = Vec::new();
+    let mut lists = Vec::new();
     for part in 0..parts {
         let mut writers = layout.writers();
         for o in objects
@@ -82,14 +111,18 @@ pub fn write_in_parts(
         {
             writers[layout.shard_of(o.id) as usize].add(o.clone());
         }
-        refs.extend(store_part(store, info, layout, writers, part, None).expect("store part"));
+        let (shards, standing) =
+            store_part(store, info, layout, writers, part, None).expect("store part");
+        refs.extend(shards);
+        lists.push(standing);
     }
-    seal_manifest(store, info, layout, refs).expect("seal");
+    seal_manifest_with(store, info, layout, refs, lists).expect("seal");
 }
 
 /// Diffs two snapshots written in parts (`(bits, parts)` each), whole and then range by range
-/// (2^`range_bits` ranges, no finer than either layout), checking that the ranges concatenated
-/// give the whole report.
+/// (2^`range_bits` ranges, no finer than either layout) as a diff task does (each range from
+/// the sets of its own shards and the standing lists alone), checking that the ranges
+/// concatenated give the whole report.
 pub fn diff_parts_via_store(
     backup: &[DirectoryObject],
     current: &[DirectoryObject],
@@ -123,10 +156,18 @@ pub fn diff_parts_via_store(
     let options = DiffOptions::default();
     let whole = diff_sets(&bs, &cs, scope, options, &none, None).expect("diff");
     let ranges = ShardLayout::new(range_bits.min(b_bits).min(c_bits));
+    let b_lists = standing_lists(&store, &b.manifest);
+    let c_lists = standing_lists(&store, &c.manifest);
     let mut by_range = Vec::new();
     for r in 0..ranges.count() {
-        let range = Some(ranges.range(r));
-        by_range.extend(diff_sets(&bs, &cs, scope, options, &none, range).expect("range diff"));
+        let range = ranges.range(r);
+        let (pb, pc) = (partial(&b, &b_lists, range), partial(&c, &c_lists, range));
+        by_range
+            .extend(diff_sets(&pb, &pc, scope, options, &none, Some(range)).expect("range diff"));
+        assert!(
+            diff_sets(&pb, &pc, scope, options, &none, None).is_err(),
+            "a partial set diffed whole"
+        );
     }
     assert_eq!(whole, by_range, "ranges concatenated differ from the whole");
     whole
