@@ -5,10 +5,8 @@ use std::collections::BTreeSet;
 
 use rewind_common::snapshot::SnapshotKind;
 use serde::{Deserialize, Serialize};
-use sled::transaction::ConflictableTransactionError as TxError;
-use sled::Transactional;
 
-use super::{decode, encode, now, pair_key, prefix, tree, tx_result, State, StateError};
+use super::{decode, encode, now, pair_key, prefix, tree, State, StateError};
 
 /// A sealed snapshot as the catalog holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,19 +194,17 @@ impl State {
             let seq = self.next_seq()?.to_be_bytes();
             let removal_bytes = encode(tree::REMOVALS, &seq, &removal)?;
             let key = pair_key(tenant, id.as_bytes());
-            tx_result(
-                (&self.catalog, &self.removals).transaction(|(catalog, removals)| {
-                    if removals.get(seq)?.is_some() {
-                        return Err(TxError::Abort(StateError::Exists {
-                            what: "removal",
-                            id: super::key_text(&seq),
-                        }));
-                    }
-                    removals.insert(&seq, removal_bytes.as_slice())?;
-                    catalog.remove(key.as_slice())?;
-                    Ok(())
-                }),
-            )?;
+            // The removal is recorded first, then the record goes: a crash between the two
+            // leaves the snapshot in the catalog, to be removed again (and recorded again) by
+            // the next retention pass.
+            if self.removals.get(seq)?.is_some() {
+                return Err(StateError::Exists {
+                    what: "removal",
+                    id: super::key_text(&seq),
+                });
+            }
+            self.removals.insert(seq, removal_bytes)?;
+            self.catalog.remove(key.as_slice())?;
             removal
         };
         self.flush().await?;

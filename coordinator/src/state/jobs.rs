@@ -7,10 +7,8 @@ use std::ops::Bound;
 
 use rewind_common::report::Scope;
 use serde::{Deserialize, Serialize};
-use sled::transaction::ConflictableTransactionError as TxError;
-use sled::Transactional;
 
-use super::{decode, encode, now, pair_key, prefix, tree, tx_result, State, StateError};
+use super::{decode, encode, now, pair_key, prefix, tree, State, StateError};
 
 /// What a job does. Externally tagged on purpose: an internally tagged enum is buffered by
 /// serde, which loses rmp-serde's compact (not human-readable) form of the scope's ids and types.
@@ -264,29 +262,23 @@ impl State {
             if let Some(backup) = job.kind.backup() {
                 self.get_snapshot(tenant, backup)?;
             }
-            tx_result(
-                (
-                    &self.tenants,
-                    &self.active_by_tenant,
-                    &self.jobs,
-                    &self.jobs_by_tenant,
-                )
-                    .transaction(|(tenants, active, jobs, by_tenant)| {
-                        if tenants.get(tenant.as_bytes())?.is_none() {
-                            return Err(TxError::Abort(StateError::not_found("tenant", tenant)));
-                        }
-                        if let Some(running) = active.get(tenant.as_bytes())? {
-                            return Err(TxError::Abort(StateError::Conflict {
-                                tenant: tenant.to_owned(),
-                                running_job: String::from_utf8_lossy(&running).into_owned(),
-                            }));
-                        }
-                        active.insert(tenant.as_bytes(), job.id.as_bytes())?;
-                        jobs.insert(job.id.as_bytes(), bytes.as_slice())?;
-                        by_tenant.insert(index_key.as_slice(), job.id.as_bytes())?;
-                        Ok(())
-                    }),
-            )?;
+            // Under the write lock, no other writer can come between the checks and the
+            // writes. The job and its index go first: a crash before the tenant's mark leaves
+            // an open job that [`State::repair`] marks at the next open.
+            if self.tenants.get(tenant.as_bytes())?.is_none() {
+                return Err(StateError::not_found("tenant", tenant));
+            }
+            if let Some(running) = self.active_by_tenant.get(tenant.as_bytes())? {
+                return Err(StateError::Conflict {
+                    tenant: tenant.to_owned(),
+                    running_job: String::from_utf8_lossy(&running).into_owned(),
+                });
+            }
+            self.jobs.insert(job.id.as_bytes(), bytes)?;
+            self.jobs_by_tenant
+                .insert(index_key.as_slice(), job.id.as_bytes())?;
+            self.active_by_tenant
+                .insert(tenant.as_bytes(), job.id.as_bytes())?;
         }
         self.flush().await?;
         Ok(job)
@@ -341,21 +333,20 @@ impl State {
         Ok(job)
     }
 
-    /// Writes a job (and frees its tenant when it is terminal) in one transaction. Called under
-    /// the write lock.
+    /// Writes a job, then frees its tenant when it is terminal. Called under the write lock.
+    /// The job first: a crash between the two leaves a terminal job marked active, which
+    /// [`State::repair`] clears at the next open.
     fn write_job(&self, job: &Job) -> Result<(), StateError> {
         let bytes = encode(tree::JOBS, job.id.as_bytes(), job)?;
-        tx_result(
-            (&self.jobs, &self.active_by_tenant).transaction(|(jobs, active)| {
-                jobs.insert(job.id.as_bytes(), bytes.as_slice())?;
-                if job.status.is_terminal()
-                    && active.get(job.tenant.as_bytes())?.as_deref() == Some(job.id.as_bytes())
-                {
-                    active.remove(job.tenant.as_bytes())?;
-                }
-                Ok(())
-            }),
-        )
+        self.jobs.insert(job.id.as_bytes(), bytes)?;
+        if job.status.is_terminal() {
+            let _ = self.active_by_tenant.compare_and_swap(
+                job.tenant.as_bytes(),
+                Some(job.id.as_bytes()),
+                None as Option<&[u8]>,
+            )?;
+        }
+        Ok(())
     }
 
     pub fn get_job(&self, job_id: &str) -> Result<Job, StateError> {
@@ -411,32 +402,26 @@ impl State {
         let outcome = {
             let _guard = self.lock();
             let stamp = now();
-            tx_result(
-                (&self.task_results, &self.jobs).transaction(|(results, jobs)| {
-                    if results.get(key.as_slice())?.is_some() {
-                        return Ok(RecordOutcome::Duplicate);
-                    }
-                    let Some(bytes) = jobs.get(job_id.as_bytes())? else {
-                        return Err(TxError::Abort(StateError::not_found("job", job_id)));
-                    };
-                    let mut job: Job =
-                        decode(tree::JOBS, job_id.as_bytes(), &bytes).map_err(TxError::Abort)?;
-                    if job.status.is_terminal() {
-                        return Err(TxError::Abort(StateError::Refused {
-                            what: "task result of job",
-                            id: job_id.to_owned(),
-                            reason: format!("the job is {}", job.status),
-                        }));
-                    }
-                    job.tasks.done += 1;
-                    job.updated_at = stamp.max(job.updated_at);
-                    let bytes =
-                        encode(tree::JOBS, job_id.as_bytes(), &job).map_err(TxError::Abort)?;
-                    results.insert(key.as_slice(), result_bytes)?;
-                    jobs.insert(job_id.as_bytes(), bytes)?;
-                    Ok(RecordOutcome::First)
-                }),
-            )?
+            // The result first, then the count: a crash between the two leaves a count one
+            // short, which [`State::repair`] recounts at the next open.
+            if self.task_results.get(key.as_slice())?.is_some() {
+                RecordOutcome::Duplicate
+            } else {
+                let mut job = self.get_job(job_id)?;
+                if job.status.is_terminal() {
+                    return Err(StateError::Refused {
+                        what: "task result of job",
+                        id: job_id.to_owned(),
+                        reason: format!("the job is {}", job.status),
+                    });
+                }
+                job.tasks.done += 1;
+                job.updated_at = stamp.max(job.updated_at);
+                let bytes = encode(tree::JOBS, job_id.as_bytes(), &job)?;
+                self.task_results.insert(key.as_slice(), result_bytes)?;
+                self.jobs.insert(job_id.as_bytes(), bytes)?;
+                RecordOutcome::First
+            }
         };
         // A duplicate flushes too: the first copy may not be on disk yet, and the caller acks
         // the message once this returns.
@@ -480,17 +465,26 @@ impl State {
                     reason: format!("it is a {} job, {}", job.kind.name(), job.status),
                 });
             }
-            let mut batch = sled::Batch::default();
-            for item in self.report_entries.scan_prefix(&range_prefix) {
-                let (key, _) = item?;
-                if entry_cursor(range_prefix.len() - 4, &key).is_some_and(|c| c.seq >= seqs) {
-                    batch.remove(key);
-                }
+            // Plain writes, no batch (see [`State`]): a crash midway leaves the range partly
+            // put, and the result that put it is not recorded yet, so its redelivery puts it
+            // again whole.
+            let stale: Vec<sled::IVec> = self
+                .report_entries
+                .scan_prefix(&range_prefix)
+                .keys()
+                .filter(|k| {
+                    k.as_ref().is_ok_and(|key| {
+                        entry_cursor(range_prefix.len() - 4, key).is_some_and(|c| c.seq >= seqs)
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            for key in stale {
+                self.report_entries.remove(key)?;
             }
             for (seq, entry) in (0..seqs).zip(entries) {
-                batch.insert(entry_key(job_id, range, seq), entry);
+                self.report_entries
+                    .insert(entry_key(job_id, range, seq), entry)?;
             }
-            self.report_entries.apply_batch(batch)?;
         }
         self.flush().await
     }
@@ -554,14 +548,16 @@ impl State {
                 });
             }
             let prefix = prefix(job_id);
-            let mut entries = sled::Batch::default();
-            for item in self.report_entries.scan_prefix(&prefix) {
-                entries.remove(item?.0);
-            }
-            let mut results = sled::Batch::default();
-            for item in self.task_results.scan_prefix(&prefix) {
-                results.remove(item?.0);
-            }
+            let entries: Vec<sled::IVec> = self
+                .report_entries
+                .scan_prefix(&prefix)
+                .keys()
+                .collect::<Result<_, _>>()?;
+            let results: Vec<sled::IVec> = self
+                .task_results
+                .scan_prefix(&prefix)
+                .keys()
+                .collect::<Result<_, _>>()?;
             let mut index = None;
             for item in self.jobs_by_tenant.scan_prefix(super::prefix(&job.tenant)) {
                 let (key, value) = item?;
@@ -570,19 +566,18 @@ impl State {
                     break;
                 }
             }
-            // The job record and its index go first and together: a crash after it leaves
-            // only unreachable entries, which a second delete (by a sweeper) would remove.
-            tx_result(
-                (&self.jobs, &self.jobs_by_tenant).transaction(|(jobs, by_tenant)| {
-                    jobs.remove(job_id.as_bytes())?;
-                    if let Some(key) = &index {
-                        by_tenant.remove(key)?;
-                    }
-                    Ok(())
-                }),
-            )?;
-            self.report_entries.apply_batch(entries)?;
-            self.task_results.apply_batch(results)?;
+            // The index and the job record go first: a crash after them leaves only
+            // unreachable entries and results (keyed by the job id, never reused).
+            if let Some(key) = &index {
+                self.jobs_by_tenant.remove(key)?;
+            }
+            self.jobs.remove(job_id.as_bytes())?;
+            for key in entries {
+                self.report_entries.remove(key)?;
+            }
+            for key in results {
+                self.task_results.remove(key)?;
+            }
         }
         self.flush().await
     }

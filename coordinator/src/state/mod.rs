@@ -159,6 +159,14 @@ pub(crate) mod tree {
 }
 
 /// The state store. Cheap to clone; every clone is the same store.
+///
+/// No sled transaction or batch is used: in sled 0.34 either one switches the process-wide
+/// concurrency control to a reader-writer lock that every operation of every database in the
+/// process then takes, and a waiting writer blocks new readers while a reader inside a
+/// blocking flush waits on the flusher thread, which needs a read lock: a deadlock (seen with
+/// several states open in one test process). Every multi-key change is instead a sequence of
+/// single-key writes under [`State::lock`], ordered so that a crash midway leaves a state that
+/// [`State::repair`] completes at the next open.
 #[derive(Clone)]
 pub struct State {
     pub(crate) db: sled::Db,
@@ -193,7 +201,7 @@ impl State {
                 source,
             })?;
         let open = |name: &str| db.open_tree(name);
-        Ok(State {
+        let state = State {
             tenants: open(tree::TENANTS)?,
             jobs: open(tree::JOBS)?,
             jobs_by_tenant: open(tree::JOBS_BY_TENANT)?,
@@ -204,7 +212,53 @@ impl State {
             removals: open(tree::REMOVALS)?,
             db,
             write_lock: Arc::new(Mutex::new(())),
-        })
+        };
+        state.repair()?;
+        Ok(state)
+    }
+
+    /// Completes what a crash between two single-key writes left: every open job marks its
+    /// tenant as busy, no finished or missing job does, and an open job counts exactly the
+    /// results stored for it.
+    fn repair(&self) -> Result<(), StateError> {
+        let _guard = self.lock();
+        let mut marks: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+        for item in self.active_by_tenant.iter() {
+            marks.push(item?);
+        }
+        for (tenant, job) in marks {
+            let keep = match self.jobs.get(&job)? {
+                Some(bytes) => !decode::<jobs::Job>(tree::JOBS, &job, &bytes)?
+                    .status
+                    .is_terminal(),
+                None => false,
+            };
+            if !keep {
+                self.active_by_tenant.remove(&tenant)?;
+            }
+        }
+        let mut open = Vec::new();
+        for item in self.jobs.iter() {
+            let (key, bytes) = item?;
+            let job: jobs::Job = decode(tree::JOBS, &key, &bytes)?;
+            if !job.status.is_terminal() {
+                open.push(job);
+            }
+        }
+        for mut job in open {
+            if self.active_by_tenant.get(job.tenant.as_bytes())?.is_none() {
+                self.active_by_tenant
+                    .insert(job.tenant.as_bytes(), job.id.as_bytes())?;
+            }
+            let done = self.task_results.scan_prefix(prefix(&job.id)).count() as u64;
+            if job.tasks.done != done {
+                job.tasks.done = done;
+                let bytes = encode(tree::JOBS, job.id.as_bytes(), &job)?;
+                self.jobs.insert(job.id.as_bytes(), bytes)?;
+            }
+        }
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Makes every write so far durable.
@@ -213,8 +267,8 @@ impl State {
         Ok(())
     }
 
-    /// The write lock; a panic of an earlier holder does not poison the store (every write
-    /// under it is a single sled batch or transaction).
+    /// The write lock; a panic of an earlier holder does not poison the store (what it left
+    /// half done is what a crash leaves, and the next open repairs it).
     pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
         self.write_lock
             .lock()
@@ -322,17 +376,6 @@ pub(crate) fn prefix(a: &str) -> Vec<u8> {
     pair_key(a, &[])
 }
 
-/// Turns a transaction's outcome into our error.
-pub(crate) fn tx_result<T>(
-    result: sled::transaction::TransactionResult<T, StateError>,
-) -> Result<T, StateError> {
-    match result {
-        Ok(v) => Ok(v),
-        Err(sled::transaction::TransactionError::Abort(e)) => Err(e),
-        Err(sled::transaction::TransactionError::Storage(e)) => Err(StateError::Storage(e)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,5 +408,56 @@ mod tests {
     fn binary_keys_are_shown_in_hex() {
         assert_eq!(key_text(b"acme\0j1"), "acme/j1");
         assert_eq!(key_text(&[0xff, 0x01]), "ff01");
+    }
+}
+
+#[cfg(test)]
+mod repair_tests {
+    use super::*;
+
+    /// What a crash between two single-key writes can leave is completed at the next open.
+    #[tokio::test]
+    async fn a_half_written_change_is_completed_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let job_id = {
+            let state = State::open(&path).unwrap();
+            let key = SecretKey::generate();
+            state
+                .add_tenant(
+                    &key,
+                    NewTenant::new(
+                        "acme",
+                        "http://127.0.0.1:9/acme/v1.0",
+                        "http://127.0.0.1:9/acme/oauth2/v2.0/token",
+                        "app",
+                        "secret",
+                    ),
+                )
+                .await
+                .unwrap();
+            let job = state.create_job("acme", JobKind::Backup).await.unwrap();
+            // As if the process died after the job's record but before the tenant's mark,
+            // and after a result but before its count.
+            state.active_by_tenant.remove("acme").unwrap();
+            state
+                .task_results
+                .insert(pair_key(&job.id, b"capture.0"), b"r".as_slice())
+                .unwrap();
+            state.db.flush().unwrap();
+            job.id
+        };
+        let mut state = None;
+        for _ in 0..100 {
+            if let Ok(s) = State::open(&path) {
+                state = Some(s);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let state = state.unwrap();
+        assert_eq!(state.get_job(&job_id).unwrap().tasks.done, 1);
+        let err = state.create_job("acme", JobKind::Backup).await.unwrap_err();
+        assert!(err.to_string().contains(&job_id), "{err}");
     }
 }

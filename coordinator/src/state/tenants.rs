@@ -6,9 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::Schedule;
 use super::{EncryptedSecret, SecretKey};
-use sled::Transactional;
 
-use super::{decode, encode, now, tree, tx_result, State, StateError};
+use super::{decode, encode, now, tree, State, StateError};
 
 /// Backups kept by default.
 pub const DEFAULT_RETENTION: u32 = 7;
@@ -322,24 +321,15 @@ impl State {
     pub async fn remove_tenant(&self, name: &str) -> Result<(), StateError> {
         {
             let _guard = self.lock();
-            tx_result(
-                (&self.tenants, &self.active_by_tenant).transaction(|(tenants, active)| {
-                    if let Some(job) = active.get(name.as_bytes())? {
-                        return Err(sled::transaction::ConflictableTransactionError::Abort(
-                            StateError::Conflict {
-                                tenant: name.to_owned(),
-                                running_job: String::from_utf8_lossy(&job).into_owned(),
-                            },
-                        ));
-                    }
-                    if tenants.remove(name.as_bytes())?.is_none() {
-                        return Err(sled::transaction::ConflictableTransactionError::Abort(
-                            StateError::not_found("tenant", name),
-                        ));
-                    }
-                    Ok(())
-                }),
-            )?;
+            if let Some(job) = self.active_by_tenant.get(name.as_bytes())? {
+                return Err(StateError::Conflict {
+                    tenant: name.to_owned(),
+                    running_job: String::from_utf8_lossy(&job).into_owned(),
+                });
+            }
+            if self.tenants.remove(name.as_bytes())?.is_none() {
+                return Err(StateError::not_found("tenant", name));
+            }
         }
         self.flush().await
     }
