@@ -151,7 +151,10 @@ impl Worker {
         let beat = self.settings.policy.ack_wait_for(delivery.attempt) / 3;
         let mut grace: Option<tokio::time::Instant> = None;
         let outcome = loop {
-            let deadline = grace.unwrap_or_else(|| tokio::time::Instant::now() + beat);
+            // Progress goes on during the grace period too, so that the task is not delivered
+            // elsewhere while it finishes here.
+            let next_beat = tokio::time::Instant::now() + beat;
+            let deadline = grace.map_or(next_beat, |g| g.min(next_beat));
             tokio::select! {
                 joined = &mut work => break Some(joined),
                 _ = shutdown.changed(), if grace.is_none() => {
