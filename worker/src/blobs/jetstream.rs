@@ -27,14 +27,9 @@ const PUT_DIGEST: &str = "put-digest";
 /// under the server's default 1 MiB payload limit.
 const CHUNK_BYTES: usize = 512 << 10;
 
-/// Reads of objects at once, per process. The object store reads each object through an
-/// ordered consumer of its own, which the server keeps a while after the read; a burst of
-/// reads (a worker loading two snapshots' shards) must not pile them up.
+/// Reads of objects at once, per process: a worker loading a snapshot's shards asks for
+/// thousands at once, and each is one or more requests to the server.
 const CONCURRENT_READS: usize = 32;
-
-/// The consumers a bucket's stream may have. nats-server 2.15 gives every stream a default
-/// limit of 1,000 unless the stream sets its own, and every object read makes one.
-const BUCKET_MAX_CONSUMERS: i32 = 100_000;
 
 /// The JetStream object store, one bucket per tenant. Cloning shares the bucket cache.
 #[derive(Clone)]
@@ -93,26 +88,6 @@ impl JetStreamBlobs {
         }
     }
 
-    /// Raises the consumer limit of a bucket's stream (see [`BUCKET_MAX_CONSUMERS`]). A server
-    /// that cannot change it (before 2.11) has no default limit to raise: a refusal is logged.
-    async fn make_room_for_reads(&self, bucket: &str) {
-        let name = format!("OBJ_{bucket}");
-        let Ok(mut stream) = self.js.get_stream(&name).await else {
-            return;
-        };
-        let Ok(info) = stream.info().await else {
-            return;
-        };
-        if info.config.max_consumers >= BUCKET_MAX_CONSUMERS {
-            return;
-        }
-        let mut config = info.config.clone();
-        config.max_consumers = BUCKET_MAX_CONSUMERS;
-        if let Err(e) = self.js.update_stream(config).await {
-            tracing::warn!(stream = %name, error = %e, "cannot raise the bucket's consumer limit");
-        }
-    }
-
     /// The tenant's bucket; created when `create`, else `None` when it does not exist.
     async fn bucket(
         &self,
@@ -159,7 +134,6 @@ impl JetStreamBlobs {
         } else {
             return Ok(None);
         };
-        self.make_room_for_reads(&bucket).await;
         self.buckets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
