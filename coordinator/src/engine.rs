@@ -118,6 +118,28 @@ pub enum EngineError {
     Join(String),
 }
 
+/// Attempts of one step of a job that fails transiently, before the job fails (about half a
+/// minute in all).
+const ADVANCE_ATTEMPTS: u32 = 6;
+
+impl EngineError {
+    /// Whether trying the step again may help: the queue, the store or the state's disk away
+    /// for a moment. Invalid data, a refused transition or a damaged blob never heal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Queue(e) => matches!(e, QueueError::JetStream { .. }),
+            EngineError::Snapshot(SnapshotError::Store(e)) => !matches!(
+                e,
+                rewind_common::snapshot::store::StoreError::NotFound(_)
+                    | rewind_common::snapshot::store::StoreError::AlreadyExists(_)
+                    | rewind_common::snapshot::store::StoreError::InvalidKey(_)
+            ),
+            EngineError::State(e) => e.class() == crate::state::ErrorClass::Storage,
+            _ => false,
+        }
+    }
+}
+
 /// The engine of one coordinator.
 #[derive(Clone)]
 pub struct Engine {
@@ -260,10 +282,25 @@ impl Engine {
     }
 
     /// [`Engine::advance`], failing the job with the error if it cannot go on.
+    /// A transient failure (the queue or the store away for a moment, as during a NATS
+    /// restart) is tried again a few times first: nothing else would advance the job, since
+    /// its last result is already recorded.
     async fn advance_logged(&self, job_id: &str, republish: bool) {
-        if let Err(e) = self.advance(job_id, republish).await {
-            tracing::warn!(job = %job_id, error = %e, "job cannot go on");
-            self.fail(job_id, &e.to_string()).await;
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=ADVANCE_ATTEMPTS {
+            match self.advance(job_id, republish).await {
+                Ok(()) => return,
+                Err(e) if e.is_transient() && attempt < ADVANCE_ATTEMPTS => {
+                    tracing::warn!(job = %job_id, error = %e, attempt, "job cannot go on yet; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(8));
+                }
+                Err(e) => {
+                    tracing::warn!(job = %job_id, error = %e, "job cannot go on");
+                    self.fail(job_id, &e.to_string()).await;
+                    return;
+                }
+            }
         }
     }
 
@@ -954,6 +991,20 @@ mod tests {
         assert_eq!(job_of_subject(&id.task_subject()).as_deref(), Some("j-1"));
         assert_eq!(task_kind_of_subject(&id.task_subject()), "diff");
         assert_eq!(job_of_subject("rewind.tasks.bad"), None);
+    }
+
+    #[test]
+    fn only_passing_failures_are_tried_again() {
+        let away = EngineError::Queue(QueueError::JetStream {
+            lane: Lane::Tasks,
+            op: "publish",
+            message: "connection lost".into(),
+        });
+        assert!(away.is_transient());
+        let gone = rewind_common::snapshot::store::StoreError::NotFound("k".into());
+        assert!(!EngineError::Snapshot(SnapshotError::Store(gone)).is_transient());
+        assert!(!EngineError::Invalid("bad".into()).is_transient());
+        assert!(!EngineError::Queue(QueueError::InvalidMsgId(String::new())).is_transient());
     }
 
     #[test]
