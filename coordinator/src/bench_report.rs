@@ -17,6 +17,7 @@ use rewind_common::secret_box::SecretKey;
 use rewind_common::snapshot::ShardLayout;
 use rewind_loadtest::bench_capture::{status_bytes, Simulator};
 use rewind_loadtest::gen::{self, GenConfig};
+use rewind_loadtest::rss::cpu_seconds;
 use rewind_worker::nats::NatsSettings;
 use rewind_worker::queue::QueuePolicy;
 use rewind_worker::run::WorkerSettings;
@@ -49,12 +50,15 @@ pub struct BenchReportArgs {
     /// Workers (processes in cluster mode, in-process in single-node mode).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// log2 of the tenant's shard count (default: from its size, 1024 shards at a million).
+    /// log2 of the tenant's shard count (default: from its size, 256 shards at a million).
     #[arg(long)]
     pub shard_bits: Option<u8>,
     /// Captures skip the per-user MFA states (one beta request per 20 users).
     #[arg(long)]
     pub skip_per_user_mfa_state: bool,
+    /// The worker processes' log filter (`RUST_LOG` syntax; `info` logs each task's time).
+    #[arg(long, default_value = "warn")]
+    pub worker_log: String,
 }
 
 /// One job's time, and when it entered each of its phases (seconds from its start).
@@ -63,6 +67,40 @@ pub struct JobTiming {
     pub seconds: f64,
     /// Seconds spent in each phase (`capturing`, `sealing`, `diffing`).
     pub phases: BTreeMap<String, f64>,
+    /// CPU seconds (user + system) each process spent during the job: `coordinator` (the
+    /// driver's process: in single-node mode the workers too), `worker-N`, `nats`,
+    /// `simulator`, and their `total`.
+    pub cpu_seconds: BTreeMap<String, f64>,
+}
+
+/// The processes of a run, named as in [`JobTiming::cpu_seconds`], with their pids.
+struct Processes(Vec<(String, String)>);
+
+impl Processes {
+    fn cpu(&self) -> BTreeMap<String, f64> {
+        let mut out: BTreeMap<String, f64> = self
+            .0
+            .iter()
+            .map(|(name, pid)| (name.clone(), cpu_seconds(pid).unwrap_or(0.0)))
+            .collect();
+        let total = out.values().sum();
+        out.insert("total".into(), total);
+        out
+    }
+}
+
+/// What each process spent between two readings of [`Processes::cpu`].
+fn cpu_spent(
+    before: &BTreeMap<String, f64>,
+    after: BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .into_iter()
+        .map(|(name, v)| {
+            let spent = v - before.get(&name).copied().unwrap_or(0.0);
+            (name, (spent * 100.0).round() / 100.0)
+        })
+        .collect()
 }
 
 /// Peak resident memory of each process, in bytes.
@@ -115,7 +153,12 @@ fn peak_rss_of(pid: u32) -> u64 {
 }
 
 /// Polls a job to its end, recording how long it stayed in each phase.
-async fn time_job(engine: &Engine, job: &Job) -> anyhow::Result<(Job, JobTiming)> {
+async fn time_job(
+    engine: &Engine,
+    job: &Job,
+    procs: &Processes,
+) -> anyhow::Result<(Job, JobTiming)> {
+    let cpu_before = procs.cpu();
     let started = Instant::now();
     let mut phase = format!("{:?}", job.phase).to_lowercase();
     let mut since = Instant::now();
@@ -143,6 +186,7 @@ async fn time_job(engine: &Engine, job: &Job) -> anyhow::Result<(Job, JobTiming)
             let timing = JobTiming {
                 seconds: started.elapsed().as_secs_f64(),
                 phases,
+                cpu_seconds: cpu_spent(&cpu_before, procs.cpu()),
             };
             return Ok((j, timing));
         }
@@ -293,7 +337,7 @@ async fn run_mode(
                     .arg(&key_path)
                     .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
                     .env_remove(rewind_common::secret_box::SECRET_KEY_ENV)
-                    .env("RUST_LOG", "warn")
+                    .env("RUST_LOG", &args.worker_log)
                     .stdout(Stdio::null())
                     .stderr(Stdio::inherit())
                     .spawn()
@@ -326,6 +370,20 @@ async fn run_mode(
     };
     let node = Node::start(config, key.clone()).await?;
     let engine = node.engine().clone();
+    let mut procs = vec![
+        ("coordinator".to_owned(), "self".to_owned()),
+        ("simulator".to_owned(), sim.pid().to_string()),
+    ];
+    procs.extend(
+        workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (format!("worker-{}", i + 1), w.child.id().to_string())),
+    );
+    if let Some(pid) = nats.as_ref().and_then(NatsServer::pid) {
+        procs.push(("nats".to_owned(), pid.to_string()));
+    }
+    let procs = Processes(procs);
     let mut t = NewTenant::new(
         tenant,
         generated.graph_base_url.clone(),
@@ -339,7 +397,7 @@ async fn run_mode(
 
     tracing::info!(?mode, "backup");
     let job = engine.start_backup(tenant).await?;
-    let (backup, timing) = time_job(&engine, &job).await?;
+    let (backup, timing) = time_job(&engine, &job, &procs).await?;
     out.backup = timing;
     out.backup_objects = backup.counts.get("objects").copied().unwrap_or(0);
     let backup_id = backup
@@ -365,7 +423,7 @@ async fn run_mode(
     for second in [false, true] {
         tracing::info!(?mode, second, "difference report");
         let job = engine.start_report(tenant, &backup_id, Scope::All).await?;
-        let (report, timing) = time_job(&engine, &job).await?;
+        let (report, timing) = time_job(&engine, &job, &procs).await?;
         let entries = report.counts.get("entries").copied().unwrap_or(0);
         // Every object the incident touched has its entry; besides them, only dynamic groups
         // whose rule now matches other users (the simulator recomputes their members, as

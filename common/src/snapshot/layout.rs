@@ -13,7 +13,7 @@ impl ShardLayout {
     /// The largest shard count a snapshot may have (2^16).
     pub const MAX_BITS: u8 = 16;
     /// Objects a shard should hold, about, when the count is chosen from the tenant size.
-    pub const TARGET_OBJECTS_PER_SHARD: u64 = 1024;
+    pub const TARGET_OBJECTS_PER_SHARD: u64 = 4096;
     /// Fewest shards a tenant gets, so that small tenants still spread over a few workers.
     pub const MIN_BITS: u8 = 6;
 
@@ -25,7 +25,9 @@ impl ShardLayout {
     }
 
     /// The shard count for a tenant of `objects` objects: 64 for small tenants, then one shard
-    /// per about a thousand objects (1024 shards at a million).
+    /// per about 4,000 objects (256 shards at a million). At about 260 stored bytes an object a
+    /// shard blob is then about 1 MiB: big enough that a blob store's per-object cost (a put and
+    /// its acks, a read's round trip) stays small against its bytes, small enough for one task.
     pub fn for_object_count(objects: u64) -> Self {
         let wanted = objects.div_ceil(Self::TARGET_OBJECTS_PER_SHARD).max(1);
         let bits = 64 - (wanted - 1).leading_zeros();
@@ -76,8 +78,10 @@ mod tests {
     fn counts_from_tenant_size() {
         assert_eq!(ShardLayout::for_object_count(0).count(), 64);
         assert_eq!(ShardLayout::for_object_count(10_000).count(), 64);
-        assert_eq!(ShardLayout::for_object_count(100_000).count(), 128);
-        assert_eq!(ShardLayout::for_object_count(1_000_000).count(), 1024);
+        assert_eq!(ShardLayout::for_object_count(100_000).count(), 64);
+        assert_eq!(ShardLayout::for_object_count(300_000).count(), 128);
+        assert_eq!(ShardLayout::for_object_count(1_000_000).count(), 256);
+        assert_eq!(ShardLayout::for_object_count(4_000_000).count(), 1024);
         assert_eq!(ShardLayout::for_object_count(u64::MAX).count(), 1 << 16);
     }
 
