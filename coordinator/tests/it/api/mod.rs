@@ -1,8 +1,10 @@
 //! Tests of the coordinator's HTTP API over real HTTP: a coordinator in single-node mode with
 //! two workers, the API on a free port, a simulator tenant backed up and reported through the
 //! API itself. `roles` is the table of every route × every role; `errors` the bad inputs;
-//! `paging` getChanges against the exports; `models` Microsoft's documented shapes.
+//! `paging` getChanges against the exports; `models` Microsoft's documented shapes; `cli`
+//! `rewind token`.
 
+mod cli;
 mod errors;
 mod models;
 mod paging;

@@ -281,6 +281,22 @@ async fn pages_exports_and_models_agree() {
     assert!(scoped
         .iter()
         .all(|c| c["entityTypeName"] == "user" || c["entityTypeName"] == "namedLocationPolicy"));
+
+    // The requests so far are counted by route and status.
+    let metrics = call(&f.base, "GET", "/metrics", None, None, &[]).await;
+    assert_eq!(metrics.status, 200);
+    let line = metrics
+        .text
+        .lines()
+        .find(|l| {
+            l.starts_with("rewind_api_requests_total")
+                && l.contains("code=\"200\"")
+                && l.contains("getChanges")
+        })
+        .unwrap_or_else(|| panic!("no getChanges count in {}", metrics.text));
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= pages as f64, "{line}");
+    assert!(metrics.text.contains("rewind_api_request_seconds_bucket"));
     f.stop().await;
 }
 
