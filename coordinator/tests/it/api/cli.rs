@@ -131,3 +131,65 @@ fn reopen(dir: &std::path::Path) -> State {
     }
     panic!("cannot reopen the state: {last:?}");
 }
+
+/// A free port on 127.0.0.1 (bound and let go; the coordinator binds it next).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn rewind_coordinator_serves_the_api_on_its_config_files_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("rewind.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\napi_listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\n",
+            dir.path().join("data").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["coordinator", "--embedded", "--workers", "1", "--config"])
+        .arg(&config)
+        .env_remove("REWIND_SECRET_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..600 {
+        if let Ok(r) = agent.get(format!("{base}/healthz")).call() {
+            up = r.status() == 200;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ready = agent
+        .get(format!("{base}/readyz"))
+        .call()
+        .map(|r| r.status().as_u16());
+    let anonymous = agent
+        .get(format!("{base}/tenants/acme/rewind/jobs"))
+        .call()
+        .map(|r| r.status().as_u16());
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(up, "the API did not answer /healthz on {base}");
+    assert_eq!(ready.unwrap(), 200);
+    assert_eq!(anonymous.unwrap(), 401);
+    assert!(status.success(), "{status:?}");
+}

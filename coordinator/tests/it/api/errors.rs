@@ -266,6 +266,16 @@ async fn bad_requests_get_graph_errors_that_name_the_problem() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let text = call(
+        &f.base,
+        "POST",
+        &previews,
+        Some(&f.admin),
+        Some("filteringCriteria=x".into()),
+        &[("content-type", "text/plain")],
+    )
+    .await;
+    text.graph_error(415);
 
     // A job that is open (created in the state, never dispatched): getChanges is refused
     // until it succeeds, a second job is a conflict, and cancel abandons it.

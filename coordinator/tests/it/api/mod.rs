@@ -91,12 +91,15 @@ pub async fn call(
             builder = builder.header(k.as_str(), v.as_str());
         }
         let response = match body {
-            Some(b) => agent.run(
-                builder
-                    .header("content-type", "application/json")
-                    .body(b)
-                    .unwrap(),
-            ),
+            Some(b) => {
+                if !headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                {
+                    builder = builder.header("content-type", "application/json");
+                }
+                agent.run(builder.body(b).unwrap())
+            }
             None => agent.run(builder.body(()).unwrap()),
         };
         let mut response = response.unwrap();
