@@ -174,6 +174,9 @@ pub enum RecordOutcome {
     Duplicate,
 }
 
+/// Entries of a report, each with its cursor, and whether more follow.
+pub type EntriesAfter = (Vec<(EntryCursor, Vec<u8>)>, bool);
+
 /// A position in a report's entries: the last entry of a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EntryCursor {
@@ -498,7 +501,23 @@ impl State {
         after: Option<EntryCursor>,
         limit: usize,
     ) -> Result<(Vec<Vec<u8>>, Option<EntryCursor>), StateError> {
-        let limit = limit.max(1);
+        let (entries, more) = self.report_entries_after(job_id, after, limit.max(1))?;
+        let next = if more {
+            entries.last().map(|(c, _)| *c)
+        } else {
+            None
+        };
+        Ok((entries.into_iter().map(|(_, e)| e).collect(), next))
+    }
+
+    /// Up to `limit` entries of a report after `after` (from the start when `None`), each with
+    /// its cursor, and whether more follow. One range scan from the cursor's key.
+    pub fn report_entries_after(
+        &self,
+        job_id: &str,
+        after: Option<EntryCursor>,
+        limit: usize,
+    ) -> Result<EntriesAfter, StateError> {
         let prefix = prefix(job_id);
         let end = Bound::Excluded(prefix_end(&prefix));
         let start = match after {
@@ -506,16 +525,19 @@ impl State {
             None => Bound::Included(prefix.clone()),
         };
         let mut page = Vec::with_capacity(limit.min(1024));
-        let mut last = None;
         for item in self.report_entries.range::<Vec<u8>, _>((start, end)) {
             let (key, value) = item?;
             if page.len() == limit {
-                return Ok((page, last));
+                return Ok((page, true));
             }
-            last = entry_cursor(prefix.len(), &key);
-            page.push(value.to_vec());
+            let cursor = entry_cursor(prefix.len(), &key).ok_or_else(|| StateError::Decode {
+                tree: tree::REPORT_ENTRIES,
+                key: super::key_text(&key),
+                reason: "not an entry key".into(),
+            })?;
+            page.push((cursor, value.to_vec()));
         }
-        Ok((page, None))
+        Ok((page, false))
     }
 
     /// How many entries a report holds (a scan: for tests and exports, not for paging).
