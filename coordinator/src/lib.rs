@@ -1,8 +1,10 @@
 //! The coordinator as a library: its durable state, the job engine that turns jobs into tasks
-//! and results into progress, and the node that runs it (with workers, in single-node mode).
+//! and results into progress, and the node that runs it (with workers, in single-node mode);
+//! and the client commands that drive a running coordinator over its HTTP API.
 
 pub mod bench_report;
 pub mod cli;
+pub mod client;
 pub mod engine;
 pub mod node;
 pub mod scheduler;
