@@ -33,7 +33,8 @@ pub fn until_done(api: &Api, out: Output, tenant: &str, id: &str) -> Result<Valu
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_prefix(format!("job {id}"));
+        // The id's first block is enough to tell jobs apart on one line.
+        bar.set_prefix(format!("job {}", id.split('-').next().unwrap_or(id)));
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
