@@ -545,6 +545,34 @@ async fn the_client_commands_end_to_end() {
         "a failing backup",
     );
     assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"].is_string(), "{failed}");
+    // The right secret from a file (the client id kept), the token from a file: it backs up.
+    let token_file = dir.path().join("operator-token");
+    std::fs::write(&token_file, format!("{}\n", server.operator)).unwrap();
+    let out = cli(
+        url,
+        None,
+        &[
+            "tenants",
+            "set",
+            bad,
+            "--client-secret-file",
+            secret_file.to_str().unwrap(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        json(&out, 0, "tenants set a secret")["clientId"],
+        format!("app-{name}")
+    );
+    let fixed = json(
+        &cli(url, admin, &["backups", "now", bad]).await,
+        0,
+        "a backup with the new secret",
+    );
+    assert_eq!(fixed["status"], "successful", "{fixed}");
     let removed = json(
         &cli(url, ops, &["tenants", "remove", bad]).await,
         0,
