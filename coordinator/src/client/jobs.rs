@@ -143,13 +143,9 @@ pub fn run_jobs(api: &Api, out: Output, command: JobsCommand) -> Result<(), Clie
 
 /// Every item of a paged collection, following `@odata.nextLink`.
 fn collect(api: &Api, first: &str) -> Result<Vec<Value>, ClientError> {
-    let mut page = api.get(first, &[])?;
     let mut out = Vec::new();
-    loop {
-        out.extend(super::output::values(&page).iter().cloned());
-        match page.get("@odata.nextLink").and_then(Value::as_str) {
-            Some(next) => page = api.get_url(&api.next_link(next))?,
-            None => return Ok(out),
-        }
+    for page in api.pages(first, &[]) {
+        out.extend(page?);
     }
+    Ok(out)
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use super::http::{path, Api};
+use super::http::{path, Api, Pages};
 use super::input::{check_type, report_body, ACTIONS};
 use super::jobs::recovery_path;
 use super::output::{clean, counts, field, job_view, key_values, print, Table};
@@ -281,10 +281,7 @@ fn show(
     if let Some(f) = &odata {
         query.push(("$filter", f.as_str()));
     }
-    let pages = Pages {
-        api,
-        next: Some(Next::First(first, query)),
-    };
+    let pages = api.pages(&first, &query);
     if out.json {
         stream_json(&view, pages, filter)
     } else {
@@ -383,45 +380,6 @@ enum StreamError {
 impl From<std::io::Error> for StreamError {
     fn from(e: std::io::Error) -> Self {
         StreamError::Io(e)
-    }
-}
-
-enum Next<'q> {
-    First(String, Vec<(&'q str, &'q str)>),
-    Link(String),
-}
-
-/// The pages of `getChanges`, each one's entries, following `@odata.nextLink`.
-struct Pages<'q> {
-    api: &'q Api,
-    next: Option<Next<'q>>,
-}
-
-impl Iterator for Pages<'_> {
-    type Item = Result<Vec<Value>, ClientError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let page = match self.next.take()? {
-            Next::First(path, query) => self.api.get(&path, &query),
-            Next::Link(url) => self.api.get_url(&url),
-        };
-        let mut page = match page {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
-        self.next = page
-            .get("@odata.nextLink")
-            .and_then(Value::as_str)
-            .map(|l| Next::Link(self.api.next_link(l)));
-        let entries = match page.get_mut("value").map(Value::take) {
-            Some(Value::Array(a)) => a,
-            _ => {
-                return Some(Err(ClientError::Protocol(
-                    "a getChanges page without a value array".into(),
-                )))
-            }
-        };
-        Some(Ok(entries))
     }
 }
 
