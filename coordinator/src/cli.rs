@@ -1,6 +1,6 @@
 //! The `rewind coordinator` and `rewind worker` roles: their flags, their config file (TOML;
 //! an unknown key or a bad value is an error naming it), and running them until SIGTERM or
-//! SIGINT, with `/metrics` served on a settable address.
+//! SIGINT, with `/metrics` and (the coordinator) the HTTP API served on settable addresses.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -265,7 +265,7 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         let api_addr = args
             .api_listen
             .or(file.api_listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            .unwrap_or(crate::api::DEFAULT_API_LISTEN);
         let listener = tokio::net::TcpListener::bind(api_addr)
             .await
             .with_context(|| format!("cannot listen for the API on {api_addr}"))?;

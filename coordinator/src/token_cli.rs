@@ -94,15 +94,7 @@ fn time(t: Option<i64>) -> String {
 }
 
 fn record_json(r: &TokenRecord) -> serde_json::Value {
-    serde_json::json!({
-        "id": r.id,
-        "name": r.name,
-        "role": r.role,
-        "tenants": r.tenants,
-        "createdDateTime": rewind_common::graph_json::format_time(r.created_at),
-        "expiresDateTime": r.expires_at.map(rewind_common::graph_json::format_time),
-        "revokedDateTime": r.revoked_at.map(rewind_common::graph_json::format_time),
-    })
+    crate::api::admin::token_json(r)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

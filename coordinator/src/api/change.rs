@@ -120,46 +120,40 @@ fn field(out: &mut String, text: &str) {
     }
 }
 
-fn row(out: &mut String, fields: [&str; 9]) {
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        field(out, f);
-    }
-    out.push_str("\r\n");
-}
-
 /// The CSV rows of an entry: one per changed attribute or link, one for an entry with neither.
 pub fn csv_rows(entry: &ReportEntry, out: &mut String) {
     let id = entry.id.to_string();
     let reason = entry.reason.map_or("", reason_name);
-    let head = [
-        id.as_str(),
-        entry.object_type.entity_type_name(),
-        entry.display_name.as_str(),
-        action_name(entry.action),
-        reason,
-    ];
+    let mut row = |kind: &str, name: &str, current: &str, backup: &str| {
+        let fields = [
+            id.as_str(),
+            entry.object_type.entity_type_name(),
+            entry.display_name.as_str(),
+            action_name(entry.action),
+            reason,
+            kind,
+            name,
+            current,
+            backup,
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            field(out, f);
+        }
+        out.push_str("\r\n");
+    };
     let json_text = |v: &Option<rewind_common::value::Value>| {
         v.as_ref()
             .map_or(String::new(), |v| v.to_json().to_string())
     };
     for a in &entry.changed_attributes {
-        let (current, backup) = (json_text(&a.current), json_text(&a.backup));
         row(
-            out,
-            [
-                head[0],
-                head[1],
-                head[2],
-                head[3],
-                head[4],
-                "attribute",
-                &a.name,
-                &current,
-                &backup,
-            ],
+            "attribute",
+            &a.name,
+            &json_text(&a.current),
+            &json_text(&a.backup),
         );
     }
     for l in &entry.changed_links {
@@ -171,28 +165,10 @@ pub fn csv_rows(entry: &ReportEntry, out: &mut String) {
                 ""
             }
         };
-        row(
-            out,
-            [
-                head[0],
-                head[1],
-                head[2],
-                head[3],
-                head[4],
-                "link",
-                l.kind.as_str(),
-                at(l.current),
-                at(l.backup),
-            ],
-        );
+        row("link", l.kind.as_str(), at(l.current), at(l.backup));
     }
     if entry.changed_attributes.is_empty() && entry.changed_links.is_empty() {
-        row(
-            out,
-            [
-                head[0], head[1], head[2], head[3], head[4], "object", "", "", "",
-            ],
-        );
+        row("object", "", "", "");
     }
 }
 

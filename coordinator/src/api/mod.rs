@@ -30,6 +30,10 @@ use serde::de::DeserializeOwned;
 use crate::engine::Engine;
 use error::ApiError;
 
+/// Where `rewind coordinator` serves the API unless told otherwise.
+pub const DEFAULT_API_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
 /// The largest request body taken (1 MiB); a larger one is a 413.
 pub const BODY_LIMIT: usize = 1 << 20;
 

@@ -501,24 +501,13 @@ impl State {
         after: Option<EntryCursor>,
         limit: usize,
     ) -> Result<(Vec<Vec<u8>>, Option<EntryCursor>), StateError> {
-        let limit = limit.max(1);
-        let prefix = prefix(job_id);
-        let end = Bound::Excluded(prefix_end(&prefix));
-        let start = match after {
-            Some(c) => Bound::Excluded(entry_key(job_id, c.range, c.seq)),
-            None => Bound::Included(prefix.clone()),
+        let (entries, more) = self.report_entries_after(job_id, after, limit.max(1))?;
+        let next = if more {
+            entries.last().map(|(c, _)| *c)
+        } else {
+            None
         };
-        let mut page = Vec::with_capacity(limit.min(1024));
-        let mut last = None;
-        for item in self.report_entries.range::<Vec<u8>, _>((start, end)) {
-            let (key, value) = item?;
-            if page.len() == limit {
-                return Ok((page, last));
-            }
-            last = entry_cursor(prefix.len(), &key);
-            page.push(value.to_vec());
-        }
-        Ok((page, None))
+        Ok((entries.into_iter().map(|(_, e)| e).collect(), next))
     }
 
     /// Up to `limit` entries of a report after `after` (from the start when `None`), each with
