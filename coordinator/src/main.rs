@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: Loadtest,
     },
+    /// Client commands: they call a running coordinator's API (`--server`, the token from
+    /// `REWIND_TOKEN` or `--token-file`) and exit 0, 1 (a job failed), 2 (bad input) or 3
+    /// (server unreachable or token refused).
+    #[command(flatten)]
+    Client(rewind_coordinator::client::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +72,8 @@ fn main() {
         Command::Loadtest {
             command: Loadtest::Other(command),
         } => rewind_loadtest::cli::run(command),
+        // The client prints its own `error: ...` line and picks its exit code.
+        Command::Client(command) => std::process::exit(rewind_coordinator::client::run(command)),
     };
     if let Err(e) = result {
         // The operator's answer, one plain line whatever the log format (not a log event).
