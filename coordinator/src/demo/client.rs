@@ -10,6 +10,9 @@ use serde_json::Value as Json;
 /// Bytes of one answer the client reads at most (a page of 999 change objects is a few MiB).
 const MAX_ANSWER_BYTES: u64 = 256 << 20;
 
+/// Asks for `loadingData`, `calculating` and the grant and assignment entries.
+const PREFER: &str = "include-unknown-enum-members";
+
 /// Why a call to the API failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -85,48 +88,47 @@ impl ApiClient {
         }
     }
 
-    /// Sends `method path` with `token` (and `body` as JSON), asking for Microsoft's newer
-    /// enum members; an answer whose status is not in `expect` is an error naming it.
-    pub fn call(
+    /// `GET path` with `token`, asking for Microsoft's newer enum members; an answer whose
+    /// status is not in `expect` is an error naming it.
+    pub fn get(&self, path: &str, token: &str, expect: &[u16]) -> Result<Answer, ClientError> {
+        let url = self.url(path);
+        let sent = self
+            .agent
+            .get(&url)
+            .header("authorization", &format!("Bearer {token}"))
+            .header("prefer", PREFER)
+            .call();
+        Self::answer("GET", url, sent, expect)
+    }
+
+    /// `POST path` with `token` and `body` as JSON; as [`ApiClient::get`].
+    pub fn post(
         &self,
-        method: &str,
         path: &str,
         token: &str,
-        body: Option<&Json>,
+        body: &Json,
         expect: &[u16],
     ) -> Result<Answer, ClientError> {
         let url = self.url(path);
-        let auth = format!("Bearer {token}");
-        let prefer = "include-unknown-enum-members";
+        let sent = self
+            .agent
+            .post(&url)
+            .header("authorization", &format!("Bearer {token}"))
+            .header("prefer", PREFER)
+            .send_json(body);
+        Self::answer("POST", url, sent, expect)
+    }
+
+    fn answer(
+        method: &str,
+        url: String,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        expect: &[u16],
+    ) -> Result<Answer, ClientError> {
         let unreachable = |source| ClientError::Unreachable {
             method: method.to_owned(),
             url: url.clone(),
             source: Box::new(source),
-        };
-        let sent = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("authorization", &auth)
-                .header("prefer", prefer)
-                .call(),
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("authorization", &auth)
-                .call(),
-            (_, body) => {
-                let empty = Json::Object(Default::default());
-                let request = match method {
-                    "PATCH" => self.agent.patch(&url),
-                    "PUT" => self.agent.put(&url),
-                    _ => self.agent.post(&url),
-                };
-                request
-                    .header("authorization", &auth)
-                    .header("prefer", prefer)
-                    .send_json(body.unwrap_or(&empty))
-            }
         };
         let mut response = sent.map_err(unreachable)?;
         let status = response.status().as_u16();
@@ -189,7 +191,7 @@ impl ApiClient {
                     what: "the next link leads back to a page already read".into(),
                 });
             }
-            let mut page = self.call("GET", &link, token, None, &[200])?.body;
+            let mut page = self.get(&link, token, &[200])?.body;
             match page.get_mut("value").map(Json::take) {
                 Some(Json::Array(items)) => out.extend(items),
                 _ => {

@@ -234,7 +234,7 @@ impl Services {
         let operator = self.operator.clone();
         let body = json!({"name": name, "role": role, "tenants": ["*"], "expiresInDays": 1});
         let answer = tokio::task::spawn_blocking(move || {
-            api.call("POST", "/admin/tokens", &operator, Some(&body), &[201])
+            api.post("/admin/tokens", &operator, &body, &[201])
         })
         .await??;
         answer.body["token"]
@@ -373,13 +373,7 @@ fn drive(
             "schedule": {"kind": "off"},
             "shardBits": shard_bits,
         });
-        api.call(
-            "POST",
-            "/admin/tenants",
-            &services.operator,
-            Some(&body),
-            &[201],
-        )?;
+        api.post("/admin/tenants", &services.operator, &body, &[201])?;
     }
     tracing::info!(
         tenants = generated.len(),
@@ -399,11 +393,10 @@ fn drive(
     let started = Instant::now();
     let mut jobs = Vec::new();
     for t in &tenants {
-        let answer = api.call(
-            "POST",
+        let answer = api.post(
             &format!("/tenants/{}/v1.0/directory/recovery/snapshots", t.name),
             &services.admin,
-            None,
+            &json!({}),
             &[202],
         )?;
         jobs.push((t.name.clone(), job_id(&answer)?));
@@ -436,14 +429,13 @@ fn drive(
     let started = Instant::now();
     let mut jobs = Vec::new();
     for t in &tenants {
-        let answer = api.call(
-            "POST",
+        let answer = api.post(
             &format!(
                 "/tenants/{}/v1.0/directory/recovery/snapshots/{}/recoveryPreviewJobs",
                 t.name, t.snapshot
             ),
             &services.admin,
-            Some(&json!({})),
+            &json!({}),
             &[202],
         )?;
         jobs.push((t.name.clone(), job_id(&answer)?));
@@ -538,11 +530,9 @@ fn wait_jobs(
                 continue;
             }
             let view = api
-                .call(
-                    "GET",
+                .get(
                     &format!("/tenants/{tenant}/rewind/jobs/{job}"),
                     token,
-                    None,
                     &[200],
                 )?
                 .body;
