@@ -2,7 +2,7 @@
 //! random port, temporary store) and in single-node mode, against the simulator over HTTP.
 
 mod faults;
-mod support;
+pub mod support;
 
 use std::collections::BTreeMap;
 
