@@ -6,6 +6,7 @@ pub mod api;
 pub mod bench_report;
 pub mod cli;
 pub mod client;
+pub mod demo;
 pub mod engine;
 pub mod node;
 pub mod scheduler;

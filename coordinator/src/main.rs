@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use rewind_coordinator::bench_report::BenchReportArgs;
 use rewind_coordinator::cli::{CoordinatorArgs, WorkerArgs};
+use rewind_coordinator::demo::DemoArgs;
 use rewind_loadtest::cli::LoadtestCommand;
 use rewind_loadtest::dirsim::DirsimArgs;
 
@@ -36,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: rewind_coordinator::token_cli::TokenCommand,
     },
+    /// The product end to end on this machine: a simulator, a single-node coordinator and its
+    /// API; one generated tenant per incident scenario S1–S7 backed up, hit by its incident
+    /// and reported on through the API; every report checked against the expected one (exit
+    /// 1 naming the differences when one does not match).
+    Demo(DemoArgs),
     /// Load tests, generators and benchmarks.
     Loadtest {
         #[command(subcommand)]
@@ -66,6 +72,7 @@ fn main() {
         Command::Worker(args) => rewind_coordinator::cli::run_worker(args),
         Command::Token { command } => rewind_coordinator::token_cli::run(command),
         Command::Dirsim(args) => rewind_loadtest::dirsim::run(args),
+        Command::Demo(args) => rewind_coordinator::demo::run(args),
         Command::Loadtest {
             command: Loadtest::BenchReport(args),
         } => rewind_coordinator::bench_report::run(args),

@@ -1,8 +1,8 @@
 //! Integration tests of the coordinator: the `rewind` binary as an operator runs it (real
 //! process, real arguments, exit codes and output), its client commands against a running
 //! API (`cli.rs`), its durable state (`state/`), the cluster end to end and under faults
-//! (`cluster/`), the HTTP API over real HTTP (`api/`), and the files of `deploy/` against the
-//! code (`deploy.rs`).
+//! (`cluster/`), the HTTP API over real HTTP (`api/`), `rewind demo` (`demo.rs`), and the
+//! files of `deploy/` against the code (`deploy.rs`).
 
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -10,6 +10,7 @@
 mod api;
 mod cli;
 mod cluster;
+mod demo;
 mod deploy;
 mod state;
 
