@@ -107,6 +107,12 @@ metric_names! {
         "Graph requests (and token requests) sent again after a transient failure.";
     GRAPH_TOKEN_REQUESTS_TOTAL = "rewind_graph_token_requests_total", Counter, Count,
         "Client-credentials token requests sent, by `class` (status_class).";
+
+    // The coordinator's HTTP API.
+    API_REQUESTS_TOTAL = "rewind_api_requests_total", Counter, Count,
+        "API requests answered, by `route` (the route's path template) and `code` (HTTP status).";
+    API_REQUEST_SECONDS = "rewind_api_request_seconds", Histogram, Seconds,
+        "Seconds from an API request's arrival to its answer's headers, by `route`.";
 }
 
 /// Label names.
@@ -125,6 +131,10 @@ pub mod label {
     pub const LANE: &str = "lane";
     /// An HTTP status class: one of [`super::status_class`].
     pub const CLASS: &str = "class";
+    /// An API route: its path template (`/tenants/{tenant}/rewind/jobs`), or `unmatched`.
+    pub const ROUTE: &str = "route";
+    /// An HTTP status code, as digits.
+    pub const CODE: &str = "code";
 }
 
 /// Values of the `kind` label of job metrics.

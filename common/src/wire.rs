@@ -284,6 +284,9 @@ pub struct DiffResult {
     pub entries: u64,
     /// Entries by recovery action (the API's names).
     pub by_action: BTreeMap<String, u64>,
+    /// Changed links over all the range's entries (0 in results of builds before it).
+    #[serde(default)]
+    pub links: u64,
 }
 
 /// The store key of a capture part's shard list.
@@ -443,6 +446,7 @@ mod tests {
                 entries_digest: "cd".into(),
                 entries: 1,
                 by_action: BTreeMap::from([("notRecoverable".into(), 1)]),
+                links: 2,
             }),
         ];
         for outcome in results {

@@ -372,7 +372,7 @@ async fn run_async(args: &BenchApiArgs) -> anyhow::Result<BenchApiResult> {
     out.get_changes_walk_seconds = walk_seconds;
     out.exports = exports;
 
-    tracing::info!(clients = args.clients, seconds = args.poll_seconds, "polling GET jobs/{id}");
+    tracing::info!(clients = args.clients, seconds = args.poll_seconds, "polling GET jobs/{{id}}");
     let job_path = format!(
         "/tenants/{tenant}/v1.0/directory/recovery/jobs/{}",
         report.id

@@ -29,6 +29,8 @@ pub struct ConfigFile {
     pub secret_key_file: Option<PathBuf>,
     /// Where `/metrics` is served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the coordinator serves its HTTP API.
+    pub api_listen: Option<SocketAddr>,
     /// Workers of a single-node coordinator.
     pub workers: Option<usize>,
     /// A worker's name.
@@ -106,6 +108,10 @@ pub struct CoordinatorArgs {
     /// Workers of single-node mode.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Where to serve the HTTP API (default 127.0.0.1:8080; port 0: any free port, printed in
+    /// the log).
+    #[arg(long)]
+    pub api_listen: Option<SocketAddr>,
 }
 
 /// `rewind worker`.
@@ -256,13 +262,34 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             default_metrics,
         )
         .await?;
-        let node = Node::start(config, key).await?;
+        let api_addr = args
+            .api_listen
+            .or(file.api_listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listener = tokio::net::TcpListener::bind(api_addr)
+            .await
+            .with_context(|| format!("cannot listen for the API on {api_addr}"))?;
+        let node = Node::start(config, key.clone()).await?;
+        let api = crate::api::ApiState::new(node.engine().clone(), key);
+        let mut api_stop = shutdown.clone();
+        let server = tokio::spawn(crate::api::serve(listener, api, async move {
+            while !*api_stop.borrow() {
+                if api_stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        }));
         tracing::info!(state = %state_dir.display(), "coordinator running");
         let mut shutdown = shutdown;
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
             }
+        }
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the API server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "the API server task failed"),
         }
         node.shutdown().await;
         tracing::info!("coordinator stopped");

@@ -641,11 +641,13 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut entries = 0;
+        let mut links = 0;
         for outcome in done.values() {
             let TaskOutcome::Diffed(d) = outcome else {
                 continue;
             };
             entries += d.entries;
+            links += d.links;
             for (action, n) in &d.by_action {
                 *counts.entry(action.clone()).or_default() += n;
             }
@@ -663,6 +665,7 @@ impl Engine {
                 j.phase = Phase::Done;
                 j.counts.extend(counts);
                 j.counts.insert("entries".into(), entries);
+                j.counts.insert("links".into(), links);
             })
             .await?;
         count_status(&job);
@@ -922,6 +925,28 @@ impl Engine {
             }
         };
         tokio::join!(dead, gauges, results);
+    }
+}
+
+impl Engine {
+    /// The entries of each range of a finished report, by range number (from the ranges'
+    /// results): what turns a position in the report into a (range, seq) cursor.
+    pub fn report_range_counts(&self, job: &str) -> Result<BTreeMap<u32, u64>, EngineError> {
+        let mut out = BTreeMap::new();
+        for (_, bytes) in self.state.task_results(job)? {
+            let r: TaskResult = wire::decode(&bytes)?;
+            if let TaskOutcome::Diffed(d) = r.outcome {
+                out.insert(d.range, d.entries);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the state answers and the queue answers (the API's `/readyz`).
+    pub async fn ready(&self) -> Result<(), EngineError> {
+        self.state.list_tenants()?;
+        self.queue.pending(Lane::Tasks).await?;
+        Ok(())
     }
 }
 

@@ -32,6 +32,11 @@ enum Command {
     Worker(WorkerArgs),
     /// Serve simulated Entra ID tenants in the Microsoft Graph dialect (prints its base URL).
     Dirsim(DirsimArgs),
+    /// API tokens in a stopped coordinator's state: create (printed once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: rewind_coordinator::token_cli::TokenCommand,
+    },
     /// Load tests, generators and benchmarks.
     Loadtest {
         #[command(subcommand)]
@@ -59,6 +64,7 @@ fn main() {
     let result = match cli.command {
         Command::Coordinator(args) => rewind_coordinator::cli::run_coordinator(args),
         Command::Worker(args) => rewind_coordinator::cli::run_worker(args),
+        Command::Token { command } => rewind_coordinator::token_cli::run(command),
         Command::Dirsim(args) => rewind_loadtest::dirsim::run(args),
         Command::Loadtest {
             command: Loadtest::BenchReport(args),

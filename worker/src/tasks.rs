@@ -251,6 +251,7 @@ pub fn run_diff(
         entries_digest: blake3_hex(&blob),
         entries: entries.len() as u64,
         by_action,
+        links: entries.iter().map(|e| e.changed_links.len() as u64).sum(),
     })
 }
 

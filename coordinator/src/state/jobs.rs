@@ -174,6 +174,9 @@ pub enum RecordOutcome {
     Duplicate,
 }
 
+/// Entries of a report, each with its cursor, and whether more follow.
+pub type EntriesAfter = (Vec<(EntryCursor, Vec<u8>)>, bool);
+
 /// A position in a report's entries: the last entry of a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EntryCursor {
@@ -516,6 +519,36 @@ impl State {
             page.push(value.to_vec());
         }
         Ok((page, None))
+    }
+
+    /// Up to `limit` entries of a report after `after` (from the start when `None`), each with
+    /// its cursor, and whether more follow. One range scan from the cursor's key.
+    pub fn report_entries_after(
+        &self,
+        job_id: &str,
+        after: Option<EntryCursor>,
+        limit: usize,
+    ) -> Result<EntriesAfter, StateError> {
+        let prefix = prefix(job_id);
+        let end = Bound::Excluded(prefix_end(&prefix));
+        let start = match after {
+            Some(c) => Bound::Excluded(entry_key(job_id, c.range, c.seq)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut page = Vec::with_capacity(limit.min(1024));
+        for item in self.report_entries.range::<Vec<u8>, _>((start, end)) {
+            let (key, value) = item?;
+            if page.len() == limit {
+                return Ok((page, true));
+            }
+            let cursor = entry_cursor(prefix.len(), &key).ok_or_else(|| StateError::Decode {
+                tree: tree::REPORT_ENTRIES,
+                key: super::key_text(&key),
+                reason: "not an entry key".into(),
+            })?;
+            page.push((cursor, value.to_vec()));
+        }
+        Ok((page, false))
     }
 
     /// How many entries a report holds (a scan: for tests and exports, not for paging).

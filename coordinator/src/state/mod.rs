@@ -1,11 +1,12 @@
-//! The coordinator's durable state in sled: tenants, the snapshot catalog, jobs, task results
-//! and report entries. Every write that must survive a crash is flushed before the method
+//! The coordinator's durable state in sled: tenants, the snapshot catalog, jobs, task results,
+//! report entries and API tokens. Every write that must survive a crash is flushed before the method
 //! returns, so a caller acts only on what is on disk.
 
 pub mod catalog;
 pub mod jobs;
 pub mod schedule;
 pub mod tenants;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +19,7 @@ pub use jobs::{EntryCursor, Job, JobKind, JobStatus, Phase, RecordOutcome, TaskC
 pub use rewind_common::secret_box::{EncryptedSecret, SecretError, SecretKey, SECRET_KEY_ENV};
 pub use schedule::{next_after, Schedule};
 pub use tenants::{NewTenant, TenantRecord, TenantSettings};
+pub use tokens::{AuthError, NewToken, Role, TenantScope, TokenRecord};
 
 /// The version every record is written with; a record of another version is refused.
 pub const RECORD_VERSION: u32 = 1;
@@ -156,6 +158,10 @@ pub(crate) mod tree {
     pub const CATALOG: &str = "catalog";
     /// sequence (u64 BE) -> removal record; append-only.
     pub const REMOVALS: &str = "removals";
+    /// token id -> token record (with the token's hash, never the token).
+    pub const TOKENS: &str = "tokens";
+    /// blake3 hex of a token -> its id.
+    pub const TOKENS_BY_HASH: &str = "tokens_by_hash";
 }
 
 /// The state store. Cheap to clone; every clone is the same store.
@@ -178,6 +184,8 @@ pub struct State {
     pub(crate) report_entries: sled::Tree,
     pub(crate) catalog: sled::Tree,
     pub(crate) removals: sled::Tree,
+    pub(crate) tokens: sled::Tree,
+    pub(crate) tokens_by_hash: sled::Tree,
     /// Serializes every read-modify-write (job transitions, task results, tenant edits,
     /// snapshot removals). Held only over synchronous sled calls, never across an `.await`.
     write_lock: Arc<Mutex<()>>,
@@ -210,6 +218,8 @@ impl State {
             report_entries: open(tree::REPORT_ENTRIES)?,
             catalog: open(tree::CATALOG)?,
             removals: open(tree::REMOVALS)?,
+            tokens: open(tree::TOKENS)?,
+            tokens_by_hash: open(tree::TOKENS_BY_HASH)?,
             db,
             write_lock: Arc::new(Mutex::new(())),
         };
@@ -284,6 +294,11 @@ impl State {
 /// The current time, in unix seconds (UTC).
 pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The current time, in unix seconds (UTC), as the state stamps its records.
+pub fn unix_now() -> i64 {
+    now()
 }
 
 #[derive(Serialize)]
