@@ -2,6 +2,7 @@
 //! stderr (`--log-json` for JSON lines); a failure ends with one plain `error: ...` line.
 
 use clap::{Parser, Subcommand};
+use rewind_coordinator::bench_api::BenchApiArgs;
 use rewind_coordinator::bench_report::BenchReportArgs;
 use rewind_coordinator::cli::{CoordinatorArgs, WorkerArgs};
 use rewind_coordinator::demo::DemoArgs;
@@ -60,6 +61,10 @@ enum Loadtest {
     /// the simulator and the workers as their own processes, and in single-node mode; prints
     /// the results as JSON on the last line.
     BenchReport(BenchReportArgs),
+    /// The API benchmark: `getChanges` pages at the start, middle and end of a large report,
+    /// its export, and `GET jobs/{id}` from many clients; prints the results as JSON on the
+    /// last line.
+    BenchApi(BenchApiArgs),
     #[command(flatten)]
     Other(LoadtestCommand),
 }
@@ -76,6 +81,9 @@ fn main() {
         Command::Loadtest {
             command: Loadtest::BenchReport(args),
         } => rewind_coordinator::bench_report::run(args),
+        Command::Loadtest {
+            command: Loadtest::BenchApi(args),
+        } => rewind_coordinator::bench_api::run(args),
         Command::Loadtest {
             command: Loadtest::Other(command),
         } => rewind_loadtest::cli::run(command),
