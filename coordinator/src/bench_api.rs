@@ -266,9 +266,7 @@ async fn run_async(args: &BenchApiArgs) -> anyhow::Result<BenchApiResult> {
     };
     tokio::task::spawn_blocking(move || gen::apply_incident_of(&g, spec)).await??;
     tracing::info!("difference report");
-    let job = engine
-        .start_report(tenant, &backup_id, Scope::All)
-        .await?;
+    let job = engine.start_report(tenant, &backup_id, Scope::All).await?;
     let (report, timing) = time_job(&engine, &job, &procs).await?;
     out.report = timing;
     out.entries = report.counts.get("entries").copied().unwrap_or(0);
@@ -362,7 +360,14 @@ async fn run_async(args: &BenchApiArgs) -> anyhow::Result<BenchApiResult> {
                     peak_rss: rewind_loadtest::rss::peak_rss_bytes().unwrap_or(0),
                 });
             }
-            Ok((start, middle, end, Latency::of(samples), walk_seconds, exports))
+            Ok((
+                start,
+                middle,
+                end,
+                Latency::of(samples),
+                walk_seconds,
+                exports,
+            ))
         })
         .await??;
     out.get_changes_start = start;
@@ -372,12 +377,17 @@ async fn run_async(args: &BenchApiArgs) -> anyhow::Result<BenchApiResult> {
     out.get_changes_walk_seconds = walk_seconds;
     out.exports = exports;
 
-    tracing::info!(clients = args.clients, seconds = args.poll_seconds, "polling GET jobs/{{id}}");
+    tracing::info!(
+        clients = args.clients,
+        seconds = args.poll_seconds,
+        "polling GET jobs/{{id}}"
+    );
     let job_path = format!(
         "/tenants/{tenant}/v1.0/directory/recovery/jobs/{}",
         report.id
     );
-    let (polls, per_second) = poll(addr, &token, &job_path, args.clients, args.poll_seconds).await?;
+    let (polls, per_second) =
+        poll(addr, &token, &job_path, args.clients, args.poll_seconds).await?;
     out.job_polls = polls;
     out.job_polls_per_second = per_second;
 
