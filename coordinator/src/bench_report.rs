@@ -74,9 +74,17 @@ pub struct JobTiming {
 }
 
 /// The processes of a run, named as in [`JobTiming::cpu_seconds`], with their pids.
-struct Processes(Vec<(String, String)>);
+pub(crate) struct Processes(Vec<(String, String)>);
 
 impl Processes {
+    /// This process (as `coordinator`: single-node mode) and the simulator.
+    pub(crate) fn of_this_process(simulator_pid: u32) -> Processes {
+        Processes(vec![
+            ("coordinator".to_owned(), "self".to_owned()),
+            ("simulator".to_owned(), simulator_pid.to_string()),
+        ])
+    }
+
     fn cpu(&self) -> BTreeMap<String, f64> {
         let mut out: BTreeMap<String, f64> = self
             .0
@@ -153,7 +161,7 @@ fn peak_rss_of(pid: u32) -> u64 {
 }
 
 /// Polls a job to its end, recording how long it stayed in each phase.
-async fn time_job(
+pub(crate) async fn time_job(
     engine: &Engine,
     job: &Job,
     procs: &Processes,

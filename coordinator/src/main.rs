@@ -2,8 +2,10 @@
 //! stderr (`--log-json` for JSON lines); a failure ends with one plain `error: ...` line.
 
 use clap::{Parser, Subcommand};
+use rewind_coordinator::bench_api::BenchApiArgs;
 use rewind_coordinator::bench_report::BenchReportArgs;
 use rewind_coordinator::cli::{CoordinatorArgs, WorkerArgs};
+use rewind_coordinator::demo::DemoArgs;
 use rewind_loadtest::cli::LoadtestCommand;
 use rewind_loadtest::dirsim::DirsimArgs;
 
@@ -36,11 +38,21 @@ enum Command {
         #[command(subcommand)]
         command: rewind_coordinator::token_cli::TokenCommand,
     },
+    /// The product end to end on this machine: a simulator, a single-node coordinator and its
+    /// API; one generated tenant per incident scenario S1–S7 backed up, hit by its incident
+    /// and reported on through the API; every report checked against the expected one (exit
+    /// 1 naming the differences when one does not match).
+    Demo(DemoArgs),
     /// Load tests, generators and benchmarks.
     Loadtest {
         #[command(subcommand)]
         command: Loadtest,
     },
+    /// Client commands: they call a running coordinator's API (`--server`, the token from
+    /// `REWIND_TOKEN` or `--token-file`) and exit 0, 1 (a job failed), 2 (bad input) or 3
+    /// (server unreachable or token refused).
+    #[command(flatten)]
+    Client(rewind_coordinator::client::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +61,10 @@ enum Loadtest {
     /// the simulator and the workers as their own processes, and in single-node mode; prints
     /// the results as JSON on the last line.
     BenchReport(BenchReportArgs),
+    /// The API benchmark: `getChanges` pages at the start, middle and end of a large report,
+    /// its export, and `GET jobs/{id}` from many clients; prints the results as JSON on the
+    /// last line.
+    BenchApi(BenchApiArgs),
     #[command(flatten)]
     Other(LoadtestCommand),
 }
@@ -61,12 +77,18 @@ fn main() {
         Command::Worker(args) => rewind_coordinator::cli::run_worker(args),
         Command::Token { command } => rewind_coordinator::token_cli::run(command),
         Command::Dirsim(args) => rewind_loadtest::dirsim::run(args),
+        Command::Demo(args) => rewind_coordinator::demo::run(args),
         Command::Loadtest {
             command: Loadtest::BenchReport(args),
         } => rewind_coordinator::bench_report::run(args),
         Command::Loadtest {
+            command: Loadtest::BenchApi(args),
+        } => rewind_coordinator::bench_api::run(args),
+        Command::Loadtest {
             command: Loadtest::Other(command),
         } => rewind_loadtest::cli::run(command),
+        // The client prints its own `error: ...` line and picks its exit code.
+        Command::Client(command) => std::process::exit(rewind_coordinator::client::run(command)),
     };
     if let Err(e) = result {
         // The operator's answer, one plain line whatever the log format (not a log event).

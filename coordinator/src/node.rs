@@ -61,22 +61,47 @@ pub enum NodeError {
     Blobs(#[from] rewind_common::snapshot::store::StoreError),
 }
 
-/// A transport's queue and blob store.
+/// A transport's queue and blob store, and (cluster) the NATS connection under them.
+pub struct Connected {
+    pub queue: Arc<dyn WorkQueue>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub nats: Option<async_nats::Client>,
+}
+
 pub async fn connect_transport(
     transport: &Transport,
     policy: &QueuePolicy,
-) -> Result<(Arc<dyn WorkQueue>, Arc<dyn BlobStore>), NodeError> {
+) -> Result<Connected, NodeError> {
     Ok(match transport {
-        Transport::Embedded { blob_dir, .. } => (
-            Arc::new(MemoryQueue::new(policy.clone())?),
-            Arc::new(LocalBlobs::new(LocalShardStore::open(blob_dir)?)),
-        ),
+        Transport::Embedded { blob_dir, .. } => Connected {
+            queue: Arc::new(MemoryQueue::new(policy.clone())?),
+            blobs: Arc::new(LocalBlobs::new(LocalShardStore::open(blob_dir)?)),
+            nats: None,
+        },
         Transport::Nats(settings) => {
             let (client, js) = nats::connect(settings.as_ref()).await?;
-            let queue = JetStreamQueue::start(client, js.clone(), policy.clone()).await?;
-            (Arc::new(queue), Arc::new(JetStreamBlobs::new(js)))
+            let queue = JetStreamQueue::start(client.clone(), js.clone(), policy.clone()).await?;
+            Connected {
+                queue: Arc::new(queue),
+                blobs: Arc::new(JetStreamBlobs::new(js)),
+                nats: Some(client),
+            }
         }
     })
+}
+
+/// Sends what the client still holds, then closes its subscriptions and the connection, so
+/// that nothing is lost on exit and the client stops reconnecting to a server that goes away.
+async fn close_nats(client: Option<async_nats::Client>) {
+    let Some(client) = client else {
+        return;
+    };
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "cannot flush the NATS connection on shutdown");
+    }
+    if let Err(e) = client.drain().await {
+        tracing::warn!(error = %e, "cannot drain the NATS connection on shutdown");
+    }
 }
 
 /// A running coordinator (and, in single-node mode, its workers).
@@ -85,6 +110,7 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     cache: Option<Arc<ShardCache>>,
+    nats: Option<async_nats::Client>,
 }
 
 impl std::fmt::Debug for Node {
@@ -100,7 +126,8 @@ impl Node {
     /// scheduler and (single-node) the workers until [`Node::shutdown`].
     pub async fn start(config: NodeConfig, key: SecretKey) -> Result<Node, NodeError> {
         let state = State::open(&config.state_dir)?;
-        let (queue, blobs) = connect_transport(&config.transport, &config.policy).await?;
+        let Connected { queue, blobs, nats } =
+            connect_transport(&config.transport, &config.policy).await?;
         let engine = Engine::new(state, queue.clone(), blobs.clone(), config.engine.clone())?;
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -145,6 +172,7 @@ impl Node {
             shutdown,
             tasks,
             cache,
+            nats,
         })
     }
 
@@ -175,6 +203,7 @@ impl Node {
         if let Err(e) = self.engine.state().flush().await {
             tracing::warn!(error = %e, "cannot flush the state on shutdown");
         }
+        close_nats(self.nats).await;
     }
 }
 
@@ -193,7 +222,7 @@ pub async fn run_worker(
     key: SecretKey,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
-    let (queue, blobs) = connect_transport(
+    let Connected { queue, blobs, nats } = connect_transport(
         &Transport::Nats(Box::new(config.nats.clone())),
         &config.policy,
     )
@@ -201,6 +230,7 @@ pub async fn run_worker(
     let cache = Arc::new(ShardCache::new(config.cache_bytes));
     let worker = Worker::new(queue, blobs, cache, Arc::new(key), config.worker);
     worker.run(shutdown).await;
+    close_nats(nats).await;
     Ok(())
 }
 

@@ -62,6 +62,8 @@ pub enum GenError {
     Rejected { count: u64, first: String },
     #[error("invalid --dirsim URL {0:?}: it must start with http:// or https://")]
     BadUrl(String),
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn derived(tenant: &str, seed: u64, what: &str) -> String {
@@ -202,6 +204,19 @@ impl IncidentLoad {
 /// created: `TenantSpec::new`) to a generated tenant through the bulk-load route, which
 /// replaces the objects by id: the benchmarks' current state, at any size.
 pub fn apply_incident(config: &GenConfig) -> Result<IncidentLoad, GenError> {
+    apply_incident_of(config, TenantSpec::new(config.objects, config.seed))
+}
+
+/// Applies the incident of `spec` (its shares changed, soft-deleted and created; its objects
+/// and seed must be the generated tenant's) the way [`apply_incident`] does: for benchmarks
+/// that need a larger incident than the generator's own.
+pub fn apply_incident_of(config: &GenConfig, spec: TenantSpec) -> Result<IncidentLoad, GenError> {
+    if spec.objects != config.objects || spec.seed != config.seed {
+        return Err(GenError::Usage(format!(
+            "the incident's tenant ({} objects, seed {}) is not the generated one ({} objects, seed {})",
+            spec.objects, spec.seed, config.objects, config.seed
+        )));
+    }
     let root = config.dirsim.trim_end_matches('/').to_owned();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -209,7 +224,7 @@ pub fn apply_incident(config: &GenConfig) -> Result<IncidentLoad, GenError> {
         .build()
         .into();
     let started = Instant::now();
-    let generator = TenantGenerator::new(TenantSpec::new(config.objects, config.seed));
+    let generator = TenantGenerator::new(spec);
     let (mut changed, mut soft_deleted) = (0, 0);
     let mut touched: Vec<u64> = Vec::new();
     for i in 0..generator.backup_count() {

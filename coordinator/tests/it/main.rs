@@ -1,13 +1,16 @@
 //! Integration tests of the coordinator: the `rewind` binary as an operator runs it (real
-//! process, real arguments, exit codes and output), its durable state (`state/`), the
-//! cluster end to end and under faults (`cluster/`), the HTTP API over real HTTP (`api/`),
-//! and the files of `deploy/` against the code (`deploy.rs`).
+//! process, real arguments, exit codes and output), its client commands against a running
+//! API (`cli.rs`), its durable state (`state/`), the cluster end to end and under faults
+//! (`cluster/`), the HTTP API over real HTTP (`api/`), `rewind demo` (`demo.rs`), and the
+//! files of `deploy/` against the code (`deploy.rs`).
 
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod cli;
 mod cluster;
+mod demo;
 mod deploy;
 mod state;
 
