@@ -95,6 +95,34 @@ impl ApiError {
         )
     }
 
+    /// An error of `status` with Graph's code for it (for answers made outside the API's own
+    /// code, such as the framework's rejections).
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status.as_u16() {
+            400 | 422 => "badRequest",
+            401 => "InvalidAuthenticationToken",
+            403 => "Authorization_RequestDenied",
+            404 => "ResourceNotFound",
+            405 => "methodNotAllowed",
+            409 => "conflict",
+            413 => "requestEntityTooLarge",
+            415 => "unsupportedMediaType",
+            501 => "notImplemented",
+            503 => "serviceUnavailable",
+            _ => "generalException",
+        };
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
+        let mut message = message.into();
+        if message.is_empty() {
+            message = status.canonical_reason().unwrap_or("error").to_owned();
+        }
+        Self::new(status, code, message)
+    }
+
     /// The JSON body of the error, with the current request's id and the time.
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {

@@ -130,10 +130,10 @@ pub async fn list_snapshots(
     Path(tenant): Path<String>,
 ) -> Result<axum::Json<Json>, ApiError> {
     tenant_check(&api, &caller, &tenant, Right::Read)?;
-    let list = api
-        .engine
-        .state()
-        .list_snapshots(&tenant, Some(SnapshotKind::Backup))?;
+    let store = api.engine.state().clone();
+    let name = tenant.clone();
+    let list =
+        blocking(move || Ok(store.list_snapshots(&name, Some(SnapshotKind::Backup))?)).await?;
     Ok(axum::Json(json!({
         "@odata.context": context(&tenant, "directory/recovery/snapshots"),
         "value": list.iter().map(snapshot_json).collect::<Vec<_>>(),
@@ -228,15 +228,19 @@ pub async fn list_preview_jobs(
     headers: HeaderMap,
 ) -> Result<axum::Json<Json>, ApiError> {
     tenant_check(&api, &caller, &tenant, Right::Read)?;
-    let store = api.engine.state();
-    backup_of(store, &tenant, &snapshot)?;
+    let store = api.engine.state().clone();
+    backup_of(&store, &tenant, &snapshot)?;
     let newer = wants_newer(&headers);
-    let value: Vec<Json> = store
-        .list_jobs(&tenant)?
-        .iter()
-        .filter(|j| j.kind.backup() == Some(snapshot.as_str()))
-        .map(|j| preview_job_json(store, j, newer))
-        .collect();
+    let (name, backup) = (tenant.clone(), snapshot.clone());
+    let value: Vec<Json> = blocking(move || {
+        Ok(store
+            .list_jobs(&name)?
+            .iter()
+            .filter(|j| j.kind.backup() == Some(backup.as_str()))
+            .map(|j| preview_job_json(&store, j, newer))
+            .collect())
+    })
+    .await?;
     Ok(axum::Json(json!({
         "@odata.context": context(&tenant, &format!("directory/recovery/snapshots('{snapshot}')/recoveryPreviewJobs")),
         "value": value,
@@ -485,18 +489,25 @@ pub async fn list_jobs(
 ) -> Result<axum::Json<Json>, ApiError> {
     tenant_check(&api, &caller, &tenant, Right::Read)?;
     let query = Query::parse(raw.as_deref(), &["$top", "$filter"], JOBS_FILTER)?;
-    let store = api.engine.state();
+    let store = api.engine.state().clone();
     let newer = wants_newer(&headers);
     let top = query.top.unwrap_or(u64::MAX) as usize;
-    let mut value = Vec::new();
-    for job in store.list_jobs(&tenant)? {
-        if value.len() == top {
-            break;
+    let name = tenant.clone();
+    let value = blocking(move || {
+        let mut value = Vec::new();
+        for job in store.list_jobs(&name)? {
+            if value.len() == top {
+                break;
+            }
+            if matches!(job.kind, JobKind::Report { .. })
+                && job_passes(&store, &job, &query.filter)?
+            {
+                value.push(preview_job_json(&store, &job, newer));
+            }
         }
-        if matches!(job.kind, JobKind::Report { .. }) && job_passes(store, &job, &query.filter)? {
-            value.push(preview_job_json(store, &job, newer));
-        }
-    }
+        Ok(value)
+    })
+    .await?;
     Ok(axum::Json(json!({
         "@odata.context": context(&tenant, "directory/recovery/jobs"),
         "value": value,

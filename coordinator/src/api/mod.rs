@@ -168,6 +168,18 @@ async fn observe(request: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let id = uuid::Uuid::new_v4().to_string();
     let mut response = error::REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    if response.status().as_u16() >= 400 && !is_json(&response) {
+        // A rejection of the framework (a path that does not decode, ...): in Graph's shape
+        // too, with its text as the message.
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 10)
+            .await
+            .unwrap_or_default();
+        let message = String::from_utf8_lossy(&bytes).trim().to_owned();
+        response = error::REQUEST_ID.sync_scope(id.clone(), || {
+            ApiError::from_status(status, message).into_response()
+        });
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("request-id", value);
     }
@@ -177,6 +189,14 @@ async fn observe(request: Request, next: Next) -> Response {
     metrics::histogram!(m::API_REQUEST_SECONDS, m::label::ROUTE => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 async fn unknown_route(request: Request) -> ApiError {

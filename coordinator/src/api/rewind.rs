@@ -12,7 +12,7 @@ use super::auth::{Caller, Right};
 use super::change::{change_json, csv_rows, CSV_HEADER};
 use super::error::ApiError;
 use super::graph::{decode_entry, tenant_check, tenant_job};
-use super::ApiState;
+use super::{blocking, ApiState};
 use crate::state::{EntryCursor, Job, JobStatus, Phase, State as Store};
 
 fn phase_name(p: Phase) -> &'static str {
@@ -52,10 +52,16 @@ pub async fn list_jobs(
     Path(tenant): Path<String>,
 ) -> Result<axum::Json<Json>, ApiError> {
     tenant_check(&api, &caller, &tenant, Right::Read)?;
-    let jobs = api.engine.state().list_jobs(&tenant)?;
-    Ok(axum::Json(
-        json!({"value": jobs.iter().map(job_view).collect::<Vec<_>>()}),
-    ))
+    let store = api.engine.state().clone();
+    let value = blocking(move || {
+        Ok(store
+            .list_jobs(&tenant)?
+            .iter()
+            .map(job_view)
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(axum::Json(json!({ "value": value })))
 }
 
 pub async fn get_job(

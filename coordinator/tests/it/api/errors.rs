@@ -236,6 +236,14 @@ async fn bad_requests_get_graph_errors_that_name_the_problem() {
             "/no/such/route",
         ),
         (
+            "GET",
+            "/tenants/%FF/rewind/jobs".into(),
+            None,
+            400,
+            "badRequest",
+            "UTF-8",
+        ),
+        (
             "DELETE",
             f.ms("/snapshots"),
             None,

@@ -2,8 +2,9 @@
 //! two workers, the API on a free port, a simulator tenant backed up and reported through the
 //! API itself. `roles` is the table of every route × every role; `errors` the bad inputs;
 //! `paging` getChanges against the exports; `models` Microsoft's documented shapes; `cli`
-//! `rewind token`.
+//! `rewind token`; `admin` tenants and tokens.
 
+mod admin;
 mod cli;
 mod errors;
 mod models;
@@ -129,7 +130,7 @@ pub async fn call(
 /// report made through the API, and a token of each role (tenant `acme` only).
 pub struct Fixture {
     pub coordinator: Coordinator,
-    pub _sim: Running,
+    pub sim: Running,
     pub base: String,
     pub reader: String,
     pub admin: String,
@@ -205,7 +206,7 @@ impl Fixture {
         }));
         let mut fixture = Fixture {
             coordinator,
-            _sim: sim,
+            sim,
             base,
             reader,
             admin,
