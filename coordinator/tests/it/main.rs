@@ -130,3 +130,45 @@ fn bad_input_is_a_clear_error_and_a_non_zero_exit() {
     let out = rewind(&["no-such-role"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn bench_api_pages_exports_and_polls_a_real_report() {
+    let out = rewind(&[
+        "loadtest",
+        "bench-api",
+        "--objects",
+        "3000",
+        "--changed",
+        "0.5",
+        "--pages",
+        "2",
+        "--clients",
+        "2",
+        "--poll-seconds",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench-api failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().expect("a result line");
+    let r: serde_json::Value = serde_json::from_str(last).expect("JSON on the last line");
+    let entries = r["entries"].as_u64().unwrap();
+    // Half of 3,000 objects changed, plus the soft-deleted and created ones.
+    assert!(entries >= 1500, "{last}");
+    for at in ["get_changes_start", "get_changes_middle", "get_changes_end"] {
+        assert_eq!(r[at]["requests"], 2, "{at}: {last}");
+        assert!(r[at]["p50_ms"].as_f64().unwrap() > 0.0, "{at}: {last}");
+    }
+    // Every page walked: ceil(entries / 999) requests.
+    assert_eq!(
+        r["get_changes_walk"]["requests"].as_u64(),
+        Some(entries.div_ceil(999))
+    );
+    let exports = r["exports"].as_array().unwrap();
+    assert_eq!(exports.len(), 2);
+    assert_eq!(exports[0]["format"], "jsonl");
+    assert_eq!(exports[0]["lines"].as_u64(), Some(entries));
+    // CSV: a row per changed attribute or link, at least one per entry.
+    assert!(exports[1]["lines"].as_u64().unwrap() >= entries, "{last}");
+    assert!(r["job_polls"]["requests"].as_u64().unwrap() > 0, "{last}");
+}
