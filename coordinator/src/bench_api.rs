@@ -15,15 +15,14 @@ use anyhow::{bail, Context};
 use rewind_common::report::Scope;
 use rewind_common::secret_box::SecretKey;
 use rewind_common::snapshot::ShardLayout;
-use rewind_loadtest::bench_capture::Simulator;
-use rewind_loadtest::gen::{self, GenConfig};
+use rewind_loadtest::gen;
 use rewind_loadtest::tenant::TenantSpec;
 use rewind_worker::queue::QueuePolicy;
 use rewind_worker::run::WorkerSettings;
 use serde::Serialize;
 
 use crate::api::{self, ApiState};
-use crate::bench_report::{time_job, JobTiming, Processes};
+use crate::bench_report::{generated_tenant, time_job, JobTiming, Processes, BENCH_TENANT};
 use crate::engine::EngineSettings;
 use crate::node::{Node, NodeConfig, Transport, DEFAULT_CACHE_BYTES};
 use crate::scheduler::SchedulerSettings;
@@ -190,21 +189,9 @@ async fn run_async(args: &BenchApiArgs) -> anyhow::Result<BenchApiResult> {
     };
     let dir = tempfile::tempdir()?;
     let key = SecretKey::load_or_create(&dir.path().join("secret.key"))?;
-    let sim = tokio::task::spawn_blocking(Simulator::start)
-        .await?
-        .context("starting the simulator")?;
-    let tenant = "bench";
-    let gen_config = GenConfig {
-        dirsim: sim.url.clone(),
-        tenant: tenant.into(),
-        objects: args.objects,
-        seed: args.seed,
-        client_id: Some("bench-app".into()),
-        client_secret: Some("bench-secret".into()),
-    };
     tracing::info!(objects = args.objects, "generating the tenant");
-    let g = gen_config.clone();
-    let generated = tokio::task::spawn_blocking(move || gen::run(&g)).await??;
+    let (sim, gen_config, generated) = generated_tenant(args.objects, args.seed).await?;
+    let tenant = BENCH_TENANT;
 
     let policy = QueuePolicy::production();
     let config = NodeConfig {

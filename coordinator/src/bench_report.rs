@@ -302,6 +302,30 @@ pub fn run(args: BenchReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The benchmarks' tenant name in the simulator and the coordinator.
+pub(crate) const BENCH_TENANT: &str = "bench";
+
+/// Starts the simulator (its own process) and generates [`BENCH_TENANT`] into it.
+pub(crate) async fn generated_tenant(
+    objects: u64,
+    seed: u64,
+) -> anyhow::Result<(Simulator, GenConfig, gen::GenResult)> {
+    let sim = tokio::task::spawn_blocking(Simulator::start)
+        .await?
+        .context("starting the simulator")?;
+    let gen_config = GenConfig {
+        dirsim: sim.url.clone(),
+        tenant: BENCH_TENANT.into(),
+        objects,
+        seed,
+        client_id: Some("bench-app".into()),
+        client_secret: Some("bench-secret".into()),
+    };
+    let g = gen_config.clone();
+    let generated = tokio::task::spawn_blocking(move || gen::run(&g)).await??;
+    Ok((sim, gen_config, generated))
+}
+
 async fn run_mode(
     args: &BenchReportArgs,
     shard_bits: u8,
@@ -311,21 +335,9 @@ async fn run_mode(
     let dir = tempfile::tempdir()?;
     let key_path = dir.path().join("secret.key");
     let key = SecretKey::load_or_create(&key_path)?;
-    let sim = tokio::task::spawn_blocking(Simulator::start)
-        .await?
-        .context("starting the simulator")?;
-    let tenant = "bench";
-    let gen_config = GenConfig {
-        dirsim: sim.url.clone(),
-        tenant: tenant.into(),
-        objects: args.objects,
-        seed: args.seed,
-        client_id: Some("bench-app".into()),
-        client_secret: Some("bench-secret".into()),
-    };
     tracing::info!(?mode, objects = args.objects, "generating the tenant");
-    let g = gen_config.clone();
-    let generated = tokio::task::spawn_blocking(move || gen::run(&g)).await??;
+    let (sim, gen_config, generated) = generated_tenant(args.objects, args.seed).await?;
+    let tenant = BENCH_TENANT;
     out.gen_seconds = generated.seconds;
     rewind_loadtest::rss::release_free_heap();
     rewind_loadtest::rss::reset_peak();
