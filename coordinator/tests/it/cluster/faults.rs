@@ -555,3 +555,228 @@ async fn a_terminated_worker_finishes_its_task_then_exits() {
     assert_eq!(report.tasks.done, report.tasks.total);
     coordinator.node.unwrap().shutdown().await;
 }
+
+/// Polls `url` (a job view) until `done` holds for it; panics naming the last answer after
+/// about two minutes.
+fn poll_job_view(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = String::new();
+    for _ in 0..6000 {
+        if let Ok(mut r) = agent
+            .get(url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+        {
+            last = r.body_mut().read_to_string().unwrap_or_default();
+            if let Ok(view) = serde_json::from_str::<serde_json::Value>(&last) {
+                if done(&view) {
+                    return view;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{url} never got there: {last}");
+}
+
+/// `rewind coordinator` as an operator runs it (its own process, single-node mode, the API on
+/// a port of its own), SIGKILLed while a report is loading data, then started again on the
+/// same state: the report resumes and ends exactly as the incident generator expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_process_killed_mid_report_resumes_it_after_a_restart() {
+    let sim = simulator().await;
+    let base = sim.base_url().to_owned();
+    let name = "crash-process";
+    generate(&base, name, 20_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, _) = key_file(dir.path());
+    let state_dir = dir.path().join("coordinator");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let token = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
+            .args(["token", "create", "--state-dir"])
+            .arg(&state_dir)
+            .args(["--name", "ops", "--role", "administrator", "--all-tenants"])
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        created["token"].as_str().unwrap().to_owned()
+    };
+    let operator = {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
+            .args(["token", "create", "--state-dir"])
+            .arg(&state_dir)
+            .args([
+                "--name",
+                "op",
+                "--role",
+                "operator",
+                "--all-tenants",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        created["token"].as_str().unwrap().to_owned()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
+            .args(["coordinator", "--embedded", "--workers", "2", "--state-dir"])
+            .arg(&state_dir)
+            .arg("--secret-key-file")
+            .arg(&key_path)
+            .args(["--api-listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env_remove("REWIND_SECRET_KEY")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let api = format!("http://127.0.0.1:{port}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |path: &str, token: &str, body: serde_json::Value| {
+        let mut r = agent
+            .post(format!("{api}{path}"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(body)
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        assert!((200..300).contains(&status), "POST {path}: {status} {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap_or(serde_json::Value::Null)
+    };
+
+    let mut coordinator = start();
+    let ready_url = format!("{api}/readyz");
+    let up = move |agent: &ureq::Agent| {
+        (0..600).any(|_| {
+            let ok = agent
+                .get(&ready_url)
+                .call()
+                .is_ok_and(|r| r.status() == 200);
+            if !ok {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok
+        })
+    };
+    let (agent_c, up_c) = (agent.clone(), up);
+    let ready = tokio::task::spawn_blocking(move || up_c(&agent_c))
+        .await
+        .unwrap();
+    assert!(ready, "the coordinator's API never became ready");
+    let t = tenant(&base, name, 4);
+    post(
+        "/admin/tenants",
+        &operator,
+        serde_json::json!({
+            "name": name, "graphBaseUrl": t.graph_base_url, "tokenUrl": t.token_url,
+            "clientId": t.client_id, "clientSecret": t.secret.expose(),
+            "schedule": {"kind": "off"}, "shardBits": 4,
+        }),
+    );
+    let backup = post(
+        &format!("/tenants/{name}/v1.0/directory/recovery/snapshots"),
+        &token,
+        serde_json::json!({}),
+    );
+    let backup_url = format!(
+        "{api}/tenants/{name}/rewind/jobs/{}",
+        backup["id"].as_str().unwrap()
+    );
+    let (a, tok, u) = (agent.clone(), token.clone(), backup_url.clone());
+    let backup = tokio::task::spawn_blocking(move || {
+        poll_job_view(&a, &u, &tok, |v| {
+            v["status"] == "successful" || v["status"] == "failed"
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(backup["status"], "successful", "{backup}");
+    let snapshot = backup["snapshot"].as_str().unwrap().to_owned();
+    let expected = incident(&base, name, Scenario::S1, IncidentPhase::AfterBackup).await;
+
+    let report = post(
+        &format!(
+            "/tenants/{name}/v1.0/directory/recovery/snapshots/{snapshot}/recoveryPreviewJobs"
+        ),
+        &token,
+        serde_json::json!({}),
+    );
+    let report_id = report["id"].as_str().unwrap().to_owned();
+    let report_url = format!("{api}/tenants/{name}/rewind/jobs/{report_id}");
+    let (a, tok, u) = (agent.clone(), token.clone(), report_url.clone());
+    let seen = tokio::task::spawn_blocking(move || {
+        poll_job_view(&a, &u, &tok, |v| v["status"] != "initialized")
+    })
+    .await
+    .unwrap();
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    assert_eq!(
+        seen["status"], "loadingData",
+        "killed too late to test: {seen}"
+    );
+
+    let mut coordinator = start();
+    let (a, tok, u) = (agent.clone(), token.clone(), report_url.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        poll_job_view(&a, &u, &tok, |v| {
+            matches!(
+                v["status"].as_str(),
+                Some("successful" | "failed" | "abandoned")
+            )
+        })
+    })
+    .await
+    .unwrap();
+    let pid = coordinator.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(coordinator.wait().unwrap().success());
+    assert_eq!(done["status"], "successful", "{done}");
+
+    // The stored report is exact, and the job says it was resumed.
+    let state = rewind_coordinator::state::State::open(state_dir.join("state")).unwrap();
+    let job = state.get_job(&report_id).unwrap();
+    assert!(job.resumes >= 1, "{job:?}");
+    let mut entries = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = state.report_entries_page(&report_id, cursor, 500).unwrap();
+        for bytes in page {
+            entries.push(rmp_serde::from_slice(&bytes).unwrap());
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_exact("after a restart", Scenario::S1, &expected, &entries);
+}
