@@ -271,9 +271,20 @@ impl State {
         Ok(())
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable. The flush runs on tokio's blocking pool, never on
+    /// sled's own (`flush_async`): a flush waits for its log buffer's write, and that write is
+    /// itself a task of sled's pool, so seven concurrent `flush_async` calls (sled keeps seven
+    /// threads waiting for work) can occupy every thread of the pool with flushes that wait for
+    /// writes nobody runs — every flush of the process then hangs.
     pub async fn flush(&self) -> Result<(), StateError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| {
+                StateError::Storage(sled::Error::Io(std::io::Error::other(format!(
+                    "the flush task: {e}"
+                ))))
+            })??;
         Ok(())
     }
 

@@ -65,3 +65,39 @@ pub fn snapshot(tenant: &str, id: &str, kind: SnapshotKind, created_at: i64) -> 
         job: "job-1".into(),
     }
 }
+
+/// Many writers flushing at once, in several states of one process (as the coordinator's API
+/// handlers, its engine and its scheduler do), all finish. sled's own `flush_async` runs each
+/// flush on sled's thread pool, where a flush waits for a log write that is a task of the same
+/// pool: enough of them at once took every thread and hung every flush of the process. The
+/// time limit only turns such a hang into a failure; nothing here measures speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_flushes_in_several_states_all_finish() {
+    let states: Vec<(tempfile::TempDir, State)> = (0..4).map(|_| open()).collect();
+    let mut writers = Vec::new();
+    for (i, (_, state)) in states.iter().enumerate() {
+        for w in 0..16 {
+            let state = state.clone();
+            writers.push(tokio::spawn(async move {
+                for round in 0..8 {
+                    let name = format!("t{i}-{w}-{round}");
+                    state
+                        .add_tenant(&SecretKey::generate(), new_tenant(&name))
+                        .await
+                        .unwrap();
+                    state.flush().await.unwrap();
+                }
+            }));
+        }
+    }
+    let all = futures_util::future::join_all(writers);
+    let done = tokio::time::timeout(std::time::Duration::from_secs(120), all)
+        .await
+        .expect("every flush finishes (sled's thread pool is not exhausted by flushes)");
+    for r in done {
+        r.unwrap();
+    }
+    for (_, state) in &states {
+        assert_eq!(state.list_tenants().unwrap().len(), 16 * 8);
+    }
+}
