@@ -377,4 +377,88 @@ mod tests {
         );
         assert_eq!(state.audit_page(1, 10).unwrap(), vec![second]);
     }
+
+    /// A record rewritten with a fresh hash of its new content passes its own check; its
+    /// successor, which names the old hash, is the one named.
+    #[tokio::test]
+    async fn a_rewritten_record_with_a_recomputed_hash_is_caught_by_its_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path().join("state")).unwrap();
+        let actor = Actor::Console;
+        for n in 0..3 {
+            state
+                .audit(AuditEntry::new(&actor, "token.created", Subject::token("t")).with("n", n))
+                .await
+                .unwrap();
+        }
+        let mut second = state.audit_page(1, 1).unwrap().remove(0);
+        second.details.insert("n".into(), "9".into());
+        second.hash = second.compute_hash().unwrap();
+        let key = seq_key(2);
+        state
+            .audit
+            .insert(key, encode(tree::AUDIT, &key, &second).unwrap())
+            .unwrap();
+        let verdict = state.verify_audit().unwrap();
+        let broken = verdict.broken.unwrap();
+        assert_eq!((verdict.intact, broken.seq), (2, 3), "{broken:?}");
+        assert!(broken.problem.contains("does not follow"), "{broken:?}");
+    }
+
+    /// A job's creation and its status changes name their actors; an edit that keeps the
+    /// status is not audited.
+    #[tokio::test]
+    async fn jobs_are_audited_with_their_actors() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path().join("state")).unwrap();
+        let key = super::super::SecretKey::generate();
+        let new = super::super::NewTenant::new(
+            "acme",
+            "http://127.0.0.1:9/acme/v1.0",
+            "http://127.0.0.1:9/acme/oauth2/v2.0/token",
+            "app",
+            "secret",
+        );
+        state.add_tenant(&key, new).await.unwrap();
+        let token = Actor::Token {
+            id: "tok_000000000001".into(),
+            name: "ci".into(),
+        };
+        let job = state
+            .create_job_by(&token, "acme", super::super::JobKind::Backup)
+            .await
+            .unwrap();
+        use super::super::JobStatus;
+        state
+            .transition(&job.id, JobStatus::Running, |_| {})
+            .await
+            .unwrap();
+        state
+            .transition(&job.id, JobStatus::Running, |j| j.resumes += 1)
+            .await
+            .unwrap();
+        state
+            .transition_by(&token, &job.id, JobStatus::Abandoned, |_| {})
+            .await
+            .unwrap();
+        let got: Vec<(String, Actor, Option<String>)> = state
+            .audit_page(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.action, r.actor, r.details.get("to").cloned()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("tenant.added".into(), Actor::Coordinator, None),
+                ("job.created".into(), token.clone(), None),
+                (
+                    "job.status".into(),
+                    Actor::Coordinator,
+                    Some("running".into())
+                ),
+                ("job.status".into(), token, Some("abandoned".into())),
+            ]
+        );
+    }
 }
