@@ -41,7 +41,7 @@ use rewind_worker::queue::{DeadLetter, Delivery, Lane, QueueError, WorkQueue};
 use tokio::sync::watch;
 
 use crate::state::{
-    Job, JobKind, JobStatus, Phase, SnapshotRecord, State, StateError, TenantRecord,
+    Actor, Job, JobKind, JobStatus, Phase, SnapshotRecord, State, StateError, TenantRecord,
 };
 
 /// How the engine cuts jobs into tasks.
@@ -224,7 +224,16 @@ impl Engine {
     /// Opens a backup of `tenant` and dispatches it. A tenant with an open job gets the
     /// state's conflict error naming that job.
     pub async fn start_backup(&self, tenant: &str) -> Result<Job, EngineError> {
-        let job = self.state.create_job(tenant, JobKind::Backup).await?;
+        self.start_backup_by(&Actor::Coordinator, tenant).await
+    }
+
+    /// [`Engine::start_backup`] on behalf of `actor` (an API token, the scheduler), named in
+    /// the job's audit record.
+    pub async fn start_backup_by(&self, actor: &Actor, tenant: &str) -> Result<Job, EngineError> {
+        let job = self
+            .state
+            .create_job_by(actor, tenant, JobKind::Backup)
+            .await?;
         count_status(&job);
         self.advance_logged(&job.id, false).await;
         Ok(self.state.get_job(&job.id)?)
@@ -233,6 +242,18 @@ impl Engine {
     /// Opens a difference report of `tenant` against its backup `backup`, within `scope`.
     pub async fn start_report(
         &self,
+        tenant: &str,
+        backup: &str,
+        scope: Scope,
+    ) -> Result<Job, EngineError> {
+        self.start_report_by(&Actor::Coordinator, tenant, backup, scope)
+            .await
+    }
+
+    /// [`Engine::start_report`] on behalf of `actor`, named in the job's audit record.
+    pub async fn start_report_by(
+        &self,
+        actor: &Actor,
         tenant: &str,
         backup: &str,
         scope: Scope,
@@ -247,7 +268,7 @@ impl Engine {
             backup: backup.to_owned(),
             scope,
         };
-        let job = self.state.create_job(tenant, kind).await?;
+        let job = self.state.create_job_by(actor, tenant, kind).await?;
         count_status(&job);
         self.advance_logged(&job.id, false).await;
         Ok(self.state.get_job(&job.id)?)
@@ -256,9 +277,14 @@ impl Engine {
     /// Cancels an open job: it becomes `abandoned` (results that arrive later are dropped) and
     /// its queued tasks are purged.
     pub async fn cancel(&self, job_id: &str) -> Result<Job, EngineError> {
+        self.cancel_by(&Actor::Coordinator, job_id).await
+    }
+
+    /// [`Engine::cancel`] on behalf of `actor`, named in the audit record of the status change.
+    pub async fn cancel_by(&self, actor: &Actor, job_id: &str) -> Result<Job, EngineError> {
         let job = self
             .state
-            .transition(job_id, JobStatus::Abandoned, |j| {
+            .transition_by(actor, job_id, JobStatus::Abandoned, |j| {
                 j.error = Some("canceled".into());
             })
             .await?;

@@ -3,6 +3,7 @@
 //! HTTP API, and the client commands that drive a running coordinator over that API.
 
 pub mod api;
+pub mod audit_cli;
 pub mod bench_api;
 pub mod bench_report;
 pub mod cli;

@@ -38,6 +38,12 @@ enum Command {
         #[command(subcommand)]
         command: rewind_coordinator::token_cli::TokenCommand,
     },
+    /// The audit log of a stopped coordinator's state: verify the hash chain (exit 1 naming
+    /// the first broken record), export as JSON Lines.
+    Audit {
+        #[command(subcommand)]
+        command: rewind_coordinator::audit_cli::AuditCommand,
+    },
     /// The product end to end on this machine: a simulator, a single-node coordinator and its
     /// API; one generated tenant per incident scenario S1–S7 backed up, hit by its incident
     /// and reported on through the API; every report checked against the expected one (exit
@@ -76,6 +82,7 @@ fn main() {
         Command::Coordinator(args) => rewind_coordinator::cli::run_coordinator(args),
         Command::Worker(args) => rewind_coordinator::cli::run_worker(args),
         Command::Token { command } => rewind_coordinator::token_cli::run(command),
+        Command::Audit { command } => rewind_coordinator::audit_cli::run(command),
         Command::Dirsim(args) => rewind_loadtest::dirsim::run(args),
         Command::Demo(args) => rewind_coordinator::demo::run(args),
         Command::Loadtest {

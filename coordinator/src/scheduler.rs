@@ -51,7 +51,10 @@ pub async fn tick(engine: &Engine, now: i64) -> Result<(), EngineError> {
             .map(|j| j.created_at);
         let due = next_after(&tenant.name, &tenant.schedule, last, now).is_some_and(|t| t <= now);
         if due {
-            match engine.start_backup(&tenant.name).await {
+            match engine
+                .start_backup_by(&crate::state::Actor::Scheduler, &tenant.name)
+                .await
+            {
                 Ok(job) => {
                     tracing::info!(tenant = %tenant.name, job = %job.id, "scheduled backup started")
                 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use crate::state::{NewToken, Role, State, StateError, TenantScope, TokenRecord};
+use crate::state::{Actor, NewToken, Role, State, StateError, TenantScope, TokenRecord};
 
 /// `rewind token ...`.
 #[derive(Debug, Subcommand)]
@@ -67,7 +67,7 @@ pub struct RevokeArgs {
 }
 
 /// The state folder of a coordinator's `--state-dir` (the sled state is in `state/` under it).
-fn open_state(dir: &Path) -> anyhow::Result<State> {
+pub(crate) fn open_state(dir: &Path) -> anyhow::Result<State> {
     let path = dir.join("state");
     if !dir.is_dir() {
         bail!("the state folder {} does not exist", dir.display());
@@ -81,7 +81,7 @@ fn open_state(dir: &Path) -> anyhow::Result<State> {
             || e.to_string().to_ascii_lowercase().contains("lock") =>
         {
             bail!(
-                "the state in {} is in use by another process (is the coordinator running? stop it first, or use /admin/tokens)",
+                "the state in {} is in use by another process (is the coordinator running? stop it first, or use the API)",
                 dir.display()
             )
         }
@@ -119,12 +119,15 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                 .expires_days
                 .map(|d| crate::state::unix_now() + i64::from(d) * 86_400);
             let state = open_state(&args.state.state_dir)?;
-            let (record, token) = runtime()?.block_on(state.create_token(NewToken {
-                name: args.name,
-                role,
-                tenants,
-                expires_at,
-            }))?;
+            let (record, token) = runtime()?.block_on(state.create_token_by(
+                &Actor::Console,
+                NewToken {
+                    name: args.name,
+                    role,
+                    tenants,
+                    expires_at,
+                },
+            ))?;
             if args.state.json {
                 let mut out = record_json(&record);
                 out["token"] = serde_json::json!(token);
@@ -163,7 +166,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke(args) => {
             let state = open_state(&args.state.state_dir)?;
-            let record = runtime()?.block_on(state.revoke_token(&args.id))?;
+            let record = runtime()?.block_on(state.revoke_token_by(&Actor::Console, &args.id))?;
             if args.state.json {
                 println!("{}", record_json(&record));
             } else {

@@ -1,7 +1,7 @@
 //! `/admin/...` (role `operator`): tenants (add, update, remove, list, credentials) and API
-//! tokens (create, list, revoke). Secrets and tokens are write-only: never written back.
+//! tokens (create, list, revoke), the audit log (read). Secrets and tokens are write-only: never written back.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -12,7 +12,8 @@ use super::auth::{Caller, Right};
 use super::error::ApiError;
 use super::{json_response, ApiState, JsonBody};
 use crate::state::{
-    NewTenant, NewToken, Role, Schedule, TenantRecord, TenantScope, TenantSettings, TokenRecord,
+    Actor, AuditRecord, NewTenant, NewToken, Role, Schedule, TenantRecord, TenantScope,
+    TenantSettings, TokenRecord,
 };
 use rewind_common::graph_json::{format_time, parse_time};
 
@@ -158,7 +159,11 @@ pub async fn add_tenant(
     if let Some(b) = body.shard_bits {
         new.shard_bits = b;
     }
-    let record = api.engine.state().add_tenant(&api.key, new).await?;
+    let record = api
+        .engine
+        .state()
+        .add_tenant_by(&Actor::token(&caller.0), &api.key, new)
+        .await?;
     Ok(json_response(StatusCode::CREATED, &tenant_json(&record)))
 }
 
@@ -187,7 +192,11 @@ pub async fn update_tenant(
         retention: body.retention,
         report_retention_days: body.report_retention_days,
     };
-    let record = api.engine.state().update_tenant(&tenant, settings).await?;
+    let record = api
+        .engine
+        .state()
+        .update_tenant_by(&Actor::token(&caller.0), &tenant, settings)
+        .await?;
     Ok(axum::Json(tenant_json(&record)))
 }
 
@@ -200,7 +209,8 @@ pub async fn set_credentials(
     operator_on(&caller, &tenant)?;
     api.engine
         .state()
-        .set_credentials(
+        .set_credentials_by(
+            &Actor::token(&caller.0),
             &api.key,
             &tenant,
             &body.client_id,
@@ -216,7 +226,10 @@ pub async fn remove_tenant(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     operator_on(&caller, &tenant)?;
-    api.engine.state().remove_tenant(&tenant).await?;
+    api.engine
+        .state()
+        .remove_tenant_by(&Actor::token(&caller.0), &tenant)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -275,12 +288,15 @@ pub async fn create_token(
     let (record, token) = api
         .engine
         .state()
-        .create_token(NewToken {
-            name: body.name,
-            role: body.role,
-            tenants: body.tenants,
-            expires_at,
-        })
+        .create_token_by(
+            &Actor::token(&caller.0),
+            NewToken {
+                name: body.name,
+                role: body.role,
+                tenants: body.tenants,
+                expires_at,
+            },
+        )
         .await?;
     let mut out = token_json(&record);
     out["token"] = json!(token);
@@ -293,6 +309,58 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.may(Right::Operate)?;
-    api.engine.state().revoke_token(&id).await?;
+    api.engine
+        .state()
+        .revoke_token_by(&Actor::token(&caller.0), &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The query of `GET /admin/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Records after this sequence number (default 0: from the first).
+    after: Option<u64>,
+    /// Records per page (default 100, 1 to 1000).
+    top: Option<usize>,
+}
+
+/// An audit record as the API writes it: the stored record (what its hash covers) plus its
+/// time as RFC 3339.
+pub fn audit_json(r: &AuditRecord) -> Json {
+    let mut out = serde_json::to_value(r).unwrap_or_else(|_| json!({"seq": r.seq}));
+    out["dateTime"] = json!(format_time(r.at));
+    out
+}
+
+/// `GET /admin/audit`: a page of the audit log, oldest first, for an operator of every tenant
+/// (the log spans all tenants).
+pub async fn list_audit(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<axum::Json<Json>, ApiError> {
+    caller.may(Right::Operate)?;
+    let query: AuditQuery = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("bad query string (after, top): {e}")))?;
+    if caller.0.tenants != TenantScope::All {
+        return Err(ApiError::forbidden());
+    }
+    let top = query.top.unwrap_or(100);
+    if !(1..=1000).contains(&top) {
+        return Err(ApiError::bad_request(format!(
+            "top {top} is out of range: give 1 to 1000"
+        )));
+    }
+    let after = query.after.unwrap_or(0);
+    let state = api.engine.state().clone();
+    let page = super::blocking(move || Ok(state.audit_page(after, top + 1)?)).await?;
+    let more = page.len() > top;
+    let page = &page[..page.len().min(top)];
+    let mut out = json!({"value": page.iter().map(audit_json).collect::<Vec<_>>()});
+    if let (true, Some(last)) = (more, page.last()) {
+        out["nextLink"] = json!(format!("/admin/audit?after={}&top={top}", last.seq));
+    }
+    Ok(axum::Json(out))
 }

@@ -17,7 +17,7 @@ use super::change::{change_json, criteria_of, scope_from_criteria};
 use super::error::ApiError;
 use super::odata::{Clause, Op, Query};
 use super::{blocking, json_response, ApiState, JsonBody};
-use crate::state::{EntryCursor, Job, JobKind, JobStatus, SnapshotRecord, State as Store};
+use crate::state::{Actor, EntryCursor, Job, JobKind, JobStatus, SnapshotRecord, State as Store};
 
 pub const PREVIEW_JOB_TYPE: &str = "#microsoft.graph.entraRecoveryServices.recoveryPreviewJob";
 
@@ -160,7 +160,10 @@ pub async fn backup_now(
     Path(tenant): Path<String>,
 ) -> Result<Response, ApiError> {
     tenant_check(&api, &caller, &tenant, Right::Write)?;
-    let job = api.engine.start_backup(&tenant).await?;
+    let job = api
+        .engine
+        .start_backup_by(&Actor::token(&caller.0), &tenant)
+        .await?;
     let location = format!("/tenants/{tenant}/rewind/jobs/{}", job.id);
     Ok(accepted(&location, &super::rewind::job_view(&job)))
 }
@@ -194,7 +197,10 @@ pub async fn start_preview_job(
     }
     let scope = scope_from_criteria(map.get("filteringCriteria"))?;
     backup_of(api.engine.state(), &tenant, &snapshot)?;
-    let job = api.engine.start_report(&tenant, &snapshot, scope).await?;
+    let job = api
+        .engine
+        .start_report_by(&Actor::token(&caller.0), &tenant, &snapshot, scope)
+        .await?;
     let location = format!(
         "{}/directory/recovery/snapshots/{snapshot}/recoveryPreviewJobs/{}",
         base(&tenant),
@@ -552,7 +558,7 @@ pub async fn cancel_job(
 ) -> Result<Response, ApiError> {
     tenant_check(&api, &caller, &tenant, Right::Write)?;
     tenant_job(api.engine.state(), &tenant, &id)?;
-    api.engine.cancel(&id).await?;
+    api.engine.cancel_by(&Actor::token(&caller.0), &id).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

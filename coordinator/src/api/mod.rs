@@ -287,6 +287,7 @@ pub fn router(state: ApiState) -> Router {
             "/admin/tokens",
             get(admin::list_tokens).post(admin::create_token),
         )
+        .route("/admin/audit", get(admin::list_audit))
         .route(
             "/admin/tokens/{id}",
             axum::routing::delete(admin::revoke_token),

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use rewind_common::snapshot::SnapshotKind;
 use serde::{Deserialize, Serialize};
 
+use super::audit::{Actor, AuditEntry, Subject};
 use super::{decode, encode, now, pair_key, prefix, tree, State, StateError};
 
 /// A sealed snapshot as the catalog holds it.
@@ -159,7 +160,7 @@ impl State {
             return Err(StateError::invalid("reason", "\"\"", "a removal says why"));
         }
         let removal = {
-            let _guard = self.lock();
+            let guard = self.lock();
             let record = self.get_snapshot(tenant, id)?;
             if self.snapshots_in_use(tenant)?.contains(id) {
                 let running_job = self.open_job(tenant)?.map(|j| j.id).unwrap_or_default();
@@ -203,6 +204,14 @@ impl State {
                     id: super::key_text(&seq),
                 });
             }
+            let entry = AuditEntry::new(
+                &Actor::Coordinator,
+                "snapshot.removed",
+                Subject::snapshot(tenant, id),
+            )
+            .with("kind", format!("{:?}", removal.snapshot.kind))
+            .with("reason", reason);
+            self.append_audit(&guard, entry)?;
             self.removals.insert(seq, removal_bytes)?;
             self.catalog.remove(key.as_slice())?;
             removal

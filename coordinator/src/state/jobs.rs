@@ -8,6 +8,7 @@ use std::ops::Bound;
 use rewind_common::report::Scope;
 use serde::{Deserialize, Serialize};
 
+use super::audit::{Actor, AuditEntry, Subject};
 use super::{decode, encode, now, pair_key, prefix, tree, State, StateError};
 
 /// What a job does. Externally tagged on purpose: an internally tagged enum is buffered by
@@ -240,6 +241,16 @@ impl State {
     /// Opens a job for `tenant`; refused with [`StateError::Conflict`] naming the open job when
     /// the tenant has one. A report's backup must be a snapshot of the tenant.
     pub async fn create_job(&self, tenant: &str, kind: JobKind) -> Result<Job, StateError> {
+        self.create_job_by(&Actor::Coordinator, tenant, kind).await
+    }
+
+    /// [`State::create_job`] on behalf of `actor`, who is named in the job's audit record.
+    pub async fn create_job_by(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        kind: JobKind,
+    ) -> Result<Job, StateError> {
         let created_at = now();
         let job = Job {
             id: uuid::Uuid::new_v4().to_string(),
@@ -261,7 +272,7 @@ impl State {
         let index_key = pair_key(tenant, &self.next_seq()?.to_be_bytes());
         {
             // Under the write lock, so that retention cannot remove the backup meanwhile.
-            let _guard = self.lock();
+            let guard = self.lock();
             if let Some(backup) = job.kind.backup() {
                 self.get_snapshot(tenant, backup)?;
             }
@@ -277,6 +288,12 @@ impl State {
                     running_job: String::from_utf8_lossy(&running).into_owned(),
                 });
             }
+            let mut entry = AuditEntry::new(actor, "job.created", Subject::job(tenant, &job.id))
+                .with("kind", job.kind.name());
+            if let Some(backup) = job.kind.backup() {
+                entry = entry.with("backup", backup);
+            }
+            self.append_audit(&guard, entry)?;
             self.jobs.insert(job.id.as_bytes(), bytes)?;
             self.jobs_by_tenant
                 .insert(index_key.as_slice(), job.id.as_bytes())?;
@@ -297,8 +314,20 @@ impl State {
         to: JobStatus,
         edit: impl FnOnce(&mut Job),
     ) -> Result<Job, StateError> {
+        self.transition_by(&Actor::Coordinator, job_id, to, edit)
+            .await
+    }
+
+    /// [`State::transition`] on behalf of `actor` (a cancel through the API names its token).
+    pub async fn transition_by(
+        &self,
+        actor: &Actor,
+        job_id: &str,
+        to: JobStatus,
+        edit: impl FnOnce(&mut Job),
+    ) -> Result<Job, StateError> {
         let job = {
-            let _guard = self.lock();
+            let guard = self.lock();
             let old = self.get_job(job_id)?;
             if !allowed(&old.kind, old.status, to) {
                 return Err(StateError::Transition {
@@ -328,6 +357,17 @@ impl State {
                 if to == JobStatus::Successful {
                     job.phase = Phase::Done;
                 }
+            }
+            // Only a change of status is audited, not a progress edit within one.
+            if old.status != to {
+                let mut entry =
+                    AuditEntry::new(actor, "job.status", Subject::job(&job.tenant, &job.id))
+                        .with("from", old.status)
+                        .with("to", to);
+                if let Some(error) = &job.error {
+                    entry = entry.with("error", error);
+                }
+                self.append_audit(&guard, entry)?;
             }
             self.write_job(&job)?;
             job

@@ -1,7 +1,8 @@
 //! The coordinator's durable state in sled: tenants, the snapshot catalog, jobs, task results,
-//! report entries and API tokens. Every write that must survive a crash is flushed before the method
+//! report entries, API tokens and the hash-chained audit log. Every write that must survive a crash is flushed before the method
 //! returns, so a caller acts only on what is on disk.
 
+pub mod audit;
 pub mod catalog;
 pub mod jobs;
 pub mod schedule;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use audit::{Actor, AuditEntry, AuditRecord, AuditVerdict, BrokenRecord, Subject};
 pub use catalog::{Removal, SnapshotRecord};
 pub use jobs::{EntryCursor, Job, JobKind, JobStatus, Phase, RecordOutcome, TaskCounts};
 pub use rewind_common::secret_box::{EncryptedSecret, SecretError, SecretKey, SECRET_KEY_ENV};
@@ -162,6 +164,8 @@ pub(crate) mod tree {
     pub const TOKENS: &str = "tokens";
     /// blake3 hex of a token -> its id.
     pub const TOKENS_BY_HASH: &str = "tokens_by_hash";
+    /// sequence (u64 BE, dense from 1) -> audit record; append-only, hash-chained.
+    pub const AUDIT: &str = "audit";
 }
 
 /// The state store. Cheap to clone; every clone is the same store.
@@ -186,6 +190,7 @@ pub struct State {
     pub(crate) removals: sled::Tree,
     pub(crate) tokens: sled::Tree,
     pub(crate) tokens_by_hash: sled::Tree,
+    pub(crate) audit: sled::Tree,
     /// Serializes every read-modify-write (job transitions, task results, tenant edits,
     /// snapshot removals). Held only over synchronous sled calls, never across an `.await`.
     write_lock: Arc<Mutex<()>>,
@@ -220,6 +225,7 @@ impl State {
             removals: open(tree::REMOVALS)?,
             tokens: open(tree::TOKENS)?,
             tokens_by_hash: open(tree::TOKENS_BY_HASH)?,
+            audit: open(tree::AUDIT)?,
             db,
             write_lock: Arc::new(Mutex::new(())),
         };

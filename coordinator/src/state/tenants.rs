@@ -4,6 +4,7 @@
 use rewind_common::connector::Secret;
 use serde::{Deserialize, Serialize};
 
+use super::audit::{Actor, AuditEntry, Subject};
 use super::schedule::Schedule;
 use super::{EncryptedSecret, SecretKey};
 
@@ -206,6 +207,16 @@ impl State {
         key: &SecretKey,
         new: NewTenant,
     ) -> Result<TenantRecord, StateError> {
+        self.add_tenant_by(&Actor::Coordinator, key, new).await
+    }
+
+    /// [`State::add_tenant`] on behalf of `actor`, named in the audit record.
+    pub async fn add_tenant_by(
+        &self,
+        actor: &Actor,
+        key: &SecretKey,
+        new: NewTenant,
+    ) -> Result<TenantRecord, StateError> {
         new.validate()?;
         let record = TenantRecord {
             secret: EncryptedSecret::seal(key, &new.name, &new.secret)?,
@@ -220,16 +231,19 @@ impl State {
             created_at: now(),
         };
         let bytes = encode(tree::TENANTS, record.name.as_bytes(), &record)?;
-        let swapped = self.tenants.compare_and_swap(
-            record.name.as_bytes(),
-            None as Option<&[u8]>,
-            Some(bytes),
-        )?;
-        if swapped.is_err() {
-            return Err(StateError::Exists {
-                what: "tenant",
-                id: record.name,
-            });
+        {
+            let guard = self.lock();
+            if self.tenants.get(record.name.as_bytes())?.is_some() {
+                return Err(StateError::Exists {
+                    what: "tenant",
+                    id: record.name,
+                });
+            }
+            let entry = AuditEntry::new(actor, "tenant.added", Subject::tenant(&record.name))
+                .with("graphBaseUrl", &record.graph_base_url)
+                .with("clientId", &record.client_id);
+            self.append_audit(&guard, entry)?;
+            self.tenants.insert(record.name.as_bytes(), bytes)?;
         }
         self.flush().await?;
         Ok(record)
@@ -259,6 +273,17 @@ impl State {
         name: &str,
         settings: TenantSettings,
     ) -> Result<TenantRecord, StateError> {
+        self.update_tenant_by(&Actor::Coordinator, name, settings)
+            .await
+    }
+
+    /// [`State::update_tenant`] on behalf of `actor`, named in the audit record.
+    pub async fn update_tenant_by(
+        &self,
+        actor: &Actor,
+        name: &str,
+        settings: TenantSettings,
+    ) -> Result<TenantRecord, StateError> {
         if let Some(url) = &settings.graph_base_url {
             validate_url("graphBaseUrl", url)?;
         }
@@ -274,7 +299,22 @@ impl State {
         if let Some(days) = settings.report_retention_days {
             validate_report_retention_days(days)?;
         }
-        let record = self.edit_tenant(name, |t| {
+        let mut entry = AuditEntry::new(actor, "tenant.updated", Subject::tenant(name));
+        for (field, given) in [
+            ("graphBaseUrl", settings.graph_base_url.is_some()),
+            ("tokenUrl", settings.token_url.is_some()),
+            ("schedule", settings.schedule.is_some()),
+            ("retention", settings.retention.is_some()),
+            (
+                "reportRetentionDays",
+                settings.report_retention_days.is_some(),
+            ),
+        ] {
+            if given {
+                entry = entry.with(field, "changed");
+            }
+        }
+        let record = self.edit_tenant(name, entry, |t| {
             if let Some(url) = settings.graph_base_url {
                 t.graph_base_url = url;
             }
@@ -304,10 +344,26 @@ impl State {
         client_id: &str,
         secret: &Secret,
     ) -> Result<TenantRecord, StateError> {
+        self.set_credentials_by(&Actor::Coordinator, key, name, client_id, secret)
+            .await
+    }
+
+    /// [`State::set_credentials`] on behalf of `actor`, named in the audit record (with the
+    /// client id, never the secret).
+    pub async fn set_credentials_by(
+        &self,
+        actor: &Actor,
+        key: &SecretKey,
+        name: &str,
+        client_id: &str,
+        secret: &Secret,
+    ) -> Result<TenantRecord, StateError> {
         validate_client_id(client_id)?;
         validate_secret(secret)?;
         let sealed = EncryptedSecret::seal(key, name, secret)?;
-        let record = self.edit_tenant(name, |t| {
+        let entry = AuditEntry::new(actor, "credentials.set", Subject::tenant(name))
+            .with("clientId", client_id);
+        let record = self.edit_tenant(name, entry, |t| {
             t.client_id = client_id.to_owned();
             t.secret = sealed;
             Ok(())
@@ -319,31 +375,41 @@ impl State {
     /// Removes a tenant; refused while it has an open job. Its snapshots and job history stay
     /// (backups are immutable; only retention removes them).
     pub async fn remove_tenant(&self, name: &str) -> Result<(), StateError> {
+        self.remove_tenant_by(&Actor::Coordinator, name).await
+    }
+
+    /// [`State::remove_tenant`] on behalf of `actor`, named in the audit record.
+    pub async fn remove_tenant_by(&self, actor: &Actor, name: &str) -> Result<(), StateError> {
         {
-            let _guard = self.lock();
+            let guard = self.lock();
             if let Some(job) = self.active_by_tenant.get(name.as_bytes())? {
                 return Err(StateError::Conflict {
                     tenant: name.to_owned(),
                     running_job: String::from_utf8_lossy(&job).into_owned(),
                 });
             }
-            if self.tenants.remove(name.as_bytes())?.is_none() {
+            if self.tenants.get(name.as_bytes())?.is_none() {
                 return Err(StateError::not_found("tenant", name));
             }
+            let entry = AuditEntry::new(actor, "tenant.removed", Subject::tenant(name));
+            self.append_audit(&guard, entry)?;
+            self.tenants.remove(name.as_bytes())?;
         }
         self.flush().await
     }
 
-    /// Read, edit, write under the write lock (no flush: the caller flushes).
+    /// Read, edit, audit, write under the write lock (no flush: the caller flushes).
     fn edit_tenant(
         &self,
         name: &str,
+        audit: AuditEntry<'_>,
         edit: impl FnOnce(&mut TenantRecord) -> Result<(), StateError>,
     ) -> Result<TenantRecord, StateError> {
-        let _guard = self.lock();
+        let guard = self.lock();
         let mut record = self.get_tenant(name)?;
         edit(&mut record)?;
         let bytes = encode(tree::TENANTS, name.as_bytes(), &record)?;
+        self.append_audit(&guard, audit)?;
         self.tenants.insert(name.as_bytes(), bytes)?;
         Ok(record)
     }

@@ -5,6 +5,7 @@
 use rand::RngCore;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::audit::{Actor, AuditEntry, Subject};
 use super::tenants::validate_tenant_name;
 use super::{decode, encode, now, tree, State, StateError};
 
@@ -202,6 +203,15 @@ impl State {
     /// Creates a token; returns its record and the token itself, which is not kept (only its
     /// hash is) and so is shown this once.
     pub async fn create_token(&self, t: NewToken) -> Result<(TokenRecord, String), StateError> {
+        self.create_token_by(&Actor::Coordinator, t).await
+    }
+
+    /// [`State::create_token`] on behalf of `actor`, named in the audit record.
+    pub async fn create_token_by(
+        &self,
+        actor: &Actor,
+        t: NewToken,
+    ) -> Result<(TokenRecord, String), StateError> {
         validate_token_name(&t.name)?;
         let created_at = now();
         if let Some(at) = t.expires_at {
@@ -229,13 +239,18 @@ impl State {
         };
         let bytes = encode(tree::TOKENS, record.id.as_bytes(), &record)?;
         {
-            let _guard = self.lock();
+            let guard = self.lock();
             if self.tokens.get(record.id.as_bytes())?.is_some() {
                 return Err(StateError::Exists {
                     what: "token",
                     id: record.id,
                 });
             }
+            let entry = AuditEntry::new(actor, "token.created", Subject::token(&record.id))
+                .with("name", &record.name)
+                .with("role", record.role)
+                .with("tenants", record.tenants.to_names().join(","));
+            self.append_audit(&guard, entry)?;
             // The record first, then its hash: a crash between the two leaves a record no
             // token reaches (listed, never usable), never a hash without its record.
             self.tokens.insert(record.id.as_bytes(), bytes)?;
@@ -266,10 +281,22 @@ impl State {
 
     /// Revokes a token at once (a token revoked already keeps its first revocation time).
     pub async fn revoke_token(&self, id: &str) -> Result<TokenRecord, StateError> {
+        self.revoke_token_by(&Actor::Coordinator, id).await
+    }
+
+    /// [`State::revoke_token`] on behalf of `actor`, named in the audit record.
+    pub async fn revoke_token_by(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<TokenRecord, StateError> {
         let record = {
-            let _guard = self.lock();
+            let guard = self.lock();
             let mut record = self.get_token(id)?;
             if record.revoked_at.is_none() {
+                let entry = AuditEntry::new(actor, "token.revoked", Subject::token(id))
+                    .with("name", &record.name);
+                self.append_audit(&guard, entry)?;
                 record.revoked_at = Some(now());
                 let bytes = encode(tree::TOKENS, id.as_bytes(), &record)?;
                 self.tokens.insert(id.as_bytes(), bytes)?;

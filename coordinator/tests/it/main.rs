@@ -1,6 +1,6 @@
 //! Integration tests of the coordinator: the `rewind` binary as an operator runs it (real
 //! process, real arguments, exit codes and output), its client commands against a running
-//! API (`cli.rs`), its durable state (`state/`), the cluster end to end and under faults
+//! API (`cli.rs`), the audit log's verify and export (`audit.rs`), its durable state (`state/`), the cluster end to end and under faults
 //! (`cluster/`), the HTTP API over real HTTP (`api/`), `rewind demo` (`demo.rs`), and the
 //! files of `deploy/` against the code (`deploy.rs`).
 
@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod audit;
 mod cli;
 mod cluster;
 mod demo;

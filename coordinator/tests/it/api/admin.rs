@@ -138,5 +138,88 @@ async fn tenants_and_tokens_are_administered_through_the_api() {
     f.get("/admin/tenants/initech", &root)
         .await
         .graph_error(404);
+    audit_names_the_tokens(&f, &root).await;
     f.stop().await;
+}
+
+/// The audit log, read through `GET /admin/audit` page by page: the fixture's backup and
+/// report were started through the API by the token named `Administrator`, their status
+/// changes are the coordinator's, and root's tenant and token administration names root.
+async fn audit_names_the_tokens(f: &Fixture, root: &str) {
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    let mut next = Some("/admin/audit?top=7".to_owned());
+    while let Some(path) = next {
+        let page = f.get(&path, root).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        let body = page.json();
+        records.extend(body["value"].as_array().unwrap().iter().cloned());
+        next = body["nextLink"].as_str().map(str::to_owned);
+    }
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["seq"], json!(i + 1), "{r}");
+        assert!(r["dateTime"].is_string(), "{r}");
+    }
+    for pair in records.windows(2) {
+        assert_eq!(pair[1]["prev"], pair[0]["hash"], "{}", pair[1]);
+    }
+    let find = |action: &str, kind: Option<&str>| -> Vec<&serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r["action"] == action && kind.is_none_or(|k| r["details"]["kind"] == k))
+            .collect()
+    };
+    for kind in ["backup", "report"] {
+        let created = find("job.created", Some(kind));
+        let by_admin: Vec<_> = created
+            .iter()
+            .filter(|r| r["actor"]["type"] == "token" && r["actor"]["name"] == "Administrator")
+            .collect();
+        assert!(
+            !by_admin.is_empty(),
+            "no {kind} job.created by the admin token in {records:?}"
+        );
+        let job = by_admin[0]["subject"]["job"].as_str().unwrap();
+        assert_eq!(by_admin[0]["subject"]["tenant"], super::TENANT);
+        if kind == "report" {
+            assert_eq!(job, f.report);
+        }
+        let statuses: Vec<&serde_json::Value> = records
+            .iter()
+            .filter(|r| r["action"] == "job.status" && r["subject"]["job"] == job)
+            .collect();
+        assert_eq!(
+            statuses.last().unwrap()["details"]["to"],
+            "successful",
+            "{statuses:?}"
+        );
+        assert!(statuses
+            .iter()
+            .all(|r| r["actor"] == json!({"type": "coordinator"})));
+    }
+    for (action, subject) in [
+        ("tenant.added", "initech"),
+        ("tenant.updated", "initech"),
+        ("tenant.removed", "initech"),
+    ] {
+        let hit: Vec<_> = find(action, None)
+            .into_iter()
+            .filter(|r| r["subject"]["tenant"] == subject)
+            .collect();
+        assert_eq!(hit.len(), 1, "{action}: {hit:?}");
+        assert_eq!(hit[0]["actor"]["name"], "root", "{}", hit[0]);
+    }
+    let made = find("token.created", None);
+    let script = made
+        .iter()
+        .find(|r| r["details"]["name"] == "script")
+        .unwrap();
+    assert_eq!(script["actor"]["name"], "root");
+    let revoked = find("token.revoked", None);
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["subject"]["token"], script["subject"]["token"]);
+    assert!(!records
+        .iter()
+        .any(|r| r.to_string().contains("very-secret-value")));
+    let bad = f.get("/admin/audit?top=0", root).await;
+    assert!(bad.graph_error(400).contains("top"));
 }

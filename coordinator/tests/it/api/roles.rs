@@ -116,6 +116,10 @@ const TABLE: &[(&str, &str, &str, Who, u16)] = &[
     ("DELETE", "/admin/tokens/{spare}", "", Reader, 403),
     ("DELETE", "/admin/tokens/{spare}", "", Admin, 403),
     ("DELETE", "/admin/tokens/{spare}", "", Operator, 204),
+    ("GET", "/admin/audit", "", Reader, 403),
+    ("GET", "/admin/audit", "", Admin, 403),
+    // The log spans every tenant: an operator of some tenants only may not read it.
+    ("GET", "/admin/audit", "", Operator, 403),
     // A tenant outside the token's list does not exist for it.
     ("GET", "{PO}/snapshots", "", Reader, 404),
     ("GET", "{PO}/snapshots", "", Admin, 404),
@@ -138,6 +142,7 @@ const TABLE: &[(&str, &str, &str, Who, u16)] = &[
     ("GET", "/admin/tokens", "", NoToken, 401),
     ("GET", "/admin/tokens", "", Expired, 401),
     ("GET", "/admin/tokens", "", Revoked, 401),
+    ("GET", "/admin/audit", "", NoToken, 401),
     // Operations need no token.
     ("GET", "/healthz", "", NoToken, 200),
     ("GET", "/readyz", "", NoToken, 200),

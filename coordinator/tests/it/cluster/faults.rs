@@ -514,6 +514,37 @@ async fn scheduled_backups_fire_and_retention_keeps_exactly_n() {
         .await
         .unwrap()
         .is_empty());
+    // The audit log holds it all: every backup created by the scheduler, every removal by
+    // the coordinator (retention and the expired report's live snapshot), in an intact chain.
+    use rewind_coordinator::state::Actor;
+    let audit = state.audit_page(0, 100_000).unwrap();
+    for job in jobs
+        .iter()
+        .filter(|j| j.kind == rewind_coordinator::state::JobKind::Backup)
+    {
+        let created = audit
+            .iter()
+            .find(|r| r.action == "job.created" && r.subject.job.as_deref() == Some(&job.id))
+            .unwrap_or_else(|| panic!("no job.created for {}", job.id));
+        assert_eq!(created.actor, Actor::Scheduler, "{created:?}");
+    }
+    let removed: Vec<&str> = audit
+        .iter()
+        .filter(|r| r.action == "snapshot.removed")
+        .inspect(|r| assert_eq!(r.actor, Actor::Coordinator, "{r:?}"))
+        .filter_map(|r| r.subject.snapshot.as_deref())
+        .collect();
+    assert!(removed.contains(&live.as_str()), "{removed:?}");
+    let removed_backups = state
+        .removals()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.snapshot.kind == rewind_common::snapshot::SnapshotKind::Backup)
+        .count();
+    assert!(removed_backups >= 2, "{removed_backups}");
+    assert_eq!(removed.len(), state.removals().unwrap().len());
+    let verdict = state.verify_audit().unwrap();
+    assert_eq!((verdict.intact, verdict.broken), (audit.len() as u64, None));
     coordinator.node.unwrap().shutdown().await;
 }
 

@@ -3,7 +3,7 @@
 
 use rewind_common::report::Scope;
 use rewind_common::snapshot::SnapshotKind;
-use rewind_coordinator::state::{ErrorClass, JobKind, JobStatus, TenantSettings};
+use rewind_coordinator::state::{Actor, ErrorClass, JobKind, JobStatus, TenantSettings};
 
 use super::{snapshot, with_tenants};
 
@@ -162,4 +162,21 @@ async fn retention_keeps_exactly_n_and_removes_the_oldest() {
             .class(),
         ErrorClass::NotFound
     );
+    // Each removal left one audit record, the coordinator's; the refused ones left none.
+    let audited: Vec<(String, String)> = state
+        .audit_page(0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "snapshot.removed")
+        .inspect(|r| assert_eq!(r.actor, Actor::Coordinator, "{r:?}"))
+        .map(|r| (r.subject.snapshot.unwrap(), r.details["reason"].clone()))
+        .collect();
+    let removals: Vec<(String, String)> = state
+        .removals()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.snapshot.id, r.reason))
+        .collect();
+    assert_eq!(audited, removals);
+    assert_eq!(state.verify_audit().unwrap().broken, None);
 }
