@@ -99,8 +99,17 @@ impl Step {
     }
 }
 
-/// A step with its deterministic id: the same step always gets the same id, so a redelivered
-/// or re-planned step is recognised and applied once.
+/// Whose steps these are: the tenant and the recovery job. Action ids are derived from it and
+/// the step, so identical steps of two tenants (singletons have the same id everywhere) or of
+/// two jobs never share an id under message-id dedupe or outcome upserts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanScope<'a> {
+    pub tenant: &'a str,
+    pub job: &'a str,
+}
+
+/// A step with its deterministic id: the same (tenant, job, step) always gets the same id, so
+/// a redelivered or re-planned step of a job is recognised and applied once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedStep {
@@ -116,7 +125,7 @@ pub struct PlannedStep {
 /// deleted by the same recovery follows that object (Graph hides the links of an object in the
 /// recycle bin and brings them back with it): no link step is planned for either, even if an
 /// entry lists it.
-pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
+pub fn plan(scope: PlanScope<'_>, entries: &[ReportEntry]) -> Vec<PlannedStep> {
     let gone: BTreeSet<ObjectId> = entries
         .iter()
         .filter(|e| e.change == Change::HardDeleted)
@@ -206,17 +215,25 @@ pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
     steps
         .into_iter()
         .map(|step| PlannedStep {
-            action_id: action_id(&step),
+            action_id: action_id(scope, &step),
             step,
         })
         .collect()
 }
 
-/// The deterministic id of a step: blake3 of its canonical encoding, 128 bits in hex.
-pub fn action_id(step: &Step) -> String {
+/// The deterministic id of a step of a job: blake3 of the tenant, the job (each
+/// length-prefixed, so no two pairs run together into the same bytes) and the step's canonical
+/// encoding, 128 bits in hex.
+pub fn action_id(scope: PlanScope<'_>, step: &Step) -> String {
     #[allow(clippy::expect_used)]
     let bytes = rmp_serde::to_vec(step).expect("encoding a step into memory");
-    blake3::hash(&bytes).to_hex()[..32].to_owned()
+    let mut h = blake3::Hasher::new();
+    for part in [scope.tenant.as_bytes(), scope.job.as_bytes()] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(&bytes);
+    h.finalize().to_hex()[..32].to_owned()
 }
 
 /// Why a step could not be applied to the in-memory objects.
@@ -306,6 +323,56 @@ mod tests {
     use super::*;
     use crate::report::ChangedAttribute;
 
+    const SCOPE: PlanScope<'static> = PlanScope {
+        tenant: "contoso",
+        job: "job-1",
+    };
+
+    #[test]
+    fn action_ids_are_per_tenant_and_job() {
+        let singleton = Step::Update {
+            id: ObjectId::for_singleton("authorizationPolicy"),
+            object_type: ObjectType::AuthorizationPolicy,
+            properties: vec![("allowInvitesFrom".into(), Value::from("everyone"))],
+        };
+        let user = Step::Restore {
+            id: ObjectId(7),
+            object_type: ObjectType::User,
+        };
+        let scope = |tenant, job| PlanScope { tenant, job };
+        // (tenant, job) pairs that differ, including two that concatenate to the same text.
+        let scopes = [
+            scope("contoso", "job-1"),
+            scope("fabrikam", "job-1"),
+            scope("contoso", "job-2"),
+            scope("contosoj", "ob-1"),
+        ];
+        for step in [&singleton, &user] {
+            let ids: BTreeSet<String> = scopes.iter().map(|s| action_id(*s, step)).collect();
+            assert_eq!(ids.len(), scopes.len(), "{step:?}: {ids:?}");
+            for s in scopes {
+                assert_eq!(action_id(s, step), action_id(s, &step.clone()));
+            }
+        }
+        assert_ne!(action_id(SCOPE, &singleton), action_id(SCOPE, &user));
+        // plan() uses the same ids.
+        let entry = ReportEntry {
+            id: ObjectId(7),
+            object_type: ObjectType::User,
+            display_name: "u".into(),
+            change: Change::SoftDeleted,
+            action: RecoveryAction::Restore,
+            reason: None,
+            changed_attributes: Vec::new(),
+            changed_links: Vec::new(),
+        };
+        let a = plan(scope("contoso", "job-1"), std::slice::from_ref(&entry));
+        let b = plan(scope("fabrikam", "job-1"), std::slice::from_ref(&entry));
+        assert_eq!(a[0].action_id, action_id(scope("contoso", "job-1"), &user));
+        assert_ne!(a[0].action_id, b[0].action_id);
+        assert_eq!(a, plan(scope("contoso", "job-1"), &[entry]));
+    }
+
     #[test]
     fn each_method_configuration_is_its_own_update() {
         let config = |state: &str| Value::Map([("state".to_owned(), Value::from(state))].into());
@@ -324,7 +391,7 @@ mod tests {
             changed_attributes: vec![changed("fido2"), changed("sms")],
             changed_links: Vec::new(),
         };
-        let steps = plan(std::slice::from_ref(&entry));
+        let steps = plan(SCOPE, std::slice::from_ref(&entry));
         let names: Vec<&str> = steps
             .iter()
             .map(|s| match &s.step {
@@ -354,6 +421,6 @@ mod tests {
             ],
             ..entry
         };
-        assert_eq!(plan(&[user]).len(), 1);
+        assert_eq!(plan(SCOPE, &[user]).len(), 1);
     }
 }

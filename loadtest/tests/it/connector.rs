@@ -13,7 +13,7 @@ use rewind_common::connector::{
     capture_snapshot, ConnectorError, ErrorClass, GraphConnector, GraphSettings,
 };
 use rewind_common::graph_json::to_graph_json;
-use rewind_common::plan::{action_id, PlannedStep, Step};
+use rewind_common::plan::{action_id, PlanScope, PlannedStep, Step};
 use rewind_common::properties::{self, PER_USER_MFA_STATE};
 use rewind_common::snapshot::{
     load_snapshot, LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind,
@@ -539,9 +539,15 @@ fn empty_pages_with_next_links_are_followed() {
     assert_same(&captured, &truth);
 }
 
+/// The tenant and job of the steps these tests apply.
+pub(crate) const SCOPE: PlanScope<'static> = PlanScope {
+    tenant: "contoso",
+    job: "test",
+};
+
 pub(crate) fn step(s: Step) -> PlannedStep {
     PlannedStep {
-        action_id: action_id(&s),
+        action_id: action_id(SCOPE, &s),
         step: s,
     }
 }
@@ -611,7 +617,7 @@ fn members(c: &crate::dirsim::support::Client<'_>, group: u64) -> Vec<String> {
 fn apply_one(conn: &GraphConnector, s: Step) -> StepResult {
     let outcomes = conn.apply_steps(&[step(s.clone())]);
     assert_eq!(outcomes.len(), 1);
-    assert_eq!(outcomes[0].action_id, action_id(&s));
+    assert_eq!(outcomes[0].action_id, action_id(SCOPE, &s));
     outcomes[0].result.clone()
 }
 
