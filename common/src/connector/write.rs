@@ -437,11 +437,13 @@ impl GraphConnector {
             }
             (
                 Step::AddLink {
+                    id,
                     kind: LinkKind::OAuth2PermissionGrants,
+                    data,
                     ..
                 },
                 409,
-            ) => StepResult::AlreadyInState,
+            ) => self.existing_grant(*id, data, a)?,
             (
                 Step::AddLink {
                     id,
@@ -486,6 +488,69 @@ impl GraphConnector {
                 }
             }
             _ => a.failed(),
+        })
+    }
+
+    /// A grant add answered 409: a grant of the same client and resource exists. It is
+    /// already in state only if its scope is the one the step adds (as a set of permissions:
+    /// Graph keeps a space-separated list, order and spacing carry no meaning). Any other
+    /// scope fails permanently, naming both: a widened grant whose removal failed is not
+    /// recovered, and it is not silently patched either, because every write a recovery makes
+    /// must be one the plan lists (the dry run shows the plan's calls, and a re-planned
+    /// recovery sees the grant as it is and plans its removal again).
+    fn existing_grant(
+        &self,
+        client: ObjectId,
+        data: &Option<Value>,
+        a: &Answer,
+    ) -> Result<StepResult, ConnectorError> {
+        let d = data_map(data);
+        let resource = data_str(&d, "resourceId").unwrap_or_default();
+        let consent = data_str(&d, "consentType").unwrap_or_else(|| "AllPrincipals".into());
+        let principal = data_str(&d, "principalId");
+        let wanted = data_str(&d, "scope").unwrap_or_default();
+        let path = "/oauth2PermissionGrants";
+        let first = format!(
+            "{path}?$filter=clientId%20eq%20'{client}'&$select={}",
+            super::capture::GRANT_SELECT
+        );
+        let mut found: Vec<(String, String)> = Vec::new();
+        self.for_each_page(&first, |text| {
+            let page: Json =
+                serde_json::from_slice(&text).map_err(|e| super::http::json_error(path, e))?;
+            let text_of = |v: &Json, k: &str| v[k].as_str().map(str::to_owned);
+            for v in page["value"].as_array().into_iter().flatten() {
+                let same = |k: &str, want: Option<&str>| {
+                    text_of(v, k).as_deref().map(str::to_ascii_lowercase)
+                        == want.map(str::to_ascii_lowercase)
+                };
+                if same("resourceId", Some(&resource))
+                    && same("consentType", Some(&consent))
+                    && (consent == "AllPrincipals" || same("principalId", principal.as_deref()))
+                {
+                    found.push((
+                        text_of(v, "id").unwrap_or_default(),
+                        text_of(v, "scope").unwrap_or_default(),
+                    ));
+                }
+            }
+            Ok(())
+        })?;
+        let Some((grant, scope)) = found.into_iter().next() else {
+            // The conflict is gone by now (or was not about this grant): not in state.
+            return Ok(a.failed());
+        };
+        Ok(if same_scope(&scope, &wanted) {
+            StepResult::AlreadyInState
+        } else {
+            StepResult::permanent(
+                a.status,
+                "grantScopeDiffers",
+                format!(
+                    "grant {grant} of client {client} to resource {resource} already exists \
+                     with scope {scope:?}, not the backup's {wanted:?}: it was not re-added"
+                ),
+            )
         })
     }
 
@@ -826,6 +891,16 @@ fn merge_results(parts: Vec<StepResult>) -> StepResult {
     } else {
         StepResult::AlreadyInState
     }
+}
+
+/// Whether two grant scopes hold the same permissions (space-separated, in any order).
+fn same_scope(a: &str, b: &str) -> bool {
+    let set = |s: &str| {
+        s.split_whitespace()
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    set(a) == set(b)
 }
 
 /// The objects a step needs to exist: its own, and the one it links to (a member, a grant's
@@ -1175,6 +1250,20 @@ mod tests {
             StepResult::permanent(400, "x", "y")
         ])
         .is_success());
+    }
+
+    #[test]
+    fn grant_scopes_compare_as_sets() {
+        for (a, b, same) in [
+            ("User.Read", "User.Read", true),
+            ("User.Read Mail.Read", "Mail.Read  User.Read", true),
+            ("", " ", true),
+            ("User.Read", "User.Read Mail.Read", false),
+            ("User.Read", "", false),
+            ("user.read", "User.Read", false),
+        ] {
+            assert_eq!(same_scope(a, b), same, "{a:?} vs {b:?}");
+        }
     }
 
     #[test]

@@ -1039,6 +1039,64 @@ fn steps_apply_in_batches_and_a_second_run_finds_them_in_state() {
     check_batch_state(&c);
 }
 
+/// A 409 on re-adding a grant is "already in state" only when the existing grant holds the
+/// scope being added (as a set of permissions); any other scope is a permanent failure that
+/// names both, and the grant is left as it is.
+#[test]
+fn a_grant_conflict_is_in_state_only_with_the_same_scope() {
+    let sim = write_scene();
+    let c = sim.client("contoso");
+    let conn = connector(&sim, "contoso");
+    let grant = format!("/oauth2PermissionGrants/{}", id(900));
+    // (scope the directory holds, scope the step adds, in state?)
+    for (held, wanted, in_state) in [
+        ("User.Read", "User.Read", true),
+        ("Mail.Read User.Read", "User.Read  Mail.Read", true),
+        ("User.Read Mail.ReadWrite", "User.Read", false),
+        ("User.Read", "User.Read Mail.Read", false),
+        ("", "User.Read", false),
+    ] {
+        assert_eq!(c.patch(&grant, &json!({ "scope": held })).status, 204);
+        let mut data = grant_data();
+        if let Value::Map(m) = &mut data {
+            m.insert("scope".into(), s(wanted));
+        }
+        let r = apply_one(
+            &conn,
+            Step::AddLink {
+                id: uid(300),
+                object_type: ObjectType::ServicePrincipal,
+                kind: LinkKind::OAuth2PermissionGrants,
+                target: uid(901),
+                data: Some(data),
+            },
+        );
+        if in_state {
+            assert_eq!(r, StepResult::AlreadyInState, "{held:?} / {wanted:?}");
+        } else {
+            let StepResult::Failed {
+                permanent,
+                status,
+                code,
+                message,
+            } = &r
+            else {
+                panic!("{held:?} / {wanted:?}: {r:?}");
+            };
+            assert!(*permanent);
+            assert_eq!((*status, code.as_str()), (409, "grantScopeDiffers"));
+            assert!(
+                message.contains(&format!("{held:?}")) && message.contains(&format!("{wanted:?}")),
+                "{message}"
+            );
+        }
+        // Either way the grant is the one the directory held.
+        let grants = c.get_all("/oauth2PermissionGrants");
+        assert_eq!(grants.len(), 1);
+        assert_eq!(grants[0]["scope"], held);
+    }
+}
+
 #[test]
 fn idempotent_answers_are_success() {
     let sim = write_scene();
