@@ -85,7 +85,16 @@ impl Step {
         }
     }
 
-    fn sort_key(&self) -> (Phase, ObjectId, u8, ObjectId) {
+    fn sort_key(&self) -> (Phase, u8, ObjectId, u8, ObjectId) {
+        let (phase, id, kind, target) = self.object_key();
+        let rank = match self {
+            Step::Restore { object_type, .. } => restore_rank(*object_type),
+            _ => 0,
+        };
+        (phase, rank, id, kind, target)
+    }
+
+    fn object_key(&self) -> (Phase, ObjectId, u8, ObjectId) {
         match self {
             // Removes before adds: a grant whose data changed is removed, then re-added.
             Step::RemoveLink {
@@ -96,6 +105,24 @@ impl Step {
             } => (self.phase(), *id, *kind as u8 * 2 + 1, *target),
             _ => (self.phase(), self.object_id(), 0, ObjectId(0)),
         }
+    }
+}
+
+/// Where a restore of a type runs among the restores, where Graph needs an order: groups first
+/// (a restored member's memberships name them), then applications (Graph refuses to restore a
+/// service principal whose application is in the recycle bin), then service principals, users,
+/// and named locations before the conditional access policies that name them.
+pub fn restore_rank(t: ObjectType) -> u8 {
+    match t {
+        ObjectType::Group => 0,
+        ObjectType::Application => 1,
+        ObjectType::ServicePrincipal => 2,
+        ObjectType::User => 3,
+        ObjectType::NamedLocation => 4,
+        ObjectType::ConditionalAccessPolicy => 5,
+        ObjectType::AuthenticationMethodsPolicy
+        | ObjectType::AuthorizationPolicy
+        | ObjectType::Organization => 6,
     }
 }
 
@@ -117,8 +144,10 @@ pub struct PlannedStep {
     pub step: Step,
 }
 
-/// Plans the recovery of `entries`: recoverable entries only, in phase order, then by object
-/// id (and within an object's links, removes before adds).
+/// Plans the recovery of `entries`: recoverable entries only, in phase order; restores by type
+/// where Graph needs it ([`restore_rank`]), then by object id; everything else by object id (and
+/// within an object's links, removes before adds). Links come after every restore, so a group
+/// is back before any link that names it.
 ///
 /// Links are written only where both ends stay put. A link whose far end the report shows as
 /// hard-deleted is lost (it cannot exist again), and one whose far end is restored or soft
@@ -371,6 +400,81 @@ mod tests {
         assert_eq!(a[0].action_id, action_id(scope("contoso", "job-1"), &user));
         assert_ne!(a[0].action_id, b[0].action_id);
         assert_eq!(a, plan(scope("contoso", "job-1"), &[entry]));
+    }
+
+    #[test]
+    fn restores_run_by_type_where_graph_needs_it() {
+        let entry = |n: u128, object_type, change, action| ReportEntry {
+            id: ObjectId(n),
+            object_type,
+            display_name: format!("o{n}"),
+            change,
+            action,
+            reason: None,
+            changed_attributes: Vec::new(),
+            changed_links: Vec::new(),
+        };
+        let restore = |n, t| entry(n, t, Change::SoftDeleted, RecoveryAction::Restore);
+        // Ids chosen against the type order: by id alone the service principal, the user and
+        // the policy would come first.
+        let member = ChangedLink {
+            kind: LinkKind::Members,
+            target: ObjectId(9),
+            current: LinkState::Absent,
+            backup: LinkState::Present,
+            recoverable: true,
+            reason: None,
+            current_data: None,
+            backup_data: None,
+        };
+        let mut linked = entry(
+            8,
+            ObjectType::Group,
+            Change::Modified,
+            RecoveryAction::Update,
+        );
+        linked.changed_links = vec![member];
+        let entries = vec![
+            restore(1, ObjectType::ServicePrincipal),
+            restore(2, ObjectType::User),
+            restore(3, ObjectType::ConditionalAccessPolicy),
+            restore(4, ObjectType::NamedLocation),
+            restore(5, ObjectType::Application),
+            restore(6, ObjectType::Group),
+            linked,
+        ];
+        let order: Vec<(u128, &str)> = plan(SCOPE, &entries)
+            .iter()
+            .map(|s| {
+                let name = match s.step {
+                    Step::Restore { .. } => "restore",
+                    Step::AddLink { .. } => "add",
+                    _ => "other",
+                };
+                (s.step.object_id().0, name)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (6, "restore"),
+                (5, "restore"),
+                (1, "restore"),
+                (2, "restore"),
+                (4, "restore"),
+                (3, "restore"),
+                (8, "add"),
+            ]
+        );
+        // Two restores of one type keep id order.
+        let two = plan(
+            SCOPE,
+            &[
+                restore(2, ObjectType::Application),
+                restore(1, ObjectType::Application),
+            ],
+        );
+        assert_eq!(two[0].step.object_id(), ObjectId(1));
     }
 
     #[test]

@@ -928,7 +928,7 @@ fn touches(step: &Step) -> [Option<ObjectId>; 2] {
 }
 
 /// Whether `later` must not run before `earlier` (given in plan order): it needs an object
-/// that `earlier` restores; it deletes the object `earlier` writes; both update the same
+/// that `earlier` restores (a service principal's restore needs every application restore); it deletes the object `earlier` writes; both update the same
 /// object; or it adds a link of the kind `earlier` removes from the same object (a grant or
 /// assignment whose data changed is removed, then re-added: the other way round, the add
 /// would find it present and the remove would then take it away). Other steps run in any
@@ -936,6 +936,18 @@ fn touches(step: &Step) -> [Option<ObjectId>; 2] {
 pub fn needs(earlier: &Step, later: &Step) -> bool {
     let id = earlier.object_id();
     match (earlier, later) {
+        // Graph refuses to restore a service principal whose application is in the recycle
+        // bin; the step does not name its application, so every application restore goes first.
+        (
+            Step::Restore {
+                object_type: ObjectType::Application,
+                ..
+            },
+            Step::Restore {
+                object_type: ObjectType::ServicePrincipal,
+                ..
+            },
+        ) => true,
         (Step::Restore { .. }, _) => touches(later).contains(&Some(id)),
         (_, Step::SoftDelete { .. }) => later.object_id() == id,
         (Step::Update { .. }, Step::Update { .. }) => later.object_id() == id,
@@ -1342,5 +1354,24 @@ mod tests {
             "a changed grant is removed, then re-added"
         );
         assert!(!needs(&member(9, 2), &remove_grant));
+        let restore_of = |n, object_type| Step::Restore {
+            id: ObjectId(n),
+            object_type,
+        };
+        assert!(
+            needs(
+                &restore_of(10, ObjectType::Application),
+                &restore_of(11, ObjectType::ServicePrincipal)
+            ),
+            "an application is restored before a service principal"
+        );
+        assert!(!needs(
+            &restore_of(11, ObjectType::ServicePrincipal),
+            &restore_of(10, ObjectType::Application)
+        ));
+        assert!(!needs(
+            &restore_of(10, ObjectType::Application),
+            &restore_of(12, ObjectType::User)
+        ));
     }
 }
