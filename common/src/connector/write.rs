@@ -928,7 +928,8 @@ fn touches(step: &Step) -> [Option<ObjectId>; 2] {
 }
 
 /// Whether `later` must not run before `earlier` (given in plan order): it needs an object
-/// that `earlier` restores (a service principal's restore needs every application restore); it deletes the object `earlier` writes; both update the same
+/// that `earlier` restores (a service principal's restore needs every application restore);
+/// it restores an object after `earlier` soft-deletes one (a newcomer moved first); it deletes the object `earlier` writes; both update the same
 /// object; or it adds a link of the kind `earlier` removes from the same object (a grant or
 /// assignment whose data changed is removed, then re-added: the other way round, the add
 /// would find it present and the remove would then take it away). Other steps run in any
@@ -949,6 +950,9 @@ pub fn needs(earlier: &Step, later: &Step) -> bool {
             },
         ) => true,
         (Step::Restore { .. }, _) => touches(later).contains(&Some(id)),
+        // Soft deletes come before restores only when a newcomer holds a value a restored
+        // object needs (see `plan::plan_with`): the restore waits for it.
+        (Step::SoftDelete { .. }, Step::Restore { .. }) => true,
         (_, Step::SoftDelete { .. }) => later.object_id() == id,
         (Step::Update { .. }, Step::Update { .. }) => later.object_id() == id,
         (Step::RemoveLink { kind: k1, .. }, Step::AddLink { kind: k2, .. }) => {
@@ -1142,6 +1146,7 @@ mod tests {
                     object_type: t,
                     properties: props,
                 },
+                note: None,
             };
             for part in split_updates(&[planned]).0 {
                 let Ok(Some(inner)) = c.inner_request(&part.step) else {
@@ -1219,6 +1224,7 @@ mod tests {
         let (parts, owners) = split_updates(&[PlannedStep {
             action_id: "u".into(),
             step: user,
+            note: None,
         }]);
         assert_eq!(owners, vec![0, 0]);
         let requests: Vec<Inner> = parts.iter().map(|p| request(&p.step)).collect();
@@ -1373,5 +1379,15 @@ mod tests {
             &restore_of(10, ObjectType::Application),
             &restore_of(12, ObjectType::User)
         ));
+        assert!(
+            needs(
+                &Step::SoftDelete {
+                    id: ObjectId(13),
+                    object_type: ObjectType::User
+                },
+                &restore_of(12, ObjectType::User)
+            ),
+            "a newcomer moved before the restores is deleted first"
+        );
     }
 }
