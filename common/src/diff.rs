@@ -940,9 +940,7 @@ fn link_identity(kind: LinkKind, l: &Link) -> Option<Vec<String>> {
     match kind {
         LinkKind::OAuth2PermissionGrants => {
             let scope = d.get("scope").and_then(Value::as_str).unwrap_or_default();
-            let mut perms: Vec<&str> = scope.split_whitespace().collect();
-            perms.sort_unstable();
-            perms.dedup();
+            let perms: Vec<&str> = Link::grant_permissions(scope).into_iter().collect();
             Some(vec![
                 text("resourceId"),
                 text("consentType"),

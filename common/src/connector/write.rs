@@ -895,12 +895,7 @@ fn merge_results(parts: Vec<StepResult>) -> StepResult {
 
 /// Whether two grant scopes hold the same permissions (space-separated, in any order).
 fn same_scope(a: &str, b: &str) -> bool {
-    let set = |s: &str| {
-        s.split_whitespace()
-            .map(str::to_owned)
-            .collect::<std::collections::BTreeSet<_>>()
-    };
-    set(a) == set(b)
+    crate::model::Link::grant_permissions(a) == crate::model::Link::grant_permissions(b)
 }
 
 /// The objects a step needs to exist: its own, and the one it links to (a member, a grant's
