@@ -836,7 +836,28 @@ impl LinkSets<'_> {
     /// Merges two sorted link lists into the links that differ (added, removed, or with other
     /// data), leaving out those Graph hides (a far end in the recycle bin in either snapshot,
     /// or a holder in it now) and marking those lost with a hard-deleted far end.
+    ///
+    /// Grants and app role assignments that Graph re-created with a new id are the same link:
+    /// a backup link and a current one of other ids but the same [`link_identity`] are paired
+    /// off first and show no change.
     fn changed(&self, b: &[Link], c: &[Link], out: &mut Vec<ChangedLink>) {
+        if matches!(
+            self.kind,
+            LinkKind::OAuth2PermissionGrants | LinkKind::AppRoleAssignedTo
+        ) {
+            // Only links whose far end both sides compare pair off (a hidden or lost far end
+            // is reported as it is).
+            let compared = |l: &Link| {
+                l.far_end(self.kind)
+                    .is_some_and(|id| far_end(self.ends, id) == FarEnd::Compared)
+            };
+            let (b, c) = unmatched_by_identity(self.kind, b, c, compared);
+            return self.merge(&b, &c, out);
+        }
+        self.merge(b, c, out)
+    }
+
+    fn merge(&self, b: &[Link], c: &[Link], out: &mut Vec<ChangedLink>) {
         let (mut i, mut j) = (0, 0);
         while i < b.len() || j < c.len() {
             match (b.get(i), c.get(j)) {
@@ -900,6 +921,80 @@ impl LinkSets<'_> {
             backup_data: bak.and_then(|l| l.data.clone()),
         })
     }
+}
+
+/// What makes a grant or an app role assignment the same link whatever its id (Graph gives a
+/// re-created one a new id): a grant's resource, consent type, principal and scope (as a set of
+/// permissions; the client is the holder); an assignment's principal and app role (the resource
+/// is the holder). Ids compare without case.
+fn link_identity(kind: LinkKind, l: &Link) -> Option<Vec<String>> {
+    let Some(Value::Map(d)) = &l.data else {
+        return None;
+    };
+    let text = |k: &str| {
+        d.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default()
+    };
+    match kind {
+        LinkKind::OAuth2PermissionGrants => {
+            let scope = d.get("scope").and_then(Value::as_str).unwrap_or_default();
+            let perms: Vec<&str> = Link::grant_permissions(scope).into_iter().collect();
+            Some(vec![
+                text("resourceId"),
+                text("consentType"),
+                text("principalId"),
+                perms.join(" "),
+            ])
+        }
+        LinkKind::AppRoleAssignedTo => Some(vec![text("principalId"), text("appRoleId")]),
+        LinkKind::Members | LinkKind::Owners => None,
+    }
+}
+
+/// The links of two sorted lists left once each backup link whose id is not current is paired
+/// with a current link of the same [`link_identity`] whose id is not in the backup (both
+/// dropped); only `pairable` links pair. Links of one id on both sides are left for the merge
+/// to compare.
+fn unmatched_by_identity(
+    kind: LinkKind,
+    b: &[Link],
+    c: &[Link],
+    pairable: impl Fn(&Link) -> bool,
+) -> (Vec<Link>, Vec<Link>) {
+    let has = |list: &[Link], t: ObjectId| list.binary_search_by_key(&t, |l| l.target).is_ok();
+    let mut waiting: std::collections::HashMap<Vec<String>, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, l) in b.iter().enumerate().rev() {
+        if !has(c, l.target) && pairable(l) {
+            if let Some(key) = link_identity(kind, l) {
+                waiting.entry(key).or_default().push(i);
+            }
+        }
+    }
+    let mut paired_b = vec![false; b.len()];
+    let mut cur = Vec::with_capacity(c.len());
+    for l in c {
+        let partner = if has(b, l.target) || !pairable(l) {
+            None
+        } else {
+            link_identity(kind, l)
+                .and_then(|key| waiting.get_mut(&key))
+                .and_then(Vec::pop)
+        };
+        match partner {
+            Some(i) => paired_b[i] = true,
+            None => cur.push(l.clone()),
+        }
+    }
+    let bak = b
+        .iter()
+        .zip(paired_b)
+        .filter(|(_, paired)| !paired)
+        .map(|(l, _)| l.clone())
+        .collect();
+    (bak, cur)
 }
 
 /// The plain way, for comparison: decode every object of both sides and compare them field by
@@ -997,6 +1092,93 @@ mod tests {
             standing: Vec::new(),
             digest: String::new(),
         }
+    }
+
+    /// Grants and assignments Graph re-created with new ids match their backup links by data:
+    /// no change; a different scope, role or principal is still a change.
+    #[test]
+    fn re_created_grants_and_assignments_match_by_data() {
+        let data = |pairs: &[(&str, &str)]| {
+            Some(Value::Map(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+                    .collect(),
+            ))
+        };
+        let grant = |id: u128, scope: &str| Link {
+            target: ObjectId(id),
+            data: data(&[
+                ("consentType", "AllPrincipals"),
+                ("resourceId", &ObjectId(50).to_string()),
+                ("scope", scope),
+            ]),
+        };
+        let assignment = |id: u128, role: u128| Link {
+            target: ObjectId(id),
+            data: data(&[
+                ("principalId", &ObjectId(60).to_string()),
+                ("appRoleId", &ObjectId(role).to_string()),
+            ]),
+        };
+        let sp = |grants: Vec<Link>, assignments: Vec<Link>| {
+            let mut o = DirectoryObject::new(ObjectId(1), ObjectType::ServicePrincipal);
+            o.set_links(LinkKind::OAuth2PermissionGrants, grants);
+            o.set_links(LinkKind::AppRoleAssignedTo, assignments);
+            o
+        };
+        let changes =
+            |backup: DirectoryObject, current: DirectoryObject| -> Vec<(LinkKind, u128)> {
+                diff_decoded(&[backup], &[current], &Scope::All)
+                    .expect("diff")
+                    .iter()
+                    .flat_map(|e| e.changed_links.iter().map(|l| (l.kind, l.target.0)))
+                    .collect()
+            };
+        let backup = || {
+            sp(
+                vec![grant(10, "User.Read Mail.Read")],
+                vec![assignment(20, 7)],
+            )
+        };
+        // Re-created: new ids, same data (scope in another order).
+        assert_eq!(
+            changes(
+                backup(),
+                sp(
+                    vec![grant(90, "Mail.Read User.Read")],
+                    vec![assignment(80, 7)]
+                )
+            ),
+            vec![]
+        );
+        // Another scope or role: a change (removed, added).
+        let (g, a) = (
+            LinkKind::OAuth2PermissionGrants,
+            LinkKind::AppRoleAssignedTo,
+        );
+        let mut got = changes(
+            backup(),
+            sp(vec![grant(90, "User.Read")], vec![assignment(80, 8)]),
+        );
+        got.sort_by_key(|(k, t)| (*k as u8, *t));
+        let mut want = vec![(g, 10), (g, 90), (a, 20), (a, 80)];
+        want.sort_by_key(|(k, t)| (*k as u8, *t));
+        assert_eq!(got, want);
+        // Two identical re-created grants for one backup grant: one pairs off, one is new.
+        assert_eq!(
+            changes(
+                backup(),
+                sp(
+                    vec![
+                        grant(90, "User.Read Mail.Read"),
+                        grant(91, "User.Read Mail.Read")
+                    ],
+                    vec![assignment(20, 7)]
+                )
+            ),
+            vec![(g, 91)]
+        );
     }
 
     #[test]

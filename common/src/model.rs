@@ -277,6 +277,12 @@ impl Link {
         Self { target, data: None }
     }
 
+    /// The permissions of a grant's `scope`: Graph keeps a space-separated list whose order
+    /// and spacing carry no meaning.
+    pub fn grant_permissions(scope: &str) -> std::collections::BTreeSet<&str> {
+        scope.split_whitespace().collect()
+    }
+
     /// The directory object at this link's far end (see [`LinkKind::far_end`]).
     pub fn far_end(&self, kind: LinkKind) -> Option<ObjectId> {
         kind.far_end(self.target, self.data.as_ref())

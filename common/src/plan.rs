@@ -85,7 +85,16 @@ impl Step {
         }
     }
 
-    fn sort_key(&self) -> (Phase, ObjectId, u8, ObjectId) {
+    fn sort_key(&self) -> (Phase, u8, ObjectId, u8, ObjectId) {
+        let (phase, id, kind, target) = self.object_key();
+        let rank = match self {
+            Step::Restore { object_type, .. } => restore_rank(*object_type),
+            _ => 0,
+        };
+        (phase, rank, id, kind, target)
+    }
+
+    fn object_key(&self) -> (Phase, ObjectId, u8, ObjectId) {
         match self {
             // Removes before adds: a grant whose data changed is removed, then re-added.
             Step::RemoveLink {
@@ -99,24 +108,180 @@ impl Step {
     }
 }
 
-/// A step with its deterministic id: the same step always gets the same id, so a redelivered
-/// or re-planned step is recognised and applied once.
+/// Where a restore of a type runs among the restores, where Graph needs an order: groups first
+/// (a restored member's memberships name them), then applications (Graph refuses to restore a
+/// service principal whose application is in the recycle bin), then service principals, users,
+/// and named locations before the conditional access policies that name them.
+pub fn restore_rank(t: ObjectType) -> u8 {
+    match t {
+        ObjectType::Group => 0,
+        ObjectType::Application => 1,
+        ObjectType::ServicePrincipal => 2,
+        ObjectType::User => 3,
+        ObjectType::NamedLocation => 4,
+        ObjectType::ConditionalAccessPolicy => 5,
+        ObjectType::AuthenticationMethodsPolicy
+        | ObjectType::AuthorizationPolicy
+        | ObjectType::Organization => 6,
+    }
+}
+
+/// Whose steps these are: the tenant and the recovery job. Action ids are derived from it and
+/// the step, so identical steps of two tenants (singletons have the same id everywhere) or of
+/// two jobs never share an id under message-id dedupe or outcome upserts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanScope<'a> {
+    pub tenant: &'a str,
+    pub job: &'a str,
+}
+
+/// A step with its deterministic id: the same (tenant, job, step) always gets the same id, so
+/// a redelivered or re-planned step of a job is recognised and applied once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedStep {
     pub action_id: String,
     pub step: Step,
+    /// Why the step is where it is, when the plan moved it (a newcomer soft-deleted before the
+    /// restores because it holds a value a restored object needs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-/// Plans the recovery of `entries`: recoverable entries only, in phase order, then by object
-/// id (and within an object's links, removes before adds).
+/// A property Graph keeps unique among directory objects: a restore of an object whose value
+/// another active object now holds is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UniqueKey {
+    UserPrincipalName,
+    MailNickname,
+    IdentifierUri,
+}
+
+impl UniqueKey {
+    /// The Graph property that holds it.
+    pub fn property(self) -> &'static str {
+        match self {
+            UniqueKey::UserPrincipalName => "userPrincipalName",
+            UniqueKey::MailNickname => "mailNickname",
+            UniqueKey::IdentifierUri => "identifierUris",
+        }
+    }
+}
+
+/// The unique values an object holds (compared without case, as Graph does): a user's
+/// `userPrincipalName` and `mailNickname`, a group's `mailNickname`, an application's
+/// identifier URIs.
+pub fn unique_values(object: &DirectoryObject) -> Vec<(UniqueKey, String)> {
+    let keys: &[UniqueKey] = match object.object_type {
+        ObjectType::User => &[UniqueKey::UserPrincipalName, UniqueKey::MailNickname],
+        ObjectType::Group => &[UniqueKey::MailNickname],
+        ObjectType::Application => &[UniqueKey::IdentifierUri],
+        _ => &[],
+    };
+    let mut out = Vec::new();
+    for key in keys {
+        match object.get(key.property()) {
+            Some(Value::String(v)) if !v.is_empty() => out.push((*key, v.as_str().to_lowercase())),
+            Some(Value::List(vs)) => out.extend(
+                vs.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (*key, v.to_lowercase())),
+            ),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The planner's view of the current state beyond the report: the unique values of the
+/// current objects (active and in the recycle bin), by id. Empty, the planner sees no conflict.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CurrentValues {
+    by_object: BTreeMap<ObjectId, Vec<(UniqueKey, String)>>,
+}
+
+impl CurrentValues {
+    /// The unique values of `objects` (the current snapshot's).
+    pub fn of_objects<'a>(objects: impl IntoIterator<Item = &'a DirectoryObject>) -> Self {
+        let by_object = objects
+            .into_iter()
+            .map(|o| (o.id, unique_values(o)))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        Self { by_object }
+    }
+
+    fn of(&self, id: ObjectId) -> &[(UniqueKey, String)] {
+        self.by_object.get(&id).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The newcomers (created after the backup, to be soft-deleted) that hold a unique value an
+/// object restored by the same plan needs, with the note that says so.
+fn conflicting_newcomers(
+    entries: &[ReportEntry],
+    current: &CurrentValues,
+) -> BTreeMap<ObjectId, String> {
+    let newcomers: BTreeMap<(UniqueKey, &str), ObjectId> = entries
+        .iter()
+        .filter(|e| e.change == Change::Created && e.action == RecoveryAction::SoftDelete)
+        .flat_map(|e| {
+            current
+                .of(e.id)
+                .iter()
+                .map(|(k, v)| ((*k, v.as_str()), e.id))
+        })
+        .collect();
+    let mut out: BTreeMap<ObjectId, String> = BTreeMap::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.action == RecoveryAction::Restore)
+    {
+        for (key, value) in current.of(e.id) {
+            if let Some(newcomer) = newcomers.get(&(*key, value.as_str())) {
+                if *newcomer != e.id && !out.contains_key(newcomer) {
+                    out.insert(
+                        *newcomer,
+                        format!(
+                            "soft-deleted before the restores: it holds {} {value:?}, which \
+                             restoring {} {} needs",
+                            key.property(),
+                            e.object_type.as_str(),
+                            e.id
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Plans the recovery of `entries`: recoverable entries only, in phase order; restores by type
+/// where Graph needs it ([`restore_rank`]), then by object id; everything else by object id (and
+/// within an object's links, removes before adds). Links come after every restore, so a group
+/// is back before any link that names it.
 ///
 /// Links are written only where both ends stay put. A link whose far end the report shows as
 /// hard-deleted is lost (it cannot exist again), and one whose far end is restored or soft
 /// deleted by the same recovery follows that object (Graph hides the links of an object in the
 /// recycle bin and brings them back with it): no link step is planned for either, even if an
 /// entry lists it.
-pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
+pub fn plan(scope: PlanScope<'_>, entries: &[ReportEntry]) -> Vec<PlannedStep> {
+    plan_with(scope, entries, &CurrentValues::default())
+}
+
+/// [`plan`] that also knows the current objects' unique values: a newcomer (created after the
+/// backup) holding a `userPrincipalName`, `mailNickname` or identifier URI that an object the
+/// plan restores needs is soft-deleted (its link removals, then its delete) before every
+/// restore, with a note saying why; Graph would refuse the restore otherwise.
+pub fn plan_with(
+    scope: PlanScope<'_>,
+    entries: &[ReportEntry],
+    current: &CurrentValues,
+) -> Vec<PlannedStep> {
+    let early = conflicting_newcomers(entries, current);
     let gone: BTreeSet<ObjectId> = entries
         .iter()
         .filter(|e| e.change == Change::HardDeleted)
@@ -202,21 +367,38 @@ pub fn plan(entries: &[ReportEntry]) -> Vec<PlannedStep> {
             RecoveryAction::NotRecoverable => {}
         }
     }
-    steps.sort_by_key(Step::sort_key);
+    // The early newcomers' removals and deletes go first (0), all else after (1).
+    let moved = |s: &Step| {
+        matches!(s, Step::SoftDelete { .. } | Step::RemoveLink { .. })
+            && early.contains_key(&s.object_id())
+    };
+    steps.sort_by_key(|s| (u8::from(!moved(s)), s.sort_key()));
     steps
         .into_iter()
         .map(|step| PlannedStep {
-            action_id: action_id(&step),
+            action_id: action_id(scope, &step),
+            note: early
+                .get(&step.object_id())
+                .filter(|_| moved(&step))
+                .cloned(),
             step,
         })
         .collect()
 }
 
-/// The deterministic id of a step: blake3 of its canonical encoding, 128 bits in hex.
-pub fn action_id(step: &Step) -> String {
+/// The deterministic id of a step of a job: blake3 of the tenant, the job (each
+/// length-prefixed, so no two pairs run together into the same bytes) and the step's canonical
+/// encoding, 128 bits in hex.
+pub fn action_id(scope: PlanScope<'_>, step: &Step) -> String {
     #[allow(clippy::expect_used)]
     let bytes = rmp_serde::to_vec(step).expect("encoding a step into memory");
-    blake3::hash(&bytes).to_hex()[..32].to_owned()
+    let mut h = blake3::Hasher::new();
+    for part in [scope.tenant.as_bytes(), scope.job.as_bytes()] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(&bytes);
+    h.finalize().to_hex()[..32].to_owned()
 }
 
 /// Why a step could not be applied to the in-memory objects.
@@ -306,6 +488,242 @@ mod tests {
     use super::*;
     use crate::report::ChangedAttribute;
 
+    const SCOPE: PlanScope<'static> = PlanScope {
+        tenant: "contoso",
+        job: "job-1",
+    };
+
+    #[test]
+    fn action_ids_are_per_tenant_and_job() {
+        let singleton = Step::Update {
+            id: ObjectId::for_singleton("authorizationPolicy"),
+            object_type: ObjectType::AuthorizationPolicy,
+            properties: vec![("allowInvitesFrom".into(), Value::from("everyone"))],
+        };
+        let user = Step::Restore {
+            id: ObjectId(7),
+            object_type: ObjectType::User,
+        };
+        let scope = |tenant, job| PlanScope { tenant, job };
+        // (tenant, job) pairs that differ, including two that concatenate to the same text.
+        let scopes = [
+            scope("contoso", "job-1"),
+            scope("fabrikam", "job-1"),
+            scope("contoso", "job-2"),
+            scope("contosoj", "ob-1"),
+        ];
+        for step in [&singleton, &user] {
+            let ids: BTreeSet<String> = scopes.iter().map(|s| action_id(*s, step)).collect();
+            assert_eq!(ids.len(), scopes.len(), "{step:?}: {ids:?}");
+            for s in scopes {
+                assert_eq!(action_id(s, step), action_id(s, &step.clone()));
+            }
+        }
+        assert_ne!(action_id(SCOPE, &singleton), action_id(SCOPE, &user));
+        // plan() uses the same ids.
+        let entry = ReportEntry {
+            id: ObjectId(7),
+            object_type: ObjectType::User,
+            display_name: "u".into(),
+            change: Change::SoftDeleted,
+            action: RecoveryAction::Restore,
+            reason: None,
+            changed_attributes: Vec::new(),
+            changed_links: Vec::new(),
+        };
+        let a = plan(scope("contoso", "job-1"), std::slice::from_ref(&entry));
+        let b = plan(scope("fabrikam", "job-1"), std::slice::from_ref(&entry));
+        assert_eq!(a[0].action_id, action_id(scope("contoso", "job-1"), &user));
+        assert_ne!(a[0].action_id, b[0].action_id);
+        assert_eq!(a, plan(scope("contoso", "job-1"), &[entry]));
+    }
+
+    #[test]
+    fn newcomers_holding_a_restored_value_are_deleted_first() {
+        let entry = |n: u128, object_type, change, action| ReportEntry {
+            id: ObjectId(n),
+            object_type,
+            display_name: format!("o{n}"),
+            change,
+            action,
+            reason: None,
+            changed_attributes: Vec::new(),
+            changed_links: Vec::new(),
+        };
+        let object = |n: u128, t: ObjectType, name: &str, value: Value| {
+            let mut o = DirectoryObject::new(ObjectId(n), t);
+            assert!(o.set(name, value));
+            o
+        };
+        let (u, g, app) = (ObjectType::User, ObjectType::Group, ObjectType::Application);
+        let created = |n, t| entry(n, t, Change::Created, RecoveryAction::SoftDelete);
+        let restored = |n, t| entry(n, t, Change::SoftDeleted, RecoveryAction::Restore);
+        let mut group_newcomer = created(12, g);
+        group_newcomer.changed_links = vec![ChangedLink {
+            kind: LinkKind::Members,
+            target: ObjectId(99),
+            current: LinkState::Present,
+            backup: LinkState::Absent,
+            recoverable: true,
+            reason: None,
+            current_data: None,
+            backup_data: None,
+        }];
+        let entries = vec![
+            restored(1, u),
+            restored(2, g),
+            restored(3, app),
+            restored(4, u),
+            created(11, u),
+            group_newcomer,
+            created(13, app),
+            created(14, u),
+        ];
+        let uris = |v: &[&str]| Value::List(v.iter().map(|s| Value::from(*s)).collect());
+        let current = CurrentValues::of_objects(&[
+            object(
+                1,
+                u,
+                "userPrincipalName",
+                Value::from("ann@contoso.example"),
+            ),
+            object(
+                11,
+                u,
+                "userPrincipalName",
+                Value::from("Ann@Contoso.example"),
+            ),
+            object(2, g, "mailNickname", Value::from("sales")),
+            object(12, g, "mailNickname", Value::from("SALES")),
+            object(3, app, "identifierUris", uris(&["api://a", "api://b"])),
+            object(13, app, "identifierUris", uris(&["api://c", "API://b"])),
+            // No conflict: another value, and a user without one.
+            object(
+                4,
+                u,
+                "userPrincipalName",
+                Value::from("bob@contoso.example"),
+            ),
+            object(
+                14,
+                u,
+                "userPrincipalName",
+                Value::from("carl@contoso.example"),
+            ),
+        ]);
+        let steps = plan_with(SCOPE, &entries, &current);
+        let order: Vec<(&str, u128, bool)> = steps
+            .iter()
+            .map(|s| {
+                let name = match s.step {
+                    Step::Restore { .. } => "restore",
+                    Step::SoftDelete { .. } => "delete",
+                    Step::RemoveLink { .. } => "remove",
+                    _ => "other",
+                };
+                (name, s.step.object_id().0, s.note.is_some())
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("remove", 12, true),
+                ("delete", 11, true),
+                ("delete", 12, true),
+                ("delete", 13, true),
+                ("restore", 2, false),
+                ("restore", 3, false),
+                ("restore", 1, false),
+                ("restore", 4, false),
+                ("delete", 14, false),
+            ]
+        );
+        let notes: Vec<&str> = steps.iter().filter_map(|s| s.note.as_deref()).collect();
+        assert!(notes[0].contains("mailNickname") && notes[0].contains("group"));
+        assert!(notes[1].contains("userPrincipalName") && notes[1].contains("user"));
+        assert!(notes[3].contains("identifierUris") && notes[3].contains("api://b"));
+        // Without the current values nothing moves.
+        let plain = plan(SCOPE, &entries);
+        assert_eq!(plain.last().map(|s| s.step.object_id()), Some(ObjectId(14)));
+        assert!(plain.iter().all(|s| s.note.is_none()));
+        assert_eq!(plain[0].step.object_id(), ObjectId(2));
+    }
+
+    #[test]
+    fn restores_run_by_type_where_graph_needs_it() {
+        let entry = |n: u128, object_type, change, action| ReportEntry {
+            id: ObjectId(n),
+            object_type,
+            display_name: format!("o{n}"),
+            change,
+            action,
+            reason: None,
+            changed_attributes: Vec::new(),
+            changed_links: Vec::new(),
+        };
+        let restore = |n, t| entry(n, t, Change::SoftDeleted, RecoveryAction::Restore);
+        // Ids chosen against the type order: by id alone the service principal, the user and
+        // the policy would come first.
+        let member = ChangedLink {
+            kind: LinkKind::Members,
+            target: ObjectId(9),
+            current: LinkState::Absent,
+            backup: LinkState::Present,
+            recoverable: true,
+            reason: None,
+            current_data: None,
+            backup_data: None,
+        };
+        let mut linked = entry(
+            8,
+            ObjectType::Group,
+            Change::Modified,
+            RecoveryAction::Update,
+        );
+        linked.changed_links = vec![member];
+        let entries = vec![
+            restore(1, ObjectType::ServicePrincipal),
+            restore(2, ObjectType::User),
+            restore(3, ObjectType::ConditionalAccessPolicy),
+            restore(4, ObjectType::NamedLocation),
+            restore(5, ObjectType::Application),
+            restore(6, ObjectType::Group),
+            linked,
+        ];
+        let order: Vec<(u128, &str)> = plan(SCOPE, &entries)
+            .iter()
+            .map(|s| {
+                let name = match s.step {
+                    Step::Restore { .. } => "restore",
+                    Step::AddLink { .. } => "add",
+                    _ => "other",
+                };
+                (s.step.object_id().0, name)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (6, "restore"),
+                (5, "restore"),
+                (1, "restore"),
+                (2, "restore"),
+                (4, "restore"),
+                (3, "restore"),
+                (8, "add"),
+            ]
+        );
+        // Two restores of one type keep id order.
+        let two = plan(
+            SCOPE,
+            &[
+                restore(2, ObjectType::Application),
+                restore(1, ObjectType::Application),
+            ],
+        );
+        assert_eq!(two[0].step.object_id(), ObjectId(1));
+    }
+
     #[test]
     fn each_method_configuration_is_its_own_update() {
         let config = |state: &str| Value::Map([("state".to_owned(), Value::from(state))].into());
@@ -324,7 +742,7 @@ mod tests {
             changed_attributes: vec![changed("fido2"), changed("sms")],
             changed_links: Vec::new(),
         };
-        let steps = plan(std::slice::from_ref(&entry));
+        let steps = plan(SCOPE, std::slice::from_ref(&entry));
         let names: Vec<&str> = steps
             .iter()
             .map(|s| match &s.step {
@@ -354,6 +772,6 @@ mod tests {
             ],
             ..entry
         };
-        assert_eq!(plan(&[user]).len(), 1);
+        assert_eq!(plan(SCOPE, &[user]).len(), 1);
     }
 }

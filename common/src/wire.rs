@@ -527,7 +527,7 @@ mod plan_tests {
 
     use crate::id::ObjectId;
     use crate::model::ObjectType;
-    use crate::plan::{plan, PlannedStep};
+    use crate::plan::{plan, PlanScope, PlannedStep};
     use crate::report::{Change, RecoveryAction, ReportEntry};
 
     #[test]
@@ -549,7 +549,13 @@ mod plan_tests {
             changed_links: Vec::new(),
         })
         .collect();
-        let steps = plan(&entries);
+        let steps = plan(
+            PlanScope {
+                tenant: "t",
+                job: "j",
+            },
+            &entries,
+        );
         assert_eq!(steps.len(), 2);
         let bytes = rmp_serde::to_vec_named(&steps).unwrap();
         let back: Vec<PlannedStep> = rmp_serde::from_slice(&bytes).unwrap();

@@ -437,11 +437,13 @@ impl GraphConnector {
             }
             (
                 Step::AddLink {
+                    id,
                     kind: LinkKind::OAuth2PermissionGrants,
+                    data,
                     ..
                 },
                 409,
-            ) => StepResult::AlreadyInState,
+            ) => self.existing_grant(*id, data, a)?,
             (
                 Step::AddLink {
                     id,
@@ -486,6 +488,69 @@ impl GraphConnector {
                 }
             }
             _ => a.failed(),
+        })
+    }
+
+    /// A grant add answered 409: a grant of the same client and resource exists. It is
+    /// already in state only if its scope is the one the step adds (as a set of permissions:
+    /// Graph keeps a space-separated list, order and spacing carry no meaning). Any other
+    /// scope fails permanently, naming both: a widened grant whose removal failed is not
+    /// recovered, and it is not silently patched either, because every write a recovery makes
+    /// must be one the plan lists (the dry run shows the plan's calls, and a re-planned
+    /// recovery sees the grant as it is and plans its removal again).
+    fn existing_grant(
+        &self,
+        client: ObjectId,
+        data: &Option<Value>,
+        a: &Answer,
+    ) -> Result<StepResult, ConnectorError> {
+        let d = data_map(data);
+        let resource = data_str(&d, "resourceId").unwrap_or_default();
+        let consent = data_str(&d, "consentType").unwrap_or_else(|| "AllPrincipals".into());
+        let principal = data_str(&d, "principalId");
+        let wanted = data_str(&d, "scope").unwrap_or_default();
+        let path = "/oauth2PermissionGrants";
+        let first = format!(
+            "{path}?$filter=clientId%20eq%20'{client}'&$select={}",
+            super::capture::GRANT_SELECT
+        );
+        let mut found: Vec<(String, String)> = Vec::new();
+        self.for_each_page(&first, |text| {
+            let page: Json =
+                serde_json::from_slice(&text).map_err(|e| super::http::json_error(path, e))?;
+            let text_of = |v: &Json, k: &str| v[k].as_str().map(str::to_owned);
+            for v in page["value"].as_array().into_iter().flatten() {
+                let same = |k: &str, want: Option<&str>| {
+                    text_of(v, k).as_deref().map(str::to_ascii_lowercase)
+                        == want.map(str::to_ascii_lowercase)
+                };
+                if same("resourceId", Some(&resource))
+                    && same("consentType", Some(&consent))
+                    && (consent == "AllPrincipals" || same("principalId", principal.as_deref()))
+                {
+                    found.push((
+                        text_of(v, "id").unwrap_or_default(),
+                        text_of(v, "scope").unwrap_or_default(),
+                    ));
+                }
+            }
+            Ok(())
+        })?;
+        let Some((grant, scope)) = found.into_iter().next() else {
+            // The conflict is gone by now (or was not about this grant): not in state.
+            return Ok(a.failed());
+        };
+        Ok(if same_scope(&scope, &wanted) {
+            StepResult::AlreadyInState
+        } else {
+            StepResult::permanent(
+                a.status,
+                "grantScopeDiffers",
+                format!(
+                    "grant {grant} of client {client} to resource {resource} already exists \
+                     with scope {scope:?}, not the backup's {wanted:?}: it was not re-added"
+                ),
+            )
         })
     }
 
@@ -828,6 +893,11 @@ fn merge_results(parts: Vec<StepResult>) -> StepResult {
     }
 }
 
+/// Whether two grant scopes hold the same permissions (space-separated, in any order).
+fn same_scope(a: &str, b: &str) -> bool {
+    crate::model::Link::grant_permissions(a) == crate::model::Link::grant_permissions(b)
+}
+
 /// The objects a step needs to exist: its own, and the one it links to (a member, a grant's
 /// resource, an assignment's principal).
 fn touches(step: &Step) -> [Option<ObjectId>; 2] {
@@ -853,7 +923,8 @@ fn touches(step: &Step) -> [Option<ObjectId>; 2] {
 }
 
 /// Whether `later` must not run before `earlier` (given in plan order): it needs an object
-/// that `earlier` restores; it deletes the object `earlier` writes; both update the same
+/// that `earlier` restores (a service principal's restore needs every application restore);
+/// it restores an object after `earlier` soft-deletes one (a newcomer moved first); it deletes the object `earlier` writes; both update the same
 /// object; or it adds a link of the kind `earlier` removes from the same object (a grant or
 /// assignment whose data changed is removed, then re-added: the other way round, the add
 /// would find it present and the remove would then take it away). Other steps run in any
@@ -861,7 +932,22 @@ fn touches(step: &Step) -> [Option<ObjectId>; 2] {
 pub fn needs(earlier: &Step, later: &Step) -> bool {
     let id = earlier.object_id();
     match (earlier, later) {
+        // Graph refuses to restore a service principal whose application is in the recycle
+        // bin; the step does not name its application, so every application restore goes first.
+        (
+            Step::Restore {
+                object_type: ObjectType::Application,
+                ..
+            },
+            Step::Restore {
+                object_type: ObjectType::ServicePrincipal,
+                ..
+            },
+        ) => true,
         (Step::Restore { .. }, _) => touches(later).contains(&Some(id)),
+        // Soft deletes come before restores only when a newcomer holds a value a restored
+        // object needs (see `plan::plan_with`): the restore waits for it.
+        (Step::SoftDelete { .. }, Step::Restore { .. }) => true,
         (_, Step::SoftDelete { .. }) => later.object_id() == id,
         (Step::Update { .. }, Step::Update { .. }) => later.object_id() == id,
         (Step::RemoveLink { kind: k1, .. }, Step::AddLink { kind: k2, .. }) => {
@@ -1055,6 +1141,7 @@ mod tests {
                     object_type: t,
                     properties: props,
                 },
+                note: None,
             };
             for part in split_updates(&[planned]).0 {
                 let Ok(Some(inner)) = c.inner_request(&part.step) else {
@@ -1132,6 +1219,7 @@ mod tests {
         let (parts, owners) = split_updates(&[PlannedStep {
             action_id: "u".into(),
             step: user,
+            note: None,
         }]);
         assert_eq!(owners, vec![0, 0]);
         let requests: Vec<Inner> = parts.iter().map(|p| request(&p.step)).collect();
@@ -1175,6 +1263,20 @@ mod tests {
             StepResult::permanent(400, "x", "y")
         ])
         .is_success());
+    }
+
+    #[test]
+    fn grant_scopes_compare_as_sets() {
+        for (a, b, same) in [
+            ("User.Read", "User.Read", true),
+            ("User.Read Mail.Read", "Mail.Read  User.Read", true),
+            ("", " ", true),
+            ("User.Read", "User.Read Mail.Read", false),
+            ("User.Read", "", false),
+            ("user.read", "User.Read", false),
+        ] {
+            assert_eq!(same_scope(a, b), same, "{a:?} vs {b:?}");
+        }
     }
 
     #[test]
@@ -1253,5 +1355,34 @@ mod tests {
             "a changed grant is removed, then re-added"
         );
         assert!(!needs(&member(9, 2), &remove_grant));
+        let restore_of = |n, object_type| Step::Restore {
+            id: ObjectId(n),
+            object_type,
+        };
+        assert!(
+            needs(
+                &restore_of(10, ObjectType::Application),
+                &restore_of(11, ObjectType::ServicePrincipal)
+            ),
+            "an application is restored before a service principal"
+        );
+        assert!(!needs(
+            &restore_of(11, ObjectType::ServicePrincipal),
+            &restore_of(10, ObjectType::Application)
+        ));
+        assert!(!needs(
+            &restore_of(10, ObjectType::Application),
+            &restore_of(12, ObjectType::User)
+        ));
+        assert!(
+            needs(
+                &Step::SoftDelete {
+                    id: ObjectId(13),
+                    object_type: ObjectType::User
+                },
+                &restore_of(12, ObjectType::User)
+            ),
+            "a newcomer moved before the restores is deleted first"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The spec's change → recovery action table, one data-driven case per row (and the edge cases
 //! around them), run through the real snapshot store, blob format, diff engine and planner.
 
-use rewind_common::plan::{plan, Step};
+use rewind_common::plan::{plan, PlanScope, Step};
 use rewind_common::{
     Change, DirectoryObject, Lifecycle, Link, LinkKind, LinkState, NotRecoverableReason, ObjectId,
     ObjectType, RecoveryAction, Scope, SourceOfAuthority, Value,
@@ -111,6 +111,11 @@ struct Case {
 }
 
 use LinkState::{Absent, Present};
+
+const SCOPE: PlanScope<'static> = PlanScope {
+    tenant: "contoso",
+    job: "test",
+};
 
 fn cases() -> Vec<Case> {
     vec![
@@ -658,7 +663,7 @@ fn every_row_of_the_change_to_action_table() {
         backup.sort_by_key(|o| o.id);
         current.sort_by_key(|o| o.id);
         let all = diff_via_store(&backup, &current, &Scope::All, (2, 2), None);
-        let steps: Vec<&str> = plan(&all)
+        let steps: Vec<&str> = plan(SCOPE, &all)
             .iter()
             .filter(|s| s.step.object_id() == ID)
             .map(|s| step_name(&s.step))
@@ -784,7 +789,7 @@ fn no_link_step_for_a_link_that_follows_its_far_end() {
         entry(gone, Change::HardDeleted, RecoveryAction::NotRecoverable),
     ];
     entries.sort_by_key(|e| e.id);
-    let link_steps: Vec<_> = plan(&entries)
+    let link_steps: Vec<_> = plan(SCOPE, &entries)
         .into_iter()
         .filter_map(|s| match s.step {
             Step::AddLink { target, .. } => Some(("add", target)),

@@ -11,13 +11,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use rewind_common::plan::{apply_to_objects, plan, recoverable_view};
+use rewind_common::plan::{apply_to_objects, plan, recoverable_view, PlanScope};
 use rewind_common::{
     DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Scope, SourceOfAuthority,
     Value,
 };
 
 use crate::support::{diff_parts_via_store, diff_via_store};
+
+const SCOPE: PlanScope<'static> = PlanScope {
+    tenant: "contoso",
+    job: "test",
+};
 
 /// What the incident does to one object.
 #[derive(Clone, Copy, Debug)]
@@ -283,7 +288,7 @@ proptest! {
         let (directory_then, directory_now) = build(&specs);
         let (backup, current) = (captured(&directory_then), captured(&directory_now));
         let entries = diff_via_store(&backup, &current, &Scope::All, bits, split);
-        let steps = plan(&entries);
+        let steps = plan(SCOPE, &entries);
         let mut directory = by_id(&directory_now);
         apply_to_objects(&mut directory, &steps, 1_795_200_000).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let after = by_id(&captured(&directory.into_values().collect::<Vec<_>>()));
@@ -346,7 +351,7 @@ proptest! {
         let filtered: Vec<_> = full.iter().filter(|e| scope.contains(e.id, e.object_type)).cloned().collect();
         prop_assert_eq!(&scoped, &filtered);
         let mut after = by_id(&current);
-        apply_to_objects(&mut after, &plan(&scoped), 1_795_200_000).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        apply_to_objects(&mut after, &plan(SCOPE, &scoped), 1_795_200_000).map_err(|e| TestCaseError::fail(e.to_string()))?;
         for c in &current {
             if !scope.contains(c.id, c.object_type) {
                 prop_assert_eq!(&after[&c.id], c, "out-of-scope object {} was touched", c.id);

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 
+use rewind_common::plan::{unique_values, UniqueKey};
 use rewind_common::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, ObjectType, Value};
 
 use super::dynamic::DynamicGroups;
@@ -126,6 +127,9 @@ pub struct TenantData {
     grants: BTreeMap<ObjectId, ObjectId>,
     /// Dynamic groups whose rule the simulator understands, indexed by the values they need.
     dynamic: DynamicGroups,
+    /// The unique values (`rewind_common::plan::unique_values`) of active objects: a restore
+    /// that would duplicate one is refused, as Graph refuses it.
+    unique: HashMap<(UniqueKey, String), BTreeSet<ObjectId>>,
     /// The change counter: every change of an object takes the next number (for delta queries).
     seq: u64,
     /// The last change of each object (purged ones included), by change number.
@@ -149,6 +153,7 @@ impl Default for TenantData {
             deleted: vec![BTreeSet::new(); ObjectType::ALL.len()],
             grants: BTreeMap::new(),
             dynamic: DynamicGroups::default(),
+            unique: HashMap::new(),
             seq: 0,
             changes: BTreeMap::new(),
             last_change: HashMap::new(),
@@ -402,6 +407,11 @@ impl TenantData {
     }
 
     fn index(&mut self, o: &DirectoryObject) {
+        if o.lifecycle.is_active() {
+            for key in unique_values(o) {
+                self.unique.entry(key).or_default().insert(o.id);
+            }
+        }
         if o.object_type == ObjectType::User {
             self.dynamic.index_user(o);
         }
@@ -428,6 +438,16 @@ impl TenantData {
     }
 
     fn unindex(&mut self, o: &DirectoryObject) {
+        if o.lifecycle.is_active() {
+            for key in unique_values(o) {
+                if let Some(ids) = self.unique.get_mut(&key) {
+                    ids.remove(&o.id);
+                    if ids.is_empty() {
+                        self.unique.remove(&key);
+                    }
+                }
+            }
+        }
         if let Lifecycle::SoftDeleted { deleted_at } = o.lifecycle {
             self.deleted_by_time
                 .remove(&(deleted_at, o.id, o.object_type.code()));
@@ -511,6 +531,21 @@ impl TenantData {
     pub fn restore(&mut self, t: ObjectType, id: ObjectId) -> Result<(), GraphError> {
         if !self.deleted_ids(t).contains(&id) {
             return Err(GraphError::not_found(id));
+        }
+        if let Some(o) = self.get(t, id) {
+            for (key, value) in unique_values(o) {
+                let taken = self
+                    .unique
+                    .get(&(key, value.clone()))
+                    .is_some_and(|ids| ids.iter().any(|other| *other != id));
+                if taken {
+                    return Err(GraphError::bad_request(format!(
+                        "Another object with the same value for property {} already exists: \
+                         '{value}'.",
+                        key.property()
+                    )));
+                }
+            }
         }
         self.update(t, id, |o| {
             o.lifecycle = Lifecycle::Active;

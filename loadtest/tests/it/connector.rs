@@ -13,7 +13,7 @@ use rewind_common::connector::{
     capture_snapshot, ConnectorError, ErrorClass, GraphConnector, GraphSettings,
 };
 use rewind_common::graph_json::to_graph_json;
-use rewind_common::plan::{action_id, PlannedStep, Step};
+use rewind_common::plan::{action_id, plan_with, CurrentValues, PlanScope, PlannedStep, Step};
 use rewind_common::properties::{self, PER_USER_MFA_STATE};
 use rewind_common::snapshot::{
     load_snapshot, LocalShardStore, ShardLayout, SnapshotInfo, SnapshotKind,
@@ -539,10 +539,17 @@ fn empty_pages_with_next_links_are_followed() {
     assert_same(&captured, &truth);
 }
 
+/// The tenant and job of the steps these tests apply.
+pub(crate) const SCOPE: PlanScope<'static> = PlanScope {
+    tenant: "contoso",
+    job: "test",
+};
+
 pub(crate) fn step(s: Step) -> PlannedStep {
     PlannedStep {
-        action_id: action_id(&s),
+        action_id: action_id(SCOPE, &s),
         step: s,
+        note: None,
     }
 }
 
@@ -611,7 +618,7 @@ fn members(c: &crate::dirsim::support::Client<'_>, group: u64) -> Vec<String> {
 fn apply_one(conn: &GraphConnector, s: Step) -> StepResult {
     let outcomes = conn.apply_steps(&[step(s.clone())]);
     assert_eq!(outcomes.len(), 1);
-    assert_eq!(outcomes[0].action_id, action_id(&s));
+    assert_eq!(outcomes[0].action_id, action_id(SCOPE, &s));
     outcomes[0].result.clone()
 }
 
@@ -1031,6 +1038,135 @@ fn steps_apply_in_batches_and_a_second_run_finds_them_in_state() {
         assert_eq!(o.result, expected, "{:?}", s.step);
     }
     check_batch_state(&c);
+}
+
+/// A 409 on re-adding a grant is "already in state" only when the existing grant holds the
+/// scope being added (as a set of permissions); any other scope is a permanent failure that
+/// names both, and the grant is left as it is.
+#[test]
+fn a_grant_conflict_is_in_state_only_with_the_same_scope() {
+    let sim = write_scene();
+    let c = sim.client("contoso");
+    let conn = connector(&sim, "contoso");
+    let grant = format!("/oauth2PermissionGrants/{}", id(900));
+    // (scope the directory holds, scope the step adds, in state?)
+    for (held, wanted, in_state) in [
+        ("User.Read", "User.Read", true),
+        ("Mail.Read User.Read", "User.Read  Mail.Read", true),
+        ("User.Read Mail.ReadWrite", "User.Read", false),
+        ("User.Read", "User.Read Mail.Read", false),
+        ("", "User.Read", false),
+    ] {
+        assert_eq!(c.patch(&grant, &json!({ "scope": held })).status, 204);
+        let mut data = grant_data();
+        if let Value::Map(m) = &mut data {
+            m.insert("scope".into(), s(wanted));
+        }
+        let r = apply_one(
+            &conn,
+            Step::AddLink {
+                id: uid(300),
+                object_type: ObjectType::ServicePrincipal,
+                kind: LinkKind::OAuth2PermissionGrants,
+                target: uid(901),
+                data: Some(data),
+            },
+        );
+        if in_state {
+            assert_eq!(r, StepResult::AlreadyInState, "{held:?} / {wanted:?}");
+        } else {
+            let StepResult::Failed {
+                permanent,
+                status,
+                code,
+                message,
+            } = &r
+            else {
+                panic!("{held:?} / {wanted:?}: {r:?}");
+            };
+            assert!(*permanent);
+            assert_eq!((*status, code.as_str()), (409, "grantScopeDiffers"));
+            assert!(
+                message.contains(&format!("{held:?}")) && message.contains(&format!("{wanted:?}")),
+                "{message}"
+            );
+        }
+        // Either way the grant is the one the directory held.
+        let grants = c.get_all("/oauth2PermissionGrants");
+        assert_eq!(grants.len(), 1);
+        assert_eq!(grants[0]["scope"], held);
+    }
+}
+
+/// A user created after the backup holds the userPrincipalName of a soft-deleted user: the
+/// simulator refuses the restore as Graph does, and the plan that knows the current values
+/// soft-deletes the newcomer first (saying so), so the restore succeeds.
+#[test]
+fn a_newcomer_holding_a_restored_users_name_is_deleted_first() {
+    use rewind_common::report::{Change, RecoveryAction, ReportEntry};
+    let sim = write_scene();
+    let c = sim.client("contoso");
+    let conn = connector(&sim, "contoso");
+    let user_t = ObjectType::User;
+    assert_eq!(c.delete(&format!("/users/{}", id(5))).status, 204);
+    let mut newcomer = user(41, "Sales");
+    newcomer["userPrincipalName"] = json!("USER5@contoso.example");
+    sim.load("contoso", &[newcomer]);
+    assert_eq!(c.get(&format!("/users/{}", id(1))).status, 200, "load adds");
+
+    let restore = Step::Restore {
+        id: uid(5),
+        object_type: user_t,
+    };
+    let refused = apply_one(&conn, restore.clone());
+    assert!(
+        matches!(&refused, StepResult::Failed { permanent: true, status: 400, message, .. }
+            if message.contains("userPrincipalName")),
+        "{refused:?}"
+    );
+
+    let entry = |n: u64, change, action| ReportEntry {
+        id: uid(n),
+        object_type: user_t,
+        display_name: format!("User {n}"),
+        change,
+        action,
+        reason: None,
+        changed_attributes: Vec::new(),
+        changed_links: Vec::new(),
+    };
+    let entries = [
+        entry(5, Change::SoftDeleted, RecoveryAction::Restore),
+        entry(41, Change::Created, RecoveryAction::SoftDelete),
+    ];
+    let held = |n: u64, upn: &str| {
+        let mut o = DirectoryObject::new(uid(n), user_t);
+        assert!(o.set("userPrincipalName", Value::from(upn)));
+        o
+    };
+    let current = CurrentValues::of_objects(&[
+        held(5, "user5@contoso.example"),
+        held(41, "USER5@contoso.example"),
+    ]);
+    let steps = plan_with(SCOPE, &entries, &current);
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        steps[0].step,
+        Step::SoftDelete {
+            id: uid(41),
+            object_type: user_t
+        }
+    );
+    let note = steps[0].note.as_deref().unwrap_or_default();
+    assert!(note.contains("userPrincipalName"), "{note}");
+    assert_eq!(steps[1].step, restore);
+    // Applied together (one batch): the restore waits for the delete.
+    let outcomes = conn.apply_steps(&steps);
+    for o in &outcomes {
+        assert_eq!(o.result, StepResult::Applied, "{o:?}");
+    }
+    assert_eq!(c.get(&format!("/users/{}", id(5))).status, 200);
+    assert_eq!(c.get(&format!("/users/{}", id(41))).status, 404);
 }
 
 #[test]
