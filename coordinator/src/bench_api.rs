@@ -22,11 +22,13 @@ use rewind_worker::run::WorkerSettings;
 use serde::Serialize;
 
 use crate::api::{self, ApiState};
-use crate::bench_report::{generated_tenant, time_job, JobTiming, Processes, BENCH_TENANT};
+use crate::bench_report::{
+    bench_tenant, generated_tenant, time_job, JobTiming, Processes, BENCH_TENANT,
+};
 use crate::engine::EngineSettings;
 use crate::node::{Node, NodeConfig, Transport, DEFAULT_CACHE_BYTES};
 use crate::scheduler::SchedulerSettings;
-use crate::state::{NewTenant, NewToken, Role, Schedule, TenantScope};
+use crate::state::{NewToken, Role, TenantScope};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchApiArgs {
@@ -209,16 +211,10 @@ async fn run_async(args: &BenchApiArgs) -> anyhow::Result<BenchApiResult> {
     let node = Node::start(config, key.clone()).await?;
     let engine = node.engine().clone();
     let procs = Processes::of_this_process(sim.pid());
-    let mut t = NewTenant::new(
-        tenant,
-        generated.graph_base_url.clone(),
-        generated.token_url.clone(),
-        generated.client_id.clone(),
-        generated.client_secret.clone(),
-    );
-    t.schedule = Schedule::Off;
-    t.shard_bits = layout.bits();
-    engine.state().add_tenant(&key, t).await?;
+    engine
+        .state()
+        .add_tenant(&key, bench_tenant(&generated, layout.bits()))
+        .await?;
     let (_, token) = engine
         .state()
         .create_token(NewToken {

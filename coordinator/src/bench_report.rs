@@ -305,6 +305,21 @@ pub fn run(args: BenchReportArgs) -> anyhow::Result<()> {
 /// The benchmarks' tenant name in the simulator and the coordinator.
 pub(crate) const BENCH_TENANT: &str = "bench";
 
+/// [`BENCH_TENANT`] as the coordinator registers it: the generated app's credentials, no
+/// schedule (the benchmark starts every job), `shard_bits` shards.
+pub(crate) fn bench_tenant(generated: &gen::GenResult, shard_bits: u8) -> NewTenant {
+    let mut t = NewTenant::new(
+        BENCH_TENANT,
+        generated.graph_base_url.clone(),
+        generated.token_url.clone(),
+        generated.client_id.clone(),
+        generated.client_secret.clone(),
+    );
+    t.schedule = Schedule::Off;
+    t.shard_bits = shard_bits;
+    t
+}
+
 /// Starts the simulator (its own process) and generates [`BENCH_TENANT`] into it.
 pub(crate) async fn generated_tenant(
     objects: u64,
@@ -390,10 +405,7 @@ async fn run_mode(
     };
     let node = Node::start(config, key.clone()).await?;
     let engine = node.engine().clone();
-    let mut procs = vec![
-        ("coordinator".to_owned(), "self".to_owned()),
-        ("simulator".to_owned(), sim.pid().to_string()),
-    ];
+    let Processes(mut procs) = Processes::of_this_process(sim.pid());
     procs.extend(
         workers
             .iter()
@@ -404,16 +416,10 @@ async fn run_mode(
         procs.push(("nats".to_owned(), pid.to_string()));
     }
     let procs = Processes(procs);
-    let mut t = NewTenant::new(
-        tenant,
-        generated.graph_base_url.clone(),
-        generated.token_url.clone(),
-        generated.client_id.clone(),
-        generated.client_secret.clone(),
-    );
-    t.schedule = Schedule::Off;
-    t.shard_bits = shard_bits;
-    engine.state().add_tenant(&key, t).await?;
+    engine
+        .state()
+        .add_tenant(&key, bench_tenant(&generated, shard_bits))
+        .await?;
 
     tracing::info!(?mode, "backup");
     let job = engine.start_backup(tenant).await?;

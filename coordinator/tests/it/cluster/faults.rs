@@ -587,6 +587,23 @@ async fn a_terminated_worker_finishes_its_task_then_exits() {
     coordinator.node.unwrap().shutdown().await;
 }
 
+/// `rewind token create` on a stopped coordinator's state: a token of `role` for every tenant.
+fn token_create(state_dir: &Path, name: &str, role: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
+        .args(["token", "create", "--state-dir"])
+        .arg(state_dir)
+        .args(["--name", name, "--role", role, "--all-tenants", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    created["token"].as_str().unwrap().to_owned()
+}
+
 /// Polls `url` (a job view) until `done` holds for it; panics naming the last answer after
 /// about two minutes.
 fn poll_job_view(
@@ -627,44 +644,8 @@ async fn a_coordinator_process_killed_mid_report_resumes_it_after_a_restart() {
     let (key_path, _) = key_file(dir.path());
     let state_dir = dir.path().join("coordinator");
     std::fs::create_dir_all(&state_dir).unwrap();
-    let token = {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
-            .args(["token", "create", "--state-dir"])
-            .arg(&state_dir)
-            .args(["--name", "ops", "--role", "administrator", "--all-tenants"])
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        created["token"].as_str().unwrap().to_owned()
-    };
-    let operator = {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rewind"))
-            .args(["token", "create", "--state-dir"])
-            .arg(&state_dir)
-            .args([
-                "--name",
-                "op",
-                "--role",
-                "operator",
-                "--all-tenants",
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        created["token"].as_str().unwrap().to_owned()
-    };
+    let token = token_create(&state_dir, "ops", "administrator");
+    let operator = token_create(&state_dir, "op", "operator");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
