@@ -60,6 +60,9 @@ pub struct ShardCache {
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
+    /// One evicting thread at a time: two loads finishing together would otherwise both see
+    /// the cache over its budget and each evict for the same overshoot.
+    evicting: std::sync::Mutex<()>,
 }
 
 impl ShardCache {
@@ -76,6 +79,7 @@ impl ShardCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            evicting: std::sync::Mutex::new(()),
         }
     }
 
@@ -256,6 +260,7 @@ impl ShardCache {
     /// Evicts least recently used shards until the cache is within its budget. Slots being
     /// loaded (locked) are skipped.
     fn evict(&self) {
+        let _one_at_a_time = self.evicting.lock().unwrap_or_else(|p| p.into_inner());
         while self.bytes.load(Ordering::Relaxed) > self.budget_bytes {
             let mut oldest: Option<(u64, ShardKey)> = None;
             for e in self.shards.iter() {
