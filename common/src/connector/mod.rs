@@ -7,6 +7,7 @@
 
 pub mod capture;
 pub mod error;
+pub mod gate;
 mod http;
 pub mod write;
 
@@ -19,6 +20,7 @@ use crate::properties::Api;
 
 pub use capture::{capture_snapshot, CaptureStats};
 pub use error::{ConnectorError, ErrorClass};
+pub use gate::{GateClosed, OpenGate, WriteClass, WriteGate};
 pub use write::{StepOutcome, StepResult};
 
 /// A secret that never shows in `Debug` or `Display` output.
