@@ -231,6 +231,17 @@ impl<'a> ShardSet<'a> {
         }
     }
 
+    /// The object `id` as this set holds it (decoded), when its shard is in the set.
+    pub fn object(&self, id: ObjectId) -> Result<Option<DirectoryObject>, SnapshotError> {
+        for part in self.parts_of(self.layout.shard_of(id)) {
+            if let Ok(i) = part.index().binary_search_by_key(&id, |e| e.id) {
+                let mut cache = BlockCache::default();
+                return part.object(i, &mut cache).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// Where `id` stands in this snapshot.
     fn standing(&self, id: ObjectId) -> Standing {
         if !self.standing.is_empty() {

@@ -60,6 +60,10 @@ metric_names! {
     JOB_PHASE_SECONDS = "rewind_job_phase_seconds", Histogram, Seconds,
         "Seconds a job spent in one phase, by `kind` (job_kind) and `phase` (phase).";
 
+    // Recoveries (coordinator).
+    RECOVERY_ACTIONS_TOTAL = "rewind_recovery_actions_total", Counter, Count,
+        "Recovery actions whose outcome a worker reported, by `outcome` (action_outcome).";
+
     // Tasks (workers, and the coordinator's view of their results).
     TASKS_TOTAL = "rewind_tasks_total", Counter, Count,
         "Tasks finished by a worker, by `kind` (task_kind) and `outcome` (task_outcome).";
@@ -182,6 +186,19 @@ pub mod task_kind {
     pub const DIFF: &str = "diff";
     pub const APPLY: &str = "apply";
     pub const ALL: &[&str] = &[CAPTURE, DIFF, APPLY];
+}
+
+/// Values of the `outcome` label of [`super::RECOVERY_ACTIONS_TOTAL`].
+pub mod action_outcome {
+    /// The directory accepted the write.
+    pub const APPLIED: &str = "applied";
+    /// The directory was already in the wanted state.
+    pub const ALREADY_IN_STATE: &str = "already_in_state";
+    /// The write failed after its retries.
+    pub const FAILED: &str = "failed";
+    /// Never sent: the job was canceled first.
+    pub const NOT_SENT: &str = "not_sent";
+    pub const ALL: &[&str] = &[APPLIED, ALREADY_IN_STATE, FAILED, NOT_SENT];
 }
 
 /// Values of the `outcome` label of [`super::TASKS_TOTAL`].

@@ -150,7 +150,8 @@ pub struct PlannedStep {
 
 /// A property Graph keeps unique among directory objects: a restore of an object whose value
 /// another active object now holds is refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum UniqueKey {
     UserPrincipalName,
     MailNickname,
@@ -210,6 +211,15 @@ impl CurrentValues {
             .filter(|(_, v)| !v.is_empty())
             .collect();
         Self { by_object }
+    }
+
+    /// Values already computed, by object (a diff task's [`crate::wire::RangeValues`]).
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (ObjectId, Vec<(UniqueKey, String)>)>,
+    ) -> Self {
+        Self {
+            by_object: pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+        }
     }
 
     fn of(&self, id: ObjectId) -> &[(UniqueKey, String)] {

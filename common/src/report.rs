@@ -41,7 +41,7 @@ impl TryFrom<RawScope> for Scope {
         match raw {
             RawScope::All => Ok(Scope::All),
             RawScope::Types(types) => Scope::types(types),
-            RawScope::Ids(ids) => Scope::ids(ids),
+            RawScope::Ids(ids) => Scope::ids_up_to(ids, Scope::MAX_LISTED_IDS),
         }
     }
 }
@@ -49,17 +49,28 @@ impl TryFrom<RawScope> for Scope {
 impl Scope {
     pub const MAX_IDS: usize = 100;
 
+    /// The most ids a recovery's listed scope (Rewind's extension beyond Microsoft's 100) may
+    /// name: 20,000 ids are 320 KB in every task message that carries the scope.
+    pub const MAX_LISTED_IDS: usize = 20_000;
+
     /// A scope by ids: at least one, at most [`Scope::MAX_IDS`] after removing duplicates.
     pub fn ids(ids: impl IntoIterator<Item = ObjectId>) -> Result<Self, ScopeError> {
+        Self::ids_up_to(ids, Self::MAX_IDS)
+    }
+
+    /// A scope by ids: at least one, at most `max` (itself at most [`Scope::MAX_LISTED_IDS`])
+    /// after removing duplicates.
+    pub fn ids_up_to(
+        ids: impl IntoIterator<Item = ObjectId>,
+        max: usize,
+    ) -> Result<Self, ScopeError> {
+        let max = max.min(Self::MAX_LISTED_IDS);
         let mut ids: Vec<ObjectId> = ids.into_iter().collect();
         ids.sort_unstable();
         ids.dedup();
         match ids.len() {
             0 => Err(ScopeError::NoIds),
-            n if n > Self::MAX_IDS => Err(ScopeError::TooManyIds {
-                max: Self::MAX_IDS,
-                given: n,
-            }),
+            n if n > max => Err(ScopeError::TooManyIds { max, given: n }),
             _ => Ok(Scope::Ids(ids)),
         }
     }
@@ -98,6 +109,22 @@ impl Scope {
 
     pub fn contains(&self, id: ObjectId, object_type: ObjectType) -> bool {
         self.matcher().contains(id, object_type.code())
+    }
+
+    /// One line for people and the audit log: `all`, `types user,group`, `3 ids`.
+    pub fn describe(&self) -> String {
+        match self {
+            Scope::All => "all".to_owned(),
+            Scope::Types(types) => format!(
+                "types {}",
+                types
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Scope::Ids(ids) => format!("{} ids", ids.len()),
+        }
     }
 }
 

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::id::ObjectId;
 use crate::model::ObjectType;
+use crate::plan::{PlannedStep, UniqueKey};
 use crate::report::{ReportEntry, Scope};
 use crate::secret_box::EncryptedSecret;
 use crate::snapshot::{ShardRef, SnapshotKind, StandingRef};
@@ -75,6 +77,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 pub enum TaskKind {
     Capture,
     Diff,
+    /// A batch of a recovery's steps, applied through the connector.
+    Apply,
 }
 
 impl TaskKind {
@@ -82,6 +86,7 @@ impl TaskKind {
         match self {
             TaskKind::Capture => "capture",
             TaskKind::Diff => "diff",
+            TaskKind::Apply => "apply",
         }
     }
 }
@@ -158,6 +163,7 @@ pub struct Task {
 pub enum TaskSpec {
     Capture(CaptureTask),
     Diff(DiffTask),
+    Apply(ApplyTask),
 }
 
 /// The snapshot a capture task writes into.
@@ -231,6 +237,37 @@ pub struct DiffTask {
     pub range_bits: u8,
     pub range: u32,
     pub scope: Scope,
+    /// Also store the unique values (`plan::unique_values`) of the live objects the entries
+    /// restore or soft-delete as newcomers, for a recovery's planner.
+    #[serde(default)]
+    pub current_values: bool,
+}
+
+/// The tenant's write budget, as a recovery's apply tasks carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteBudget {
+    /// Directory writes per second, all workers together.
+    pub writes_per_second: u32,
+    /// Conditional access policy and named location writes per second.
+    pub conditional_access_per_second: u32,
+}
+
+/// A planned step with its place in the recovery's actions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyStep {
+    pub seq: u32,
+    pub planned: PlannedStep,
+}
+
+/// Apply these steps (one range of object ids of one wave), in order, through the connector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyTask {
+    pub directory: DirectoryRef,
+    pub steps: Vec<ApplyStep>,
+    pub budget: WriteBudget,
 }
 
 /// A task's result, as published on the results lane. A task that fails is never a result:
@@ -252,6 +289,40 @@ pub struct TaskResult {
 pub enum TaskOutcome {
     Captured(CaptureResult),
     Diffed(DiffResult),
+    Applied(ApplyResult),
+}
+
+/// What became of one applied step (the connector's `StepResult`, as sent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StepReport {
+    Applied,
+    AlreadyInState,
+    Failed {
+        permanent: bool,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// Never sent: the job was stopped first.
+    NotSent {
+        reason: String,
+    },
+}
+
+/// What an apply task did: one report per step, by the step's sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResult {
+    pub steps: Vec<(u32, StepReport)>,
+}
+
+/// A payload in the blob store: its key and blake3 digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobRef {
+    pub key: String,
+    pub digest: String,
 }
 
 /// What a capture task stored: the part's shard references are a blob of their own
@@ -287,6 +358,10 @@ pub struct DiffResult {
     /// Changed links over all the range's entries (0 in results of builds before it).
     #[serde(default)]
     pub links: u64,
+    /// The unique values of the live objects the entries restore or soft-delete as
+    /// newcomers ([`RangeValues`]), when the task asked for them.
+    #[serde(default)]
+    pub values: Option<BlobRef>,
 }
 
 /// The store key of a capture part's shard list.
@@ -315,9 +390,15 @@ pub fn decode_blob<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     rmp_serde::from_slice(&raw).map_err(|e| WireError::Decode(e.to_string()))
 }
 
+/// The store key of a diff range's unique values (a recovery's).
+pub fn range_values_key(tenant: &str, job: &str, range: u32) -> String {
+    format!("tenants/{tenant}/reports/{job}/values-{range:05}.rmp.zst")
+}
+
 /// The blob types, named for their round-trip tests.
 pub type PartShards = Vec<ShardRef>;
 pub type RangeEntries = Vec<ReportEntry>;
+pub type RangeValues = Vec<(ObjectId, Vec<(UniqueKey, String)>)>;
 
 #[cfg(test)]
 mod tests {
@@ -379,7 +460,40 @@ mod tests {
                 live: "l".into(),
                 range_bits: 4,
                 range: 9,
+                current_values: matches!(scope, Scope::All),
                 scope,
+            }),
+        }
+    }
+
+    fn apply() -> Task {
+        let TaskSpec::Capture(c) = capture().spec else {
+            unreachable!()
+        };
+        let step = crate::plan::Step::AddLink {
+            id: ObjectId(5),
+            object_type: ObjectType::ServicePrincipal,
+            kind: LinkKind::OAuth2PermissionGrants,
+            target: ObjectId(6),
+            data: Some(Value::from("scope")),
+        };
+        Task {
+            version: WIRE_VERSION,
+            id: task_id(TaskKind::Apply),
+            spec: TaskSpec::Apply(ApplyTask {
+                directory: c.directory,
+                steps: vec![ApplyStep {
+                    seq: 7,
+                    planned: PlannedStep {
+                        action_id: "a".into(),
+                        step,
+                        note: Some("why".into()),
+                    },
+                }],
+                budget: WriteBudget {
+                    writes_per_second: 20,
+                    conditional_access_per_second: 1,
+                },
             }),
         }
     }
@@ -417,7 +531,7 @@ mod tests {
             Scope::types([ObjectType::User, ObjectType::NamedLocation]).unwrap(),
             Scope::ids([ObjectId(3), ObjectId(u128::MAX)]).unwrap(),
         ];
-        let mut tasks = vec![capture()];
+        let mut tasks = vec![capture(), apply()];
         tasks.extend(scopes.into_iter().map(diff));
         for task in tasks {
             let back: Task = decode(&encode(&task).unwrap()).unwrap();
@@ -447,6 +561,31 @@ mod tests {
                 entries: 1,
                 by_action: BTreeMap::from([("notRecoverable".into(), 1)]),
                 links: 2,
+                values: Some(BlobRef {
+                    key: range_values_key("contoso", "j", 9),
+                    digest: "ef".into(),
+                }),
+            }),
+            TaskOutcome::Applied(ApplyResult {
+                steps: vec![
+                    (1, StepReport::Applied),
+                    (2, StepReport::AlreadyInState),
+                    (
+                        3,
+                        StepReport::Failed {
+                            permanent: true,
+                            status: 400,
+                            code: "Request_BadRequest".into(),
+                            message: "no".into(),
+                        },
+                    ),
+                    (
+                        4,
+                        StepReport::NotSent {
+                            reason: "canceled".into(),
+                        },
+                    ),
+                ],
             }),
         ];
         for outcome in results {
@@ -477,6 +616,12 @@ mod tests {
         }];
         let back: PartShards = decode_blob(&encode_blob(&shards).unwrap()).unwrap();
         assert_eq!(back, shards);
+        let values: RangeValues = vec![(
+            ObjectId(9),
+            vec![(UniqueKey::UserPrincipalName, "a@b.example".into())],
+        )];
+        let back: RangeValues = decode_blob(&encode_blob(&values).unwrap()).unwrap();
+        assert_eq!(back, values);
     }
 
     #[test]

@@ -10,9 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rewind_common::connector::{OpenGate, WriteGate};
 use rewind_common::metrics as m;
 use rewind_common::secret_box::SecretKey;
-use rewind_common::wire::{self, Task, TaskKind, TaskOutcome, TaskResult, TaskSpec, WIRE_VERSION};
+use rewind_common::wire::{
+    self, ApplyTask, Task, TaskId, TaskKind, TaskOutcome, TaskResult, TaskSpec, WIRE_VERSION,
+};
 use tokio::sync::watch;
 
 use crate::blobs::{BlobStore, BlockingBlobs};
@@ -56,6 +59,28 @@ pub struct Worker {
     cache: Arc<ShardCache>,
     key: Arc<SecretKey>,
     settings: Arc<WorkerSettings>,
+    gates: Arc<dyn GateMaker>,
+}
+
+/// Makes the write gate of an apply task: the tenant's shared budget and the job's stop
+/// signal, as the cluster shares them.
+pub trait GateMaker: Send + Sync {
+    fn gate(
+        &self,
+        task: &TaskId,
+        apply: &ApplyTask,
+        handle: tokio::runtime::Handle,
+    ) -> Arc<dyn WriteGate>;
+}
+
+/// No budget and no stop signal: every write goes through at once.
+#[derive(Debug, Default)]
+pub struct OpenGates;
+
+impl GateMaker for OpenGates {
+    fn gate(&self, _: &TaskId, _: &ApplyTask, _: tokio::runtime::Handle) -> Arc<dyn WriteGate> {
+        Arc::new(OpenGate)
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -70,6 +95,7 @@ fn kind_label(kind: TaskKind) -> &'static str {
     match kind {
         TaskKind::Capture => m::task_kind::CAPTURE,
         TaskKind::Diff => m::task_kind::DIFF,
+        TaskKind::Apply => m::task_kind::APPLY,
     }
 }
 
@@ -87,7 +113,14 @@ impl Worker {
             cache,
             key,
             settings: Arc::new(settings),
+            gates: Arc::new(OpenGates),
         }
+    }
+
+    /// The same worker, its apply tasks' writes passing the gates `gates` makes.
+    pub fn with_gates(mut self, gates: Arc<dyn GateMaker>) -> Self {
+        self.gates = gates;
+        self
     }
 
     /// Runs until `shutdown` turns true.
@@ -137,6 +170,7 @@ impl Worker {
         let shard = match &task.spec {
             TaskSpec::Diff(d) => format!("range {} of {}", d.range, 1u32 << d.range_bits),
             TaskSpec::Capture(c) => format!("part {}", c.part),
+            TaskSpec::Apply(a) => format!("{} steps", a.steps.len()),
         };
         let span = tracing::info_span!("task", tenant = %task.id.tenant, job = %task.id.job, task = %task.id.task_msg_id(), shard = %shard, attempt = delivery.attempt);
         let started = Instant::now();
@@ -251,7 +285,7 @@ impl Worker {
         handle: tokio::runtime::Handle,
         task: &Task,
     ) -> Result<TaskOutcome, TaskError> {
-        let store = BlockingBlobs::new(handle, self.blobs.clone());
+        let store = BlockingBlobs::new(handle.clone(), self.blobs.clone());
         match &task.spec {
             TaskSpec::Capture(c) => {
                 let secret = c
@@ -275,9 +309,25 @@ impl Worker {
                 Ok(TaskOutcome::Captured(result))
             }
             TaskSpec::Diff(d) => {
-                let result =
-                    tasks::run_diff(&store, &self.cache, &task.id.tenant, &task.id.job, d)?;
+                let result = tasks::run_diff(
+                    &store,
+                    &self.cache,
+                    &task.id.tenant,
+                    &task.id.job,
+                    task.id.number,
+                    d,
+                )?;
                 Ok(TaskOutcome::Diffed(result))
+            }
+            TaskSpec::Apply(a) => {
+                let secret = a
+                    .directory
+                    .secret
+                    .open(&self.key, &task.id.tenant)
+                    .map_err(|e| TaskError::Invalid(e.to_string()))?;
+                let gate = self.gates.gate(&task.id, a, handle);
+                let result = tasks::run_apply(a, secret, &self.settings.connector, &*gate)?;
+                Ok(TaskOutcome::Applied(result))
             }
         }
     }

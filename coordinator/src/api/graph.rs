@@ -35,7 +35,9 @@ pub fn wants_newer(headers: &HeaderMap) -> bool {
 /// A status as Microsoft sends it.
 pub fn status_name(status: JobStatus, newer: bool) -> &'static str {
     match status {
-        JobStatus::LoadingData | JobStatus::Calculating if !newer => "unknownFutureValue",
+        JobStatus::LoadingData | JobStatus::Calculating | JobStatus::AwaitingApproval if !newer => {
+            "unknownFutureValue"
+        }
         s => s.as_str(),
     }
 }

@@ -22,6 +22,9 @@ fn phase_name(p: Phase) -> &'static str {
         Phase::Sealing => "sealing",
         Phase::Loading => "loading",
         Phase::Diffing => "diffing",
+        Phase::Planning => "planning",
+        Phase::Applying => "applying",
+        Phase::Stopping => "stopping",
         Phase::Done => "done",
     }
 }

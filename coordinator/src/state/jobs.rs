@@ -20,9 +20,21 @@ pub enum JobKind {
     Backup,
     /// A difference report: a live snapshot of `scope` compared with the backup `backup`.
     Report { backup: String, scope: Scope },
-    // A recovery is one more variant here, e.g. `Recovery { backup: String, scope: Scope,
-    // from_report: Option<String> }`, with its edges in `allowed` below
-    // (initialized → calculating → running → successful).
+    /// A recovery of `scope` back to the snapshot `backup` (a backup, or the pre-recovery
+    /// snapshot of the recovery it undoes), planned against the present.
+    Recovery {
+        backup: String,
+        scope: Scope,
+        /// The report whose scope it took (for the history; the plan never reads the report).
+        #[serde(default)]
+        from_report: Option<String>,
+        /// Plan only: nothing is applied and no approval is needed.
+        #[serde(default)]
+        dry_run: bool,
+        /// The recovery this one undoes (from its pre-recovery snapshot).
+        #[serde(default)]
+        undo_of: Option<String>,
+    },
 }
 
 impl JobKind {
@@ -30,7 +42,7 @@ impl JobKind {
     pub fn backup(&self) -> Option<&str> {
         match self {
             JobKind::Backup => None,
-            JobKind::Report { backup, .. } => Some(backup),
+            JobKind::Report { backup, .. } | JobKind::Recovery { backup, .. } => Some(backup),
         }
     }
 
@@ -38,6 +50,15 @@ impl JobKind {
         match self {
             JobKind::Backup => "backup",
             JobKind::Report { .. } => "report",
+            JobKind::Recovery { .. } => "recovery",
+        }
+    }
+
+    /// The scope of a report or a recovery.
+    pub fn scope(&self) -> Option<&Scope> {
+        match self {
+            JobKind::Backup => None,
+            JobKind::Report { scope, .. } | JobKind::Recovery { scope, .. } => Some(scope),
         }
     }
 }
@@ -54,10 +75,14 @@ pub enum JobStatus {
     Successful,
     Failed,
     Abandoned,
+    /// A recovery planned above its tenant's approval threshold waits for a second
+    /// administrator (Rewind's extension; an `unknownFutureValue` to clients that do not ask
+    /// for the newer members).
+    AwaitingApproval,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
         JobStatus::Initialized,
         JobStatus::LoadingData,
         JobStatus::Calculating,
@@ -65,6 +90,7 @@ impl JobStatus {
         JobStatus::Successful,
         JobStatus::Failed,
         JobStatus::Abandoned,
+        JobStatus::AwaitingApproval,
     ];
 
     /// Successful, failed and abandoned jobs never change again.
@@ -85,6 +111,7 @@ impl JobStatus {
             JobStatus::Successful => "successful",
             JobStatus::Failed => "failed",
             JobStatus::Abandoned => "abandoned",
+            JobStatus::AwaitingApproval => "awaitingApproval",
         }
     }
 }
@@ -110,8 +137,64 @@ pub enum Phase {
     Loading,
     /// A report's diff tasks are out.
     Diffing,
+    /// A recovery's plan is being made and persisted.
+    Planning,
+    /// A recovery's action batches are out (wave by wave).
+    Applying,
+    /// A canceled recovery waits for the batches in flight to stop before it is abandoned.
+    Stopping,
     /// Finished successfully.
     Done,
+}
+
+/// One wave of a recovery's actions: its tasks run side by side, and the next wave starts once
+/// every task of this one has reported (restores of groups before applications before service
+/// principals ...; the updates and links last).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wave {
+    /// The wave's place in the plan ([`crate::recovery::wave_of`]).
+    pub key: u16,
+    pub tasks: u32,
+    /// The action sequence numbers of the wave: `first..end`.
+    pub first: u32,
+    pub end: u32,
+}
+
+/// A decision on a recovery waiting for approval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub approved: bool,
+    /// The deciding token's id and name.
+    pub by_id: String,
+    pub by_name: String,
+    pub at: i64,
+}
+
+/// Where a recovery is: its round (1: planned from the first capture; 2: re-planned after the
+/// restores, from a capture that sees the restored objects' links), its waves, its snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryProgress {
+    pub round: u8,
+    /// The wave being applied (an index into `waves`).
+    pub wave: u32,
+    pub waves: Vec<Wave>,
+    /// The live snapshot of each round; the first is the pre-recovery snapshot.
+    pub snapshots: Vec<String>,
+    /// The next free action sequence number.
+    pub next_seq: u32,
+    /// Distinct objects the first plan modifies (what the approval threshold counts).
+    pub objects: u64,
+    /// Who started it (named in the audit records of its actions; a token that started a
+    /// recovery may not approve it).
+    pub starter: Option<Actor>,
+    pub needs_approval: bool,
+    pub approval: Option<Approval>,
+    /// Whether the first round holds only the restores (and the newcomers they need
+    /// soft-deleted first): a second round then plans the rest.
+    pub two_rounds: bool,
 }
 
 /// How many tasks the job dispatched and how many have a result.
@@ -145,6 +228,9 @@ pub struct Job {
     pub counts: BTreeMap<String, u64>,
     /// How many times the coordinator resumed it after a restart.
     pub resumes: u32,
+    /// A recovery's progress (absent for backups and reports).
+    #[serde(default)]
+    pub recovery: Option<RecoveryProgress>,
 }
 
 /// Whether `kind` may go from `from` to `to`. Staying in a non-terminal status (to update the
@@ -162,6 +248,15 @@ pub fn allowed(kind: &JobKind, from: JobStatus, to: JobStatus) -> bool {
         JobKind::Report { .. } => matches!(
             (from, to),
             (Initialized, LoadingData) | (LoadingData, Calculating) | (Calculating, Successful)
+        ),
+        // A dry run, or a plan with nothing to do, ends at `calculating`.
+        JobKind::Recovery { .. } => matches!(
+            (from, to),
+            (Initialized, LoadingData)
+                | (LoadingData, Calculating)
+                | (Calculating, AwaitingApproval | Running | Successful)
+                | (AwaitingApproval, Running)
+                | (Running, Successful)
         ),
     }
 }
@@ -267,7 +362,15 @@ impl State {
             snapshot: None,
             counts: BTreeMap::new(),
             resumes: 0,
+            recovery: None,
         };
+        let mut job = job;
+        if matches!(job.kind, JobKind::Recovery { .. }) {
+            job.recovery = Some(RecoveryProgress {
+                starter: Some(actor.clone()),
+                ..RecoveryProgress::default()
+            });
+        }
         let bytes = encode(tree::JOBS, job.id.as_bytes(), &job)?;
         let index_key = pair_key(tenant, &self.next_seq()?.to_be_bytes());
         {
@@ -292,6 +395,24 @@ impl State {
                 .with("kind", job.kind.name());
             if let Some(backup) = job.kind.backup() {
                 entry = entry.with("backup", backup);
+            }
+            if let JobKind::Recovery {
+                scope,
+                from_report,
+                dry_run,
+                undo_of,
+                ..
+            } = &job.kind
+            {
+                entry = entry
+                    .with("scope", scope.describe())
+                    .with("dryRun", dry_run);
+                if let Some(r) = from_report {
+                    entry = entry.with("fromReport", r);
+                }
+                if let Some(u) = undo_of {
+                    entry = entry.with("undoOf", u);
+                }
             }
             self.append_audit(&guard, entry)?;
             self.jobs.insert(job.id.as_bytes(), bytes)?;
@@ -685,7 +806,8 @@ mod tests {
                 "running",
                 "successful",
                 "failed",
-                "abandoned"
+                "abandoned",
+                "awaitingApproval"
             ]
         );
     }
@@ -724,6 +846,7 @@ mod tests {
                 snapshot: Some("l1".into()),
                 counts: [("update".to_string(), 4)].into_iter().collect(),
                 resumes: 1,
+                recovery: None,
             };
             let bytes = encode(tree::JOBS, b"j", &job).unwrap();
             let back: Job = decode(tree::JOBS, b"j", &bytes).unwrap();

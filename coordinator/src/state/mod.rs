@@ -2,6 +2,7 @@
 //! report entries, API tokens and the hash-chained audit log. Every write that must survive a crash is flushed before the method
 //! returns, so a caller acts only on what is on disk.
 
+pub mod actions;
 pub mod audit;
 pub mod catalog;
 pub mod jobs;
@@ -15,12 +16,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use actions::{ActionRecord, Outcome};
 pub use audit::{Actor, AuditEntry, AuditRecord, AuditVerdict, BrokenRecord, Subject};
 pub use catalog::{Removal, SnapshotRecord};
-pub use jobs::{EntryCursor, Job, JobKind, JobStatus, Phase, RecordOutcome, TaskCounts};
+pub use jobs::{
+    Approval, EntryCursor, Job, JobKind, JobStatus, Phase, RecordOutcome, RecoveryProgress,
+    TaskCounts, Wave,
+};
 pub use rewind_common::secret_box::{EncryptedSecret, SecretError, SecretKey, SECRET_KEY_ENV};
 pub use schedule::{next_after, Schedule};
-pub use tenants::{NewTenant, TenantRecord, TenantSettings};
+pub use tenants::{NewTenant, RecoverySettings, TenantRecord, TenantSettings};
 pub use tokens::{AuthError, NewToken, Role, TenantScope, TokenRecord};
 
 /// The version every record is written with; a record of another version is refused.
@@ -166,6 +171,8 @@ pub(crate) mod tree {
     pub const TOKENS_BY_HASH: &str = "tokens_by_hash";
     /// sequence (u64 BE, dense from 1) -> audit record; append-only, hash-chained.
     pub const AUDIT: &str = "audit";
+    /// job NUL seq (u32 BE) -> a recovery's action record.
+    pub const RECOVERY_ACTIONS: &str = "recovery_actions";
 }
 
 /// The state store. Cheap to clone; every clone is the same store.
@@ -191,6 +198,7 @@ pub struct State {
     pub(crate) tokens: sled::Tree,
     pub(crate) tokens_by_hash: sled::Tree,
     pub(crate) audit: sled::Tree,
+    pub(crate) recovery_actions: sled::Tree,
     /// Serializes every read-modify-write (job transitions, task results, tenant edits,
     /// snapshot removals). Held only over synchronous sled calls, never across an `.await`.
     write_lock: Arc<Mutex<()>>,
@@ -226,6 +234,7 @@ impl State {
             tokens: open(tree::TOKENS)?,
             tokens_by_hash: open(tree::TOKENS_BY_HASH)?,
             audit: open(tree::AUDIT)?,
+            recovery_actions: open(tree::RECOVERY_ACTIONS)?,
             db,
             write_lock: Arc::new(Mutex::new(())),
         };

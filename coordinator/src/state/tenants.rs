@@ -34,6 +34,62 @@ pub struct TenantRecord {
     /// log2 of the shard count; fixed when the tenant is added.
     pub shard_bits: u8,
     pub created_at: i64,
+    /// How recoveries of this tenant write (absent in records of builds before them: the
+    /// defaults).
+    #[serde(default)]
+    pub recovery: RecoverySettings,
+}
+
+/// A tenant's recovery settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RecoverySettings {
+    /// Directory writes per second, all workers together (Graph's default limit per app and
+    /// tenant is 20).
+    pub write_budget: u32,
+    /// Conditional access policy and named location writes per second (Graph: 1).
+    pub conditional_access_budget: u32,
+    /// A recovery that modifies more objects than this waits for a second administrator.
+    pub approval_threshold: u64,
+    /// Days a finished recovery's history (its actions) is kept.
+    pub history_days: u32,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            write_budget: 20,
+            conditional_access_budget: 1,
+            approval_threshold: 25,
+            history_days: 7,
+        }
+    }
+}
+
+impl RecoverySettings {
+    /// Every check, the first failing one reported (naming the field).
+    pub fn validate(&self) -> Result<(), StateError> {
+        for (field, v) in [
+            ("writeBudget", self.write_budget),
+            ("conditionalAccessBudget", self.conditional_access_budget),
+        ] {
+            if !(1..=100_000).contains(&v) {
+                return Err(StateError::invalid(
+                    field,
+                    v,
+                    "must be 1 to 100,000 writes per second",
+                ));
+            }
+        }
+        if self.history_days == 0 || self.history_days > 3650 {
+            return Err(StateError::invalid(
+                "historyDays",
+                self.history_days,
+                "must be 1 to 3650 days",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl TenantRecord {
@@ -55,6 +111,7 @@ pub struct NewTenant {
     pub retention: u32,
     pub report_retention_days: u32,
     pub shard_bits: u8,
+    pub recovery: RecoverySettings,
 }
 
 impl NewTenant {
@@ -75,6 +132,7 @@ impl NewTenant {
             retention: DEFAULT_RETENTION,
             report_retention_days: DEFAULT_REPORT_RETENTION_DAYS,
             shard_bits: DEFAULT_SHARD_BITS,
+            recovery: RecoverySettings::default(),
         }
     }
 }
@@ -88,6 +146,7 @@ pub struct TenantSettings {
     pub schedule: Option<Schedule>,
     pub retention: Option<u32>,
     pub report_retention_days: Option<u32>,
+    pub recovery: Option<RecoverySettings>,
 }
 
 /// `[a-z0-9][a-z0-9-]{0,62}`: tenant names go into NATS subjects and bucket names.
@@ -195,6 +254,7 @@ impl NewTenant {
         self.schedule.validate()?;
         validate_retention(self.retention)?;
         validate_report_retention_days(self.report_retention_days)?;
+        self.recovery.validate()?;
         validate_shard_bits(self.shard_bits)
     }
 }
@@ -229,6 +289,7 @@ impl State {
             report_retention_days: new.report_retention_days,
             shard_bits: new.shard_bits,
             created_at: now(),
+            recovery: new.recovery,
         };
         let bytes = encode(tree::TENANTS, record.name.as_bytes(), &record)?;
         {
@@ -299,6 +360,9 @@ impl State {
         if let Some(days) = settings.report_retention_days {
             validate_report_retention_days(days)?;
         }
+        if let Some(r) = &settings.recovery {
+            r.validate()?;
+        }
         let mut entry = AuditEntry::new(actor, "tenant.updated", Subject::tenant(name));
         for (field, given) in [
             ("graphBaseUrl", settings.graph_base_url.is_some()),
@@ -309,6 +373,7 @@ impl State {
                 "reportRetentionDays",
                 settings.report_retention_days.is_some(),
             ),
+            ("recovery", settings.recovery.is_some()),
         ] {
             if given {
                 entry = entry.with(field, "changed");
@@ -329,6 +394,9 @@ impl State {
             }
             if let Some(days) = settings.report_retention_days {
                 t.report_retention_days = days;
+            }
+            if let Some(r) = settings.recovery {
+                t.recovery = r;
             }
             Ok(())
         })?;

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod demo;
 mod deploy;
+mod recovery;
 mod state;
 
 use std::process::Command;

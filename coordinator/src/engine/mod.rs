@@ -40,6 +40,8 @@ use rewind_worker::blobs::{BlobStore, BlockingBlobs};
 use rewind_worker::queue::{DeadLetter, Delivery, Lane, QueueError, WorkQueue};
 use tokio::sync::watch;
 
+mod recovery;
+
 use crate::state::{
     Actor, Job, JobKind, JobStatus, Phase, SnapshotRecord, State, StateError, TenantRecord,
 };
@@ -162,7 +164,7 @@ impl std::fmt::Debug for Engine {
 
 fn status_label(s: JobStatus) -> &'static str {
     match s {
-        JobStatus::Initialized => m::job_status::QUEUED,
+        JobStatus::Initialized | JobStatus::AwaitingApproval => m::job_status::QUEUED,
         JobStatus::LoadingData => m::job_status::LOADING_DATA,
         JobStatus::Calculating | JobStatus::Running => m::job_status::IN_PROGRESS,
         JobStatus::Successful => m::job_status::COMPLETED,
@@ -282,6 +284,13 @@ impl Engine {
 
     /// [`Engine::cancel`] on behalf of `actor`, named in the audit record of the status change.
     pub async fn cancel_by(&self, actor: &Actor, job_id: &str) -> Result<Job, EngineError> {
+        let open = self.state.get_job(job_id)?;
+        if matches!(open.kind, JobKind::Recovery { .. })
+            && open.status == JobStatus::Running
+            && matches!(open.phase, Phase::Applying | Phase::Stopping)
+        {
+            return self.stop_recovery(actor, &open).await;
+        }
         let job = self
             .state
             .transition_by(actor, job_id, JobStatus::Abandoned, |j| {
@@ -370,7 +379,7 @@ impl Engine {
             Phase::Pending => {
                 let to = match job.kind {
                     JobKind::Backup => JobStatus::Running,
-                    JobKind::Report { .. } => JobStatus::LoadingData,
+                    JobKind::Report { .. } | JobKind::Recovery { .. } => JobStatus::LoadingData,
                 };
                 let groups = self.settings.capture_groups.len() as u64;
                 let snapshot = uuid::Uuid::new_v4().to_string();
@@ -378,8 +387,12 @@ impl Engine {
                     .state
                     .transition(job_id, to, |j| {
                         j.phase = Phase::Capturing;
-                        j.snapshot = Some(snapshot);
+                        j.snapshot = Some(snapshot.clone());
                         j.tasks.total = groups;
+                        if let Some(r) = &mut j.recovery {
+                            r.round = 1;
+                            r.snapshots = vec![snapshot];
+                        }
                     })
                     .await?;
                 count_status(&job);
@@ -409,8 +422,17 @@ impl Engine {
                     return Ok(());
                 }
                 self.phase_ended(&job, m::phase::DIFF);
-                self.finish_report(&job, done).await
+                match job.kind {
+                    JobKind::Recovery { .. } => self.plan_round(&job, &tenant, done).await,
+                    _ => self.finish_report(&job, done).await,
+                }
             }
+            Phase::Planning => {
+                let done = self.results_of(&job, TaskKind::Diff)?;
+                self.plan_round(&job, &tenant, done).await
+            }
+            Phase::Applying => self.advance_applying(&job, &tenant, republish).await,
+            Phase::Stopping => self.advance_stopping(&job).await,
             Phase::Done => Ok(()),
         }
     }
@@ -421,11 +443,12 @@ impl Engine {
         job: &Job,
         kind: TaskKind,
     ) -> Result<BTreeMap<u32, TaskOutcome>, EngineError> {
+        let base = round_base(job);
         let mut out = BTreeMap::new();
         for (_, bytes) in self.state.task_results(&job.id)? {
             let r: TaskResult = wire::decode(&bytes)?;
-            if r.id.kind == kind {
-                out.insert(r.id.number, r.outcome);
+            if r.id.kind == kind && r.id.number & !0xffff == base {
+                out.insert(r.id.number & 0xffff, r.outcome);
             }
         }
         Ok(out)
@@ -466,6 +489,12 @@ impl Engine {
         match job.kind {
             JobKind::Backup => SnapshotKind::Backup,
             JobKind::Report { .. } => SnapshotKind::Live,
+            // The first round's capture is the state just before anything is applied: the
+            // pre-recovery snapshot an undo recovers from.
+            JobKind::Recovery { .. } => match job.recovery.as_ref().map_or(1, |r| r.round) {
+                1 => SnapshotKind::PreRecovery,
+                _ => SnapshotKind::Live,
+            },
         }
     }
 
@@ -507,8 +536,11 @@ impl Engine {
                 mode: CaptureMode::Full,
                 directory: directory.clone(),
             });
-            self.publish(Self::task_id(job, TaskKind::Capture, number), spec)
-                .await?;
+            self.publish(
+                Self::task_id(job, TaskKind::Capture, round_base(job) | number),
+                spec,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -520,11 +552,15 @@ impl Engine {
         tenant: &TenantRecord,
         done: &BTreeMap<u32, TaskOutcome>,
     ) -> Result<(), EngineError> {
-        let JobKind::Report { backup, scope } = &job.kind else {
-            return Err(EngineError::Invalid(format!(
-                "job {} is not a report",
-                job.id
-            )));
+        let (backup, scope, current_values) = match &job.kind {
+            JobKind::Report { backup, scope } => (backup, scope, false),
+            JobKind::Recovery { backup, scope, .. } => (backup, scope, true),
+            JobKind::Backup => {
+                return Err(EngineError::Invalid(format!(
+                    "job {} is a backup: it has no diff",
+                    job.id
+                )))
+            }
         };
         let range_bits = self.ranges(tenant);
         for range in 0..(1u32 << range_bits) {
@@ -537,9 +573,13 @@ impl Engine {
                 range_bits,
                 range,
                 scope: scope.clone(),
+                current_values,
             });
-            self.publish(Self::task_id(job, TaskKind::Diff, range), spec)
-                .await?;
+            self.publish(
+                Self::task_id(job, TaskKind::Diff, round_base(job) | range),
+                spec,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -619,11 +659,16 @@ impl Engine {
                 self.apply_retention(tenant).await;
                 Ok(())
             }
-            JobKind::Report { .. } => {
+            JobKind::Report { .. } | JobKind::Recovery { .. } => {
                 let ranges = 1u64 << self.ranges(tenant);
+                // A recovery's second round captures while it is already running.
+                let to = match job.status {
+                    JobStatus::Running => JobStatus::Running,
+                    _ => JobStatus::Calculating,
+                };
                 let job = self
                     .state
-                    .transition(&job.id, JobStatus::Calculating, |j| {
+                    .transition(&job.id, to, |j| {
                         j.phase = Phase::Diffing;
                         j.tasks.total += ranges;
                         j.counts.insert("liveObjects".into(), objects);
@@ -802,7 +847,15 @@ impl Engine {
             let _ = delivery.ack().await;
             return;
         }
-        if let TaskOutcome::Diffed(d) = &result.outcome {
+        if let TaskOutcome::Applied(a) = &result.outcome {
+            if let Err(e) = self.record_applied(&job, a).await {
+                tracing::warn!(job = %job.id, error = %e, "cannot record applied actions");
+                let _ = delivery.nak(Duration::from_secs(1)).await;
+                return;
+            }
+        }
+        let report = matches!(job.kind, JobKind::Report { .. });
+        if let (true, TaskOutcome::Diffed(d)) = (report, &result.outcome) {
             if let Err(e) = self.ingest_entries(&job, d).await {
                 tracing::warn!(job = %job.id, range = d.range, error = %e, "cannot store a range's entries");
                 if e.is_transient() {
@@ -1023,8 +1076,16 @@ fn task_kind_of_subject(subject: &str) -> &'static str {
     match subject.split('.').nth(4) {
         Some("capture") => m::task_kind::CAPTURE,
         Some("diff") => m::task_kind::DIFF,
+        Some("apply") => m::task_kind::APPLY,
         _ => "other",
     }
+}
+
+/// The task numbers of a job's current round start here: a recovery captures and diffs once
+/// per round, and each round's tasks are told apart by the bits above the low 16 (backups
+/// and reports have no round: 0).
+fn round_base(job: &Job) -> u32 {
+    u32::from(job.recovery.as_ref().map_or(0, |r| r.round)) << 16
 }
 
 #[cfg(test)]

@@ -1,0 +1,923 @@
+//! Recovery jobs: planned against the present, applied wave by wave, in two rounds when there
+//! is anything to restore.
+//!
+//! - **Round 1**: the scope is captured (the *pre-recovery snapshot*, kept so that the recovery
+//!   can be undone) and diffed against the backup; the diff tasks also return the unique
+//!   values of the objects the plan restores or soft-deletes as newcomers. The planner of
+//!   `common` makes the plan, which is persisted (every step, and every change it skips with
+//!   the reason) before anything is applied. A dry run ends here.
+//! - If the plan restores anything, round 1 applies only the restores (and the newcomers they
+//!   need out of the way, soft-deleted first). Graph hides the links of an object in the
+//!   recycle bin, so what a restored object holds is known only once it is back: **round 2**
+//!   captures and diffs again and plans the rest (updates, links, soft deletes) against the
+//!   backup.
+//! - A plan's steps run in **waves** ([`wave_of`]): the newcomers in the way, then restores by
+//!   type where Graph needs an order (groups, applications, service principals, users, named
+//!   locations, conditional access policies), then everything else. A wave's steps are cut by
+//!   object id into apply tasks ([`chunks`]), which workers apply side by side; the next wave
+//!   starts once every task of this one has reported.
+//! - A plan that modifies more objects than the tenant's approval threshold waits in
+//!   `awaitingApproval` until an administrator other than its starter approves it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use rewind_common::metrics as m;
+use rewind_common::model::LinkKind;
+use rewind_common::plan::{plan_with, restore_rank, CurrentValues, PlanScope, PlannedStep, Step};
+use rewind_common::report::{RecoveryAction, ReportEntry, Scope};
+use rewind_common::snapshot::{blake3_hex, SnapshotKind};
+use rewind_common::wire::{
+    self, ApplyResult, ApplyStep, ApplyTask, BlobRef, DirectoryRef, RangeEntries, RangeValues,
+    StepReport, TaskKind, TaskOutcome, TaskResult, TaskSpec, WriteBudget,
+};
+use rewind_common::SnapshotError;
+
+use super::{count_status, Engine, EngineError};
+use crate::state::{
+    ActionRecord, Actor, Approval, AuditEntry, Job, JobKind, JobStatus, Outcome, Phase, StateError,
+    Subject, TenantRecord, Wave,
+};
+
+/// The wave of the steps after the restores (updates, links, soft deletes).
+pub const LAST_WAVE: u16 = 100;
+
+/// Steps in one apply task at most (fewer when their encoding is large).
+pub const TASK_STEPS: usize = 400;
+
+/// The encoded steps of one apply task stay under this (a message is at most 1 MiB).
+const TASK_BYTES: usize = 512 * 1024;
+
+/// The wave a step runs in: a newcomer soft-deleted because a restore needs its unique value
+/// (its steps carry the planner's note) first, then the restores by [`restore_rank`], then
+/// everything else.
+pub fn wave_of(step: &PlannedStep) -> u16 {
+    match &step.step {
+        _ if step.note.is_some() => 0,
+        Step::Restore { object_type, .. } => 1 + u16::from(restore_rank(*object_type)),
+        _ => LAST_WAVE,
+    }
+}
+
+fn link_target(step: &Step) -> Option<(LinkKind, rewind_common::ObjectId)> {
+    match step {
+        Step::AddLink { kind, target, .. } | Step::RemoveLink { kind, target, .. } => {
+            Some((*kind, *target))
+        }
+        _ => None,
+    }
+}
+
+/// Cuts a wave's actions (in sequence order, which is object id order) into apply tasks: at
+/// most [`TASK_STEPS`] steps and [`TASK_BYTES`] of encoding each, cut between objects, so that
+/// the steps of one object run in order in one task. An object with more steps than four tasks
+/// hold is cut too, but never between two steps on the same link (a grant removed, then
+/// re-added). Deterministic: the same actions always give the same tasks.
+pub fn chunks(records: &[ActionRecord]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0usize;
+    for i in 0..records.len() {
+        let size = records[i]
+            .step
+            .as_ref()
+            .and_then(|s| rmp_serde::to_vec_named(s).ok())
+            .map_or(64, |b| b.len() + 64);
+        if i > start {
+            let prev = &records[i - 1];
+            let here = &records[i];
+            let n = i - start;
+            let new_object = here.object_id != prev.object_id;
+            let new_link = here.step.as_ref().and_then(link_target)
+                != prev.step.as_ref().and_then(link_target);
+            let full = n >= TASK_STEPS || bytes + size > TASK_BYTES;
+            if full
+                && (new_object || (new_link && (n >= 4 * TASK_STEPS || bytes + size > TASK_BYTES)))
+            {
+                out.push(start..i);
+                start = i;
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        out.push(start..records.len());
+    }
+    out
+}
+
+/// The number of an apply task: round, wave index and chunk, each in its own bits.
+fn apply_number(round: u8, wave: u32, chunk: u32) -> u32 {
+    (u32::from(round) << 24) | ((wave & 0xff) << 16) | (chunk & 0xffff)
+}
+
+/// The API's name of a reason a change is not recovered.
+fn reason_text(r: rewind_common::report::NotRecoverableReason) -> &'static str {
+    crate::api::change::reason_name(r)
+}
+
+/// What the planner returns for one round: the actions to persist, and its counts.
+struct RoundPlan {
+    records: Vec<ActionRecord>,
+    waves: Vec<Wave>,
+    /// Distinct objects the whole plan modifies (the approval threshold's measure).
+    objects: u64,
+    /// Whether round 1 applies only the restores, and a round 2 plans the rest.
+    two_rounds: bool,
+    skipped: u64,
+}
+
+/// Plans one round (pure: no I/O).
+fn plan_round_records(
+    tenant: &str,
+    job: &str,
+    round: u8,
+    dry_run: bool,
+    first_seq: u32,
+    entries: &[ReportEntry],
+    current: &CurrentValues,
+) -> RoundPlan {
+    let plan = plan_with(PlanScope { tenant, job }, entries, current);
+    let by_id: BTreeMap<_, &ReportEntry> = entries.iter().map(|e| (e.id, e)).collect();
+    let objects = plan
+        .iter()
+        .map(|s| s.step.object_id())
+        .collect::<BTreeSet<_>>()
+        .len() as u64;
+    let two_rounds = round == 1 && !dry_run && plan.iter().any(|s| wave_of(s) < LAST_WAVE);
+    let mut skipped: Vec<ActionRecord> = Vec::new();
+    let skip = |e: &ReportEntry, reason: String| ActionRecord {
+        seq: 0,
+        action_id: String::new(),
+        round,
+        wave: None,
+        object_id: e.id,
+        object_type: e.object_type,
+        display_name: e.display_name.clone(),
+        step: None,
+        note: None,
+        values: Vec::new(),
+        outcome: Outcome::Skipped { reason },
+        at: None,
+    };
+    if round == 1 {
+        for e in entries {
+            if let Some(r) = e
+                .reason
+                .filter(|_| e.action == RecoveryAction::NotRecoverable)
+            {
+                skipped.push(skip(e, format!("not recoverable: {}", reason_text(r))));
+                continue;
+            }
+            for l in e.changed_links.iter().filter(|l| !l.recoverable) {
+                let why = l.reason.map_or("not recoverable", reason_text);
+                skipped.push(skip(
+                    e,
+                    format!("{} link to {} not recoverable: {why}", l.kind, l.target),
+                ));
+            }
+        }
+    }
+    let mut chosen: Vec<PlannedStep> = Vec::new();
+    for s in plan {
+        let keep = match round {
+            1 if two_rounds => wave_of(&s) < LAST_WAVE,
+            1 => true,
+            _ => !matches!(s.step, Step::Restore { .. }),
+        };
+        if keep {
+            chosen.push(s);
+        } else if round > 1 {
+            if let Some(e) = by_id.get(&s.step.object_id()) {
+                skipped.push(skip(
+                    e,
+                    "still in the recycle bin: its restore in the first round did not succeed"
+                        .into(),
+                ));
+            }
+        }
+    }
+    // Waves in order; within a wave, by object id (stable: an object's steps keep the plan's
+    // order), so that each task covers one range of ids.
+    chosen.sort_by_key(|s| (wave_of(s), s.step.object_id()));
+    let mut records: Vec<ActionRecord> = Vec::with_capacity(chosen.len() + skipped.len());
+    let mut waves: Vec<Wave> = Vec::new();
+    let mut seq = first_seq;
+    for s in chosen {
+        let key = wave_of(&s);
+        let entry = by_id.get(&s.step.object_id());
+        let values = match (&s.step, entry) {
+            (Step::Update { properties, .. }, Some(e)) => e
+                .changed_attributes
+                .iter()
+                .filter(|a| properties.iter().any(|(n, _)| *n == a.name))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        records.push(ActionRecord {
+            seq,
+            action_id: s.action_id.clone(),
+            round,
+            wave: Some(key),
+            object_id: s.step.object_id(),
+            object_type: step_type(&s.step),
+            display_name: entry.map(|e| e.display_name.clone()).unwrap_or_default(),
+            note: s.note.clone(),
+            step: Some(s.step),
+            values,
+            outcome: Outcome::Planned,
+            at: None,
+        });
+        match waves.last_mut() {
+            Some(w) if w.key == key => w.end = seq + 1,
+            _ => waves.push(Wave {
+                key,
+                tasks: 0,
+                first: seq,
+                end: seq + 1,
+            }),
+        }
+        seq += 1;
+    }
+    for w in &mut waves {
+        let slice = &records[(w.first - first_seq) as usize..(w.end - first_seq) as usize];
+        w.tasks = chunks(slice).len() as u32;
+    }
+    let n_skipped = skipped.len() as u64;
+    for mut r in skipped {
+        r.seq = seq;
+        seq += 1;
+        records.push(r);
+    }
+    RoundPlan {
+        records,
+        waves,
+        objects,
+        two_rounds,
+        skipped: n_skipped,
+    }
+}
+
+fn step_type(step: &Step) -> rewind_common::model::ObjectType {
+    match step {
+        Step::Restore { object_type, .. }
+        | Step::Update { object_type, .. }
+        | Step::AddLink { object_type, .. }
+        | Step::RemoveLink { object_type, .. }
+        | Step::SoftDelete { object_type, .. } => *object_type,
+    }
+}
+
+fn outcome_of(report: StepReport) -> Outcome {
+    match report {
+        StepReport::Applied => Outcome::Applied,
+        StepReport::AlreadyInState => Outcome::AlreadyInState,
+        StepReport::Failed {
+            permanent,
+            status,
+            code,
+            message,
+        } => Outcome::Failed {
+            status,
+            code,
+            message,
+            permanent,
+        },
+        StepReport::NotSent { reason } => Outcome::NotSent { reason },
+    }
+}
+
+/// A recovery's counts, from its actions.
+#[derive(Debug, Default)]
+struct Tally {
+    planned: u64,
+    applied: u64,
+    already: u64,
+    skipped: u64,
+    failed: u64,
+    not_sent: u64,
+    objects_modified: u64,
+    links_modified: u64,
+}
+
+impl Engine {
+    /// Opens a recovery of `tenant` back to `snapshot` (a backup, or a pre-recovery snapshot to
+    /// undo a recovery) within `scope`, on behalf of `actor`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_recovery_by(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        snapshot: &str,
+        scope: Scope,
+        from_report: Option<String>,
+        dry_run: bool,
+        undo_of: Option<String>,
+    ) -> Result<Job, EngineError> {
+        let record = self.state.get_snapshot(tenant, snapshot)?;
+        if !matches!(
+            record.kind,
+            SnapshotKind::Backup | SnapshotKind::PreRecovery
+        ) {
+            return Err(EngineError::Invalid(format!(
+                "snapshot {snapshot} of tenant {tenant} is a live snapshot: a recovery goes back \
+                 to a backup or to a recovery's pre-recovery snapshot"
+            )));
+        }
+        let kind = JobKind::Recovery {
+            backup: snapshot.to_owned(),
+            scope,
+            from_report,
+            dry_run,
+            undo_of,
+        };
+        let job = self.state.create_job_by(actor, tenant, kind).await?;
+        count_status(&job);
+        self.advance_logged(&job.id, false).await;
+        Ok(self.state.get_job(&job.id)?)
+    }
+
+    /// Approves (or rejects) a recovery waiting for approval, on behalf of `actor`, who must
+    /// not be its starter. A rejected recovery is abandoned, with nothing applied.
+    pub async fn decide_recovery_by(
+        &self,
+        actor: &Actor,
+        job_id: &str,
+        approve: bool,
+    ) -> Result<Job, EngineError> {
+        let job = self.state.get_job(job_id)?;
+        if job.status != JobStatus::AwaitingApproval {
+            return Err(EngineError::State(StateError::Refused {
+                what: "approval of job",
+                id: job_id.to_owned(),
+                reason: format!("it is {}, not awaiting approval", job.status),
+            }));
+        }
+        let Actor::Token { id, name } = actor else {
+            return Err(EngineError::Invalid(
+                "only an API token can approve a recovery".into(),
+            ));
+        };
+        let starter = job.recovery.as_ref().and_then(|r| r.starter.as_ref());
+        if let Some(Actor::Token { id: started, .. }) = starter {
+            if started == id {
+                return Err(EngineError::State(StateError::Refused {
+                    what: "approval of job",
+                    id: job_id.to_owned(),
+                    reason: "the token that started a recovery cannot approve or reject it: a \
+                             second administrator must"
+                        .into(),
+                }));
+            }
+        }
+        let decision = Approval {
+            approved: approve,
+            by_id: id.clone(),
+            by_name: name.clone(),
+            at: crate::state::unix_now(),
+        };
+        self.state
+            .audit(
+                AuditEntry::new(
+                    actor,
+                    if approve {
+                        "recovery.approved"
+                    } else {
+                        "recovery.rejected"
+                    },
+                    Subject::job(&job.tenant, &job.id),
+                )
+                .with("objects", job.recovery.as_ref().map_or(0, |r| r.objects)),
+            )
+            .await?;
+        let to = if approve {
+            JobStatus::Running
+        } else {
+            JobStatus::Abandoned
+        };
+        let job = self
+            .state
+            .transition_by(actor, job_id, to, |j| {
+                if let Some(r) = &mut j.recovery {
+                    r.approval = Some(decision);
+                }
+                if !approve {
+                    j.error = Some(format!("rejected by {name}"));
+                }
+            })
+            .await?;
+        count_status(&job);
+        if approve {
+            self.advance_logged(&job.id, true).await;
+        }
+        Ok(self.state.get_job(&job.id)?)
+    }
+
+    /// A diff result's blob, checked against its digest.
+    async fn checked_blob(&self, blob: &BlobRef, what: &str) -> Result<Vec<u8>, EngineError> {
+        let bytes = self
+            .blobs
+            .get(&blob.key)
+            .await
+            .map_err(SnapshotError::from)?;
+        if blake3_hex(&bytes) != blob.digest {
+            return Err(EngineError::Invalid(format!(
+                "{what} ({}) does not match its digest",
+                blob.key
+            )));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Plans the job's current round from its diff results, persists the plan, and moves on:
+    /// a dry run or an empty plan finishes; a plan above the approval threshold waits; any
+    /// other starts its first wave.
+    pub(super) async fn plan_round(
+        &self,
+        job: &Job,
+        tenant: &TenantRecord,
+        done: BTreeMap<u32, TaskOutcome>,
+    ) -> Result<(), EngineError> {
+        let JobKind::Recovery { dry_run, .. } = job.kind else {
+            return Err(EngineError::Invalid(format!(
+                "job {} is not a recovery",
+                job.id
+            )));
+        };
+        let progress = job.recovery.clone().unwrap_or_default();
+        if job.phase != Phase::Planning {
+            self.state
+                .transition(&job.id, job.status, |j| j.phase = Phase::Planning)
+                .await?;
+        }
+        let mut entries: Vec<ReportEntry> = Vec::new();
+        let mut values: RangeValues = Vec::new();
+        for outcome in done.values() {
+            let TaskOutcome::Diffed(d) = outcome else {
+                continue;
+            };
+            let blob = BlobRef {
+                key: d.entries_key.clone(),
+                digest: d.entries_digest.clone(),
+            };
+            let bytes = self
+                .checked_blob(&blob, &format!("the entries of range {}", d.range))
+                .await?;
+            let range: RangeEntries = wire::decode_blob(&bytes)?;
+            entries.extend(range);
+            if let Some(v) = &d.values {
+                let bytes = self
+                    .checked_blob(v, &format!("the values of range {}", d.range))
+                    .await?;
+                let range: RangeValues = wire::decode_blob(&bytes)?;
+                values.extend(range);
+            }
+        }
+        let (tenant_name, job_id, round, first) = (
+            job.tenant.clone(),
+            job.id.clone(),
+            progress.round,
+            progress.next_seq,
+        );
+        let planned = tokio::task::spawn_blocking(move || {
+            let current = CurrentValues::from_pairs(values);
+            plan_round_records(
+                &tenant_name,
+                &job_id,
+                round,
+                dry_run,
+                first,
+                &entries,
+                &current,
+            )
+        })
+        .await
+        .map_err(|e| EngineError::Join(e.to_string()))?;
+        self.state.put_actions(&job.id, &planned.records).await?;
+        let next_seq = first + planned.records.len() as u32;
+        let tasks: u64 = planned.waves.iter().map(|w| u64::from(w.tasks)).sum();
+        let steps = planned.records.len() as u64 - planned.skipped;
+        tracing::info!(tenant = %job.tenant, job = %job.id, round, steps, skipped = planned.skipped, waves = planned.waves.len(), "recovery planned");
+        let nothing = planned.waves.is_empty();
+        let needs_approval = round == 1
+            && !dry_run
+            && !nothing
+            && planned.objects > tenant.recovery.approval_threshold
+            && progress.approval.is_none();
+        let finished = dry_run || nothing;
+        let to = if finished {
+            // Counted and made successful by `finish_recovery`.
+            job.status
+        } else if needs_approval {
+            JobStatus::AwaitingApproval
+        } else {
+            JobStatus::Running
+        };
+        let waves = planned.waves.clone();
+        let edit = |j: &mut Job| {
+            j.phase = Phase::Applying;
+            j.tasks.total += tasks;
+            if let Some(r) = &mut j.recovery {
+                r.waves = waves;
+                r.wave = 0;
+                r.next_seq = next_seq;
+                if round == 1 {
+                    r.objects = planned.objects;
+                    r.two_rounds = planned.two_rounds;
+                    r.needs_approval = needs_approval;
+                }
+            }
+            *j.counts.entry(format!("plannedRound{round}")).or_default() = steps;
+            if round == 1 {
+                j.counts.insert("skipped".into(), planned.skipped);
+                j.counts.insert("objectsToModify".into(), planned.objects);
+            }
+        };
+        let job = self.state.transition(&job.id, to, edit).await?;
+        if finished {
+            // A dry run, or nothing (more) to do.
+            return self.finish_recovery(&job.id).await;
+        }
+        count_status(&job);
+        if job.status == JobStatus::Running {
+            self.publish_wave(&job, tenant).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the apply tasks of the current wave that have no result yet.
+    async fn publish_wave(&self, job: &Job, tenant: &TenantRecord) -> Result<(), EngineError> {
+        let Some(progress) = &job.recovery else {
+            return Ok(());
+        };
+        let Some(wave) = progress.waves.get(progress.wave as usize).copied() else {
+            return Ok(());
+        };
+        let done = self.wave_results(job)?;
+        let records = self.state.actions_range(&job.id, wave.first, wave.end)?;
+        let directory = DirectoryRef {
+            graph_base_url: tenant.graph_base_url.clone(),
+            token_url: tenant.token_url.clone(),
+            client_id: tenant.client_id.clone(),
+            secret: tenant.secret.clone(),
+            per_user_mfa_state: self.settings.per_user_mfa_state,
+        };
+        let budget = WriteBudget {
+            writes_per_second: tenant.recovery.write_budget,
+            conditional_access_per_second: tenant.recovery.conditional_access_budget,
+        };
+        for (chunk, range) in chunks(&records).into_iter().enumerate() {
+            let number = apply_number(progress.round, progress.wave, chunk as u32);
+            if done.contains_key(&number) {
+                continue;
+            }
+            let steps = records[range]
+                .iter()
+                .filter_map(|r| {
+                    r.step.clone().map(|step| ApplyStep {
+                        seq: r.seq,
+                        planned: PlannedStep {
+                            action_id: r.action_id.clone(),
+                            step,
+                            note: r.note.clone(),
+                        },
+                    })
+                })
+                .collect();
+            let spec = TaskSpec::Apply(ApplyTask {
+                directory: directory.clone(),
+                steps,
+                budget,
+            });
+            self.publish(Self::task_id(job, TaskKind::Apply, number), spec)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The apply results of the job's current wave, by task number.
+    fn wave_results(&self, job: &Job) -> Result<BTreeMap<u32, ApplyResult>, EngineError> {
+        let Some(p) = &job.recovery else {
+            return Ok(BTreeMap::new());
+        };
+        let base = apply_number(p.round, p.wave, 0);
+        let mut out = BTreeMap::new();
+        for (_, bytes) in self.state.task_results(&job.id)? {
+            let r: TaskResult = wire::decode(&bytes)?;
+            if let (TaskKind::Apply, TaskOutcome::Applied(a)) = (r.id.kind, r.outcome) {
+                if r.id.number & !0xffff == base {
+                    out.insert(r.id.number, a);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A running recovery: waits for its wave, then starts the next wave, the second round,
+    /// or finishes.
+    pub(super) async fn advance_applying(
+        &self,
+        job: &Job,
+        tenant: &TenantRecord,
+        republish: bool,
+    ) -> Result<(), EngineError> {
+        if job.status != JobStatus::Running {
+            // Awaiting approval: nothing moves until a decision.
+            return Ok(());
+        }
+        let Some(progress) = job.recovery.clone() else {
+            return Err(EngineError::Invalid(format!(
+                "job {} has no recovery progress",
+                job.id
+            )));
+        };
+        let Some(wave) = progress.waves.get(progress.wave as usize).copied() else {
+            return self.finish_recovery(&job.id).await;
+        };
+        let done = self.wave_results(job)?;
+        if (done.len() as u32) < wave.tasks {
+            if republish || (done.is_empty() && job.tasks.done == 0) {
+                self.publish_wave(job, tenant).await?;
+            }
+            return Ok(());
+        }
+        if let Some(next) = progress.waves.get(progress.wave as usize + 1).copied() {
+            let job = self
+                .state
+                .transition(&job.id, JobStatus::Running, |j| {
+                    if let Some(r) = &mut j.recovery {
+                        r.wave += 1;
+                    }
+                    let _ = next;
+                })
+                .await?;
+            return self.publish_wave(&job, tenant).await;
+        }
+        if progress.round == 1 && progress.two_rounds {
+            let groups = self.settings.capture_groups.len() as u64;
+            let snapshot = uuid::Uuid::new_v4().to_string();
+            let job = self
+                .state
+                .transition(&job.id, JobStatus::Running, |j| {
+                    j.phase = Phase::Capturing;
+                    j.snapshot = Some(snapshot.clone());
+                    j.tasks.total += groups;
+                    if let Some(r) = &mut j.recovery {
+                        r.round = 2;
+                        r.snapshots.push(snapshot);
+                        r.waves.clear();
+                        r.wave = 0;
+                    }
+                })
+                .await?;
+            tracing::info!(tenant = %job.tenant, job = %job.id, "restores applied; capturing the restored objects for the second round");
+            return self.publish_captures(&job, tenant, &BTreeMap::new()).await;
+        }
+        self.finish_recovery(&job.id).await
+    }
+
+    /// Stores the outcomes of an apply task's steps (before its result is recorded).
+    pub(super) async fn record_applied(
+        &self,
+        job: &Job,
+        result: &ApplyResult,
+    ) -> Result<(), EngineError> {
+        let outcomes: Vec<(u32, Outcome)> = result
+            .steps
+            .iter()
+            .map(|(seq, r)| (*seq, outcome_of(r.clone())))
+            .collect();
+        for (_, o) in &outcomes {
+            let label = match o {
+                Outcome::Applied => m::action_outcome::APPLIED,
+                Outcome::AlreadyInState => m::action_outcome::ALREADY_IN_STATE,
+                Outcome::NotSent { .. } => m::action_outcome::NOT_SENT,
+                _ => m::action_outcome::FAILED,
+            };
+            metrics::counter!(m::RECOVERY_ACTIONS_TOTAL, m::label::OUTCOME => label).increment(1);
+        }
+        let starter = job
+            .recovery
+            .as_ref()
+            .and_then(|r| r.starter.clone())
+            .unwrap_or(Actor::Coordinator);
+        self.state
+            .record_outcomes_by(&starter, &job.tenant, &job.id, outcomes)
+            .await?;
+        Ok(())
+    }
+
+    fn tally(&self, job_id: &str) -> Result<Tally, EngineError> {
+        let mut t = Tally::default();
+        let mut modified = BTreeSet::new();
+        self.state.for_each_action(job_id, |a| {
+            match &a.outcome {
+                Outcome::Planned => t.planned += 1,
+                Outcome::Applied => {
+                    t.applied += 1;
+                    modified.insert(a.object_id);
+                    if a.step.as_ref().is_some_and(|s| link_target(s).is_some()) {
+                        t.links_modified += 1;
+                    }
+                }
+                Outcome::AlreadyInState => t.already += 1,
+                Outcome::Skipped { .. } => t.skipped += 1,
+                Outcome::Failed { .. } => t.failed += 1,
+                Outcome::NotSent { .. } => t.not_sent += 1,
+            }
+            Ok(())
+        })?;
+        t.objects_modified = modified.len() as u64;
+        Ok(t)
+    }
+
+    /// Counts a recovery's actions into its record and makes it successful ("completed with
+    /// warnings" when some changes failed).
+    async fn finish_recovery(&self, job_id: &str) -> Result<(), EngineError> {
+        let t = self.tally(job_id)?;
+        let job = self.state.get_job(job_id)?;
+        let to = JobStatus::Successful;
+        let edit = |j: &mut Job| {
+            j.phase = Phase::Done;
+            for (k, v) in [
+                ("planned", t.planned),
+                ("applied", t.applied),
+                ("alreadyInState", t.already),
+                ("skipped", t.skipped),
+                ("failedChanges", t.failed),
+                ("notSent", t.not_sent),
+                ("objectsModified", t.objects_modified),
+                ("linksModified", t.links_modified),
+            ] {
+                j.counts.insert(k.into(), v);
+            }
+        };
+        if job.status.is_terminal() {
+            return Ok(());
+        }
+        let job = self.state.transition(job_id, to, edit).await?;
+        count_status(&job);
+        tracing::info!(tenant = %job.tenant, job = %job.id, applied = t.applied, already = t.already, failed = t.failed, skipped = t.skipped, "recovery finished");
+        Ok(())
+    }
+
+    /// Cancels a running recovery: it stops between batches (its gates refuse further
+    /// writes), its queued batches are purged, and it is abandoned once none can still be in
+    /// flight.
+    pub(super) async fn stop_recovery(&self, actor: &Actor, job: &Job) -> Result<Job, EngineError> {
+        let job = self
+            .state
+            .transition_by(actor, &job.id, JobStatus::Running, |j| {
+                j.phase = Phase::Stopping;
+                j.error = Some(format!("canceled by {actor}"));
+            })
+            .await?;
+        self.purge_tasks(&job).await;
+        self.advance_stopping_by(actor, &job).await?;
+        Ok(self.state.get_job(&job.id)?)
+    }
+
+    /// A canceled recovery (after a restart, on behalf of the coordinator).
+    pub(super) async fn advance_stopping(&self, job: &Job) -> Result<(), EngineError> {
+        self.advance_stopping_by(&Actor::Coordinator, job).await
+    }
+
+    /// Once no batch of a canceled recovery can still be in flight, it is abandoned with its
+    /// counts (what was applied stays, and is listed).
+    async fn advance_stopping_by(&self, actor: &Actor, job: &Job) -> Result<(), EngineError> {
+        let t = self.tally(&job.id)?;
+        let job = self
+            .state
+            .transition_by(actor, &job.id, JobStatus::Abandoned, |j| {
+                for (k, v) in [
+                    ("applied", t.applied),
+                    ("alreadyInState", t.already),
+                    ("failedChanges", t.failed),
+                    ("objectsModified", t.objects_modified),
+                    ("linksModified", t.links_modified),
+                ] {
+                    j.counts.insert(k.into(), v);
+                }
+            })
+            .await?;
+        count_status(&job);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind_common::model::ObjectType;
+    use rewind_common::ObjectId;
+
+    fn record(seq: u32, object: u128, step: Step) -> ActionRecord {
+        ActionRecord {
+            seq,
+            action_id: format!("a{seq}"),
+            round: 1,
+            wave: Some(LAST_WAVE),
+            object_id: ObjectId(object),
+            object_type: ObjectType::Group,
+            display_name: String::new(),
+            step: Some(step),
+            note: None,
+            values: Vec::new(),
+            outcome: Outcome::Planned,
+            at: None,
+        }
+    }
+
+    fn member(object: u128, target: u128, add: bool) -> Step {
+        let (id, target) = (ObjectId(object), ObjectId(target));
+        if add {
+            Step::AddLink {
+                id,
+                object_type: ObjectType::Group,
+                kind: LinkKind::Members,
+                target,
+                data: None,
+            }
+        } else {
+            Step::RemoveLink {
+                id,
+                object_type: ObjectType::Group,
+                kind: LinkKind::Members,
+                target,
+            }
+        }
+    }
+
+    #[test]
+    fn tasks_are_cut_between_objects_and_never_inside_one_link() {
+        // 300 groups of 3 steps: cut between groups, never inside one.
+        let mut records = Vec::new();
+        for g in 0..300u128 {
+            for t in 0..3u128 {
+                records.push(record(
+                    records.len() as u32,
+                    g + 1,
+                    member(g + 1, 1000 + t, true),
+                ));
+            }
+        }
+        let cut = chunks(&records);
+        assert!(cut.len() >= 2, "{cut:?}");
+        for r in &cut {
+            assert!(r.len() <= TASK_STEPS + 2);
+            if r.start > 0 {
+                assert_ne!(records[r.start].object_id, records[r.start - 1].object_id);
+            }
+        }
+        assert_eq!(cut.iter().map(|r| r.len()).sum::<usize>(), records.len());
+        // One giant group: cut at link boundaries past four tasks' worth, a remove and an add
+        // of the same member staying together.
+        let mut big = Vec::new();
+        for t in 0..(5 * TASK_STEPS as u128) {
+            big.push(record(big.len() as u32, 7, member(7, t, false)));
+            big.push(record(big.len() as u32, 7, member(7, t, true)));
+        }
+        let cut = chunks(&big);
+        assert!(cut.len() >= 2, "{cut:?}");
+        for r in &cut[1..] {
+            let (a, b) = (&big[r.start - 1], &big[r.start]);
+            assert_ne!(
+                a.step.as_ref().and_then(link_target),
+                b.step.as_ref().and_then(link_target)
+            );
+        }
+        assert_eq!(chunks(&big), cut, "deterministic");
+    }
+
+    #[test]
+    fn waves_put_newcomers_first_then_restores_by_type_then_the_rest() {
+        let restore = |t| PlannedStep {
+            action_id: String::new(),
+            step: Step::Restore {
+                id: ObjectId(1),
+                object_type: t,
+            },
+            note: None,
+        };
+        assert!(wave_of(&restore(ObjectType::Group)) < wave_of(&restore(ObjectType::Application)));
+        assert!(
+            wave_of(&restore(ObjectType::Application))
+                < wave_of(&restore(ObjectType::ServicePrincipal))
+        );
+        let mut early = PlannedStep {
+            action_id: String::new(),
+            step: Step::SoftDelete {
+                id: ObjectId(2),
+                object_type: ObjectType::User,
+            },
+            note: None,
+        };
+        assert_eq!(wave_of(&early), LAST_WAVE);
+        early.note = Some("in the way".into());
+        assert_eq!(wave_of(&early), 0);
+        assert_eq!(apply_number(2, 3, 4) >> 24, 2);
+        assert_eq!((apply_number(2, 3, 4) >> 16) & 0xff, 3);
+    }
+}
