@@ -350,14 +350,25 @@ mod tests {
             let e = serde_json::from_str::<Scope>(json).unwrap_err().to_string();
             assert!(e.contains(&error.to_string()), "{json}: {e}");
         };
-        let many = (0..101).map(scope_json).collect::<Vec<_>>().join(",");
+        // Stored scopes may list up to the extension's limit (a recovery's listed ids), not
+        // beyond; Microsoft's 100 is checked where its `filteringCriteria` is read.
+        let listed = Scope::MAX_LISTED_IDS as u128;
+        let many = (0..=listed).map(scope_json).collect::<Vec<_>>().join(",");
         refused(
             &format!(r#"{{"kind":"ids","values":[{many}]}}"#),
             ScopeError::TooManyIds {
-                max: 100,
-                given: 101,
+                max: Scope::MAX_LISTED_IDS,
+                given: Scope::MAX_LISTED_IDS + 1,
             },
         );
+        let hundred_one = (0..101).map(scope_json).collect::<Vec<_>>().join(",");
+        let ok: Scope =
+            serde_json::from_str(&format!(r#"{{"kind":"ids","values":[{hundred_one}]}}"#)).unwrap();
+        assert!(Scope::ids(match ok {
+            Scope::Ids(ids) => ids,
+            _ => unreachable!(),
+        })
+        .is_err());
         refused(r#"{"kind":"ids","values":[]}"#, ScopeError::NoIds);
         refused(r#"{"kind":"types","values":[]}"#, ScopeError::NoTypes);
 
