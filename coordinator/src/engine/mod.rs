@@ -261,9 +261,14 @@ impl Engine {
         scope: Scope,
     ) -> Result<Job, EngineError> {
         let record = self.state.get_snapshot(tenant, backup)?;
-        if record.kind != SnapshotKind::Backup {
+        // A report against a recovery's pre-recovery snapshot shows what the recovery changed.
+        if !matches!(
+            record.kind,
+            SnapshotKind::Backup | SnapshotKind::PreRecovery
+        ) {
             return Err(EngineError::Invalid(format!(
-                "snapshot {backup} of tenant {tenant} is not a backup"
+                "snapshot {backup} of tenant {tenant} is a live snapshot, not a backup or a \
+                 pre-recovery snapshot"
             )));
         }
         let kind = JobKind::Report {
