@@ -776,9 +776,22 @@ impl Engine {
 
     /// Removes a finished report past its retention: its live snapshot (catalog, then blobs),
     /// its entries' blobs, then the report itself.
+    /// A recovery's history goes the same way: its pre-recovery and live snapshots, its
+    /// entries' blobs, its actions and its record.
     pub async fn expire_report(&self, report: &Job) {
-        let reason = "report retention";
-        if let Some(live) = &report.snapshot {
+        let reason = match report.kind {
+            JobKind::Recovery { .. } => "recovery history retention",
+            _ => "report retention",
+        };
+        let mut snapshots: Vec<&String> = report.snapshot.iter().collect();
+        if let Some(r) = &report.recovery {
+            snapshots.extend(
+                r.snapshots
+                    .iter()
+                    .filter(|s| Some(*s) != report.snapshot.as_ref()),
+            );
+        }
+        for live in snapshots {
             match self
                 .state
                 .remove_snapshot(&report.tenant, live, reason)
@@ -788,7 +801,7 @@ impl Engine {
                     self.delete_snapshot_blobs(&report.tenant, live).await;
                 }
                 Err(e) => {
-                    tracing::warn!(job = %report.id, error = %e, "cannot remove an expired report's live snapshot");
+                    tracing::warn!(job = %report.id, error = %e, "cannot remove an expired job's snapshot");
                     return;
                 }
             }

@@ -251,5 +251,35 @@ async fn a_dry_run_writes_nothing_and_an_undo_puts_back_the_state_before_the_rec
         .filter_map(|a| a.step)
         .collect();
     assert!(redo.is_empty(), "{redo:?}");
-    let _ = RecoverySettings::default();
+
+    // History is kept `history_days` (7 by default), then the recovery goes with its actions
+    // and its snapshots.
+    let days = RecoverySettings::default().history_days as i64;
+    let now = rewind_coordinator::state::unix_now();
+    let state = c.engine().state();
+    assert!(state
+        .expired_recoveries("dry", now + (days - 1) * 86_400)
+        .unwrap()
+        .is_empty());
+    let expired = state
+        .expired_recoveries("dry", now + (days + 1) * 86_400)
+        .unwrap();
+    assert_eq!(
+        expired.len(),
+        4,
+        "the dry run, the recovery, the undo and the second undo"
+    );
+    let undo_job = expired.iter().find(|j| j.id == undo.id).unwrap();
+    c.engine().expire_report(undo_job).await;
+    assert!(actions(&c, &undo.id).is_empty());
+    assert!(state.get_job(&undo.id).is_err());
+    let undo_pre = &undo.recovery.as_ref().unwrap().snapshots[0];
+    assert!(
+        state.get_snapshot("dry", undo_pre).is_err(),
+        "its pre-recovery snapshot is removed"
+    );
+    assert!(
+        state.get_snapshot("dry", &pre).is_ok(),
+        "another recovery's is kept"
+    );
 }
