@@ -76,8 +76,11 @@
 //!   state changed: false for every non-2xx answer and for a success that changed nothing,
 //!   such as a PATCH writing the values already there). The log keeps the newest
 //!   [`WRITE_LOG_CAPACITY`] (2,000,000) records, dropping the oldest past it (`first` then
-//!   says from which seq it holds records); it is not saved in the state file. Connections
-//!   dropped on purpose are not logged.
+//!   says from which seq it holds records); it is not saved in the state file. Requests
+//!   refused before the Graph handler sees them are not logged: unauthenticated ones, an
+//!   unreadable query string or JSON body, a `$batch` refused as a whole (more than 20
+//!   requests, a `dependsOn` cycle), an inner request without a method or url, and
+//!   connections dropped on purpose.
 //! - `DELETE /_admin/tenants/{tenant}/writes`: empties the log (seqs start again from 1) and
 //!   resets the tenant's per-second maxima (204). [`write_log`] reads every page after a seq.
 //! - `POST /_admin/save` (to the state file given at start).

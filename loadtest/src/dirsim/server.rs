@@ -634,8 +634,13 @@ async fn clear_write_log(State(app): State<Arc<App>>, Path(tenant): Path<String>
     let Some(t) = app.tenant(&tenant) else {
         return admin_error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
     };
-    // Dropping up to the capacity's records is a free of many paths: off the async workers.
-    match tokio::task::spawn_blocking(move || lock(&t.writes).clear()).await {
+    // Dropping up to the capacity's records frees many paths: off the async workers, and
+    // after the lock is released.
+    let cleared = tokio::task::spawn_blocking(move || {
+        let old = lock(&t.writes).clear();
+        drop(old);
+    });
+    match cleared.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

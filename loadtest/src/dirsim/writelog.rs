@@ -210,9 +210,11 @@ impl WriteLog {
         }
     }
 
-    /// Empties the log (seqs start again from 1) and resets the per-second maxima.
-    pub fn clear(&mut self) {
-        *self = Self::with_capacity(self.capacity);
+    /// Empties the log (seqs start again from 1) and resets the per-second maxima; returns
+    /// the old log, to be dropped once the lock is released (up to millions of paths).
+    #[must_use = "drop the old log outside the lock"]
+    pub fn clear(&mut self) -> WriteLog {
+        std::mem::replace(self, Self::with_capacity(self.capacity))
     }
 }
 
@@ -367,7 +369,7 @@ mod tests {
         assert_eq!(seqs, [3, 4, 5]);
         assert_eq!(log.page(3, 1).value[0].path, "/users/4");
         assert!(log.page(5, 10).value.is_empty());
-        log.clear();
+        drop(log.clear());
         let page = log.page(0, 10);
         assert_eq!((page.first, page.last, page.value.len()), (1, 0, 0));
         assert_eq!(log_one(&mut log, 9), 1);

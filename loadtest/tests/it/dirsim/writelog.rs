@@ -111,6 +111,42 @@ fn every_write_is_logged_with_whether_it_changed_the_tenant() {
 }
 
 #[test]
+fn concurrent_writes_each_see_only_their_own_change() {
+    let sim = sim_with_tenant();
+    let users: Vec<Json> = (1..=9).map(|n| user(n, "Sales")).collect();
+    sim.load("contoso", &users);
+    sim.load("contoso", &[group(100, &[])]);
+    // Eight clients at once: the same PATCH of user 1 (one of them changes it), and each
+    // its own new member (each changes the group).
+    std::thread::scope(|s| {
+        for n in 2..=9 {
+            let sim = &sim;
+            s.spawn(move || {
+                let c = sim.client("contoso");
+                let r = c.patch(&format!("/users/{}", id(1)), &json!({"city": "Same"}));
+                assert_eq!(r.status, 204);
+                let r = c.post(&format!("/groups/{}/members/$ref", id(100)), &member_ref(n));
+                assert_eq!(r.status, 204);
+            });
+        }
+    });
+    let records = log(&sim);
+    assert_eq!(records.len(), 16);
+    let changed = |prefix: &str| {
+        records
+            .iter()
+            .filter(|r| r.path.starts_with(prefix) && r.changed)
+            .count()
+    };
+    assert_eq!(changed("/users/"), 1, "one PATCH changed the user");
+    assert_eq!(
+        changed("/groups/"),
+        8,
+        "every member added changed the group"
+    );
+}
+
+#[test]
 fn injected_faults_are_logged_as_answered_and_change_nothing() {
     let sim = sim_with_tenant();
     sim.load("contoso", &[user(1, "Sales")]);
