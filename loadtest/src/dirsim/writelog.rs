@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 /// The newest records a tenant's log keeps; past it the oldest are dropped (and
-/// `GET .../writes` says from which `seq` it holds records).
+/// `GET .../writes` says from which `seq` it holds records). A record takes about 150 bytes
+/// (its path included), so a full log holds about 300 MB.
 pub const WRITE_LOG_CAPACITY: usize = 2_000_000;
 
 /// The most records one `GET .../writes` answers (`top`), and its default.
@@ -373,6 +374,16 @@ mod tests {
         let page = log.page(0, 10);
         assert_eq!((page.first, page.last, page.value.len()), (1, 0, 0));
         assert_eq!(log_one(&mut log, 9), 1);
+    }
+
+    #[test]
+    fn a_record_kept_is_small() {
+        // The capacity's memory bound (about 150 bytes a record with its path) holds.
+        assert!(
+            std::mem::size_of::<Entry>() <= 96,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
     }
 
     #[test]
