@@ -27,13 +27,13 @@ pub trait WriteGate: Send + Sync {
 
     /// What the directory answered to `sent` admitted requests of `class`: how many were
     /// throttled (429), with the longest `Retry-After` among them.
-    fn feedback(
-        &self,
-        class: WriteClass,
-        sent: u32,
-        throttled: u32,
-        retry_after: Option<Duration>,
-    );
+    fn feedback(&self, class: WriteClass, sent: u32, throttled: u32, retry_after: Option<Duration>);
+
+    /// The most writes of `class` one request may carry now (a `$batch` never holds more, nor
+    /// more than Graph's 20): a budget keeps a batch within the rate it allows. At least 1.
+    fn max_batch(&self, _class: WriteClass) -> usize {
+        usize::MAX
+    }
 }
 
 /// A gate that lets everything through at once (no budget, never stopped).
