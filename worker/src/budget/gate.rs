@@ -177,3 +177,59 @@ impl WriteGate for BudgetGate {
         (rate.floor() as usize).max(1)
     }
 }
+
+/// A gate that refuses every write, saying why (a budget that cannot be used).
+#[derive(Clone, Debug)]
+pub struct ClosedGate(pub String);
+
+impl WriteGate for ClosedGate {
+    fn admit(&self, _class: WriteClass, _writes: u32) -> Result<(), GateClosed> {
+        Err(GateClosed(self.0.clone()))
+    }
+
+    fn feedback(&self, _: WriteClass, _: u32, _: u32, _: Option<Duration>) {}
+}
+
+/// Makes the [`BudgetGate`] of each apply task over one process's budgets (in-process, or
+/// the cluster's JetStream bucket): what a worker's gate maker hands out.
+#[derive(Clone)]
+pub struct BudgetGates {
+    budgets: Arc<dyn WriteBudgets>,
+}
+
+impl std::fmt::Debug for BudgetGates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetGates").finish_non_exhaustive()
+    }
+}
+
+impl BudgetGates {
+    pub fn new(budgets: Arc<dyn WriteBudgets>) -> Self {
+        Self { budgets }
+    }
+
+    /// The budgets the gates share (the coordinator stops a job through the same ones).
+    pub fn budgets(&self) -> &Arc<dyn WriteBudgets> {
+        &self.budgets
+    }
+
+    /// The gate of `job`'s writes to `tenant` through app registration `app`, under the
+    /// default policy with these budgets (the tenant's cap is raised to the app's budget
+    /// when that is larger); a budget that cannot work gives a gate that refuses, naming it.
+    pub fn gate(
+        &self,
+        handle: Handle,
+        key: BudgetKey,
+        job: &str,
+        writes_per_second: f64,
+        conditional_access_per_second: f64,
+    ) -> Arc<dyn WriteGate> {
+        let mut policy = BudgetPolicy::with_budget(writes_per_second);
+        policy.conditional_access_per_second = conditional_access_per_second;
+        policy.tenant_writes_per_second = policy.tenant_writes_per_second.max(writes_per_second);
+        match BudgetGate::new(handle, self.budgets.clone(), key, policy, job) {
+            Ok(gate) => Arc::new(gate),
+            Err(e) => Arc::new(ClosedGate(e.to_string())),
+        }
+    }
+}

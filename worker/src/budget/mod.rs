@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use rewind_common::connector::WriteClass;
 use serde::Deserialize;
 
-pub use gate::BudgetGate;
+pub use gate::{BudgetGate, BudgetGates, ClosedGate};
 pub use jetstream::JetStreamBudgets;
 pub use memory::MemoryBudgets;
 pub use record::TenantRecord;

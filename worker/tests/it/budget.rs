@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rewind_common::connector::{WriteClass, WriteGate};
 use rewind_worker::budget::{
-    BudgetError, BudgetGate, BudgetKey, BudgetPolicy, JetStreamBudgets, MemoryBudgets, Reservation,
-    WriteBudgets,
+    BudgetError, BudgetGate, BudgetGates, BudgetKey, BudgetPolicy, JetStreamBudgets, MemoryBudgets,
+    Reservation, WriteBudgets,
 };
 use rewind_worker::nats::{connect, NatsSettings};
 use rewind_worker::testing::NatsServer;
@@ -395,3 +395,35 @@ async fn the_gate_stops_and_feeds_429s_back(a: Budgets, b: Budgets) {
     assert!(bad.unwrap_err().to_string().contains("start_fraction"));
 }
 both!(the_gate_stops_and_feeds_429s_back);
+
+async fn gates_are_made_from_a_tasks_budget(a: Budgets, b: Budgets) {
+    let gates = BudgetGates::new(a);
+    let handle = tokio::runtime::Handle::current();
+    let key = BudgetKey::new("contoso", "app-1");
+    let good = gates.gate(handle.clone(), key.clone(), "job-3", 30.0, 1.0);
+    let bad = gates.gate(handle, key.clone(), "job-3", 0.0, 1.0);
+    let (good, bad) = tokio::task::spawn_blocking(move || {
+        (
+            good.admit(WriteClass::Directory, 2),
+            bad.admit(WriteClass::Directory, 2),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(good.is_ok());
+    assert!(bad.unwrap_err().0.contains("writes_per_second"));
+    // The gate's reservation started at half of the task's budget (15/s); this one, at least
+    // 2 writes later in the schedule (134 ms at 15/s), has climbed since (7.5/s per second).
+    let r = b
+        .reserve(
+            &key,
+            &BudgetPolicy::with_budget(30.0),
+            WriteClass::Directory,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.budget, 30.0);
+    assert!(r.rate >= 16.0 && r.rate <= 30.0, "{r:?}");
+}
+both!(gates_are_made_from_a_tasks_budget);

@@ -8,5 +8,6 @@
 
 mod blobs;
 mod budget;
+mod gated_writes;
 mod queue;
 mod telemetry;
