@@ -1398,6 +1398,50 @@ mod tests {
     }
 
     #[test]
+    fn conditional_access_writes_have_their_own_class_and_calls_need_no_connector() {
+        for (t, class) in [
+            (ObjectType::User, WriteClass::Directory),
+            (ObjectType::ServicePrincipal, WriteClass::Directory),
+            (
+                ObjectType::ConditionalAccessPolicy,
+                WriteClass::ConditionalAccess,
+            ),
+            (ObjectType::NamedLocation, WriteClass::ConditionalAccess),
+        ] {
+            let step = Step::SoftDelete {
+                id: ObjectId(1),
+                object_type: t,
+            };
+            assert_eq!(write_class(&step), class, "{t:?}");
+        }
+        let steps = [
+            Step::Restore {
+                id: ObjectId(2),
+                object_type: ObjectType::Organization,
+            },
+            Step::AddLink {
+                id: ObjectId(3),
+                object_type: ObjectType::Group,
+                kind: LinkKind::Members,
+                target: ObjectId(4),
+                data: None,
+            },
+        ]
+        .map(|step| PlannedStep {
+            action_id: "a".into(),
+            step,
+            note: None,
+        });
+        let calls = planned_calls("http://127.0.0.1:9/t/v1.0/", &steps);
+        assert_eq!(calls.len(), 1, "a singleton's restore makes no request");
+        assert_eq!(
+            calls[0].body,
+            request(&steps[1].step).body,
+            "the same request as the connector's"
+        );
+    }
+
+    #[test]
     fn grant_scopes_compare_as_sets() {
         for (a, b, same) in [
             ("User.Read", "User.Read", true),
