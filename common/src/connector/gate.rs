@@ -21,6 +21,12 @@ pub struct GateClosed(pub String);
 
 /// What a recovery's writes pass through. Blocking: the connector runs on worker threads.
 pub trait WriteGate: Send + Sync {
+    /// The most writes of `class` one request may carry now (a `$batch` never holds more, nor
+    /// more than Graph's 20): a budget keeps a batch within the rate it allows. At least 1.
+    fn max_batch(&self, _class: WriteClass) -> usize {
+        usize::MAX
+    }
+
     /// Waits until `writes` requests of `class` may be sent under the tenant's budget, or
     /// refuses when the job must stop; the connector then sends nothing more.
     fn admit(&self, class: WriteClass, writes: u32) -> Result<(), GateClosed>;
@@ -28,12 +34,6 @@ pub trait WriteGate: Send + Sync {
     /// What the directory answered to `sent` admitted requests of `class`: how many were
     /// throttled (429), with the longest `Retry-After` among them.
     fn feedback(&self, class: WriteClass, sent: u32, throttled: u32, retry_after: Option<Duration>);
-
-    /// The most writes of `class` one request may carry now (a `$batch` never holds more, nor
-    /// more than Graph's 20): a budget keeps a batch within the rate it allows. At least 1.
-    fn max_batch(&self, _class: WriteClass) -> usize {
-        usize::MAX
-    }
 }
 
 /// A gate that lets everything through at once (no budget, never stopped).
