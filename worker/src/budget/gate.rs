@@ -164,11 +164,19 @@ impl WriteGate for BudgetGate {
         metrics::counter!(names::RECOVERY_THROTTLED_TOTAL, names::label::WRITE_CLASS => label)
             .increment(u64::from(throttled));
         // A failure to record the cut only loses the cut: the next 429 records it again.
-        if let Err(e) = self.call("recording a 429", || {
+        match self.call("recording a 429", || {
             self.budgets
                 .throttled(&self.key, &self.policy, class, retry_after)
         }) {
-            tracing::warn!(tenant = %self.key.tenant, job = %self.job, error = %e, "a 429 was not recorded in the write budget");
+            // The next batch is formed within the cut rate.
+            Ok(rate) => {
+                if let Ok(mut rates) = self.rates.lock() {
+                    rates[slot(class)] = rate;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %self.key.tenant, job = %self.job, error = %e, "a 429 was not recorded in the write budget");
+            }
         }
     }
 

@@ -161,7 +161,7 @@ impl WriteBudgets for JetStreamBudgets {
         policy: &BudgetPolicy,
         class: WriteClass,
         retry_after: Option<Duration>,
-    ) -> Result<(), BudgetError> {
+    ) -> Result<f64, BudgetError> {
         policy.validate()?;
         self.change(&key.tenant, |record, now| {
             record.throttled(key, policy, class, retry_after, now)

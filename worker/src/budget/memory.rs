@@ -60,13 +60,12 @@ impl WriteBudgets for MemoryBudgets {
         policy: &BudgetPolicy,
         class: WriteClass,
         retry_after: Option<Duration>,
-    ) -> Result<(), BudgetError> {
+    ) -> Result<f64, BudgetError> {
         policy.validate()?;
         let now = now_unix_ms();
         let mut tenants = self.tenants();
         let record = tenants.entry(key.tenant.clone()).or_default();
-        record.throttled(key, policy, class, retry_after, now);
-        Ok(())
+        Ok(record.throttled(key, policy, class, retry_after, now))
     }
 
     async fn stop(&self, job: &str) -> Result<(), BudgetError> {

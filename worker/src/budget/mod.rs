@@ -192,14 +192,14 @@ pub trait WriteBudgets: Send + Sync {
 
     /// A 429 was answered to writes of `class`: the rate is cut (once per throttled period:
     /// several workers reporting the same storm cut it once) and nothing is reserved before
-    /// `retry_after` (1 s when Graph gave none) from now.
+    /// `retry_after` (1 s when Graph gave none) from now. Returns the rate after the cut.
     async fn throttled(
         &self,
         key: &BudgetKey,
         policy: &BudgetPolicy,
         class: WriteClass,
         retry_after: Option<Duration>,
-    ) -> Result<(), BudgetError>;
+    ) -> Result<f64, BudgetError>;
 
     /// Marks the job stopped (canceled), for every process.
     async fn stop(&self, job: &str) -> Result<(), BudgetError>;

@@ -125,7 +125,7 @@ impl TenantRecord {
     }
 
     /// A 429 at `now`: the rate is cut once per throttled period, and nothing of the lane is
-    /// reserved before `now + retry_after`.
+    /// reserved before `now + retry_after`. Returns the rate after the cut.
     pub fn throttled(
         &mut self,
         key: &BudgetKey,
@@ -133,7 +133,7 @@ impl TenantRecord {
         class: WriteClass,
         retry_after: Option<Duration>,
         now: u64,
-    ) {
+    ) -> f64 {
         let budget = policy.budget(class);
         let floor = policy.floor(class);
         let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
@@ -147,6 +147,7 @@ impl TenantRecord {
         }
         lane.blocked_until = lane.blocked_until.max(until);
         lane.last_increase_at = lane.last_increase_at.max(lane.blocked_until);
+        lane.rate
     }
 
     /// The current rate of the key's class (the start rate when it was never used).

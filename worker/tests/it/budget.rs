@@ -193,14 +193,16 @@ async fn a_429_halves_the_rate_and_nothing_is_reserved_before_retry_after(a: Bud
         .unwrap();
     assert_eq!(first.rate, 20.0);
     let before = now_ms();
-    b.throttled(
-        &key,
-        &policy,
-        WriteClass::Directory,
-        Some(Duration::from_secs(2)),
-    )
-    .await
-    .unwrap();
+    let cut = b
+        .throttled(
+            &key,
+            &policy,
+            WriteClass::Directory,
+            Some(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut, 10.0);
     // The same storm reported again (another worker) does not cut it twice.
     a.throttled(
         &key,
@@ -367,6 +369,11 @@ async fn the_gate_stops_and_feeds_429s_back(a: Budgets, b: Budgets) {
             3,
             Some(Duration::from_millis(1500)),
         );
+        assert_eq!(
+            gate.max_batch(WriteClass::Directory),
+            10,
+            "the next batch is formed within the cut rate"
+        );
         gate
     })
     .await
@@ -427,3 +434,43 @@ async fn gates_are_made_from_a_tasks_budget(a: Budgets, b: Budgets) {
     assert!(r.rate >= 16.0 && r.rate <= 30.0, "{r:?}");
 }
 both!(gates_are_made_from_a_tasks_budget);
+
+/// The gate records the budget, the rate, admitted writes, 429s and the seconds waited, by
+/// class (values are shared with the other tests of this process: only the series are checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_records_the_budget_metrics() {
+    use rewind_worker::telemetry::{install_metrics, serve_metrics};
+    let handle = install_metrics().unwrap();
+    let (addr, server) = serve_metrics("127.0.0.1:0".parse().unwrap(), handle)
+        .await
+        .unwrap();
+    let budgets: Budgets = Arc::new(MemoryBudgets::new());
+    let gate = BudgetGates::new(budgets).gate(
+        tokio::runtime::Handle::current(),
+        BudgetKey::new("contoso", "app-1"),
+        "job-4",
+        20.0,
+        1.0,
+    );
+    let body = tokio::task::spawn_blocking(move || {
+        gate.admit(WriteClass::ConditionalAccess, 1).unwrap();
+        gate.feedback(WriteClass::ConditionalAccess, 1, 1, None);
+        let mut response = ureq::get(&format!("http://{addr}/metrics")).call().unwrap();
+        response.body_mut().read_to_string().unwrap()
+    })
+    .await
+    .unwrap();
+    for series in [
+        "rewind_recovery_write_budget{class=\"conditional_access\"} 1",
+        "rewind_recovery_write_rate{class=\"conditional_access\"} ",
+        "rewind_recovery_writes_admitted_total{class=\"conditional_access\"} ",
+        "rewind_recovery_throttled_total{class=\"conditional_access\"} ",
+        "rewind_recovery_budget_wait_seconds_bucket{class=\"conditional_access\",",
+    ] {
+        assert!(
+            body.lines().any(|l| l.starts_with(series)),
+            "{series} in\n{body}"
+        );
+    }
+    server.abort();
+}

@@ -558,3 +558,76 @@ fn planned_calls_are_the_requests_sent() {
     expected.sort_by_key(key);
     assert_eq!(sent, expected);
 }
+
+/// A gate that records what it is told and hands everything on to another.
+struct Tee<'a> {
+    seen: Recording,
+    inner: &'a dyn WriteGate,
+}
+
+impl WriteGate for Tee<'_> {
+    fn max_batch(&self, class: WriteClass) -> usize {
+        self.inner.max_batch(class)
+    }
+
+    fn admit(&self, class: WriteClass, writes: u32) -> Result<(), GateClosed> {
+        self.seen.admit(class, writes)?;
+        self.inner.admit(class, writes)
+    }
+
+    fn feedback(
+        &self,
+        class: WriteClass,
+        sent: u32,
+        throttled: u32,
+        retry_after: Option<Duration>,
+    ) {
+        self.seen.feedback(class, sent, throttled, retry_after);
+        self.inner.feedback(class, sent, throttled, retry_after);
+    }
+}
+
+#[test]
+fn the_budget_gate_takes_the_simulators_write_limit_in_its_stride() {
+    let sim = Sim::start();
+    // 10 writes per 2 s window: the budget starts at 10/s and must be cut.
+    sim.settings(json!({"write_requests_per_window": 10, "write_window_secs": 2}));
+    let steps: Vec<PlannedStep> = mixed_steps()
+        .into_iter()
+        .filter(|s| {
+            matches!(
+                s.step,
+                Step::Update {
+                    object_type: ObjectType::User,
+                    ..
+                }
+            )
+        })
+        .collect();
+    let budgets: Arc<dyn WriteBudgets> = Arc::new(MemoryBudgets::new());
+    let key = BudgetKey::new(TENANT, format!("app-{TENANT}"));
+    let budget_gate = BudgetGate::new(
+        sim.runtime.handle().clone(),
+        budgets.clone(),
+        key.clone(),
+        BudgetPolicy::default(),
+        "job-1",
+    )
+    .unwrap();
+    let gate = Tee {
+        seen: Recording::default(),
+        inner: &budget_gate,
+    };
+    let outcomes = sim.connector().apply_steps_gated(&steps, &gate);
+    assert!(
+        outcomes.iter().all(|o| o.result.is_success()),
+        "{outcomes:?}"
+    );
+    assert_eq!(sim.writes(), 30);
+    let admits = gate.seen.admits.into_inner().unwrap();
+    let feedback = gate.seen.feedback.into_inner().unwrap();
+    assert_eq!(admits[0].1, 10, "the first batch is within the start rate");
+    let throttled: Vec<_> = feedback.iter().filter(|f| f.2 > 0).collect();
+    assert!(!throttled.is_empty(), "{feedback:?}");
+    assert!(throttled.iter().all(|f| f.3.is_some()), "{throttled:?}");
+}
