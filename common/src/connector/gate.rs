@@ -27,6 +27,12 @@ pub trait WriteGate: Send + Sync {
         usize::MAX
     }
 
+    /// Whether writes may still go (the stop signal), reserving nothing: the connector asks
+    /// while it waits out a `Retry-After`, so that a canceled job stops within a second.
+    fn check(&self) -> Result<(), GateClosed> {
+        Ok(())
+    }
+
     /// Waits until `writes` requests of `class` may be sent under the tenant's budget, or
     /// refuses when the job must stop; the connector then sends nothing more.
     fn admit(&self, class: WriteClass, writes: u32) -> Result<(), GateClosed>;

@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::capture::{collection_path, deleted_path};
 use super::error::{status_class, ErrorClass};
-use super::gate::{OpenGate, WriteClass, WriteGate};
+use super::gate::{GateClosed, OpenGate, WriteClass, WriteGate};
 use super::http::{parse_retry_after, Method};
 use super::{ConnectorError, GraphConnector};
 use crate::graph_names;
@@ -147,6 +147,28 @@ pub fn write_class(step: &Step) -> WriteClass {
             WriteClass::ConditionalAccess
         }
         _ => WriteClass::Directory,
+    }
+}
+
+/// Sleeps `pause` in steps of at most a second, asking the gate after each whether writes
+/// may still go.
+fn pause_under(gate: &dyn WriteGate, pause: Duration) -> Result<(), GateClosed> {
+    let mut left = pause;
+    while !left.is_zero() {
+        let step = left.min(Duration::from_secs(1));
+        std::thread::sleep(step);
+        left -= step;
+        gate.check()?;
+    }
+    Ok(())
+}
+
+/// Every unsettled step is not sent, for the gate's reason.
+fn close_unsettled(outcomes: &mut [Option<StepResult>], closed: &GateClosed) {
+    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+        *o = Some(StepResult::NotSent {
+            reason: closed.0.clone(),
+        });
     }
 }
 
@@ -739,7 +761,10 @@ impl GraphConnector {
                 let pause = wake.map_or(self.settings.min_backoff, |w| {
                     w.saturating_duration_since(now)
                 });
-                std::thread::sleep(pause);
+                if let Err(closed) = pause_under(gate, pause) {
+                    close_unsettled(&mut outcomes, &closed);
+                    break;
+                }
                 continue;
             }
             let pending: Vec<(usize, &Inner)> = batch
@@ -750,11 +775,7 @@ impl GraphConnector {
             let class = batch_class.unwrap_or(WriteClass::Directory);
             let sent = u32::try_from(pending.len()).unwrap_or(u32::MAX);
             if let Err(closed) = gate.admit(class, sent) {
-                for o in outcomes.iter_mut().filter(|o| o.is_none()) {
-                    *o = Some(StepResult::NotSent {
-                        reason: closed.0.clone(),
-                    });
-                }
+                close_unsettled(&mut outcomes, &closed);
                 break;
             }
             let answers = match self.send_batch(steps, &pending, api) {
@@ -774,7 +795,11 @@ impl GraphConnector {
                     gate.feedback(class, sent, throttled, e.retry_after());
                     metrics::counter!(crate::metrics::GRAPH_RETRIES_TOTAL).increment(1);
                     let fallback = batch_backoff.next().unwrap_or(self.settings.max_backoff);
-                    std::thread::sleep(self.wait_for(e.retry_after(), fallback));
+                    if let Err(closed) = pause_under(gate, self.wait_for(e.retry_after(), fallback))
+                    {
+                        close_unsettled(&mut outcomes, &closed);
+                        break;
+                    }
                     continue;
                 }
                 Err(e) if e.is_transient() || matches!(e.status(), Some(401 | 403)) => {

@@ -1,7 +1,8 @@
 //! [`BudgetGate`]: the connector's blocking [`WriteGate`] over the shared write budgets, for
 //! one tenant, app, policy and job. It refuses once the job is stopped, reserves, and sleeps
 //! until the reservation (in steps of at most a second, looking at the stop signal between
-//! them); it reports 429s back to the budget and records the budget metrics.
+//! them); `check` is the stop signal alone (the connector asks while it waits out a
+//! `Retry-After`); it reports 429s back to the budget and records the budget metrics.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -178,6 +179,10 @@ impl WriteGate for BudgetGate {
                 tracing::warn!(tenant = %self.key.tenant, job = %self.job, error = %e, "a 429 was not recorded in the write budget");
             }
         }
+    }
+
+    fn check(&self) -> Result<(), GateClosed> {
+        self.check_stopped()
     }
 
     fn max_batch(&self, class: WriteClass) -> usize {

@@ -193,6 +193,8 @@ struct Recording {
     admits: Mutex<Vec<(WriteClass, u32)>>,
     feedback: Mutex<Vec<Feedback>>,
     close_after: Option<usize>,
+    /// Refuse when the connector asks while it waits.
+    closed_on_check: bool,
 }
 
 impl WriteGate for Recording {
@@ -202,6 +204,13 @@ impl WriteGate for Recording {
             return Err(GateClosed("closed for the test".into()));
         }
         admits.push((class, writes));
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), GateClosed> {
+        if self.closed_on_check {
+            return Err(GateClosed("canceled while waiting".into()));
+        }
         Ok(())
     }
 
@@ -570,6 +579,10 @@ impl WriteGate for Tee<'_> {
         self.inner.max_batch(class)
     }
 
+    fn check(&self) -> Result<(), GateClosed> {
+        self.inner.check()
+    }
+
     fn admit(&self, class: WriteClass, writes: u32) -> Result<(), GateClosed> {
         self.seen.admit(class, writes)?;
         self.inner.admit(class, writes)
@@ -630,4 +643,32 @@ fn the_budget_gate_takes_the_simulators_write_limit_in_its_stride() {
     let throttled: Vec<_> = feedback.iter().filter(|f| f.2 > 0).collect();
     assert!(!throttled.is_empty(), "{feedback:?}");
     assert!(throttled.iter().all(|f| f.3.is_some()), "{throttled:?}");
+}
+
+#[test]
+fn a_gate_closed_during_a_retry_after_sends_nothing_more() {
+    let graph = Listener::start(1);
+    let steps: Vec<PlannedStep> = (1..=5)
+        .map(|n| {
+            planned(
+                n as usize,
+                update(n, ObjectType::User, vec![("city", Value::from("Oslo"))]),
+            )
+        })
+        .collect();
+    let gate = Recording {
+        closed_on_check: true,
+        ..Recording::default()
+    };
+    let outcomes = graph.connector().apply_steps_gated(&steps, &gate);
+    for o in &outcomes {
+        assert_eq!(
+            o.result,
+            StepResult::NotSent {
+                reason: "canceled while waiting".into()
+            }
+        );
+    }
+    assert_eq!(graph.shared.batches.load(Ordering::SeqCst), 1, "no retry");
+    assert_eq!(gate.admits.lock().unwrap().len(), 1);
 }
