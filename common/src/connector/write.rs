@@ -58,7 +58,8 @@ pub enum StepResult {
         code: String,
         message: String,
     },
-    /// The step was never sent: the write gate refused (the job was canceled) before it.
+    /// The step was not carried out because the write gate refused (the job was canceled)
+    /// before it was sent, or before it was sent again after a 429 or a missing answer.
     /// Neither a success nor a failure.
     NotSent { reason: String },
 }
