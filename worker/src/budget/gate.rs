@@ -31,6 +31,10 @@ pub struct BudgetGate {
     job: String,
     /// The rate last reserved at, per class (for [`WriteGate::max_batch`], without a call).
     rates: Mutex<[f64; 2]>,
+    /// The task whose writes this gate passes, and when its lease was last renewed: a lease
+    /// is taken before the first write and renewed while writing, so that a canceled job is
+    /// abandoned only once no task of it may still be sending.
+    lease: Option<(String, Mutex<Option<std::time::Instant>>)>,
 }
 
 impl std::fmt::Debug for BudgetGate {
@@ -72,7 +76,48 @@ impl BudgetGate {
             policy,
             job: job.into(),
             rates,
+            lease: None,
         })
+    }
+
+    /// The same gate, holding a write lease for `task` ([`WriteBudgets::lease`]) while it
+    /// lets writes through.
+    pub fn with_lease(mut self, task: impl Into<String>) -> Self {
+        self.lease = Some((task.into(), Mutex::new(None)));
+        self
+    }
+
+    /// Takes or renews the task's lease when a third of it has run.
+    fn renew_lease(&self) -> Result<(), GateClosed> {
+        let Some((task, renewed)) = &self.lease else {
+            return Ok(());
+        };
+        let due = renewed
+            .lock()
+            .map(|r| r.is_none_or(|t| t.elapsed() > super::LEASE / 3))
+            .unwrap_or(true);
+        if !due {
+            return Ok(());
+        }
+        let until = super::now_unix_ms() + super::LEASE.as_millis() as u64;
+        self.call("taking a write lease", || {
+            self.budgets.lease(&self.job, task, Some(until))
+        })?;
+        if let Ok(mut r) = renewed.lock() {
+            *r = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Ends the task's lease (its writes are over).
+    pub fn release(&self) {
+        if let Some((task, _)) = &self.lease {
+            if let Err(e) = self.call("ending a write lease", || {
+                self.budgets.lease(&self.job, task, None)
+            }) {
+                tracing::warn!(job = %self.job, task, error = %e, "a write lease was not ended; it runs out by itself");
+            }
+        }
     }
 
     /// A budget call, tried again a few times when the store fails (it may be restarting).
@@ -120,6 +165,9 @@ impl BudgetGate {
 
 impl WriteGate for BudgetGate {
     fn admit(&self, class: WriteClass, writes: u32) -> Result<(), GateClosed> {
+        // The lease first, then the stop signal: a coordinator that stops the job and then
+        // sees no lease knows that any later writer sees the stop.
+        self.renew_lease()?;
         self.check_stopped()?;
         let r = self.call("reserving writes", || {
             self.budgets.reserve(&self.key, &self.policy, class, writes)
@@ -185,6 +233,10 @@ impl WriteGate for BudgetGate {
         self.check_stopped()
     }
 
+    fn finish(&self) {
+        self.release();
+    }
+
     fn max_batch(&self, class: WriteClass) -> usize {
         let rate = self.rates.lock().map_or(1.0, |r| r[slot(class)]);
         (rate.floor() as usize).max(1)
@@ -237,12 +289,25 @@ impl BudgetGates {
         writes_per_second: f64,
         conditional_access_per_second: f64,
     ) -> Arc<dyn WriteGate> {
-        let mut policy = BudgetPolicy::with_budget(writes_per_second);
-        policy.conditional_access_per_second = conditional_access_per_second;
-        policy.tenant_writes_per_second = policy.tenant_writes_per_second.max(writes_per_second);
-        match BudgetGate::new(handle, self.budgets.clone(), key, policy, job) {
+        match self.budget_gate(handle, key, job, writes_per_second, conditional_access_per_second)
+        {
             Ok(gate) => Arc::new(gate),
             Err(e) => Arc::new(ClosedGate(e.to_string())),
         }
+    }
+
+    /// [`BudgetGates::gate`] as the gate itself (to give it a lease), or why none works.
+    pub fn budget_gate(
+        &self,
+        handle: Handle,
+        key: BudgetKey,
+        job: &str,
+        writes_per_second: f64,
+        conditional_access_per_second: f64,
+    ) -> Result<BudgetGate, BudgetError> {
+        let mut policy = BudgetPolicy::with_budget(writes_per_second);
+        policy.conditional_access_per_second = conditional_access_per_second;
+        policy.tenant_writes_per_second = policy.tenant_writes_per_second.max(writes_per_second);
+        BudgetGate::new(handle, self.budgets.clone(), key, policy, job)
     }
 }

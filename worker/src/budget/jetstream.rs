@@ -187,6 +187,60 @@ impl WriteBudgets for JetStreamBudgets {
             .map_err(backend("reading a stop signal"))?;
         Ok(value.is_some())
     }
+
+    async fn lease(
+        &self,
+        job: &str,
+        task: &str,
+        until_unix_ms: Option<u64>,
+    ) -> Result<(), BudgetError> {
+        let key = format!("run.{}.{}", key_segment(job)?, key_segment(task)?);
+        match until_unix_ms {
+            Some(until) => {
+                self.store
+                    .put(key, Bytes::from(until.to_string()))
+                    .await
+                    .map_err(backend("storing a write lease"))?;
+            }
+            None => {
+                self.store
+                    .delete(key)
+                    .await
+                    .map_err(backend("ending a write lease"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn in_flight(&self, job: &str) -> Result<usize, BudgetError> {
+        use futures_util::StreamExt;
+        let prefix = format!("run.{}.", key_segment(job)?);
+        let mut keys = self
+            .store
+            .keys()
+            .await
+            .map_err(backend("listing write leases"))?;
+        let now = now_unix_ms();
+        let mut n = 0;
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(backend("listing write leases"))?;
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            let value = self
+                .store
+                .get(key)
+                .await
+                .map_err(backend("reading a write lease"))?;
+            let until = value
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            if until > now {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

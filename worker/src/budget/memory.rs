@@ -17,6 +17,8 @@ use super::{
 pub struct MemoryBudgets {
     tenants: Mutex<HashMap<String, TenantRecord>>,
     stopped: Mutex<HashSet<String>>,
+    /// (job, task) -> lease end, Unix ms.
+    leases: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl MemoryBudgets {
@@ -75,5 +77,39 @@ impl WriteBudgets for MemoryBudgets {
 
     async fn is_stopped(&self, job: &str) -> Result<bool, BudgetError> {
         Ok(self.stopped().contains(job))
+    }
+
+    async fn lease(
+        &self,
+        job: &str,
+        task: &str,
+        until_unix_ms: Option<u64>,
+    ) -> Result<(), BudgetError> {
+        let mut leases = self
+            .leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (job.to_owned(), task.to_owned());
+        match until_unix_ms {
+            Some(until) => {
+                leases.insert(key, until);
+            }
+            None => {
+                leases.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn in_flight(&self, job: &str) -> Result<usize, BudgetError> {
+        let now = now_unix_ms();
+        let leases = self
+            .leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(leases
+            .iter()
+            .filter(|((j, _), until)| j == job && **until > now)
+            .count())
     }
 }

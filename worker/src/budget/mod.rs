@@ -206,7 +206,24 @@ pub trait WriteBudgets: Send + Sync {
 
     /// Whether the job was stopped.
     async fn is_stopped(&self, job: &str) -> Result<bool, BudgetError>;
+
+    /// Records that `task` of `job` may be sending writes until `until_unix_ms` (a lease its
+    /// worker takes before its first write and renews while it writes), or that it is done
+    /// (`None`).
+    async fn lease(
+        &self,
+        job: &str,
+        task: &str,
+        until_unix_ms: Option<u64>,
+    ) -> Result<(), BudgetError>;
+
+    /// How many tasks of `job` hold a lease that has not run out: a stopped job is over only
+    /// once none does (a worker that died lets its lease run out).
+    async fn in_flight(&self, job: &str) -> Result<usize, BudgetError>;
 }
+
+/// How long a write lease lasts; the gate renews it while it writes.
+pub const LEASE: Duration = Duration::from_secs(30);
 
 /// The wait after a 429 that gave no `Retry-After`.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
