@@ -13,7 +13,6 @@ use rewind_common::connector::{
     ConnectorError, ErrorClass, GateClosed, GraphConnector, GraphSettings, Secret, StepResult,
     WriteClass, WriteGate,
 };
-use std::sync::atomic::{AtomicU32, Ordering};
 use rewind_common::diff::{diff_sets, DiffOptions, ShardSet, Uncompared};
 use rewind_common::plan::{unique_values, PlannedStep};
 use rewind_common::report::{Change, RecoveryAction};
@@ -28,6 +27,7 @@ use rewind_common::wire::{
     StepReport, WireError,
 };
 use rewind_common::SnapshotError;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::cache::ShardCache;
 
@@ -193,7 +193,13 @@ impl WriteGate for FailpointGate<'_> {
         self.inner.admit(class, writes)
     }
 
-    fn feedback(&self, class: WriteClass, sent: u32, throttled: u32, retry_after: Option<Duration>) {
+    fn feedback(
+        &self,
+        class: WriteClass,
+        sent: u32,
+        throttled: u32,
+        retry_after: Option<Duration>,
+    ) {
         self.inner.feedback(class, sent, throttled, retry_after);
     }
 

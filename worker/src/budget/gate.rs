@@ -289,8 +289,13 @@ impl BudgetGates {
         writes_per_second: f64,
         conditional_access_per_second: f64,
     ) -> Arc<dyn WriteGate> {
-        match self.budget_gate(handle, key, job, writes_per_second, conditional_access_per_second)
-        {
+        match self.budget_gate(
+            handle,
+            key,
+            job,
+            writes_per_second,
+            conditional_access_per_second,
+        ) {
             Ok(gate) => Arc::new(gate),
             Err(e) => Arc::new(ClosedGate(e.to_string())),
         }

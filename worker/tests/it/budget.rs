@@ -279,6 +279,38 @@ async fn stop_is_seen_by_the_other_process(a: Budgets, b: Budgets) {
 }
 both!(stop_is_seen_by_the_other_process);
 
+async fn write_leases_are_seen_by_the_other_process_until_they_end_or_run_out(
+    a: Budgets,
+    b: Budgets,
+) {
+    assert_eq!(b.in_flight("job-9").await.unwrap(), 0);
+    let soon = now_ms() + 60_000;
+    a.lease("job-9", "job-9.apply.1", Some(soon)).await.unwrap();
+    a.lease("job-9", "job-9.apply.2", Some(soon)).await.unwrap();
+    a.lease("job-10", "job-10.apply.1", Some(soon))
+        .await
+        .unwrap();
+    assert_eq!(b.in_flight("job-9").await.unwrap(), 2);
+    // Renewing is taking it again; ending it drops it.
+    a.lease("job-9", "job-9.apply.1", Some(soon + 1))
+        .await
+        .unwrap();
+    b.lease("job-9", "job-9.apply.2", None).await.unwrap();
+    assert_eq!(a.in_flight("job-9").await.unwrap(), 1);
+    // A lease that has run out (its worker died) no longer counts.
+    a.lease("job-9", "job-9.apply.1", Some(now_ms().saturating_sub(1)))
+        .await
+        .unwrap();
+    assert_eq!(b.in_flight("job-9").await.unwrap(), 0);
+    assert_eq!(
+        b.in_flight("job-10").await.unwrap(),
+        1,
+        "other jobs are apart"
+    );
+    b.lease("job-9", "never-taken", None).await.unwrap();
+}
+both!(write_leases_are_seen_by_the_other_process_until_they_end_or_run_out);
+
 async fn conditional_access_is_one_write_per_second(a: Budgets, b: Budgets) {
     let policy = BudgetPolicy::default();
     let mut times = Vec::new();
