@@ -16,27 +16,9 @@ use rewind_loadtest::incident::{ExpectedReport, Phase, Scenario};
 
 use crate::cluster::support::*;
 
-/// The scope each scenario recovers with (`scenarios.md`, "expected recovery").
+/// The scope each scenario recovers with (shared with the demo).
 pub fn scenario_scope(scenario: Scenario, expected: &ExpectedReport) -> Scope {
-    match scenario {
-        // The disabled users by id (Rewind's listed scope, beyond Microsoft's 100 ids).
-        Scenario::S1 => Scope::ids_up_to(
-            expected
-                .entries
-                .iter()
-                .filter(|e| !e.legitimate && e.action == RecoveryAction::Update)
-                .map(|e| e.id),
-            Scope::MAX_LISTED_IDS,
-        )
-        .expect("S1's ids make a scope"),
-        Scenario::S2 => Scope::types([
-            ObjectType::ConditionalAccessPolicy,
-            ObjectType::NamedLocation,
-        ])
-        .expect("a scope"),
-        Scenario::S5 => Scope::types([ObjectType::Group]).expect("a scope"),
-        _ => Scope::All,
-    }
+    rewind_loadtest::incident::verify::recovery_scope(scenario, expected)
 }
 
 pub fn admin(name: &str) -> Actor {
