@@ -339,7 +339,12 @@ type Counts = BTreeMap<(String, String), u64>;
 
 /// What the demo found: the reports' checks, the phases' seconds, the report entries by type
 /// and action, and the recoveries (none when a report did not match).
-type Outcome = (Vec<ScenarioCheck>, Timings, Counts, Vec<recover::RecoveryRun>);
+type Outcome = (
+    Vec<ScenarioCheck>,
+    Timings,
+    Counts,
+    Vec<recover::RecoveryRun>,
+);
 
 fn drive(services: &Services, args: &DemoArgs, per_tenant: u64) -> anyhow::Result<Outcome> {
     let api = &services.api;

@@ -27,7 +27,10 @@ pub fn recovery_scope(scenario: Scenario, expected: &ExpectedReport) -> Scope {
             Scope::MAX_LISTED_IDS,
         )
         .unwrap_or(Scope::All),
-        Scenario::S2 => by_type(&[ObjectType::ConditionalAccessPolicy, ObjectType::NamedLocation]),
+        Scenario::S2 => by_type(&[
+            ObjectType::ConditionalAccessPolicy,
+            ObjectType::NamedLocation,
+        ]),
         Scenario::S5 => by_type(&[ObjectType::Group]),
         _ => Scope::All,
     }

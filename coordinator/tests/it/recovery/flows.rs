@@ -199,8 +199,50 @@ async fn a_dry_run_writes_nothing_and_an_undo_puts_back_the_state_before_the_rec
         "S3: the grant, the assignment and the delete: {dry_steps:?}"
     );
 
+    // The directory calls the dry run lists, as the connector would send them.
+    let planned: Vec<rewind_common::plan::PlannedStep> = actions(&c, &dry.id)
+        .into_iter()
+        .filter_map(|a| {
+            a.step.map(|step| rewind_common::plan::PlannedStep {
+                action_id: a.action_id,
+                step,
+                note: a.note,
+            })
+        })
+        .collect();
+    let graph_base = format!("{base}/dry/v1.0");
+    let mut calls: Vec<(String, String, String)> =
+        rewind_common::connector::planned_calls(&graph_base, &planned)
+            .into_iter()
+            .map(|c| (c.method, c.version, c.path))
+            .collect();
+    let log_start = {
+        let (b, t) = (base.clone(), "dry".to_owned());
+        tokio::task::spawn_blocking(move || rewind_loadtest::dirsim::write_log(&b, &t, 0))
+            .await
+            .unwrap()
+            .unwrap()
+            .last()
+            .map_or(0, |r| r.seq)
+    };
     let real = recover(&c, "dry", &backup, Scope::All).await;
     assert_eq!(real.status, JobStatus::Successful, "{:?}", real.error);
+    let mut sent: Vec<(String, String, String)> = {
+        let (b, t) = (base.clone(), "dry".to_owned());
+        tokio::task::spawn_blocking(move || rewind_loadtest::dirsim::write_log(&b, &t, log_start))
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.method, r.version, r.path))
+            .collect()
+    };
+    calls.sort();
+    sent.sort();
+    assert_eq!(
+        sent, calls,
+        "the real run sends exactly the dry run's calls"
+    );
     let real_steps: Vec<_> = actions(&c, &real.id)
         .into_iter()
         .filter_map(|a| a.step)
