@@ -2,13 +2,15 @@
 //! two workers, the API on a free port, a simulator tenant backed up and reported through the
 //! API itself. `roles` is the table of every route × every role; `errors` the bad inputs;
 //! `paging` getChanges against the exports; `models` Microsoft's documented shapes; `cli`
-//! `rewind token`; `admin` tenants and tokens.
+//! `rewind token`; `admin` tenants and tokens; `recovery` recoveries (dry run, approval,
+//! failed changes, undo).
 
 mod admin;
 mod cli;
 mod errors;
 mod models;
 mod paging;
+mod recovery;
 mod roles;
 
 use std::time::Duration;
@@ -158,6 +160,10 @@ impl Fixture {
 
     pub async fn get(&self, path: &str, token: &str) -> Answer {
         call(&self.base, "GET", path, Some(token), None, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, token: &str, headers: &[(&str, &str)]) -> Answer {
+        call(&self.base, "GET", path, Some(token), None, headers).await
     }
 
     /// Starts everything; `report` makes the backup, the incident and the report.
