@@ -55,6 +55,20 @@ fn context(tenant: &str, what: &str) -> String {
     format!("{}/$metadata#{what}", base(tenant))
 }
 
+/// The `@odata.context` of a snapshot's job collection (`recoveryPreviewJobs`,
+/// `recoveryJobs`), or of one of its entities.
+fn jobs_context(tenant: &str, snapshot: &str, jobs: &str, entity: bool) -> String {
+    let what = format!("directory/recovery/snapshots('{snapshot}')/{jobs}");
+    context(
+        tenant,
+        &if entity {
+            format!("{what}/$entity")
+        } else {
+            what
+        },
+    )
+}
+
 /// The tenant checks of every route: in the token's list (else 404), the right (else 403),
 /// and a tenant that exists (else 404).
 pub(crate) fn tenant_check(
@@ -302,10 +316,7 @@ pub async fn start_preview_job(
     );
     let body = with_context(
         preview_job_json(api.engine.state(), &job, wants_newer(&headers)),
-        context(
-            &tenant,
-            &format!("directory/recovery/snapshots('{snapshot}')/recoveryPreviewJobs/$entity"),
-        ),
+        jobs_context(&tenant, &snapshot, "recoveryPreviewJobs", true),
     );
     Ok(accepted(&location, &body))
 }
@@ -342,7 +353,7 @@ pub async fn list_preview_jobs(
     })
     .await?;
     Ok(axum::Json(json!({
-        "@odata.context": context(&tenant, &format!("directory/recovery/snapshots('{snapshot}')/recoveryPreviewJobs")),
+        "@odata.context": jobs_context(&tenant, &snapshot, "recoveryPreviewJobs", false),
         "value": value,
     })))
 }
@@ -359,10 +370,7 @@ pub async fn get_preview_job(
     let job = preview_job(store, &tenant, &snapshot, &id)?;
     Ok(axum::Json(with_context(
         preview_job_json(store, &job, wants_newer(&headers)),
-        context(
-            &tenant,
-            &format!("directory/recovery/snapshots('{snapshot}')/recoveryPreviewJobs/$entity"),
-        ),
+        jobs_context(&tenant, &snapshot, "recoveryPreviewJobs", true),
     )))
 }
 
@@ -665,10 +673,7 @@ pub async fn start_recovery_job(
         .await?;
     let body = with_context(
         recovery_job_json(store, &job, wants_newer(&headers)),
-        context(
-            &tenant,
-            &format!("directory/recovery/snapshots('{snapshot}')/recoveryJobs/$entity"),
-        ),
+        jobs_context(&tenant, &snapshot, "recoveryJobs", true),
     );
     Ok(accepted(
         &recovery_location(&tenant, &snapshot, &job.id),
@@ -714,7 +719,7 @@ pub async fn list_recovery_jobs(
     })
     .await?;
     Ok(axum::Json(json!({
-        "@odata.context": context(&tenant, &format!("directory/recovery/snapshots('{snapshot}')/recoveryJobs")),
+        "@odata.context": jobs_context(&tenant, &snapshot, "recoveryJobs", false),
         "value": value,
     })))
 }
@@ -731,10 +736,7 @@ pub async fn get_recovery_job(
     let job = recovery_job(store, &tenant, &snapshot, &id)?;
     Ok(axum::Json(with_context(
         recovery_job_json(store, &job, wants_newer(&headers)),
-        context(
-            &tenant,
-            &format!("directory/recovery/snapshots('{snapshot}')/recoveryJobs/$entity"),
-        ),
+        jobs_context(&tenant, &snapshot, "recoveryJobs", true),
     )))
 }
 

@@ -153,7 +153,7 @@ fn recovery_of(store: &Store, tenant: &str, id: &str) -> Result<Job, ApiError> {
 }
 
 /// The outcomes `actions?outcome=` may name.
-const OUTCOMES: [&str; 6] = [
+pub const OUTCOMES: [&str; 6] = [
     "planned",
     "applied",
     "alreadyInState",
@@ -289,6 +289,22 @@ pub async fn undo(
 /// Entries read per step of an export.
 const EXPORT_PAGE: usize = 500;
 
+/// One record of an export in its format: a JSON line, or its CSV rows.
+fn export_record(
+    text: &mut String,
+    format: Format,
+    json: impl FnOnce() -> Json,
+    csv: impl FnOnce(&mut String),
+) {
+    match format {
+        Format::Jsonl => {
+            text.push_str(&json().to_string());
+            text.push('\n');
+        }
+        Format::Csv => csv(text),
+    }
+}
+
 /// One step of an export: the text of the next page of entries and the cursor after it.
 fn export_page(
     store: &Store,
@@ -301,13 +317,12 @@ fn export_page(
     let mut last = after;
     for (cursor, bytes) in entries {
         let entry = decode_entry(&bytes)?;
-        match format {
-            Format::Jsonl => {
-                text.push_str(&change_json(&entry, true).to_string());
-                text.push('\n');
-            }
-            Format::Csv => csv_rows(&entry, &mut text),
-        }
+        export_record(
+            &mut text,
+            format,
+            || change_json(&entry, true),
+            |t| csv_rows(&entry, t),
+        );
         last = Some(cursor);
     }
     Ok((text, last, more))
@@ -383,18 +398,15 @@ fn actions_export_page(
 ) -> Result<(String, Option<u32>, bool), ApiError> {
     let (actions, more) = store.actions_after(job, after, EXPORT_PAGE)?;
     let mut text = String::new();
-    let mut last = after;
     for a in &actions {
-        match format {
-            Format::Jsonl => {
-                text.push_str(&action_json(a).to_string());
-                text.push('\n');
-            }
-            Format::Csv => action_csv_row(a, &mut text),
-        }
-        last = Some(a.seq);
+        export_record(
+            &mut text,
+            format,
+            || action_json(a),
+            |t| action_csv_row(a, t),
+        );
     }
-    Ok((text, last, more))
+    Ok((text, actions.last().map(|a| a.seq).or(after), more))
 }
 
 /// `GET recoveries/{id}/actions/export?format=csv|jsonl`: every action, streamed.

@@ -20,15 +20,8 @@ use super::{ClientError, Connection, Output};
 /// The most ids a recovery lists (Rewind's listed scope).
 pub const MAX_LISTED_IDS: usize = rewind_common::report::Scope::MAX_LISTED_IDS;
 
-/// The outcomes `recover actions --outcome` filters on.
-pub const OUTCOMES: [&str; 6] = [
-    "planned",
-    "applied",
-    "alreadyInState",
-    "skipped",
-    "notSent",
-    "failed",
-];
+/// The outcomes `recover actions --outcome` filters on (those the API's filter takes).
+pub use crate::api::rewind::OUTCOMES;
 
 #[derive(Debug, Args)]
 pub struct RecoverArgs {

@@ -295,18 +295,23 @@ impl Fixture {
     }
 }
 
+/// A Graph client of the simulator's tenant under test (blocking).
+pub fn graph_client(sim: &str) -> GraphClient {
+    GraphClient::connect(
+        sim,
+        TENANT,
+        &format!("app-{TENANT}"),
+        &format!("secret-{TENANT}"),
+    )
+    .unwrap()
+}
+
 /// Gives the first users display names with quotes, commas and line breaks, through the
 /// simulator's Graph PATCH.
 async fn rename_users(sim: &str) {
     let sim = sim.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut graph = GraphClient::connect(
-            &sim,
-            TENANT,
-            &format!("app-{TENANT}"),
-            &format!("secret-{TENANT}"),
-        )
-        .unwrap();
+        let mut graph = graph_client(&sim);
         let users = graph
             .get_all(
                 "users",

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use rewind_coordinator::state::{NewToken, Role, TenantScope};
-use rewind_loadtest::incident::GraphClient;
 use serde_json::{json, Value as Json};
 
 use super::{call, Fixture, TENANT};
@@ -365,14 +364,7 @@ async fn recoveries_through_the_api() {
 async fn delete_user(sim: &str, id: &str) {
     let (sim, id) = (sim.to_owned(), id.to_owned());
     tokio::task::spawn_blocking(move || {
-        let mut graph = GraphClient::connect(
-            &sim,
-            TENANT,
-            &format!("app-{TENANT}"),
-            &format!("secret-{TENANT}"),
-        )
-        .unwrap();
-        graph
+        super::graph_client(&sim)
             .expect("soft delete", "DELETE", &format!("/users/{id}"), None)
             .unwrap();
     })
