@@ -112,6 +112,18 @@ metric_names! {
     GRAPH_TOKEN_REQUESTS_TOTAL = "rewind_graph_token_requests_total", Counter, Count,
         "Client-credentials token requests sent, by `class` (status_class).";
 
+    // Recovery writes: the tenant's shared write budget (workers).
+    RECOVERY_WRITE_BUDGET = "rewind_recovery_write_budget", Gauge, CountPerSecond,
+        "Writes per second a recovery may send at most (the budget of the tenant and app last used), by `class` (write_class).";
+    RECOVERY_WRITE_RATE = "rewind_recovery_write_rate", Gauge, CountPerSecond,
+        "Writes per second a recovery sends at now (the shared AIMD rate last reserved against), by `class` (write_class).";
+    RECOVERY_THROTTLED_TOTAL = "rewind_recovery_throttled_total", Counter, Count,
+        "Recovery writes answered 429 Too Many Requests (inner requests of a `$batch` and whole batches), by `class` (write_class).";
+    RECOVERY_WRITES_ADMITTED_TOTAL = "rewind_recovery_writes_admitted_total", Counter, Count,
+        "Recovery writes let through by the write budget, by `class` (write_class).";
+    RECOVERY_BUDGET_WAIT_SECONDS = "rewind_recovery_budget_wait_seconds", Histogram, Seconds,
+        "Seconds a batch of recovery writes waited for the write budget, by `class` (write_class).";
+
     // The coordinator's HTTP API.
     API_REQUESTS_TOTAL = "rewind_api_requests_total", Counter, Count,
         "API requests answered, by `route` (the route's path template) and `code` (HTTP status).";
@@ -139,6 +151,30 @@ pub mod label {
     pub const ROUTE: &str = "route";
     /// An HTTP status code, as digits.
     pub const CODE: &str = "code";
+    /// Which write limit a recovery write counts against: one of [`super::write_class`] (on
+    /// the recovery metrics; the same label name as `class` of the Graph request metrics,
+    /// with its own values).
+    pub const WRITE_CLASS: &str = "class";
+}
+
+/// Values of the `class` label of the recovery write metrics ([`super::RECOVERY_WRITE_RATE`]
+/// and its neighbours): the [`WriteClass`] of the writes.
+///
+/// [`WriteClass`]: crate::connector::WriteClass
+pub mod write_class {
+    use crate::connector::WriteClass;
+
+    pub const DIRECTORY: &str = "directory";
+    pub const CONDITIONAL_ACCESS: &str = "conditional_access";
+    pub const ALL: &[&str] = &[DIRECTORY, CONDITIONAL_ACCESS];
+
+    /// The label value of a write class.
+    pub fn of(class: WriteClass) -> &'static str {
+        match class {
+            WriteClass::Directory => DIRECTORY,
+            WriteClass::ConditionalAccess => CONDITIONAL_ACCESS,
+        }
+    }
 }
 
 /// Values of the `kind` label of job metrics.
@@ -320,6 +356,11 @@ mod tests {
             GRAPH_THROTTLED_TOTAL,
             GRAPH_REQUEST_SECONDS,
             SNAPSHOT_CACHE_BYTES,
+            RECOVERY_WRITE_BUDGET,
+            RECOVERY_WRITE_RATE,
+            RECOVERY_THROTTLED_TOTAL,
+            RECOVERY_WRITES_ADMITTED_TOTAL,
+            RECOVERY_BUDGET_WAIT_SECONDS,
         ] {
             assert!(ALL.iter().any(|(n, _)| *n == name), "{name}");
         }
@@ -327,13 +368,14 @@ mod tests {
 
     #[test]
     fn label_values_are_bounded_snake_case_and_unique() {
-        let sets: [&[&str]; 6] = [
+        let sets: [&[&str]; 7] = [
             job_kind::ALL,
             job_status::ALL,
             phase::ALL,
             task_kind::ALL,
             task_outcome::ALL,
             lane::ALL,
+            write_class::ALL,
         ];
         for set in sets {
             let unique: BTreeSet<_> = set.iter().collect();
@@ -359,6 +401,16 @@ mod tests {
         for s in 0..=u16::MAX {
             assert!(status_class::ALL.contains(&status_class::of(s)));
         }
+    }
+
+    #[test]
+    fn every_write_class_has_its_label_value() {
+        use crate::connector::WriteClass;
+        let values: BTreeSet<_> = [WriteClass::Directory, WriteClass::ConditionalAccess]
+            .into_iter()
+            .map(write_class::of)
+            .collect();
+        assert_eq!(values, write_class::ALL.iter().copied().collect());
     }
 
     #[test]

@@ -10,9 +10,11 @@ use std::time::Duration;
 use rewind_common::secret_box::SecretKey;
 use rewind_common::snapshot::LocalShardStore;
 use rewind_worker::blobs::{BlobStore, JetStreamBlobs, LocalBlobs};
+use rewind_worker::budget::{BudgetGates, JetStreamBudgets, MemoryBudgets, WriteBudgets};
 use rewind_worker::cache::ShardCache;
 use rewind_worker::nats::{self, NatsSettings};
 use rewind_worker::queue::{JetStreamQueue, MemoryQueue, QueuePolicy, WorkQueue};
+use rewind_worker::run::GateMaker;
 use rewind_worker::run::{Worker, WorkerSettings};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -59,12 +61,16 @@ pub enum NodeError {
     Queue(#[from] rewind_worker::queue::QueueError),
     #[error("blob store: {0}")]
     Blobs(#[from] rewind_common::snapshot::store::StoreError),
+    #[error(transparent)]
+    Budget(#[from] rewind_worker::budget::BudgetError),
 }
 
 /// A transport's queue and blob store, and (cluster) the NATS connection under them.
 pub struct Connected {
     pub queue: Arc<dyn WorkQueue>,
     pub blobs: Arc<dyn BlobStore>,
+    /// The tenants' write budgets and the jobs' stop signals, shared by every process.
+    pub budgets: Arc<dyn WriteBudgets>,
     pub nats: Option<async_nats::Client>,
 }
 
@@ -76,14 +82,17 @@ pub async fn connect_transport(
         Transport::Embedded { blob_dir, .. } => Connected {
             queue: Arc::new(MemoryQueue::new(policy.clone())?),
             blobs: Arc::new(LocalBlobs::new(LocalShardStore::open(blob_dir)?)),
+            budgets: Arc::new(MemoryBudgets::new()),
             nats: None,
         },
         Transport::Nats(settings) => {
             let (client, js) = nats::connect(settings.as_ref()).await?;
             let queue = JetStreamQueue::start(client.clone(), js.clone(), policy.clone()).await?;
+            let budgets = JetStreamBudgets::new(&js).await?;
             Connected {
                 queue: Arc::new(queue),
                 blobs: Arc::new(JetStreamBlobs::new(js)),
+                budgets: Arc::new(budgets),
                 nats: Some(client),
             }
         }
@@ -126,9 +135,15 @@ impl Node {
     /// scheduler and (single-node) the workers until [`Node::shutdown`].
     pub async fn start(config: NodeConfig, key: SecretKey) -> Result<Node, NodeError> {
         let state = State::open(&config.state_dir)?;
-        let Connected { queue, blobs, nats } =
-            connect_transport(&config.transport, &config.policy).await?;
-        let engine = Engine::new(state, queue.clone(), blobs.clone(), config.engine.clone())?;
+        let Connected {
+            queue,
+            blobs,
+            budgets,
+            nats,
+        } = connect_transport(&config.transport, &config.policy).await?;
+        let engine = Engine::new(state, queue.clone(), blobs.clone(), config.engine.clone())?
+            .with_budgets(budgets.clone());
+        let gates: Arc<dyn GateMaker> = Arc::new(BudgetGates::new(budgets));
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut cache = None;
@@ -144,7 +159,8 @@ impl Node {
                     shared.clone(),
                     key.clone(),
                     settings,
-                );
+                )
+                .with_gates(gates.clone());
                 let rx = watch_rx.clone();
                 tasks.push(tokio::spawn(async move { worker.run(rx).await }));
             }
@@ -222,13 +238,19 @@ pub async fn run_worker(
     key: SecretKey,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
-    let Connected { queue, blobs, nats } = connect_transport(
+    let Connected {
+        queue,
+        blobs,
+        budgets,
+        nats,
+    } = connect_transport(
         &Transport::Nats(Box::new(config.nats.clone())),
         &config.policy,
     )
     .await?;
     let cache = Arc::new(ShardCache::new(config.cache_bytes));
-    let worker = Worker::new(queue, blobs, cache, Arc::new(key), config.worker);
+    let worker = Worker::new(queue, blobs, cache, Arc::new(key), config.worker)
+        .with_gates(Arc::new(BudgetGates::new(budgets)));
     worker.run(shutdown).await;
     close_nats(nats).await;
     Ok(())

@@ -69,6 +69,9 @@ pub async fn tick(engine: &Engine, now: i64) -> Result<(), EngineError> {
         for report in state.expired_reports(&tenant.name, now)? {
             engine.expire_report(&report).await;
         }
+        for recovery in state.expired_recoveries(&tenant.name, now)? {
+            engine.expire_report(&recovery).await;
+        }
     }
     Ok(())
 }

@@ -73,6 +73,28 @@ pub trait GateMaker: Send + Sync {
     ) -> Arc<dyn WriteGate>;
 }
 
+impl GateMaker for crate::budget::BudgetGates {
+    /// The tenant's budget for the task's app registration, and a write lease for the task.
+    fn gate(
+        &self,
+        task: &TaskId,
+        apply: &ApplyTask,
+        handle: tokio::runtime::Handle,
+    ) -> Arc<dyn WriteGate> {
+        let key = crate::budget::BudgetKey::new(&task.tenant, &apply.directory.client_id);
+        match self.budget_gate(
+            handle,
+            key,
+            &task.job,
+            f64::from(apply.budget.writes_per_second),
+            f64::from(apply.budget.conditional_access_per_second),
+        ) {
+            Ok(gate) => Arc::new(gate.with_lease(task.task_msg_id())),
+            Err(e) => Arc::new(crate::budget::ClosedGate(e.to_string())),
+        }
+    }
+}
+
 /// No budget and no stop signal: every write goes through at once.
 #[derive(Debug, Default)]
 pub struct OpenGates;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rewind_common::connector::{
-    ConnectorError, ErrorClass, GraphConnector, GraphSettings, Secret, StepResult, WriteGate,
+    ConnectorError, ErrorClass, GateClosed, GraphConnector, GraphSettings, Secret, StepResult,
+    WriteClass, WriteGate,
 };
 use rewind_common::diff::{diff_sets, DiffOptions, ShardSet, Uncompared};
 use rewind_common::plan::{unique_values, PlannedStep};
@@ -26,6 +27,7 @@ use rewind_common::wire::{
     StepReport, WireError,
 };
 use rewind_common::SnapshotError;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::cache::ShardCache;
 
@@ -133,8 +135,12 @@ pub fn run_apply(
 ) -> Result<ApplyResult, TaskError> {
     let connector = connector_for(&task.directory, secret, tuning)?;
     let steps: Vec<PlannedStep> = task.steps.iter().map(|s| s.planned.clone()).collect();
-    let _ = gate; // MERGE-BUDGET: apply_steps_gated
-    let outcomes = connector.apply_steps(&steps);
+    let gate = FailpointGate {
+        inner: gate,
+        admitted: AtomicU32::new(0),
+    };
+    let outcomes = connector.apply_steps_gated(&steps, &gate);
+    gate.finish();
     crate::failpoint::hit("apply");
     let steps = task
         .steps
@@ -160,6 +166,45 @@ fn step_report(r: StepResult) -> StepReport {
             code,
             message,
         },
+        StepResult::NotSent { reason } => StepReport::NotSent { reason },
+    }
+}
+
+/// The task's gate, with the failpoint `apply-batch` after its first admitted batch (so that
+/// a fault test can kill a worker in the middle of a task's batches).
+struct FailpointGate<'a> {
+    inner: &'a dyn WriteGate,
+    admitted: AtomicU32,
+}
+
+impl WriteGate for FailpointGate<'_> {
+    fn max_batch(&self, class: WriteClass) -> usize {
+        self.inner.max_batch(class)
+    }
+
+    fn check(&self) -> Result<(), GateClosed> {
+        self.inner.check()
+    }
+
+    fn admit(&self, class: WriteClass, writes: u32) -> Result<(), GateClosed> {
+        if self.admitted.fetch_add(1, Ordering::Relaxed) == 1 {
+            crate::failpoint::hit("apply-batch");
+        }
+        self.inner.admit(class, writes)
+    }
+
+    fn feedback(
+        &self,
+        class: WriteClass,
+        sent: u32,
+        throttled: u32,
+        retry_after: Option<Duration>,
+    ) {
+        self.inner.feedback(class, sent, throttled, retry_after);
+    }
+
+    fn finish(&self) {
+        self.inner.finish();
     }
 }
 

@@ -21,6 +21,18 @@ pub struct GateClosed(pub String);
 
 /// What a recovery's writes pass through. Blocking: the connector runs on worker threads.
 pub trait WriteGate: Send + Sync {
+    /// The most writes of `class` one request may carry now (a `$batch` never holds more, nor
+    /// more than Graph's 20): a budget keeps a batch within the rate it allows. At least 1.
+    fn max_batch(&self, _class: WriteClass) -> usize {
+        usize::MAX
+    }
+
+    /// Whether writes may still go (the stop signal), reserving nothing: the connector asks
+    /// while it waits out a `Retry-After`, so that a canceled job stops within a second.
+    fn check(&self) -> Result<(), GateClosed> {
+        Ok(())
+    }
+
     /// Waits until `writes` requests of `class` may be sent under the tenant's budget, or
     /// refuses when the job must stop; the connector then sends nothing more.
     fn admit(&self, class: WriteClass, writes: u32) -> Result<(), GateClosed>;
@@ -28,6 +40,10 @@ pub trait WriteGate: Send + Sync {
     /// What the directory answered to `sent` admitted requests of `class`: how many were
     /// throttled (429), with the longest `Retry-After` among them.
     fn feedback(&self, class: WriteClass, sent: u32, throttled: u32, retry_after: Option<Duration>);
+
+    /// The writes through this gate are over (a gate holding a lease on the job's writes
+    /// gives it back).
+    fn finish(&self) {}
 }
 
 /// A gate that lets everything through at once (no budget, never stopped).

@@ -146,6 +146,14 @@ impl Drop for Renewal<'_> {
     }
 }
 
+/// A JSON answer, an empty one read as null.
+fn parse_json_answer(url: &str, buf: &[u8]) -> Result<Json, ConnectorError> {
+    if buf.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Json::Null);
+    }
+    serde_json::from_slice(buf).map_err(|e| json_error(url, e))
+}
+
 /// A JSON body that failed to parse: a cut connection (transient) or a malformed answer.
 pub(crate) fn json_error(url: &str, e: serde_json::Error) -> ConnectorError {
     if e.is_io() || e.is_eof() {
@@ -492,6 +500,25 @@ impl GraphConnector {
         })
     }
 
+    /// One attempt of a request whose answer is JSON (or empty, read as null): no retry, so
+    /// that every attempt of a gated write passes its gate (the caller retries).
+    pub(crate) fn call_json_once(
+        &self,
+        method: Method,
+        url: &str,
+        body: &Json,
+    ) -> Result<Json, ConnectorError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ConnectorError::Malformed {
+            url: url.to_owned(),
+            reason: format!("request body: {e}"),
+        })?;
+        let mut response = self.send_once(method, url, Some(&bytes))?;
+        let mut buffer = Vec::new();
+        let limit = (self.settings.max_page_bytes, "max_page_bytes");
+        self.read_limited(&mut response, url, &mut buffer, limit)?;
+        parse_json_answer(url, &buffer)
+    }
+
     /// A request whose answer is JSON (or empty, read as null).
     pub(crate) fn call_json(
         &self,
@@ -500,10 +527,7 @@ impl GraphConnector {
         body: Option<&Json>,
     ) -> Result<Json, ConnectorError> {
         let buf = self.call_bytes(method, url, body)?;
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Json::Null);
-        }
-        serde_json::from_slice(&buf).map_err(|e| json_error(url, e))
+        parse_json_answer(url, &buf)
     }
 }
 

@@ -21,7 +21,7 @@ use crate::properties::Api;
 pub use capture::{capture_snapshot, CaptureStats};
 pub use error::{ConnectorError, ErrorClass};
 pub use gate::{GateClosed, OpenGate, WriteClass, WriteGate};
-pub use write::{StepOutcome, StepResult};
+pub use write::{planned_calls, write_class, PlannedCall, StepOutcome, StepResult};
 
 /// A secret that never shows in `Debug` or `Display` output.
 #[derive(Clone, PartialEq, Eq)]

@@ -9,16 +9,24 @@
 //! its MFA state by `PATCH /users/{id}/authentication/requirements` (beta), beta-only
 //! properties by a beta `PATCH` of the object; a `$batch` goes to one version. Properties no
 //! Graph API holds fail permanently.
+//!
+//! Every `$batch` passes a [`WriteGate`] first (the tenant's write budget and the job's stop
+//! signal), retries of a whole batch included, and its answers are fed back to it; a batch
+//! holds writes of one [`WriteClass`]. When the gate refuses, nothing more is sent and the
+//! unsettled steps are [`StepResult::NotSent`]. [`planned_calls`] lists the requests the
+//! steps would make, without sending anything (a recovery's dry run).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use backon::ExponentialBackoff;
 
+use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
 
 use super::capture::{collection_path, deleted_path};
 use super::error::{status_class, ErrorClass};
+use super::gate::{GateClosed, OpenGate, WriteClass, WriteGate};
 use super::http::{parse_retry_after, Method};
 use super::{ConnectorError, GraphConnector};
 use crate::graph_names;
@@ -50,6 +58,10 @@ pub enum StepResult {
         code: String,
         message: String,
     },
+    /// The step was not carried out because the write gate refused (the job was canceled)
+    /// before it was sent, or before it was sent again after a 429 or a missing answer.
+    /// Neither a success nor a failure.
+    NotSent { reason: String },
 }
 
 impl StepResult {
@@ -81,6 +93,84 @@ impl StepResult {
 pub struct StepOutcome {
     pub action_id: String,
     pub result: StepResult,
+}
+
+/// One request a step makes, as [`planned_calls`] lists it (a recovery's dry run).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedCall {
+    /// The action (step) it carries out; an update split over places makes several calls.
+    pub action_id: String,
+    /// `GET`, `POST`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// `v1.0` or `beta`.
+    pub version: String,
+    /// Relative to the Graph base of `version` (`/users/{id}`).
+    pub path: String,
+    pub body: Option<Json>,
+}
+
+/// Exactly the requests [`GraphConnector::apply_steps`] would send for `steps` against the
+/// Graph at `graph_base` (the v1.0 base, as in [`super::GraphSettings::graph_base`]), one per
+/// request, in the order of the steps; nothing is sent. A step that needs no request (a
+/// singleton's restore) or that is never written yields none.
+pub fn planned_calls(graph_base: &str, steps: &[PlannedStep]) -> Vec<PlannedCall> {
+    let base = graph_base.trim_end_matches('/');
+    let (parts, owners) = split_updates(steps);
+    parts
+        .iter()
+        .zip(owners)
+        .filter_map(|(part, owner)| {
+            let inner = request_of(base, &part.step).ok().flatten()?;
+            Some(PlannedCall {
+                action_id: steps.get(owner)?.action_id.clone(),
+                method: inner.method.as_str().to_owned(),
+                version: inner.api.segment().to_owned(),
+                path: inner.url,
+                body: inner.body,
+            })
+        })
+        .collect()
+}
+
+/// The write limit a step counts against: conditional access policies and named locations
+/// have their own.
+pub fn write_class(step: &Step) -> WriteClass {
+    let t = match step {
+        Step::Restore { object_type, .. }
+        | Step::Update { object_type, .. }
+        | Step::AddLink { object_type, .. }
+        | Step::RemoveLink { object_type, .. }
+        | Step::SoftDelete { object_type, .. } => *object_type,
+    };
+    match t {
+        ObjectType::ConditionalAccessPolicy | ObjectType::NamedLocation => {
+            WriteClass::ConditionalAccess
+        }
+        _ => WriteClass::Directory,
+    }
+}
+
+/// Sleeps `pause` in steps of at most a second, asking the gate after each whether writes
+/// may still go.
+fn pause_under(gate: &dyn WriteGate, pause: Duration) -> Result<(), GateClosed> {
+    let mut left = pause;
+    while !left.is_zero() {
+        let step = left.min(Duration::from_secs(1));
+        std::thread::sleep(step);
+        left -= step;
+        gate.check()?;
+    }
+    Ok(())
+}
+
+/// Every unsettled step is not sent, for the gate's reason.
+fn close_unsettled(outcomes: &mut [Option<StepResult>], closed: &GateClosed) {
+    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+        *o = Some(StepResult::NotSent {
+            reason: closed.0.clone(),
+        });
+    }
 }
 
 /// One inner request of a batch.
@@ -154,47 +244,55 @@ fn data_str(data: &BTreeMap<String, Value>, key: &str) -> Option<String> {
 impl GraphConnector {
     /// The request that carries out `step`, or why there is none.
     fn inner_request(&self, step: &Step) -> Result<Option<Inner>, StepResult> {
-        let unsupported = |what: &str| {
-            StepResult::permanent(0, "unsupportedStep", format!("{what} is never written"))
-        };
-        Ok(Some(match step {
-            Step::Restore { id, object_type } => {
-                if object_type.is_singleton() {
-                    return Ok(None);
-                }
-                let url = match object_type {
-                    ObjectType::ConditionalAccessPolicy | ObjectType::NamedLocation => {
-                        deleted_object_url(*object_type, *id)
-                            .map(|u| format!("{u}/restore"))
-                            .ok_or_else(|| unsupported("a restore of this type"))?
-                    }
-                    _ => format!("/directory/deletedItems/{id}/restore"),
-                };
-                Inner {
-                    method: Method::Post,
-                    api: Api::V1,
-                    url,
-                    body: None,
-                }
+        request_of(self.settings.base(), step)
+    }
+}
+
+/// The request that carries out `step` against the Graph v1.0 base `base` (no trailing
+/// slash), or why there is none. The one code path of [`GraphConnector::apply_steps`] and
+/// [`planned_calls`].
+fn request_of(base: &str, step: &Step) -> Result<Option<Inner>, StepResult> {
+    let unsupported = |what: &str| {
+        StepResult::permanent(0, "unsupportedStep", format!("{what} is never written"))
+    };
+    Ok(Some(match step {
+        Step::Restore { id, object_type } => {
+            if object_type.is_singleton() {
+                return Ok(None);
             }
-            Step::Update {
-                id: _,
-                object_type: ObjectType::AuthenticationMethodsPolicy,
-                properties,
-            } => {
-                // One method configuration, on its own URL (the planner splits the policy's
-                // updates so); the stored configuration carries its `@odata.type`.
-                let [(name, value)] = properties.as_slice() else {
-                    return Err(unsupported(
-                        "an update of several authentication method configurations in one step",
-                    ));
-                };
-                if !AUTHENTICATION_METHOD_CONFIGURATIONS.contains(&name.as_str()) {
-                    return Err(unsupported(
-                        "an update of this authentication methods policy property",
-                    ));
+            let url = match object_type {
+                ObjectType::ConditionalAccessPolicy | ObjectType::NamedLocation => {
+                    deleted_object_url(*object_type, *id)
+                        .map(|u| format!("{u}/restore"))
+                        .ok_or_else(|| unsupported("a restore of this type"))?
                 }
-                Inner {
+                _ => format!("/directory/deletedItems/{id}/restore"),
+            };
+            Inner {
+                method: Method::Post,
+                api: Api::V1,
+                url,
+                body: None,
+            }
+        }
+        Step::Update {
+            id: _,
+            object_type: ObjectType::AuthenticationMethodsPolicy,
+            properties,
+        } => {
+            // One method configuration, on its own URL (the planner splits the policy's
+            // updates so); the stored configuration carries its `@odata.type`.
+            let [(name, value)] = properties.as_slice() else {
+                return Err(unsupported(
+                    "an update of several authentication method configurations in one step",
+                ));
+            };
+            if !AUTHENTICATION_METHOD_CONFIGURATIONS.contains(&name.as_str()) {
+                return Err(unsupported(
+                    "an update of this authentication methods policy property",
+                ));
+            }
+            Inner {
                     method: Method::Patch,
                     api: Api::V1,
                     url: format!(
@@ -202,159 +300,160 @@ impl GraphConnector {
                     ),
                     body: Some(value.to_json()),
                 }
+        }
+        Step::Update {
+            id,
+            object_type,
+            properties,
+        } => {
+            // [`split_updates`] left only properties of one place in the step.
+            let place = properties.first().map_or(Place::Own(Api::V1), |(name, _)| {
+                place_of(*object_type, name)
+            });
+            let (api, url) = match place {
+                Place::Own(api) => (api, object_url(*object_type, *id)),
+                Place::Requirements => (Api::Beta, super::capture::requirements_path(*id)),
+                Place::Nowhere => {
+                    return Err(StepResult::permanent(
+                        0,
+                        "noGraphApi",
+                        format!(
+                            "no Graph API holds {}: it is never written",
+                            properties
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ))
+                }
+            };
+            let body: Map<String, Json> = properties
+                .iter()
+                .map(|(name, value)| (name.clone(), value.to_json()))
+                .collect();
+            Inner {
+                method: Method::Patch,
+                api,
+                url,
+                body: Some(Json::Object(body)),
             }
-            Step::Update {
-                id,
-                object_type,
-                properties,
-            } => {
-                // [`split_updates`] left only properties of one place in the step.
-                let place = properties.first().map_or(Place::Own(Api::V1), |(name, _)| {
-                    place_of(*object_type, name)
-                });
-                let (api, url) = match place {
-                    Place::Own(api) => (api, object_url(*object_type, *id)),
-                    Place::Requirements => (Api::Beta, super::capture::requirements_path(*id)),
-                    Place::Nowhere => {
-                        return Err(StepResult::permanent(
-                            0,
-                            "noGraphApi",
-                            format!(
-                                "no Graph API holds {}: it is never written",
-                                properties
-                                    .iter()
-                                    .map(|(n, _)| n.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        ))
-                    }
-                };
-                let body: Map<String, Json> = properties
-                    .iter()
-                    .map(|(name, value)| (name.clone(), value.to_json()))
-                    .collect();
+        }
+        Step::AddLink {
+            id,
+            object_type,
+            kind,
+            target,
+            data,
+        } => match kind {
+            LinkKind::Members => Inner {
+                method: Method::Post,
+                api: Api::V1,
+                url: format!("{}/members/$ref", object_url(*object_type, *id)),
+                body: Some(json!({
+                    "@odata.id": format!("{base}/directoryObjects/{target}")
+                })),
+            },
+            LinkKind::OAuth2PermissionGrants => {
+                let d = data_map(data);
+                let resource = data_str(&d, "resourceId").ok_or_else(|| {
+                    StepResult::permanent(
+                        0,
+                        "missingLinkData",
+                        "the grant's resourceId is not in the backup",
+                    )
+                })?;
+                let mut body = Map::new();
+                body.insert("clientId".into(), Json::String(id.to_string()));
+                body.insert(
+                    "consentType".into(),
+                    Json::String(
+                        data_str(&d, "consentType").unwrap_or_else(|| "AllPrincipals".into()),
+                    ),
+                );
+                body.insert("resourceId".into(), Json::String(resource));
+                body.insert(
+                    "scope".into(),
+                    Json::String(data_str(&d, "scope").unwrap_or_default()),
+                );
+                if let Some(p) = data_str(&d, "principalId") {
+                    body.insert("principalId".into(), Json::String(p));
+                }
                 Inner {
-                    method: Method::Patch,
-                    api,
-                    url,
+                    method: Method::Post,
+                    api: Api::V1,
+                    url: "/oauth2PermissionGrants".into(),
                     body: Some(Json::Object(body)),
                 }
             }
-            Step::AddLink {
-                id,
-                object_type,
-                kind,
-                target,
-                data,
-            } => match kind {
-                LinkKind::Members => Inner {
+            LinkKind::AppRoleAssignedTo => {
+                let d = data_map(data);
+                let principal = data_str(&d, "principalId").ok_or_else(|| {
+                    StepResult::permanent(
+                        0,
+                        "missingLinkData",
+                        "the assignment's principalId is not in the backup",
+                    )
+                })?;
+                let mut body = Map::new();
+                body.insert("principalId".into(), Json::String(principal));
+                body.insert("resourceId".into(), Json::String(id.to_string()));
+                body.insert(
+                    "appRoleId".into(),
+                    Json::String(
+                        data_str(&d, "appRoleId").unwrap_or_else(|| ObjectId(0).to_string()),
+                    ),
+                );
+                Inner {
                     method: Method::Post,
                     api: Api::V1,
-                    url: format!("{}/members/$ref", object_url(*object_type, *id)),
-                    body: Some(json!({
-                        "@odata.id": format!("{}/directoryObjects/{target}", self.settings.base())
-                    })),
-                },
-                LinkKind::OAuth2PermissionGrants => {
-                    let d = data_map(data);
-                    let resource = data_str(&d, "resourceId").ok_or_else(|| {
-                        StepResult::permanent(
-                            0,
-                            "missingLinkData",
-                            "the grant's resourceId is not in the backup",
-                        )
-                    })?;
-                    let mut body = Map::new();
-                    body.insert("clientId".into(), Json::String(id.to_string()));
-                    body.insert(
-                        "consentType".into(),
-                        Json::String(
-                            data_str(&d, "consentType").unwrap_or_else(|| "AllPrincipals".into()),
-                        ),
-                    );
-                    body.insert("resourceId".into(), Json::String(resource));
-                    body.insert(
-                        "scope".into(),
-                        Json::String(data_str(&d, "scope").unwrap_or_default()),
-                    );
-                    if let Some(p) = data_str(&d, "principalId") {
-                        body.insert("principalId".into(), Json::String(p));
-                    }
-                    Inner {
-                        method: Method::Post,
-                        api: Api::V1,
-                        url: "/oauth2PermissionGrants".into(),
-                        body: Some(Json::Object(body)),
-                    }
-                }
-                LinkKind::AppRoleAssignedTo => {
-                    let d = data_map(data);
-                    let principal = data_str(&d, "principalId").ok_or_else(|| {
-                        StepResult::permanent(
-                            0,
-                            "missingLinkData",
-                            "the assignment's principalId is not in the backup",
-                        )
-                    })?;
-                    let mut body = Map::new();
-                    body.insert("principalId".into(), Json::String(principal));
-                    body.insert("resourceId".into(), Json::String(id.to_string()));
-                    body.insert(
-                        "appRoleId".into(),
-                        Json::String(
-                            data_str(&d, "appRoleId").unwrap_or_else(|| ObjectId(0).to_string()),
-                        ),
-                    );
-                    Inner {
-                        method: Method::Post,
-                        api: Api::V1,
-                        url: format!("/servicePrincipals/{id}/appRoleAssignedTo"),
-                        body: Some(Json::Object(body)),
-                    }
-                }
-                LinkKind::Owners => return Err(unsupported("an owner link")),
-            },
-            Step::RemoveLink {
-                id,
-                object_type,
-                kind,
-                target,
-            } => match kind {
-                LinkKind::Members => Inner {
-                    method: Method::Delete,
-                    api: Api::V1,
-                    url: format!("{}/members/{target}/$ref", object_url(*object_type, *id)),
-                    body: None,
-                },
-                LinkKind::OAuth2PermissionGrants => Inner {
-                    method: Method::Delete,
-                    api: Api::V1,
-                    url: format!("/oauth2PermissionGrants/{target}"),
-                    body: None,
-                },
-                LinkKind::AppRoleAssignedTo => Inner {
-                    method: Method::Delete,
-                    api: Api::V1,
-                    url: format!("/servicePrincipals/{id}/appRoleAssignedTo/{target}"),
-                    body: None,
-                },
-                LinkKind::Owners => return Err(unsupported("an owner link")),
-            },
-            Step::SoftDelete { id, object_type } => {
-                if object_type.is_singleton() {
-                    return Err(unsupported("a delete of a singleton"));
-                }
-                Inner {
-                    method: Method::Delete,
-                    api: Api::V1,
-                    url: object_url(*object_type, *id),
-                    body: None,
+                    url: format!("/servicePrincipals/{id}/appRoleAssignedTo"),
+                    body: Some(Json::Object(body)),
                 }
             }
-        }))
-    }
+            LinkKind::Owners => return Err(unsupported("an owner link")),
+        },
+        Step::RemoveLink {
+            id,
+            object_type,
+            kind,
+            target,
+        } => match kind {
+            LinkKind::Members => Inner {
+                method: Method::Delete,
+                api: Api::V1,
+                url: format!("{}/members/{target}/$ref", object_url(*object_type, *id)),
+                body: None,
+            },
+            LinkKind::OAuth2PermissionGrants => Inner {
+                method: Method::Delete,
+                api: Api::V1,
+                url: format!("/oauth2PermissionGrants/{target}"),
+                body: None,
+            },
+            LinkKind::AppRoleAssignedTo => Inner {
+                method: Method::Delete,
+                api: Api::V1,
+                url: format!("/servicePrincipals/{id}/appRoleAssignedTo/{target}"),
+                body: None,
+            },
+            LinkKind::Owners => return Err(unsupported("an owner link")),
+        },
+        Step::SoftDelete { id, object_type } => {
+            if object_type.is_singleton() {
+                return Err(unsupported("a delete of a singleton"));
+            }
+            Inner {
+                method: Method::Delete,
+                api: Api::V1,
+                url: object_url(*object_type, *id),
+                body: None,
+            }
+        }
+    }))
+}
 
+impl GraphConnector {
     /// Whether `url` (relative) answers 200 now: `Ok(false)` on 404.
     fn exists(&self, url: &str) -> Result<bool, ConnectorError> {
         let sep = if url.contains('?') { '&' } else { '?' };
@@ -561,9 +660,22 @@ impl GraphConnector {
     /// `Retry-After` (or its own backoff) and goes into a later batch, while the steps after it
     /// that do not need it fill the batches meanwhile; a step that succeeded is never sent again.
     pub fn apply_steps(&self, steps: &[PlannedStep]) -> Vec<StepOutcome> {
+        self.apply_steps_gated(steps, &OpenGate)
+    }
+
+    /// [`Self::apply_steps`] through `gate`: every `$batch` (a retry of a whole batch too) is
+    /// admitted by it first, for the [`WriteClass`] of its steps (a batch holds one class),
+    /// and what the directory answered is fed back to it (inner and outer 429s alike, with
+    /// the longest `Retry-After`). Once the gate refuses, nothing more is sent and every
+    /// unsettled step is [`StepResult::NotSent`].
+    pub fn apply_steps_gated(
+        &self,
+        steps: &[PlannedStep],
+        gate: &dyn WriteGate,
+    ) -> Vec<StepOutcome> {
         let (parts, owners) = split_updates(steps);
         let mut results: Vec<Vec<StepResult>> = vec![Vec::new(); steps.len()];
-        for (outcome, owner) in self.apply_parts(&parts).into_iter().zip(owners) {
+        for (outcome, owner) in self.apply_parts(&parts, gate).into_iter().zip(owners) {
             if let Some(r) = results.get_mut(owner) {
                 r.push(outcome.result);
             }
@@ -578,8 +690,8 @@ impl GraphConnector {
             .collect()
     }
 
-    /// [`Self::apply_steps`] of steps each carried out by one request.
-    fn apply_parts(&self, steps: &[PlannedStep]) -> Vec<StepOutcome> {
+    /// [`Self::apply_steps_gated`] of steps each carried out by one request.
+    fn apply_parts(&self, steps: &[PlannedStep], gate: &dyn WriteGate) -> Vec<StepOutcome> {
         let n = steps.len();
         let mut outcomes: Vec<Option<StepResult>> = vec![None; n];
         let mut inners: Vec<Option<Inner>> = vec![None; n];
@@ -595,6 +707,10 @@ impl GraphConnector {
         let mut attempts: HashMap<usize, u32> = HashMap::new();
         let mut backoffs: HashMap<usize, ExponentialBackoff> = HashMap::new();
         let mut failed_dependency: HashMap<usize, u32> = HashMap::new();
+        // Consecutive failures of a whole `$batch` (429, 503, no answer), and their backoff.
+        let mut batch_failures = 0u32;
+        let mut batch_backoff = self.backoff();
+        let classes: Vec<WriteClass> = steps.iter().map(|s| write_class(&s.step)).collect();
         let mut first = 0usize;
         loop {
             while first < n && outcomes[first].is_some() {
@@ -606,18 +722,24 @@ impl GraphConnector {
             let now = Instant::now();
             let window = first..(first + WINDOW).min(n);
             let mut batch: Vec<usize> = Vec::with_capacity(MAX_BATCH);
-            // A batch goes to one Graph version: that of the first step taken.
+            // A batch goes to one Graph version and counts against one write limit: those
+            // of the first step taken.
             let mut batch_api: Option<Api> = None;
+            let mut batch_class: Option<WriteClass> = None;
             let mut wake: Option<Instant> = None;
             for i in window.clone() {
-                if batch.len() == MAX_BATCH {
+                let limit =
+                    batch_class.map_or(MAX_BATCH, |c| gate.max_batch(c).clamp(1, MAX_BATCH));
+                if batch.len() >= limit {
                     break;
                 }
                 if outcomes[i].is_some() {
                     continue;
                 }
                 let api = inners[i].as_ref().map_or(Api::V1, |r| r.api);
-                if batch_api.is_some_and(|b| b != api) {
+                if batch_api.is_some_and(|b| b != api)
+                    || batch_class.is_some_and(|c| c != classes[i])
+                {
                     continue;
                 }
                 if let Some(t) = ready_at[i].filter(|t| *t > now) {
@@ -633,13 +755,17 @@ impl GraphConnector {
                 if !blocked {
                     batch.push(i);
                     batch_api = Some(api);
+                    batch_class = Some(classes[i]);
                 }
             }
             if batch.is_empty() {
                 let pause = wake.map_or(self.settings.min_backoff, |w| {
                     w.saturating_duration_since(now)
                 });
-                std::thread::sleep(pause);
+                if let Err(closed) = pause_under(gate, pause) {
+                    close_unsettled(&mut outcomes, &closed);
+                    break;
+                }
                 continue;
             }
             let pending: Vec<(usize, &Inner)> = batch
@@ -647,9 +773,39 @@ impl GraphConnector {
                 .filter_map(|i| inners[*i].as_ref().map(|r| (*i, r)))
                 .collect();
             let api = batch_api.unwrap_or(Api::V1);
+            let class = batch_class.unwrap_or(WriteClass::Directory);
+            let sent = u32::try_from(pending.len()).unwrap_or(u32::MAX);
+            if let Err(closed) = gate.admit(class, sent) {
+                close_unsettled(&mut outcomes, &closed);
+                break;
+            }
             let answers = match self.send_batch(steps, &pending, api) {
-                Ok(a) => a,
+                Ok(a) => {
+                    batch_failures = 0;
+                    let throttled: Vec<&Answer> = a.values().filter(|a| a.status == 429).collect();
+                    let longest = throttled.iter().filter_map(|a| a.retry_after).max();
+                    let n_throttled = u32::try_from(throttled.len()).unwrap_or(u32::MAX);
+                    gate.feedback(class, sent, n_throttled, longest);
+                    a
+                }
+                Err(e) if e.is_transient() && batch_failures + 1 < max => {
+                    // The whole batch was throttled or not answered: it is formed, admitted
+                    // and sent again after the wait (nothing of it was carried out).
+                    batch_failures += 1;
+                    let throttled = if e.status() == Some(429) { sent } else { 0 };
+                    gate.feedback(class, sent, throttled, e.retry_after());
+                    metrics::counter!(crate::metrics::GRAPH_RETRIES_TOTAL).increment(1);
+                    let fallback = batch_backoff.next().unwrap_or(self.settings.max_backoff);
+                    if let Err(closed) = pause_under(gate, self.wait_for(e.retry_after(), fallback))
+                    {
+                        close_unsettled(&mut outcomes, &closed);
+                        break;
+                    }
+                    continue;
+                }
                 Err(e) if e.is_transient() || matches!(e.status(), Some(401 | 403)) => {
+                    let throttled = if e.status() == Some(429) { sent } else { 0 };
+                    gate.feedback(class, sent, throttled, e.retry_after());
                     // The batch itself failed after its retries (the service is unreachable,
                     // or refuses the credentials): every step not yet settled fails with it.
                     for o in outcomes.iter_mut().filter(|o| o.is_none()) {
@@ -659,6 +815,8 @@ impl GraphConnector {
                 }
                 Err(e) => {
                     // This batch was refused as a whole: its steps fail, the others go on.
+                    batch_failures = 0;
+                    gate.feedback(class, sent, 0, None);
                     for i in &batch {
                         outcomes[*i] = Some(StepResult::from_error(&e));
                     }
@@ -725,8 +883,8 @@ impl GraphConnector {
             .collect()
     }
 
-    /// Sends one `$batch` of the pending steps (with retries of the whole batch), returning
-    /// the answers by step index.
+    /// Sends one `$batch` of the pending steps, once (a whole-batch retry is the apply loop's,
+    /// through the gate), returning the answers by step index.
     fn send_batch(
         &self,
         steps: &[PlannedStep],
@@ -760,7 +918,7 @@ impl GraphConnector {
         }
         let body = json!({ "requests": requests });
         let url = self.url_at(api, "/$batch");
-        let answer = self.call_json(Method::Post, &url, Some(&body))?;
+        let answer = self.call_json_once(Method::Post, &url, &body)?;
         let mut out = BTreeMap::new();
         let responses =
             answer["responses"]
@@ -1263,6 +1421,50 @@ mod tests {
             StepResult::permanent(400, "x", "y")
         ])
         .is_success());
+    }
+
+    #[test]
+    fn conditional_access_writes_have_their_own_class_and_calls_need_no_connector() {
+        for (t, class) in [
+            (ObjectType::User, WriteClass::Directory),
+            (ObjectType::ServicePrincipal, WriteClass::Directory),
+            (
+                ObjectType::ConditionalAccessPolicy,
+                WriteClass::ConditionalAccess,
+            ),
+            (ObjectType::NamedLocation, WriteClass::ConditionalAccess),
+        ] {
+            let step = Step::SoftDelete {
+                id: ObjectId(1),
+                object_type: t,
+            };
+            assert_eq!(write_class(&step), class, "{t:?}");
+        }
+        let steps = [
+            Step::Restore {
+                id: ObjectId(2),
+                object_type: ObjectType::Organization,
+            },
+            Step::AddLink {
+                id: ObjectId(3),
+                object_type: ObjectType::Group,
+                kind: LinkKind::Members,
+                target: ObjectId(4),
+                data: None,
+            },
+        ]
+        .map(|step| PlannedStep {
+            action_id: "a".into(),
+            step,
+            note: None,
+        });
+        let calls = planned_calls("http://127.0.0.1:9/t/v1.0/", &steps);
+        assert_eq!(calls.len(), 1, "a singleton's restore makes no request");
+        assert_eq!(
+            calls[0].body,
+            request(&steps[1].step).body,
+            "the same request as the connector's"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod check;
 mod client;
+mod recover;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -67,7 +68,12 @@ pub struct Timings {
     pub incidents: Duration,
     pub report: Duration,
     pub check: Duration,
+    pub recover: Duration,
 }
+
+/// Each demo tenant's write budget (writes per second, all workers together): the
+/// simulator is not throttled, and Graph's 20 per app would make the demo wait minutes.
+pub const DEMO_WRITE_BUDGET: u32 = 500;
 
 /// One scenario's tenant through the demo.
 #[derive(Debug)]
@@ -126,12 +132,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The driving runs on this thread (blocking HTTP), never on the runtime's workers.
     let outcome = drive(&services, &args, per_tenant);
     let result = match outcome {
-        Ok((checks, timings, counts)) => {
+        Ok((checks, timings, counts, runs)) => {
             print_summary(&checks, &timings, &counts);
+            recover::print_recoveries(&runs, DEMO_WRITE_BUDGET);
             let bad: Vec<&ScenarioCheck> = checks.iter().filter(|c| !c.exact()).collect();
-            if bad.is_empty() {
-                println!("result: every report matches its expected report");
+            let unverified: Vec<&str> = runs
+                .iter()
+                .filter(|r| !r.problems.is_empty())
+                .map(|r| r.scenario.as_str())
+                .collect();
+            if bad.is_empty() && unverified.is_empty() {
+                println!(
+                    "result: every report matches its expected report, and every tenant verifies after its recovery"
+                );
                 Ok(())
+            } else if bad.is_empty() {
+                Err(anyhow::anyhow!(
+                    "the tenants of {} do not verify after their recovery (problems above)",
+                    unverified.join(", ")
+                ))
             } else {
                 Err(anyhow::anyhow!(
                     "the reports of {} do not match their expected reports (differences above)",
@@ -177,6 +196,8 @@ struct Services {
     operator: String,
     admin: String,
     reader: String,
+    /// A second administrator, who approves recoveries the first one starts.
+    approver: String,
 }
 
 impl std::fmt::Debug for Services {
@@ -220,11 +241,13 @@ impl Services {
             operator,
             admin: String::new(),
             reader: String::new(),
+            approver: String::new(),
         };
         services.admin = services
             .token("demo-administrator", "administrator")
             .await?;
         services.reader = services.token("demo-reader", "reader").await?;
+        services.approver = services.token("demo-approver", "administrator").await?;
         Ok(services)
     }
 
@@ -314,11 +337,11 @@ fn each<T: Send, R: Send>(
 
 type Counts = BTreeMap<(String, String), u64>;
 
-fn drive(
-    services: &Services,
-    args: &DemoArgs,
-    per_tenant: u64,
-) -> anyhow::Result<(Vec<ScenarioCheck>, Timings, Counts)> {
+/// What the demo found: the reports' checks, the phases' seconds, the report entries by type
+/// and action, and the recoveries (none when a report did not match).
+type Outcome = (Vec<ScenarioCheck>, Timings, Counts, Vec<recover::RecoveryRun>);
+
+fn drive(services: &Services, args: &DemoArgs, per_tenant: u64) -> anyhow::Result<Outcome> {
     let api = &services.api;
     let sim = services.sim.base_url().to_owned();
     let mut timings = Timings::default();
@@ -372,6 +395,7 @@ fn drive(
             "clientSecret": g.client_secret,
             "schedule": {"kind": "off"},
             "shardBits": shard_bits,
+            "writeBudget": DEMO_WRITE_BUDGET,
         });
         api.post("/admin/tenants", &services.operator, &body, &[201])?;
     }
@@ -502,7 +526,19 @@ fn drive(
         });
     }
     timings.check = started.elapsed();
-    Ok((checks, timings, counts))
+    if checks.iter().any(|c| !c.exact()) {
+        return Ok((checks, timings, counts, Vec::new()));
+    }
+
+    // 6. The recoveries, each as its scenario says, then a report of each tenant to verify it.
+    let started = Instant::now();
+    let runs = recover::recover_and_verify(services, &services.approver, &mut tenants)?;
+    timings.recover = started.elapsed();
+    tracing::info!(
+        seconds = timings.recover.as_secs_f64(),
+        "recoveries done and verified"
+    );
+    Ok((checks, timings, counts, runs))
 }
 
 /// The job id of a 202 answer (its body's `id`).
@@ -636,16 +672,21 @@ fn print_summary(checks: &[ScenarioCheck], timings: &Timings, counts: &Counts) {
         }
         println!();
     }
-    let total =
-        timings.generate + timings.backup + timings.incidents + timings.report + timings.check;
+    let total = timings.generate
+        + timings.backup
+        + timings.incidents
+        + timings.report
+        + timings.check
+        + timings.recover;
     println!();
     println!(
-        "seconds: generate {:.1}, backup {:.1}, incidents {:.1}, report {:.1}, check {:.1} (total {:.1})",
+        "seconds: generate {:.1}, backup {:.1}, incidents {:.1}, report {:.1}, check {:.1}, recover and verify {:.1} (total {:.1})",
         timings.generate.as_secs_f64(),
         timings.backup.as_secs_f64(),
         timings.incidents.as_secs_f64(),
         timings.report.as_secs_f64(),
         timings.check.as_secs_f64(),
+        timings.recover.as_secs_f64(),
         total.as_secs_f64()
     );
     for c in checks.iter().filter(|c| !c.exact()) {

@@ -37,6 +37,7 @@ use rewind_common::wire::{
 };
 use rewind_common::SnapshotError;
 use rewind_worker::blobs::{BlobStore, BlockingBlobs};
+use rewind_worker::budget::{MemoryBudgets, WriteBudgets};
 use rewind_worker::queue::{DeadLetter, Delivery, Lane, QueueError, WorkQueue};
 use tokio::sync::watch;
 
@@ -118,6 +119,8 @@ pub enum EngineError {
     Invalid(String),
     #[error("blocking work panicked: {0}")]
     Join(String),
+    #[error(transparent)]
+    Budget(#[from] rewind_worker::budget::BudgetError),
 }
 
 /// Attempts of one step of a job that fails transiently, before the job fails (about half a
@@ -137,6 +140,11 @@ impl EngineError {
                     | rewind_common::snapshot::store::StoreError::InvalidKey(_)
             ),
             EngineError::State(e) => e.class() == crate::state::ErrorClass::Storage,
+            EngineError::Budget(e) => matches!(
+                e,
+                rewind_worker::budget::BudgetError::Backend { .. }
+                    | rewind_worker::budget::BudgetError::Contention { .. }
+            ),
             _ => false,
         }
     }
@@ -149,6 +157,8 @@ pub struct Engine {
     queue: Arc<dyn WorkQueue>,
     blobs: Arc<dyn BlobStore>,
     settings: Arc<EngineSettings>,
+    /// The tenants' write budgets and the jobs' stop signals (the workers' gates read them).
+    budgets: Arc<dyn WriteBudgets>,
     /// When each open job entered its current phase (for the phase-seconds histogram; a job
     /// resumed after a restart starts its phase's clock again).
     phase_clock: Arc<std::sync::Mutex<BTreeMap<String, Instant>>>,
@@ -191,8 +201,16 @@ impl Engine {
             queue,
             blobs,
             settings: Arc::new(settings),
+            budgets: Arc::new(MemoryBudgets::new()),
             phase_clock: Arc::default(),
         })
+    }
+
+    /// The same engine, stopping canceled recoveries through `budgets` (those its workers'
+    /// gates read).
+    pub fn with_budgets(mut self, budgets: Arc<dyn WriteBudgets>) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     pub fn state(&self) -> &State {
@@ -261,9 +279,14 @@ impl Engine {
         scope: Scope,
     ) -> Result<Job, EngineError> {
         let record = self.state.get_snapshot(tenant, backup)?;
-        if record.kind != SnapshotKind::Backup {
+        // A report against a recovery's pre-recovery snapshot shows what the recovery changed.
+        if !matches!(
+            record.kind,
+            SnapshotKind::Backup | SnapshotKind::PreRecovery
+        ) {
             return Err(EngineError::Invalid(format!(
-                "snapshot {backup} of tenant {tenant} is not a backup"
+                "snapshot {backup} of tenant {tenant} is a live snapshot, not a backup or a \
+                 pre-recovery snapshot"
             )));
         }
         let kind = JobKind::Report {
@@ -771,9 +794,22 @@ impl Engine {
 
     /// Removes a finished report past its retention: its live snapshot (catalog, then blobs),
     /// its entries' blobs, then the report itself.
+    /// A recovery's history goes the same way: its pre-recovery and live snapshots, its
+    /// entries' blobs, its actions and its record.
     pub async fn expire_report(&self, report: &Job) {
-        let reason = "report retention";
-        if let Some(live) = &report.snapshot {
+        let reason = match report.kind {
+            JobKind::Recovery { .. } => "recovery history retention",
+            _ => "report retention",
+        };
+        let mut snapshots: Vec<&String> = report.snapshot.iter().collect();
+        if let Some(r) = &report.recovery {
+            snapshots.extend(
+                r.snapshots
+                    .iter()
+                    .filter(|s| Some(*s) != report.snapshot.as_ref()),
+            );
+        }
+        for live in snapshots {
             match self
                 .state
                 .remove_snapshot(&report.tenant, live, reason)
@@ -783,7 +819,7 @@ impl Engine {
                     self.delete_snapshot_blobs(&report.tenant, live).await;
                 }
                 Err(e) => {
-                    tracing::warn!(job = %report.id, error = %e, "cannot remove an expired report's live snapshot");
+                    tracing::warn!(job = %report.id, error = %e, "cannot remove an expired job's snapshot");
                     return;
                 }
             }
@@ -971,6 +1007,16 @@ impl Engine {
                 }
             }
         };
+        let stopping = async {
+            let mut rx = shutdown.clone();
+            while !stopped(&rx) {
+                self.advance_stopping_jobs().await;
+                tokio::select! {
+                    _ = rx.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        };
         let gauges = async {
             let mut rx = shutdown.clone();
             while !stopped(&rx) {
@@ -1003,7 +1049,7 @@ impl Engine {
                 }
             }
         };
-        tokio::join!(dead, gauges, results);
+        tokio::join!(dead, gauges, results, stopping);
     }
 }
 

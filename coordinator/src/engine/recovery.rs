@@ -638,7 +638,7 @@ impl Engine {
         };
         let done = self.wave_results(job)?;
         if (done.len() as u32) < wave.tasks {
-            if republish || (done.is_empty() && job.tasks.done == 0) {
+            if republish {
                 self.publish_wave(job, tenant).await?;
             }
             return Ok(());
@@ -763,9 +763,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Cancels a running recovery: it stops between batches (its gates refuse further
-    /// writes), its queued batches are purged, and it is abandoned once none can still be in
-    /// flight.
+    /// Cancels a running recovery: it is marked stopping (durably, naming `actor`), its stop
+    /// signal is set for every worker's gate, its queued batches are purged, and it is
+    /// abandoned once no batch of it can still be in flight ([`Engine::advance_stopping`],
+    /// also run every quarter second by [`Engine::run`]). Nothing is written after it
+    /// reports `abandoned`.
     pub(super) async fn stop_recovery(&self, actor: &Actor, job: &Job) -> Result<Job, EngineError> {
         let job = self
             .state
@@ -774,27 +776,48 @@ impl Engine {
                 j.error = Some(format!("canceled by {actor}"));
             })
             .await?;
-        self.purge_tasks(&job).await;
-        self.advance_stopping_by(actor, &job).await?;
+        self.advance_stopping(&job).await?;
         Ok(self.state.get_job(&job.id)?)
     }
 
-    /// A canceled recovery (after a restart, on behalf of the coordinator).
+    /// Every recovery that is stopping, moved on (see [`Engine::advance_stopping`]).
+    pub(super) async fn advance_stopping_jobs(&self) {
+        let Ok(open) = self.state.open_jobs() else {
+            return;
+        };
+        for job in open.iter().filter(|j| j.phase == Phase::Stopping) {
+            if let Err(e) = self.advance_stopping(job).await {
+                tracing::warn!(job = %job.id, error = %e, "a canceled recovery cannot stop yet");
+            }
+        }
+    }
+
+    /// A stopping recovery: its stop signal set (again: idempotent, and needed after a
+    /// restart), its queued batches purged; abandoned once no task of it holds a write lease.
     pub(super) async fn advance_stopping(&self, job: &Job) -> Result<(), EngineError> {
+        self.budgets.stop(&job.id).await?;
+        self.purge_tasks(job).await;
+        let in_flight = self.budgets.in_flight(&job.id).await?;
+        if in_flight > 0 {
+            tracing::info!(job = %job.id, in_flight, "canceled recovery: waiting for batches in flight");
+            return Ok(());
+        }
         self.advance_stopping_by(&Actor::Coordinator, job).await
     }
 
     /// Once no batch of a canceled recovery can still be in flight, it is abandoned with its
-    /// counts (what was applied stays, and is listed).
+    /// counts (what was applied stays, and is listed; what was never sent stays planned).
     async fn advance_stopping_by(&self, actor: &Actor, job: &Job) -> Result<(), EngineError> {
         let t = self.tally(&job.id)?;
         let job = self
             .state
             .transition_by(actor, &job.id, JobStatus::Abandoned, |j| {
                 for (k, v) in [
+                    ("planned", t.planned),
                     ("applied", t.applied),
                     ("alreadyInState", t.already),
                     ("failedChanges", t.failed),
+                    ("notSent", t.not_sent),
                     ("objectsModified", t.objects_modified),
                     ("linksModified", t.links_modified),
                 ] {

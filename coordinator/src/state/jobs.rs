@@ -711,17 +711,17 @@ impl State {
         Ok(n)
     }
 
-    /// Deletes a finished report: its entries, its task results and its job record. Refused
-    /// while the job is open. Its live snapshot goes through [`State::remove_snapshot`].
+    /// Deletes a finished report or recovery: its entries, its task results, its actions and
+    /// its job record. Refused while the job is open. Its live snapshot goes through [`State::remove_snapshot`].
     pub async fn delete_report(&self, job_id: &str) -> Result<(), StateError> {
         {
             let _guard = self.lock();
             let job = self.get_job(job_id)?;
-            if !matches!(job.kind, JobKind::Report { .. }) {
+            if matches!(job.kind, JobKind::Backup) {
                 return Err(StateError::Refused {
                     what: "deleting job",
                     id: job_id.to_owned(),
-                    reason: format!("it is a {} job, not a report", job.kind.name()),
+                    reason: "it is a backup job, not a report or a recovery".into(),
                 });
             }
             if !job.status.is_terminal() {
@@ -738,6 +738,11 @@ impl State {
                 .collect::<Result<_, _>>()?;
             let results: Vec<sled::IVec> = self
                 .task_results
+                .scan_prefix(&prefix)
+                .keys()
+                .collect::<Result<_, _>>()?;
+            let actions: Vec<sled::IVec> = self
+                .recovery_actions
                 .scan_prefix(&prefix)
                 .keys()
                 .collect::<Result<_, _>>()?;
@@ -761,8 +766,28 @@ impl State {
             for key in results {
                 self.task_results.remove(key)?;
             }
+            for key in actions {
+                self.recovery_actions.remove(key)?;
+            }
         }
         self.flush().await
+    }
+
+    /// A tenant's finished recoveries older than its recovery `history_days` at `now`: each
+    /// is deleted with [`State::delete_report`] (its actions with it) and its snapshots
+    /// removed.
+    pub fn expired_recoveries(&self, tenant: &str, now: i64) -> Result<Vec<Job>, StateError> {
+        let record = self.get_tenant(tenant)?;
+        let cutoff = now.saturating_sub(i64::from(record.recovery.history_days) * 86_400);
+        Ok(self
+            .list_jobs(tenant)?
+            .into_iter()
+            .filter(|job| {
+                matches!(job.kind, JobKind::Recovery { .. })
+                    && job.status.is_terminal()
+                    && job.finished_at.unwrap_or(job.updated_at) < cutoff
+            })
+            .collect())
     }
 
     /// A tenant's finished reports older than its `report_retention_days` at `now`: each is

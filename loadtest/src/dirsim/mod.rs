@@ -33,7 +33,10 @@
 //!   `.../authenticationMethodConfigurations/{id}`), `/policies/authorizationPolicy`;
 //!   `GET /organization`, `GET|PATCH /organization/{id}`.
 //! - `GET /directory/deletedItems/microsoft.graph.{user,group,application,servicePrincipal}`,
-//!   `GET|DELETE /directory/deletedItems/{id}`, `POST /directory/deletedItems/{id}/restore`.
+//!   `GET|DELETE /directory/deletedItems/{id}`, `POST /directory/deletedItems/{id}/restore`
+//!   (400 `Request_BadRequest` when an active object holds one of its unique values, or when
+//!   it is a service principal whose application, by `appId`, is in the recycle bin; the
+//!   message names the property or the application).
 //! - `POST /directoryObjects/getByIds` (≤ 1000 ids), `GET /directoryObjects/{id}`, `POST /$batch`
 //!   (≤ 20 requests, `dependsOn`, 424).
 //!
@@ -53,6 +56,33 @@
 //! - `GET|PATCH /_admin/settings` ([`Settings`], snake_case fields).
 //! - `GET|POST /_admin/clock` (`{"set"}`, `{"setTime"}`, `{"advanceSecs"}`, `{"advanceDays"}`).
 //! - `GET /_admin/counters` (JSON) and `GET /metrics` (Prometheus text, `rewind_dirsim_*`).
+//!   The JSON holds, per tenant under `tenants.{tenant}`, `maxWritesPerSecond` and
+//!   `maxConditionalAccessWritesPerSecond`: the most write requests *admitted* (not answered
+//!   429 or 503 by throttling or fault injection) in any **sliding** 1-second window (any
+//!   two admissions less than a second apart share one), since the tenant was created or
+//!   its write log cleared; conditional access writes count in both.
+//! - `GET /_admin/tenants/{tenant}/writes?after=N&top=M` (`after` default 0, `top` default
+//!   1000, at most 10000): the tenant's write log, `{"value":[records],"last":seq,"first":seq}`,
+//!   the records with a seq above `after`, oldest first; `last` is the newest record's seq
+//!   (0 when none), `first` the oldest one held. One record ([`WriteRecord`]) per directory
+//!   write request answered (POST, PATCH, DELETE on Graph routes, each inner request of a
+//!   `$batch`, a 424 for a failed dependency included; not GETs, not `getByIds`, not the
+//!   `$batch` POST itself, not the token endpoint, not `/_admin/*`): `seq` (dense from 1),
+//!   `atMs` (the real wall clock in ms since the Unix epoch, not the simulated clock, taken
+//!   after the change and before the answer), `method`, `path` (the canonical segments with
+//!   their ids, relative to the version: `/users/{id}`), `version` (`v1.0`, `beta`),
+//!   `bodyDigest` (blake3 hex of the body's canonical JSON, keys sorted, no whitespace; null
+//!   without a body), `status` (injected 429/503 included) and `changed` (whether the tenant's
+//!   state changed: false for every non-2xx answer and for a success that changed nothing,
+//!   such as a PATCH writing the values already there). The log keeps the newest
+//!   [`WRITE_LOG_CAPACITY`] (2,000,000) records, dropping the oldest past it (`first` then
+//!   says from which seq it holds records); it is not saved in the state file. Requests
+//!   refused before the Graph handler sees them are not logged: unauthenticated ones, an
+//!   unreadable query string or JSON body, a `$batch` refused as a whole (more than 20
+//!   requests, a `dependsOn` cycle), an inner request without a method or url, and
+//!   connections dropped on purpose.
+//! - `DELETE /_admin/tenants/{tenant}/writes`: empties the log (seqs start again from 1) and
+//!   resets the tenant's per-second maxima (204). [`write_log`] reads every page after a seq.
 //! - `POST /_admin/save` (to the state file given at start).
 
 mod dynamic;
@@ -66,6 +96,7 @@ mod settings;
 mod state;
 mod store;
 mod throttle;
+mod writelog;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,6 +108,7 @@ pub use persist::PersistError;
 pub use rule::{Rule, RuleError};
 pub use settings::Settings;
 pub use store::ObjectMap;
+pub use writelog::{write_log, WriteLogError, WritePage, WriteRecord, WRITE_LOG_CAPACITY};
 
 use state::App;
 

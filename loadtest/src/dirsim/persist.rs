@@ -14,6 +14,7 @@ use super::settings::Settings;
 use super::state::{read, App, Tenant};
 use super::store::TenantData;
 use super::throttle::ThrottleState;
+use super::writelog::WriteLog;
 
 const FORMAT: &str = "rewind-dirsim-state";
 const VERSION: u32 = 1;
@@ -158,6 +159,7 @@ pub fn load(path: &Path) -> Result<Loaded, PersistError> {
             org_id: saved.org_id,
             data: RwLock::new(data),
             throttle: Mutex::new(ThrottleState::default()),
+            writes: Mutex::new(WriteLog::default()),
         });
     }
     Ok(Loaded {

@@ -23,7 +23,8 @@ use serde_json::{json, Map, Value as Json};
 use super::error::GraphError;
 use super::graph::{self, Ctx, GraphRequest, Reply};
 use super::persist;
-use super::state::{read, write, App, Tenant};
+use super::state::{lock, read, write, App, Tenant};
+use super::writelog::{DEFAULT_TOP, MAX_TOP};
 
 /// The simulator's routes.
 pub fn router(app: Arc<App>) -> Router {
@@ -35,6 +36,10 @@ pub fn router(app: Arc<App>) -> Router {
             post(bulk_load).layer(DefaultBodyLimit::disable()),
         )
         .route("/_admin/tenants/{tenant}/objects/{id}", patch(sync_patch))
+        .route(
+            "/_admin/tenants/{tenant}/writes",
+            get(write_log_page).delete(clear_write_log),
+        )
         .route("/_admin/settings", get(get_settings).patch(patch_settings))
         .route("/_admin/clock", get(get_clock).post(set_clock))
         .route("/_admin/counters", get(counters))
@@ -498,6 +503,9 @@ fn batch(ctx: &Ctx<'_>, raw: &[u8]) -> Reply {
                 .iter()
                 .any(|d| statuses.get(d.as_str()).is_none_or(|s| !s.is_success()));
             let reply = if failed_dep {
+                if let Ok(r) = &item.request {
+                    graph::log_unrun(ctx, r, StatusCode::FAILED_DEPENDENCY);
+                }
                 Reply::error(
                     &GraphError::new(
                         StatusCode::FAILED_DEPENDENCY,
@@ -550,8 +558,92 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     r
 }
 
+/// The counters, with each tenant's per-second write maxima under `tenants`.
 async fn counters(State(app): State<Arc<App>>) -> Response {
-    json_response(StatusCode::OK, &app.metrics.to_json(&app.write_windows()))
+    let mut j = app.metrics.to_json(&app.write_windows());
+    let tenants: Map<String, Json> = app
+        .all_tenants()
+        .iter()
+        .map(|t| {
+            let (writes, ca) = lock(&t.writes).max_per_second();
+            (
+                t.name.clone(),
+                json!({
+                    "maxWritesPerSecond": writes,
+                    "maxConditionalAccessWritesPerSecond": ca,
+                }),
+            )
+        })
+        .collect();
+    if let Some(m) = j.as_object_mut() {
+        m.insert("tenants".into(), Json::Object(tenants));
+    }
+    json_response(StatusCode::OK, &j)
+}
+
+/// Reads a non-negative integer query parameter; the message names it when it is not one.
+fn query_number(query: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, String> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| format!("{name} must be a non-negative integer, not {v:?}")),
+    }
+}
+
+/// `GET /_admin/tenants/{tenant}/writes?after=N&top=M`: the write log's records with a seq
+/// above `after` (default 0), at most `top` (default 1000, at most 10000), oldest first.
+async fn write_log_page(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    uri: Uri,
+) -> Response {
+    let Some(t) = app.tenant(&tenant) else {
+        return admin_error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
+    };
+    let query: HashMap<String, String> = match serde_urlencoded::from_str(uri.query().unwrap_or(""))
+    {
+        Ok(q) => q,
+        Err(e) => return admin_error(StatusCode::BAD_REQUEST, format!("bad query string: {e}")),
+    };
+    let paging = query_number(&query, "after", 0).and_then(|after| {
+        match query_number(&query, "top", DEFAULT_TOP as u64)? {
+            n if (1..=MAX_TOP as u64).contains(&n) => Ok((after, n as usize)),
+            n => Err(format!("top must be between 1 and {MAX_TOP}, not {n}")),
+        }
+    });
+    let (after, top) = match paging {
+        Ok(p) => p,
+        Err(message) => return admin_error(StatusCode::BAD_REQUEST, message),
+    };
+    let page = tokio::task::spawn_blocking(move || {
+        let page = lock(&t.writes).page(after, top);
+        serde_json::to_vec(&page)
+    })
+    .await;
+    match page {
+        Ok(Ok(body)) => bytes_response(StatusCode::OK, body),
+        Ok(Err(e)) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `DELETE /_admin/tenants/{tenant}/writes`: empties the write log (seqs start again from 1)
+/// and resets the tenant's per-second write maxima.
+async fn clear_write_log(State(app): State<Arc<App>>, Path(tenant): Path<String>) -> Response {
+    let Some(t) = app.tenant(&tenant) else {
+        return admin_error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
+    };
+    // Dropping up to the capacity's records frees many paths: off the async workers, and
+    // after the lock is released.
+    let cleared = tokio::task::spawn_blocking(move || {
+        let old = lock(&t.writes).clear();
+        drop(old);
+    });
+    match cleared.await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => admin_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 fn tenant_summary(t: &Tenant) -> Json {

@@ -15,6 +15,7 @@ use super::metrics::Metrics;
 use super::settings::Settings;
 use super::store::TenantData;
 use super::throttle::ThrottleState;
+use super::writelog::WriteLog;
 
 /// A read guard, recovering the data of a lock poisoned by a panicking writer.
 pub fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -39,6 +40,9 @@ pub struct Tenant {
     pub org_id: ObjectId,
     pub data: RwLock<TenantData>,
     pub throttle: Mutex<ThrottleState>,
+    /// The write log and per-second write maxima (`/_admin/tenants/{tenant}/writes`); not
+    /// saved in the state file.
+    pub writes: Mutex<WriteLog>,
 }
 
 /// An issued bearer token.
@@ -168,6 +172,7 @@ impl App {
             org_id,
             data: RwLock::new(data),
             throttle: Mutex::new(ThrottleState::default()),
+            writes: Mutex::new(WriteLog::default()),
         });
         tenants.insert(name.to_owned(), tenant.clone());
         Ok(tenant)

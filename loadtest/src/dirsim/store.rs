@@ -2,6 +2,7 @@
 //! by id (the paging order), with side indexes for the recycle bins, OAuth2 grants and dynamic
 //! groups, and the lifecycle operations (soft delete, restore, purge) Entra applies.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 
@@ -11,6 +12,19 @@ use rewind_common::{DirectoryObject, Lifecycle, Link, LinkKind, ObjectId, Object
 use super::dynamic::DynamicGroups;
 use super::error::GraphError;
 use super::rule::Rule;
+
+thread_local! {
+    /// The changes this thread made to any tenant (see [`changes_on_this_thread`]).
+    static CHANGES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many changes (the change log's entries: an object written, a link added or removed,
+/// a dynamic group's members recomputed, an object purged) this thread has made so far. A
+/// Graph request runs on one thread from start to end, so the difference across its handler
+/// says whether the request changed its tenant, whatever other requests do meanwhile.
+pub fn changes_on_this_thread() -> u64 {
+    CHANGES.with(Cell::get)
+}
 
 /// The soft-deletable directory types served under `/directory/deletedItems`.
 pub const DIRECTORY_TYPES: [ObjectType; 4] = [
@@ -232,6 +246,7 @@ impl TenantData {
     }
 
     fn record(&mut self, t: ObjectType, id: ObjectId) {
+        CHANGES.with(|c| c.set(c.get().wrapping_add(1)));
         self.seq += 1;
         if let Some(old) = self.last_change.insert(id, self.seq) {
             self.changes.remove(&old);
@@ -374,7 +389,8 @@ impl TenantData {
         self.maps[slot(object.object_type)].insert(object.id, object);
     }
 
-    /// Applies `f` to a copy of the object and stores the copy when `f` succeeds.
+    /// Applies `f` to a copy of the object and stores the copy when `f` succeeds and the copy
+    /// differs (writing the values already there changes nothing, and records no change).
     pub fn update<R>(
         &mut self,
         t: ObjectType,
@@ -386,7 +402,9 @@ impl TenantData {
             .cloned()
             .ok_or_else(|| GraphError::not_found(id))?;
         let r = f(&mut copy)?;
-        self.upsert(copy);
+        if self.get(t, id) != Some(&copy) {
+            self.upsert(copy);
+        }
         Ok(r)
     }
 
@@ -533,6 +551,9 @@ impl TenantData {
             return Err(GraphError::not_found(id));
         }
         if let Some(o) = self.get(t, id) {
+            if t == ObjectType::ServicePrincipal {
+                self.check_application_not_deleted(o)?;
+            }
             for (key, value) in unique_values(o) {
                 let taken = self
                     .unique
@@ -551,6 +572,28 @@ impl TenantData {
             o.lifecycle = Lifecycle::Active;
             Ok(())
         })
+    }
+
+    /// Refuses to restore a service principal whose application (the one with its `appId`) is
+    /// in the recycle bin, as Graph refuses it.
+    fn check_application_not_deleted(&self, sp: &DirectoryObject) -> Result<(), GraphError> {
+        let Some(app_id) = sp.get("appId").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let deleted_app = self
+            .deleted_ids(ObjectType::Application)
+            .iter()
+            .filter_map(|id| self.get(ObjectType::Application, *id))
+            .find(|a| a.get("appId").and_then(Value::as_str) == Some(app_id));
+        match deleted_app {
+            None => Ok(()),
+            Some(app) => Err(GraphError::bad_request(format!(
+                "The service principal cannot be restored while its application '{}' (id {}, \
+                 appId {app_id}) is in the recycle bin; restore the application first.",
+                app.get("displayName").and_then(Value::as_str).unwrap_or(""),
+                app.id
+            ))),
+        }
     }
 
     /// The first soft-deleted object due for purging, if any is due at `now`.

@@ -20,6 +20,7 @@ use serde_json::Value as Json;
 pub use graph::GraphClient;
 
 pub mod compare;
+pub mod verify;
 
 /// One scenario of `spec/scenarios.md` that the generator applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -22,8 +22,9 @@ use serde_json::{Map, Value as Json};
 use super::error::{random_guid, GraphError};
 use super::settings::Settings;
 use super::state::{lock, read, write, App, Tenant};
-use super::store::TenantData;
+use super::store::{changes_on_this_thread, TenantData};
 use super::throttle::{Class, Scope};
+use super::writelog::LoggedWrite;
 
 mod delta;
 mod directory;
@@ -351,17 +352,16 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
     let now = ctx.app.now();
     let settings = ctx.app.settings();
     let mut label = route_label(&req.method, &segs);
+    let class = classify(&req.method, &segs, &req.query);
+    let is_write = is_write(class);
+    // This thread's change count when the handler starts (see `changes_on_this_thread`).
+    let mut changes_before = None;
 
     let reply = (|| {
         if settings.error_503_rate > 0.0 && rand::random::<f64>() < settings.error_503_rate {
             ctx.app.metrics.unavailable();
             return Err(GraphError::unavailable(settings.retry_after_503_secs));
         }
-        let class = classify(&req.method, &segs, &req.query);
-        let is_write = matches!(
-            class,
-            Class::Write | Class::ConditionalAccess { write: true }
-        );
         if is_write
             && settings.write_503_rate > 0.0
             && rand::random::<f64>() < settings.write_503_rate
@@ -382,7 +382,8 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
                 Some(retry),
             ));
         }
-        let admitted = lock(&ctx.tenant.throttle).admit(&settings, class, Instant::now());
+        let at = Instant::now();
+        let admitted = lock(&ctx.tenant.throttle).admit(&settings, class, at);
         if let Err(t) = admitted {
             ctx.app.metrics.throttled(t.scope);
             return Err(GraphError::throttled(
@@ -390,13 +391,14 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
                 t.retry_after,
             ));
         }
-        if matches!(
-            class,
-            Class::Write | Class::ConditionalAccess { write: true }
-        ) {
+        if is_write {
             ctx.app.metrics.write();
+            let ca = matches!(class, Class::ConditionalAccess { .. });
+            // The throttle's own instant, so that the maxima see what it admitted.
+            lock(&ctx.tenant.writes).admitted(ca, at);
         }
         purge_if_due(ctx.tenant, now, &settings);
+        changes_before = Some(changes_on_this_thread());
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         let q = Query::parse(&req.query)?;
         check_select(&segs, &q, ctx.api)?;
@@ -420,9 +422,48 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
             r
         }
     };
+    if is_write {
+        let changed = reply.status.is_success()
+            && changes_before.is_some_and(|before| changes_on_this_thread() != before);
+        log_write(ctx, req, &segs, reply.status, changed);
+    }
     ctx.app.metrics.request(&label);
     ctx.app.metrics.response(reply.status.as_u16());
     reply
+}
+
+/// Whether a request of this class writes to the directory (and is logged).
+fn is_write(class: Class) -> bool {
+    matches!(
+        class,
+        Class::Write | Class::ConditionalAccess { write: true }
+    )
+}
+
+fn log_write(
+    ctx: &Ctx<'_>,
+    req: &GraphRequest,
+    segs: &[String],
+    status: StatusCode,
+    changed: bool,
+) {
+    lock(&ctx.tenant.writes).append(LoggedWrite {
+        method: &req.method,
+        segments: segs,
+        api: ctx.api,
+        body: req.body.as_ref(),
+        status: status.as_u16(),
+        changed,
+    });
+}
+
+/// Logs a batch's inner request answered without being run (`status`: 424 for a failed
+/// dependency), when it is a write.
+pub fn log_unrun(ctx: &Ctx<'_>, req: &GraphRequest, status: StatusCode) {
+    let segs = segments(&req.path);
+    if is_write(classify(&req.method, &segs, &req.query)) {
+        log_write(ctx, req, &segs, status, false);
+    }
 }
 
 fn purge_if_due(tenant: &Tenant, now: i64, settings: &Settings) {

@@ -11,4 +11,5 @@ mod reads;
 pub(crate) mod support;
 mod throttling;
 mod versions;
+mod writelog;
 mod writes;

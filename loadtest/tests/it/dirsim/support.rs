@@ -119,6 +119,10 @@ impl Sim {
         )
     }
 
+    pub fn delete(&self, path: &str) -> Resp {
+        to_resp(self.agent.delete(format!("{}{path}", self.base)).call())
+    }
+
     pub fn settings(&self, patch: Json) {
         let r = self.patch("/_admin/settings", &patch);
         assert_eq!(r.status, 200, "{:?}", r.body);

@@ -1,0 +1,338 @@
+//! Recoveries under faults: workers killed after applying and before acknowledging, and in
+//! the middle of a task's batches, with a NATS restart (S9); a directory answering 10% of
+//! writes with 429 and 1% with 503 (S10); a cancel in the middle of the writes. The simulator's
+//! write log is the witness: no write had a different effect twice, the budget was never
+//! exceeded, nothing was written after `abandoned`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rewind_common::report::Scope;
+use rewind_coordinator::node::{Node, Transport};
+use rewind_coordinator::state::{JobStatus, Outcome};
+use rewind_loadtest::dirsim::{write_log, WriteRecord};
+use rewind_loadtest::incident::{Phase, Scenario};
+use serde_json::{json, Value as Json};
+
+use super::*;
+
+/// The tenant's write log after `after`, off the runtime.
+async fn writes_after(base: &str, tenant: &str, after: u64) -> Vec<WriteRecord> {
+    let (base, tenant) = (base.to_owned(), tenant.to_owned());
+    tokio::task::spawn_blocking(move || write_log(&base, &tenant, after))
+        .await
+        .unwrap()
+        .expect("the write log reads")
+}
+
+async fn last_write(base: &str, tenant: &str) -> u64 {
+    writes_after(base, tenant, 0)
+        .await
+        .last()
+        .map_or(0, |r| r.seq)
+}
+
+/// No write (method, path, body) changed the directory more than once.
+fn changed_once(log: &[WriteRecord]) -> (usize, usize) {
+    let mut by_write: BTreeMap<(&str, &str, Option<&str>), (usize, usize)> = BTreeMap::new();
+    for r in log {
+        let e = by_write
+            .entry((&r.method, &r.path, r.body_digest.as_deref()))
+            .or_default();
+        e.0 += 1;
+        e.1 += usize::from(r.changed);
+    }
+    let twice: Vec<_> = by_write.iter().filter(|(_, (_, c))| *c > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "writes that changed the directory twice: {twice:?}"
+    );
+    let repeated = by_write.values().filter(|(n, _)| *n > 1).count();
+    (by_write.len(), repeated)
+}
+
+async fn admin_patch(base: &str, path: &str, body: Json) {
+    let url = format!("{base}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let r = agent
+            .patch(&url)
+            .send_json(body)
+            .expect("the simulator answers");
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+    })
+    .await
+    .unwrap();
+}
+
+/// S9: S1 recovered through the cluster while one worker is killed after applying a task and
+/// before acknowledging it, another in the middle of a task's batches, and NATS restarts.
+/// The tenant verifies, every action has an outcome, and the write log shows that the
+/// redelivered batches were sent again without any write changing the directory twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s9_workers_killed_mid_recovery_and_a_nats_restart_change_nothing_twice() {
+    let sim = simulator().await;
+    let base = sim.base_url().to_owned();
+    let mut nats = nats();
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, key) = key_file(dir.path());
+    let fp = dir.path().join("failpoints");
+    std::fs::create_dir_all(&fp).unwrap();
+    let c = Coordinator::start(
+        &dir.path().join("coord"),
+        Transport::Nats(Box::new(rewind_worker::nats::NatsSettings::url(nats.url()))),
+        key.clone(),
+    )
+    .await;
+    let name = "s9";
+    generate(&base, name, OBJECTS).await;
+    c.add(no_approval(tenant(&base, name, 3))).await;
+    let mut b = WorkerProcess::start(&nats.url(), &key_path, "b", &[], &fp);
+    let backup = c.backup(name).await.snapshot.unwrap();
+    assert!(b.terminate(), "worker b stops cleanly");
+    let expected = incident(&base, name, Scenario::S1, Phase::AfterBackup).await;
+    let scope = scenario_scope(Scenario::S1, &expected);
+    let start = last_write(&base, name).await;
+
+    // A alone: it captures, diffs and applies the first task, then pauses before its result.
+    let mut a = WorkerProcess::start(&nats.url(), &key_path, "a", &[("apply", 120_000)], &fp);
+    let job = c
+        .engine()
+        .start_recovery_by(
+            &admin("alice"),
+            name,
+            &backup,
+            scope.clone(),
+            None,
+            false,
+            None,
+        )
+        .await
+        .unwrap();
+    wait_hit(&fp, "apply", Duration::from_secs(120)).await;
+    // C takes the second task and pauses after its first batch.
+    let mut cw = WorkerProcess::start(
+        &nats.url(),
+        &key_path,
+        "c",
+        &[("apply-batch", 120_000)],
+        &fp,
+    );
+    wait_hit(&fp, "apply-batch", Duration::from_secs(120)).await;
+    a.kill();
+    cw.kill();
+    nats.restart();
+    let _b2 = WorkerProcess::start(&nats.url(), &key_path, "b2", &[], &fp);
+    let done = wait_finished(c.engine(), &job.id, Duration::from_secs(240)).await;
+    assert_eq!(done.status, JobStatus::Successful, "{:?}", done.error);
+    let acts = actions(&c, &job.id);
+    assert!(
+        acts.iter()
+            .all(|a| a.step.is_none()
+                || matches!(a.outcome, Outcome::Applied | Outcome::AlreadyInState)),
+        "{acts:?}"
+    );
+    verify::verified(&c, name, &backup, Scenario::S1, &expected, &scope).await;
+
+    let log = writes_after(&base, name, start).await;
+    let (distinct, repeated) = changed_once(&log);
+    let planned = acts.iter().filter(|a| a.step.is_some()).count();
+    assert_eq!(distinct, planned, "one distinct write per action");
+    assert!(
+        repeated > 0,
+        "the killed workers' batches were sent again: {repeated}"
+    );
+    assert_eq!(log.iter().filter(|r| r.changed).count(), planned);
+    c.node.unwrap().shutdown().await;
+}
+
+/// A coordinator whose workers' connector retries as in production (8 attempts).
+async fn patient(dir: &std::path::Path, key: rewind_common::secret_box::SecretKey) -> Coordinator {
+    let transport = Coordinator::embedded(dir, 2);
+    let mut config = node_config(dir, transport.clone());
+    config.worker.connector.max_attempts = 8;
+    config.worker.connector.max_backoff = Duration::from_secs(2);
+    let node = Node::start(config, key.clone())
+        .await
+        .expect("the coordinator starts");
+    Coordinator {
+        node: Some(node),
+        key,
+        dir: dir.to_owned(),
+        transport,
+    }
+}
+
+/// S10: S4 recovered while the directory answers 10% of writes with 429 (Retry-After 1–3 s)
+/// and 1% with 503, and limits the tenant to its write budget per second: the tenant
+/// verifies, and the simulator admitted no more writes in any second than the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s10_a_throttling_directory_gets_an_exact_recovery_within_its_budget() {
+    let sim = simulator().await;
+    let base = sim.base_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = key_file(dir.path());
+    let c = patient(dir.path(), key).await;
+    let name = "s10";
+    generate(&base, name, OBJECTS).await;
+    let budget = 100;
+    let mut t = no_approval(tenant(&base, name, 3));
+    t.recovery.write_budget = budget;
+    c.add(t).await;
+    let backup = c.backup(name).await.snapshot.unwrap();
+    let expected = incident(&base, name, Scenario::S4, Phase::AfterBackup).await;
+    let start = last_write(&base, name).await;
+    let url = format!("{base}/_admin/tenants/{name}/writes");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent.delete(&url).call().expect("the counters reset");
+    })
+    .await
+    .unwrap();
+    let _ = start;
+    admin_patch(
+        &base,
+        "/_admin/settings",
+        json!({
+            "write_429_rate": 0.10,
+            "retry_after_429_min_secs": 1,
+            "retry_after_429_max_secs": 3,
+            "write_503_rate": 0.01,
+            "write_requests_per_window": budget,
+            "write_window_secs": 1,
+        }),
+    )
+    .await;
+    let job = recover(&c, name, &backup, Scope::All).await;
+    admin_patch(
+        &base,
+        "/_admin/settings",
+        json!({"write_429_rate": 0.0, "write_503_rate": 0.0, "write_requests_per_window": null}),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Successful, "{:?}", job.error);
+    assert_eq!(job.counts["failedChanges"], 0, "{:?}", job.counts);
+    verify::verified(&c, name, &backup, Scenario::S4, &expected, &Scope::All).await;
+
+    let log = writes_after(&base, name, 0).await;
+    let throttled = log.iter().filter(|r| r.status == 429).count();
+    let unavailable = log.iter().filter(|r| r.status == 503).count();
+    assert!(
+        throttled > 0 && unavailable > 0,
+        "the faults were injected: {throttled} 429, {unavailable} 503"
+    );
+    changed_once(&log);
+    let counters: Json = {
+        let url = format!("{base}/_admin/counters");
+        tokio::task::spawn_blocking(move || {
+            ureq::get(&url)
+                .call()
+                .unwrap()
+                .into_body()
+                .read_json()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let max = counters["tenants"][name]["maxWritesPerSecond"]
+        .as_u64()
+        .expect("a maximum");
+    assert!(
+        max <= u64::from(budget),
+        "{max} writes admitted in one second, budget {budget}"
+    );
+    println!(
+        "S10: {throttled} 429s, {unavailable} 503s, at most {max} writes/s; {:?}",
+        job.counts
+    );
+}
+
+/// A cancel in the middle of a recovery's writes: the job is abandoned once no batch is in
+/// flight; what was applied stays and is listed (as many actions applied as the write log
+/// shows changes); nothing is written after `abandoned`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canceled_recovery_keeps_what_it_applied_and_writes_nothing_after_abandoned() {
+    let sim = simulator().await;
+    let base = sim.base_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = key_file(dir.path());
+    let c = Coordinator::start(dir.path(), Coordinator::embedded(dir.path(), 2), key).await;
+    let name = "cancel";
+    generate(&base, name, OBJECTS).await;
+    let mut t = no_approval(tenant(&base, name, 3));
+    t.recovery.write_budget = 40;
+    c.add(t).await;
+    let backup = c.backup(name).await.snapshot.unwrap();
+    let expected = incident(&base, name, Scenario::S1, Phase::AfterBackup).await;
+    let start = last_write(&base, name).await;
+    let scope = scenario_scope(Scenario::S1, &expected);
+    let job = c
+        .engine()
+        .start_recovery_by(&admin("alice"), name, &backup, scope, None, false, None)
+        .await
+        .unwrap();
+    let began = Instant::now();
+    loop {
+        let n = writes_after(&base, name, start).await.len();
+        if n >= 60 {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "only {n} writes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.engine().cancel_by(&admin("bob"), &job.id).await.unwrap();
+    let ended = wait_finished(c.engine(), &job.id, Duration::from_secs(60)).await;
+    let abandoned_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(ended.status, JobStatus::Abandoned);
+    let log = writes_after(&base, name, start).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = writes_after(&base, name, start).await;
+    assert_eq!(later.len(), log.len(), "writes after the job was abandoned");
+    assert!(log.iter().all(|r| r.at_ms <= abandoned_at));
+    let acts = actions(&c, &job.id);
+    let applied = acts
+        .iter()
+        .filter(|a| a.outcome == Outcome::Applied)
+        .count();
+    let changed = log.iter().filter(|r| r.changed).count();
+    assert_eq!(
+        applied, changed,
+        "every change the directory saw is listed as applied"
+    );
+    assert!(
+        applied >= 60 && applied < acts.len(),
+        "applied {applied} of {}",
+        acts.len()
+    );
+    assert_eq!(ended.counts["applied"], applied as u64);
+    // The rest was never sent.
+    assert!(acts
+        .iter()
+        .filter(|a| a.outcome != Outcome::Applied)
+        .all(|a| matches!(a.outcome, Outcome::Planned | Outcome::NotSent { .. })));
+    let record = c
+        .engine()
+        .state()
+        .audit_records()
+        .map(|r| r.unwrap())
+        .find(|r| {
+            r.subject.job.as_deref() == Some(job.id.as_str())
+                && r.action == "job.status"
+                && r.details.get("to").map(String::as_str) == Some("abandoned")
+        })
+        .expect("the abandonment is audited");
+    let _ = record;
+}

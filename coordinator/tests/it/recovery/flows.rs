@@ -1,0 +1,285 @@
+//! Approval, dry run and undo of recoveries, through the engine against the simulator.
+
+use std::time::Duration;
+
+use rewind_common::report::Scope;
+use rewind_coordinator::state::{JobStatus, Outcome, RecoverySettings};
+use rewind_loadtest::incident::{Phase, Scenario};
+use serde_json::Value as Json;
+
+use super::*;
+
+/// The simulator's write count (all tenants).
+async fn writes(base: &str) -> u64 {
+    let url = format!("{base}/_admin/counters");
+    let json: Json = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .expect("counters answer")
+            .into_body()
+            .read_json()
+            .expect("counters are JSON")
+    })
+    .await
+    .unwrap();
+    json["writes"].as_u64().expect("a write count")
+}
+
+/// A tenant of `scenario` after its incident, with its backup and expected report.
+async fn incident_tenant(
+    c: &Coordinator,
+    base: &str,
+    name: &str,
+    scenario: Scenario,
+    threshold: u64,
+) -> (String, ExpectedReport) {
+    generate(base, name, OBJECTS).await;
+    let mut t = no_approval(tenant(base, name, 3));
+    t.recovery.approval_threshold = threshold;
+    c.add(t).await;
+    let backup = c.backup(name).await.snapshot.unwrap();
+    let expected = incident(base, name, scenario, Phase::AfterBackup).await;
+    (backup, expected)
+}
+
+async fn wait_status(c: &Coordinator, job: &str, want: JobStatus) -> Job {
+    let started = std::time::Instant::now();
+    loop {
+        let j = c.engine().state().get_job(job).unwrap();
+        if j.status == want {
+            return j;
+        }
+        assert!(
+            !j.status.is_terminal(),
+            "{job} ended {:?}: {:?}",
+            j.status,
+            j.error
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{job} stays {:?}",
+            j.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Above the tenant's threshold a recovery waits, with nothing written; its starter cannot
+/// approve it, another administrator can, and it then completes verified. A rejected one is
+/// abandoned with nothing applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recovery_above_the_threshold_waits_for_a_second_administrator() {
+    let sim = simulator().await;
+    let base = sim.base_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = key_file(dir.path());
+    let c = Coordinator::start(dir.path(), Coordinator::embedded(dir.path(), 2), key).await;
+    let (backup, expected) = incident_tenant(&c, &base, "appr", Scenario::S1, 25).await;
+    let scope = scenario_scope(Scenario::S1, &expected);
+    let alice = admin("alice");
+    let before = writes(&base).await;
+    let job = c
+        .engine()
+        .start_recovery_by(&alice, "appr", &backup, scope.clone(), None, false, None)
+        .await
+        .unwrap();
+    let waiting = wait_status(&c, &job.id, JobStatus::AwaitingApproval).await;
+    let progress = waiting.recovery.clone().unwrap();
+    assert!(
+        progress.needs_approval && progress.objects > 25,
+        "{progress:?}"
+    );
+    // The plan is persisted before the approval, and nothing is applied.
+    let planned = actions(&c, &job.id);
+    assert!(!planned.is_empty() && planned.iter().all(|a| a.outcome == Outcome::Planned));
+    assert_eq!(writes(&base).await, before, "nothing written while waiting");
+    let own = c.engine().decide_recovery_by(&alice, &job.id, true).await;
+    let err = own.expect_err("the starter cannot approve").to_string();
+    assert!(err.contains("second administrator"), "{err}");
+    assert_eq!(
+        c.engine().state().get_job(&job.id).unwrap().status,
+        JobStatus::AwaitingApproval
+    );
+    let done = c
+        .engine()
+        .decide_recovery_by(&admin("bob"), &job.id, true)
+        .await
+        .unwrap();
+    assert_eq!(done.recovery.unwrap().approval.unwrap().by_name, "bob");
+    let done = c.wait(&job.id, JobStatus::Successful).await;
+    assert!(done.counts["applied"] > 25);
+    verify::verified(&c, "appr", &backup, Scenario::S1, &expected, &scope).await;
+    // The log names both decisions' actors.
+    let records: Vec<_> = c
+        .engine()
+        .state()
+        .audit_records()
+        .map(|r| r.unwrap())
+        .filter(|r| r.subject.job.as_deref() == Some(job.id.as_str()))
+        .collect();
+    assert!(records.iter().any(|r| r.action == "recovery.approved"
+        && matches!(&r.actor, rewind_coordinator::state::Actor::Token { name, .. } if name == "bob")));
+    let applied = records
+        .iter()
+        .filter(|r| r.action == "recovery.action")
+        .count() as u64;
+    assert_eq!(
+        applied, done.counts["applied"],
+        "one audit record per applied action"
+    );
+
+    // A second one, rejected: abandoned, nothing applied.
+    let (backup2, expected2) = incident_tenant(&c, &base, "appr-no", Scenario::S1, 25).await;
+    let before = writes(&base).await;
+    let job = c
+        .engine()
+        .start_recovery_by(
+            &alice,
+            "appr-no",
+            &backup2,
+            scenario_scope(Scenario::S1, &expected2),
+            None,
+            false,
+            None,
+        )
+        .await
+        .unwrap();
+    wait_status(&c, &job.id, JobStatus::AwaitingApproval).await;
+    let rejected = c
+        .engine()
+        .decide_recovery_by(&admin("bob"), &job.id, false)
+        .await
+        .unwrap();
+    assert_eq!(rejected.status, JobStatus::Abandoned);
+    assert_eq!(writes(&base).await, before);
+    let again = c
+        .engine()
+        .decide_recovery_by(&admin("carol"), &job.id, true)
+        .await;
+    assert!(
+        again.is_err(),
+        "a decided recovery takes no second decision"
+    );
+}
+
+/// A dry run plans and writes nothing; the real run then makes exactly its steps. The real
+/// run is then undone from its pre-recovery snapshot, which re-creates the grant and the
+/// assignment it removed (with new ids): the tenant is back as it was before the recovery,
+/// and a second undo plans nothing, re-created links included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dry_run_writes_nothing_and_an_undo_puts_back_the_state_before_the_recovery() {
+    let sim = simulator().await;
+    let base = sim.base_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = key_file(dir.path());
+    let c = Coordinator::start(dir.path(), Coordinator::embedded(dir.path(), 2), key).await;
+    let (backup, expected) = incident_tenant(&c, &base, "dry", Scenario::S3, u64::MAX).await;
+    let alice = admin("alice");
+    let before = writes(&base).await;
+    let dry = c
+        .engine()
+        .start_recovery_by(&alice, "dry", &backup, Scope::All, None, true, None)
+        .await
+        .unwrap();
+    let dry = c.wait(&dry.id, JobStatus::Successful).await;
+    assert_eq!(writes(&base).await, before, "a dry run writes nothing");
+    let dry_steps: Vec<_> = actions(&c, &dry.id)
+        .into_iter()
+        .filter_map(|a| {
+            assert!(matches!(
+                a.outcome,
+                Outcome::Planned | Outcome::Skipped { .. }
+            ));
+            a.step
+        })
+        .collect();
+    assert_eq!(dry.counts["planned"], dry_steps.len() as u64);
+    assert!(
+        dry_steps.len() >= 3,
+        "S3: the grant, the assignment and the delete: {dry_steps:?}"
+    );
+
+    let real = recover(&c, "dry", &backup, Scope::All).await;
+    assert_eq!(real.status, JobStatus::Successful, "{:?}", real.error);
+    let real_steps: Vec<_> = actions(&c, &real.id)
+        .into_iter()
+        .filter_map(|a| a.step)
+        .collect();
+    assert_eq!(
+        real_steps, dry_steps,
+        "the real run makes the dry run's steps"
+    );
+    assert_eq!(writes(&base).await - before, dry_steps.len() as u64);
+    verify::verified(&c, "dry", &backup, Scenario::S3, &expected, &Scope::All).await;
+
+    // Undo: from the recovery's pre-recovery snapshot, the same scope.
+    let pre = real.recovery.as_ref().unwrap().snapshots[0].clone();
+    let record = c.engine().state().get_snapshot("dry", &pre).unwrap();
+    assert_eq!(
+        record.kind,
+        rewind_common::snapshot::SnapshotKind::PreRecovery
+    );
+    let undo = c
+        .engine()
+        .start_recovery_by(
+            &alice,
+            "dry",
+            &pre,
+            Scope::All,
+            None,
+            false,
+            Some(real.id.clone()),
+        )
+        .await
+        .unwrap();
+    let undo = wait_finished(c.engine(), &undo.id, Duration::from_secs(120)).await;
+    assert_eq!(undo.status, JobStatus::Successful, "{:?}", undo.error);
+    assert!(undo.counts["applied"] >= 3, "{:?}", undo.counts);
+    // Against the pre-recovery snapshot, nothing differs any more.
+    let check = c
+        .engine()
+        .start_report("dry", &pre, Scope::All)
+        .await
+        .unwrap();
+    let check = c.wait(&check.id, JobStatus::Successful).await;
+    let left = entries(c.engine(), &check.id);
+    assert!(left.is_empty(), "after the undo: {left:#?}");
+    // A second undo plans nothing: the re-created grant and assignment match by their data.
+    let again = recover(&c, "dry", &pre, Scope::All).await;
+    let redo: Vec<_> = actions(&c, &again.id)
+        .into_iter()
+        .filter_map(|a| a.step)
+        .collect();
+    assert!(redo.is_empty(), "{redo:?}");
+
+    // History is kept `history_days` (7 by default), then the recovery goes with its actions
+    // and its snapshots.
+    let days = RecoverySettings::default().history_days as i64;
+    let now = rewind_coordinator::state::unix_now();
+    let state = c.engine().state();
+    assert!(state
+        .expired_recoveries("dry", now + (days - 1) * 86_400)
+        .unwrap()
+        .is_empty());
+    let expired = state
+        .expired_recoveries("dry", now + (days + 1) * 86_400)
+        .unwrap();
+    assert_eq!(
+        expired.len(),
+        4,
+        "the dry run, the recovery, the undo and the second undo"
+    );
+    let undo_job = expired.iter().find(|j| j.id == undo.id).unwrap();
+    c.engine().expire_report(undo_job).await;
+    assert!(actions(&c, &undo.id).is_empty());
+    assert!(state.get_job(&undo.id).is_err());
+    let undo_pre = &undo.recovery.as_ref().unwrap().snapshots[0];
+    assert!(
+        state.get_snapshot("dry", undo_pre).is_err(),
+        "its pre-recovery snapshot is removed"
+    );
+    assert!(
+        state.get_snapshot("dry", &pre).is_ok(),
+        "another recovery's is kept"
+    );
+}
