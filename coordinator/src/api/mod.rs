@@ -278,6 +278,7 @@ pub fn router(state: ApiState) -> Router {
             &e("/recoveries/{job}/actions/export"),
             get(rewind::export_actions),
         )
+        .route(&e("/recoveries/{job}/calls"), get(rewind::planned_calls))
         .route(&e("/recoveries/{job}/approve"), post(rewind::approve))
         .route(&e("/recoveries/{job}/reject"), post(rewind::reject))
         .route(&e("/recoveries/{job}/undo"), post(rewind::undo))

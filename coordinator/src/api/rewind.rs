@@ -1,12 +1,13 @@
 //! Rewind's per-tenant extensions: the job view (every kind; what the CLI polls), the report
 //! export (CSV or JSON Lines, streamed from the state a page at a time), and a recovery's
-//! actions (paged, exported), approval, rejection and undo.
+//! actions (paged, exported), its planned directory calls, approval, rejection and undo.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use rewind_common::plan::PlannedStep;
 use serde_json::{json, Value as Json};
 
 use super::auth::{Caller, Right};
@@ -204,6 +205,52 @@ pub async fn list_actions(
         let extra: Vec<(&str, String)> = outcome.into_iter().map(|o| ("outcome", o)).collect();
         body["@odata.nextLink"] = json!(next_link(uri.path(), top, next, &extra));
     }
+    Ok(axum::Json(body))
+}
+
+/// `GET recoveries/{id}/calls`: the directory calls the recovery's planned steps make (a dry
+/// run's: exactly what it would send), in action order, with their count by method.
+pub async fn planned_calls(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<axum::Json<Json>, ApiError> {
+    tenant_check(&api, &caller, &tenant, Right::Read)?;
+    let store = api.engine.state().clone();
+    let job = recovery_of(&store, &tenant, &id)?;
+    let graph_base = store.get_tenant(&tenant)?.graph_base_url;
+    let body = blocking(move || {
+        let mut steps = Vec::new();
+        let mut seqs = std::collections::HashMap::new();
+        store.for_each_action(&job.id, |a| {
+            if let Some(step) = a.step {
+                seqs.insert(a.action_id.clone(), a.seq);
+                steps.push(PlannedStep {
+                    action_id: a.action_id,
+                    step,
+                    note: a.note,
+                });
+            }
+            Ok(())
+        })?;
+        let calls = rewind_common::connector::planned_calls(&graph_base, &steps);
+        let mut by_method: std::collections::BTreeMap<&str, u64> = Default::default();
+        let mut value = Vec::with_capacity(calls.len());
+        for c in &calls {
+            *by_method.entry(c.method.as_str()).or_default() += 1;
+            let mut v = serde_json::to_value(c)
+                .map_err(|e| ApiError::internal(format!("a planned call does not encode: {e}")))?;
+            v["seq"] = json!(seqs.get(&c.action_id));
+            value.push(v);
+        }
+        Ok(json!({
+            "value": value,
+            "total": calls.len(),
+            "countsByMethod": by_method,
+            "steps": steps.len(),
+        }))
+    })
+    .await?;
     Ok(axum::Json(body))
 }
 

@@ -753,6 +753,53 @@ async fn recoveries_from_the_command_line() {
         dry["counts"]["planned"].as_u64().unwrap()
     );
 
+    let calls = json(
+        &cli(url, reader, &["recover", "calls", name, &dry_id]).await,
+        0,
+        "recover calls",
+    );
+    assert!(!calls["value"].as_array().unwrap().is_empty(), "{calls}");
+    // One object, from the report's backup: a dry run scoped to its id.
+    let one = planned["value"][0]["objectId"].as_str().unwrap().to_owned();
+    let object = json(
+        &cli(
+            url,
+            admin,
+            &[
+                "recover",
+                "object",
+                name,
+                &one,
+                "--from-report",
+                &report_id,
+                "--dry-run",
+            ],
+        )
+        .await,
+        0,
+        "recover object --dry-run",
+    );
+    assert_eq!(object["backup"], snapshot.as_str(), "{object}");
+    assert_eq!(object["status"], "successful", "{object}");
+    let its = json(
+        &cli(
+            url,
+            reader,
+            &["recover", "actions", name, object["id"].as_str().unwrap()],
+        )
+        .await,
+        0,
+        "recover actions of one object",
+    );
+    assert!(
+        its["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["objectId"] == one.as_str()),
+        "{its}"
+    );
+
     // Above the threshold: it waits for approval (a resting state: exit 0).
     let job = json(
         &cli(

@@ -110,13 +110,14 @@ async fn recoveries_through_the_api() {
         "PATCH",
         &format!("/admin/tenants/{TENANT}"),
         Some(&f.operator),
-        Some(r#"{"approvalThreshold":10}"#.into()),
+        Some(r#"{"approvalThreshold":10,"writeBudget":1000}"#.into()),
         &[],
     )
     .await;
     assert_eq!(patch.status, 200, "{}", patch.text);
     assert_eq!(patch.json()["approvalThreshold"], 10);
-    assert_eq!(patch.json()["writeBudget"], 20, "the others are kept");
+    assert_eq!(patch.json()["writeBudget"], 1000);
+    assert_eq!(patch.json()["historyDays"], 7, "the others are kept");
 
     // Bad requests, each a 400 or 404 that names the problem.
     let many: Vec<String> = (1..=20_001u128)
@@ -233,6 +234,30 @@ async fn recoveries_through_the_api() {
         .get(&f.rec(&dry, "/actions/export?format=csv"), &f.reader)
         .await;
     assert!(csv.text.starts_with("seq,actionId,"), "{}", csv.text);
+    // Its calls: what the connector would send, in action order, counted by method.
+    let calls = f.get(&f.rec(&dry, "/calls"), &f.reader).await;
+    assert_eq!(calls.status, 200, "{}", calls.text);
+    let calls = calls.json();
+    let list = calls["value"].as_array().unwrap();
+    assert!(!list.is_empty(), "{calls}");
+    assert_eq!(calls["total"].as_u64().unwrap() as usize, list.len());
+    let by_method: u64 = calls["countsByMethod"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_method as usize, list.len(), "{calls}");
+    assert!(
+        list.iter()
+            .all(|c| c["path"].as_str().unwrap().starts_with('/')
+                && matches!(c["method"].as_str(), Some("POST" | "PATCH" | "DELETE"))
+                && matches!(c["version"].as_str(), Some("v1.0" | "beta"))),
+        "{calls}"
+    );
+    let call_seqs: Vec<u64> = list.iter().map(|c| c["seq"].as_u64().unwrap()).collect();
+    assert!(call_seqs.windows(2).all(|w| w[0] <= w[1]), "{call_seqs:?}");
+    assert_eq!(f.sim_writes().await, writes_before, "listing calls wrote");
     // A dry run cannot be undone.
     let undo_dry = f.post_json(&f.rec(&dry, "/undo"), &f.admin, "").await;
     assert!(undo_dry.graph_error(409).contains("dry run"));

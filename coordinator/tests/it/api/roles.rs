@@ -105,6 +105,9 @@ const TABLE: &[(&str, &str, &str, Who, u16)] = &[
     ("GET", "/tenants/{t}/rewind/recoveries/{c}/actions/export?format=csv", "", Reader, 200),
     ("GET", "/tenants/{t}/rewind/recoveries/{c}/actions/export?format=jsonl", "", Admin, 200),
     ("GET", "/tenants/{t}/rewind/recoveries/{c}/actions/export?format=csv", "", Operator, 403),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/calls", "", Reader, 200),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/calls", "", Admin, 200),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/calls", "", Operator, 403),
     // The dry run is finished: approving or rejecting it is allowed, and a conflict.
     ("POST", "/tenants/{t}/rewind/recoveries/{c}/approve", "", Reader, 403),
     ("POST", "/tenants/{t}/rewind/recoveries/{c}/approve", "", Admin, 409),
