@@ -302,6 +302,20 @@ async fn recoveries_through_the_api() {
     assert!(own.graph_error(409).contains("second administrator"));
     let reader = f.post_json(&f.rec(&job, "/approve"), &f.reader, "").await;
     reader.graph_error(403);
+    let early = f.post_json(&f.rec(&job, "/undo"), &f.admin, "").await;
+    assert!(early
+        .graph_error(409)
+        .contains("only a finished recovery can be undone"));
+    // Under `recoveries/`, a report is named for what it is.
+    let report_as = f.get(&f.rec(&f.report, "/actions"), &f.reader).await;
+    assert!(report_as.graph_error(400).contains("not a recovery"));
+    let bad_token = f
+        .get(
+            &format!("{}?$skiptoken=abc", f.rec(&job, "/actions")),
+            &f.reader,
+        )
+        .await;
+    assert!(bad_token.graph_error(400).contains("$skiptoken"));
 
     // A user the plan updates is soft-deleted before the approval: its update fails for real.
     let planned = all_pages(&f, &format!("{}?outcome=planned", f.rec(&job, "/actions"))).await;
