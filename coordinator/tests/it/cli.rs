@@ -915,6 +915,25 @@ async fn recoveries_from_the_command_line() {
     );
     assert_eq!(rejected["status"], "abandoned", "{rejected}");
     assert_eq!(rejected["consoleStatus"], "Canceled", "{rejected}");
+    // Undone again, and cancelled while it waits: abandoned, nothing applied.
+    let undo = json(
+        &cli(url, admin, &["recover", "undo", name, &id]).await,
+        0,
+        "recover undo again",
+    );
+    assert_eq!(undo["status"], "awaitingApproval", "{undo}");
+    let undo_id = undo["id"].as_str().unwrap().to_owned();
+    let canceled = json(
+        &cli(url, admin, &["recover", "cancel", name, &undo_id]).await,
+        0,
+        "recover cancel",
+    );
+    assert_eq!(canceled["status"], "abandoned", "{canceled}");
+    assert_eq!(
+        canceled["counts"]["applied"].as_u64().unwrap_or(0),
+        0,
+        "{canceled}"
+    );
     // A report is not a recovery.
     refused(
         &cli(url, reader, &["recover", "show", name, &report_id]).await,
