@@ -12,8 +12,8 @@ use super::auth::{Caller, Right};
 use super::error::ApiError;
 use super::{json_response, ApiState, JsonBody};
 use crate::state::{
-    Actor, AuditRecord, NewTenant, NewToken, Role, Schedule, TenantRecord, TenantScope,
-    TenantSettings, TokenRecord,
+    Actor, AuditRecord, NewTenant, NewToken, RecoverySettings, Role, Schedule, TenantRecord,
+    TenantScope, TenantSettings, TokenRecord,
 };
 use rewind_common::graph_json::{format_time, parse_time};
 
@@ -76,8 +76,47 @@ pub fn tenant_json(t: &TenantRecord) -> Json {
         "retention": t.retention,
         "reportRetentionDays": t.report_retention_days,
         "shardBits": t.shard_bits,
+        "writeBudget": t.recovery.write_budget,
+        "conditionalAccessBudget": t.recovery.conditional_access_budget,
+        "approvalThreshold": t.recovery.approval_threshold,
+        "historyDays": t.recovery.history_days,
         "createdDateTime": format_time(t.created_at),
     })
+}
+
+/// The recovery settings a tenant body may set (each absent one kept).
+#[derive(Debug, Default)]
+pub struct RecoveryFields {
+    write_budget: Option<u32>,
+    conditional_access_budget: Option<u32>,
+    approval_threshold: Option<u64>,
+    history_days: Option<u32>,
+}
+
+impl RecoveryFields {
+    fn any(&self) -> bool {
+        self.write_budget.is_some()
+            || self.conditional_access_budget.is_some()
+            || self.approval_threshold.is_some()
+            || self.history_days.is_some()
+    }
+
+    /// `base` with the fields given replaced.
+    fn apply(&self, mut base: RecoverySettings) -> RecoverySettings {
+        if let Some(v) = self.write_budget {
+            base.write_budget = v;
+        }
+        if let Some(v) = self.conditional_access_budget {
+            base.conditional_access_budget = v;
+        }
+        if let Some(v) = self.approval_threshold {
+            base.approval_threshold = v;
+        }
+        if let Some(v) = self.history_days {
+            base.history_days = v;
+        }
+        base
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +131,21 @@ pub struct TenantBody {
     retention: Option<u32>,
     report_retention_days: Option<u32>,
     shard_bits: Option<u8>,
+    write_budget: Option<u32>,
+    conditional_access_budget: Option<u32>,
+    approval_threshold: Option<u64>,
+    history_days: Option<u32>,
+}
+
+impl TenantBody {
+    fn recovery(&self) -> RecoveryFields {
+        RecoveryFields {
+            write_budget: self.write_budget,
+            conditional_access_budget: self.conditional_access_budget,
+            approval_threshold: self.approval_threshold,
+            history_days: self.history_days,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +156,21 @@ pub struct TenantPatch {
     schedule: Option<ScheduleBody>,
     retention: Option<u32>,
     report_retention_days: Option<u32>,
+    write_budget: Option<u32>,
+    conditional_access_budget: Option<u32>,
+    approval_threshold: Option<u64>,
+    history_days: Option<u32>,
+}
+
+impl TenantPatch {
+    fn recovery(&self) -> RecoveryFields {
+        RecoveryFields {
+            write_budget: self.write_budget,
+            conditional_access_budget: self.conditional_access_budget,
+            approval_threshold: self.approval_threshold,
+            history_days: self.history_days,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +209,7 @@ pub async fn add_tenant(
     if !caller.0.tenants.contains(&body.name) {
         return Err(ApiError::forbidden());
     }
+    let recovery = body.recovery();
     let mut new = NewTenant::new(
         body.name,
         body.graph_base_url,
@@ -159,6 +229,7 @@ pub async fn add_tenant(
     if let Some(b) = body.shard_bits {
         new.shard_bits = b;
     }
+    new.recovery = recovery.apply(new.recovery);
     let record = api
         .engine
         .state()
@@ -185,13 +256,20 @@ pub async fn update_tenant(
     JsonBody(body): JsonBody<TenantPatch>,
 ) -> Result<axum::Json<Json>, ApiError> {
     operator_on(&caller, &tenant)?;
+    let fields = body.recovery();
+    let recovery = if fields.any() {
+        let current = api.engine.state().get_tenant(&tenant)?.recovery;
+        Some(fields.apply(current))
+    } else {
+        None
+    };
     let settings = TenantSettings {
         graph_base_url: body.graph_base_url,
         token_url: body.token_url,
         schedule: body.schedule.map(ScheduleBody::into_schedule).transpose()?,
         retention: body.retention,
         report_retention_days: body.report_retention_days,
-        recovery: None,
+        recovery,
     };
     let record = api
         .engine

@@ -1,13 +1,17 @@
 //! A report entry as Microsoft's change object (`getChanges`, the JSON Lines export) and as
-//! CSV rows; `filteringCriteria` to and from a report's [`Scope`].
+//! CSV rows; a recovery's action as Rewind's action object, as a failed change
+//! (`getFailedChanges`) and as CSV rows; `filteringCriteria` to and from a [`Scope`].
 
 use rewind_common::graph_json::odata_type;
 use rewind_common::model::{LinkKind, ObjectType};
+use rewind_common::plan::Step;
 use rewind_common::report::{LinkState, NotRecoverableReason, RecoveryAction, ReportEntry, Scope};
 use rewind_common::ObjectId;
 use serde_json::{json, Map, Value as Json};
 
 use super::error::ApiError;
+use crate::state::actions::step_name;
+use crate::state::{ActionRecord, Outcome};
 
 pub const CHANGE_TYPE: &str = "#microsoft.graph.entraRecoveryServices.recoveryChangeObjectBase";
 pub const NAMES_FILTER: &str =
@@ -120,29 +124,36 @@ fn field(out: &mut String, text: &str) {
     }
 }
 
+/// One CSV record (RFC 4180), ended by CRLF.
+fn record(out: &mut String, fields: &[&str]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        field(out, f);
+    }
+    out.push_str("\r\n");
+}
+
 /// The CSV rows of an entry: one per changed attribute or link, one for an entry with neither.
 pub fn csv_rows(entry: &ReportEntry, out: &mut String) {
     let id = entry.id.to_string();
     let reason = entry.reason.map_or("", reason_name);
     let mut row = |kind: &str, name: &str, current: &str, backup: &str| {
-        let fields = [
-            id.as_str(),
-            entry.object_type.entity_type_name(),
-            entry.display_name.as_str(),
-            action_name(entry.action),
-            reason,
-            kind,
-            name,
-            current,
-            backup,
-        ];
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            field(out, f);
-        }
-        out.push_str("\r\n");
+        record(
+            out,
+            &[
+                id.as_str(),
+                entry.object_type.entity_type_name(),
+                entry.display_name.as_str(),
+                action_name(entry.action),
+                reason,
+                kind,
+                name,
+                current,
+                backup,
+            ],
+        );
     };
     let json_text = |v: &Option<rewind_common::value::Value>| {
         v.as_ref()
@@ -170,6 +181,188 @@ pub fn csv_rows(entry: &ReportEntry, out: &mut String) {
     if entry.changed_attributes.is_empty() && entry.changed_links.is_empty() {
         row("object", "", "", "");
     }
+}
+
+/// A step as the action object writes it: its kind and its fields.
+pub fn step_json(step: &Step) -> Json {
+    let mut out = Map::new();
+    out.insert("kind".into(), json!(step_name(step)));
+    match step {
+        Step::Update { properties, .. } => {
+            let props: Map<String, Json> = properties
+                .iter()
+                .map(|(n, v)| (n.clone(), v.to_json()))
+                .collect();
+            out.insert("properties".into(), Json::Object(props));
+        }
+        Step::AddLink {
+            kind, target, data, ..
+        } => {
+            out.insert("link".into(), json!(kind.as_str()));
+            out.insert("target".into(), json!(target.to_string()));
+            if let Some(d) = data {
+                out.insert("data".into(), d.to_json());
+            }
+        }
+        Step::RemoveLink { kind, target, .. } => {
+            out.insert("link".into(), json!(kind.as_str()));
+            out.insert("target".into(), json!(target.to_string()));
+        }
+        Step::Restore { .. } | Step::SoftDelete { .. } => {}
+    }
+    Json::Object(out)
+}
+
+/// Why an action was skipped or not sent (`None` for the other outcomes).
+pub fn outcome_reason(outcome: &Outcome) -> Option<&str> {
+    match outcome {
+        Outcome::Skipped { reason } | Outcome::NotSent { reason } => Some(reason),
+        _ => None,
+    }
+}
+
+/// The error of a failed action: `{status, code, message, permanent}` (null otherwise).
+fn outcome_error(outcome: &Outcome) -> Json {
+    match outcome {
+        Outcome::Failed {
+            status,
+            code,
+            message,
+            permanent,
+        } => json!({"status": status, "code": code, "message": message, "permanent": permanent}),
+        _ => Json::Null,
+    }
+}
+
+fn opt_value(v: &Option<rewind_common::value::Value>) -> Json {
+    v.as_ref().map_or(Json::Null, |v| v.to_json())
+}
+
+/// A recovery's action as the `actions` route and the JSON Lines export write it.
+pub fn action_json(a: &ActionRecord) -> Json {
+    json!({
+        "seq": a.seq,
+        "actionId": a.action_id,
+        "round": a.round,
+        "wave": a.wave,
+        "objectId": a.object_id.to_string(),
+        "entityType": a.object_type.entity_type_name(),
+        "displayName": a.display_name,
+        "step": a.step.as_ref().map_or(Json::Null, step_json),
+        "note": a.note,
+        "values": a.values.iter().map(|v| json!({
+            "name": v.name,
+            "currentValue": opt_value(&v.current),
+            "backupValue": opt_value(&v.backup),
+        })).collect::<Vec<_>>(),
+        "outcome": a.outcome.name(),
+        "reason": outcome_reason(&a.outcome),
+        "error": outcome_error(&a.outcome),
+        "dateTime": a.at.map(rewind_common::graph_json::format_time),
+    })
+}
+
+/// Microsoft's `recoveryAction` of a step (a link is an update of its holder).
+fn step_action(step: Option<&Step>) -> &'static str {
+    match step {
+        Some(Step::Restore { .. }) => "restore",
+        Some(Step::SoftDelete { .. }) => "softDelete",
+        Some(Step::Update { .. } | Step::AddLink { .. } | Step::RemoveLink { .. }) => "update",
+        None => "unknownFutureValue",
+    }
+}
+
+/// A failed action as Microsoft's change object of `getFailedChanges`: `failureMessage`
+/// filled, `currentState` / `deltaFromCurrent` the values at planning and in the backup, and
+/// (ext) `errorCode`, `errorStatus`, `actionId`, `seq`.
+pub fn failed_change_json(a: &ActionRecord) -> Json {
+    let entity = odata_type(a.object_type);
+    let mut current = Map::new();
+    let mut delta = Map::new();
+    current.insert("@odata.type".into(), json!(entity));
+    delta.insert("@odata.type".into(), json!(entity));
+    for v in &a.values {
+        current.insert(v.name.clone(), opt_value(&v.current));
+        delta.insert(v.name.clone(), opt_value(&v.backup));
+    }
+    match &a.step {
+        Some(Step::AddLink { kind, target, .. }) => {
+            delta.insert(
+                format!("{}@delta", kind.as_str()),
+                json!([{"@odata.type": link_type(*kind), "id": target.to_string()}]),
+            );
+        }
+        Some(Step::RemoveLink { kind, target, .. }) => {
+            delta.insert(
+                format!("{}@delta", kind.as_str()),
+                json!([{"@odata.type": link_type(*kind), "id": target.to_string(),
+                        "@removed": {"reason": "changed"}}]),
+            );
+        }
+        _ => {}
+    }
+    let (message, code, status) = match &a.outcome {
+        Outcome::Failed {
+            status,
+            code,
+            message,
+            ..
+        } => (json!(message), json!(code), json!(status)),
+        _ => (Json::Null, Json::Null, Json::Null),
+    };
+    json!({
+        "@odata.type": CHANGE_TYPE,
+        "id": a.object_id.to_string(),
+        "entityTypeName": a.object_type.entity_type_name(),
+        "displayName": a.display_name,
+        "recoveryAction": step_action(a.step.as_ref()),
+        "failureMessage": message,
+        "currentState": Json::Object(current),
+        "deltaFromCurrent": Json::Object(delta),
+        "errorCode": code,
+        "errorStatus": status,
+        "actionId": a.action_id,
+        "seq": a.seq,
+    })
+}
+
+/// The CSV header of a recovery's actions export.
+pub const ACTIONS_CSV_HEADER: &str = "seq,actionId,round,wave,objectId,entityType,displayName,step,detail,outcome,reason,errorCode,errorMessage,dateTime\r\n";
+
+/// One action as a CSV row; `detail` is the step's fields as JSON (without its kind).
+pub fn action_csv_row(a: &ActionRecord, out: &mut String) {
+    let step = a.step.as_ref();
+    let detail = step.map_or(String::new(), |s| {
+        let mut j = step_json(s);
+        if let Json::Object(m) = &mut j {
+            m.remove("kind");
+        }
+        j.to_string()
+    });
+    let (code, message) = match &a.outcome {
+        Outcome::Failed { code, message, .. } => (code.as_str(), message.as_str()),
+        _ => ("", ""),
+    };
+    let at = a.at.map(rewind_common::graph_json::format_time);
+    record(
+        out,
+        &[
+            &a.seq.to_string(),
+            &a.action_id,
+            &a.round.to_string(),
+            &a.wave.map_or(String::new(), |w| w.to_string()),
+            &a.object_id.to_string(),
+            a.object_type.entity_type_name(),
+            &a.display_name,
+            step.map_or("", step_name),
+            &detail,
+            a.outcome.name(),
+            outcome_reason(&a.outcome).unwrap_or(""),
+            code,
+            message,
+            at.as_deref().unwrap_or(""),
+        ],
+    );
 }
 
 /// The `entityType` names a filter may use.

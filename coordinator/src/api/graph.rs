@@ -1,6 +1,6 @@
 //! Microsoft's `/directory/recovery` routes for one tenant: snapshots (backups), recovery
-//! preview jobs (difference reports) and their `getChanges` pages, jobs and cancel; recovery
-//! jobs answer 501 until recoveries exist.
+//! preview jobs (difference reports) and their `getChanges` pages, recovery jobs and their
+//! `getFailedChanges` pages, jobs and cancel.
 
 use std::collections::BTreeMap;
 
@@ -13,13 +13,18 @@ use rewind_common::ReportEntry;
 use serde_json::{json, Value as Json};
 
 use super::auth::{Caller, Right};
-use super::change::{change_json, criteria_of, scope_from_criteria};
+use super::change::{change_json, criteria_of, failed_change_json, scope_from_criteria};
 use super::error::ApiError;
 use super::odata::{Clause, Op, Query};
 use super::{blocking, json_response, ApiState, JsonBody};
-use crate::state::{Actor, EntryCursor, Job, JobKind, JobStatus, SnapshotRecord, State as Store};
+use crate::state::{
+    ActionRecord, Actor, EntryCursor, Job, JobKind, JobStatus, Outcome, SnapshotRecord,
+    State as Store,
+};
+use rewind_common::report::Scope;
 
 pub const PREVIEW_JOB_TYPE: &str = "#microsoft.graph.entraRecoveryServices.recoveryPreviewJob";
+pub const RECOVERY_JOB_TYPE: &str = "#microsoft.graph.entraRecoveryServices.recoveryJob";
 
 /// Whether the request asked for the newer enum members (`loadingData`, `calculating`, grants
 /// and assignments).
@@ -50,6 +55,20 @@ fn context(tenant: &str, what: &str) -> String {
     format!("{}/$metadata#{what}", base(tenant))
 }
 
+/// The `@odata.context` of a snapshot's job collection (`recoveryPreviewJobs`,
+/// `recoveryJobs`), or of one of its entities.
+fn jobs_context(tenant: &str, snapshot: &str, jobs: &str, entity: bool) -> String {
+    let what = format!("directory/recovery/snapshots('{snapshot}')/{jobs}");
+    context(
+        tenant,
+        &if entity {
+            format!("{what}/$entity")
+        } else {
+            what
+        },
+    )
+}
+
 /// The tenant checks of every route: in the token's list (else 404), the right (else 403),
 /// and a tenant that exists (else 404).
 pub(crate) fn tenant_check(
@@ -75,6 +94,20 @@ fn snapshot_json(s: &SnapshotRecord) -> Json {
 fn backup_of(store: &Store, tenant: &str, id: &str) -> Result<SnapshotRecord, ApiError> {
     match store.get_snapshot(tenant, id) {
         Ok(s) if s.kind == SnapshotKind::Backup => Ok(s),
+        Ok(_) | Err(crate::state::StateError::NotFound { .. }) => {
+            Err(ApiError::not_found(format!(
+                "This isn't a valid timestamp for recovery: tenant {tenant} has no backup {id}"
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The snapshot a recovery goes back to: a backup, or a recovery's pre-recovery snapshot (an
+/// undo's); Microsoft's 404 for any other.
+fn recovery_target(store: &Store, tenant: &str, id: &str) -> Result<SnapshotRecord, ApiError> {
+    match store.get_snapshot(tenant, id) {
+        Ok(s) if matches!(s.kind, SnapshotKind::Backup | SnapshotKind::PreRecovery) => Ok(s),
         Ok(_) | Err(crate::state::StateError::NotFound { .. }) => {
             Err(ApiError::not_found(format!(
                 "This isn't a valid timestamp for recovery: tenant {tenant} has no backup {id}"
@@ -117,6 +150,79 @@ pub fn preview_job_json(store: &Store, job: &Job, newer: bool) -> Json {
         "totalChangedObjectsCalculated": calculated("entries"),
         "totalChangedLinksCalculated": calculated("links"),
     })
+}
+
+/// A recovery's approval (ext): whether its plan needed one, the objects it modifies, who
+/// started it, and the decision once made.
+pub fn approval_json(job: &Job) -> Json {
+    let Some(r) = &job.recovery else {
+        return Json::Null;
+    };
+    json!({
+        "required": r.needs_approval,
+        "objects": r.objects,
+        "startedBy": r.starter.as_ref().map(ToString::to_string),
+        "decision": r.approval.as_ref().map(|a| json!({
+            "approved": a.approved,
+            "byId": a.by_id,
+            "byName": a.by_name,
+            "dateTime": rewind_common::graph_json::format_time(a.at),
+        })),
+    })
+}
+
+/// The `recoveryJob` of a recovery job: `recoveryJobBase`'s fields, the modified counts
+/// (null until the job ends), and (ext) `dryRun`, `reportId`, `undoOf`, `approval`.
+pub fn recovery_job_json(store: &Store, job: &Job, newer: bool) -> Json {
+    let JobKind::Recovery {
+        backup,
+        scope,
+        from_report,
+        dry_run,
+        undo_of,
+    } = &job.kind
+    else {
+        return Json::Null;
+    };
+    let target = store
+        .get_snapshot(&job.tenant, backup)
+        .ok()
+        .map(|s| s.created_at);
+    let count = |key: &str, when: bool| {
+        if when {
+            json!(job.counts.get(key).copied().unwrap_or(0))
+        } else {
+            Json::Null
+        }
+    };
+    let planned = job.counts.contains_key("objectsToModify");
+    let ended = job.status.is_terminal();
+    json!({
+        "@odata.type": RECOVERY_JOB_TYPE,
+        "id": job.id,
+        "status": status_name(job.status, newer),
+        "targetStateDateTime": time(target),
+        "jobStartDateTime": time(Some(job.created_at)),
+        "jobCompletionDateTime": time(job.finished_at),
+        "filteringCriteria": criteria_of(scope),
+        "totalChangedObjectsCalculated": count("objectsToModify", planned),
+        "totalChangedLinksCalculated": Json::Null,
+        "totalObjectsModified": count("objectsModified", ended),
+        "totalLinksModified": count("linksModified", ended),
+        "totalFailedChanges": count("failedChanges", ended),
+        "dryRun": dry_run,
+        "reportId": from_report,
+        "undoOf": undo_of,
+        "approval": approval_json(job),
+    })
+}
+
+/// A job of Microsoft's `jobs` (a preview or a recovery), with its `@odata.type`.
+pub fn ms_job_json(store: &Store, job: &Job, newer: bool) -> Json {
+    match job.kind {
+        JobKind::Recovery { .. } => recovery_job_json(store, job, newer),
+        _ => preview_job_json(store, job, newer),
+    }
 }
 
 fn with_context(mut value: Json, context: String) -> Json {
@@ -170,7 +276,7 @@ pub async fn backup_now(
     Ok(accepted(&location, &super::rewind::job_view(&job)))
 }
 
-fn accepted(location: &str, body: &Json) -> Response {
+pub(crate) fn accepted(location: &str, body: &Json) -> Response {
     let mut response = json_response(StatusCode::ACCEPTED, body);
     if let Ok(value) = header::HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -210,10 +316,7 @@ pub async fn start_preview_job(
     );
     let body = with_context(
         preview_job_json(api.engine.state(), &job, wants_newer(&headers)),
-        context(
-            &tenant,
-            &format!("directory/recovery/snapshots('{snapshot}')/recoveryPreviewJobs/$entity"),
-        ),
+        jobs_context(&tenant, &snapshot, "recoveryPreviewJobs", true),
     );
     Ok(accepted(&location, &body))
 }
@@ -250,7 +353,7 @@ pub async fn list_preview_jobs(
     })
     .await?;
     Ok(axum::Json(json!({
-        "@odata.context": context(&tenant, &format!("directory/recovery/snapshots('{snapshot}')/recoveryPreviewJobs")),
+        "@odata.context": jobs_context(&tenant, &snapshot, "recoveryPreviewJobs", false),
         "value": value,
     })))
 }
@@ -267,10 +370,7 @@ pub async fn get_preview_job(
     let job = preview_job(store, &tenant, &snapshot, &id)?;
     Ok(axum::Json(with_context(
         preview_job_json(store, &job, wants_newer(&headers)),
-        context(
-            &tenant,
-            &format!("directory/recovery/snapshots('{snapshot}')/recoveryPreviewJobs/$entity"),
-        ),
+        jobs_context(&tenant, &snapshot, "recoveryPreviewJobs", true),
     )))
 }
 
@@ -417,38 +517,312 @@ pub async fn get_changes(
     Ok(axum::Json(body))
 }
 
-/// Recovery jobs: checked like the routes they will be, then 501 until recoveries exist.
-pub async fn recovery_read(
-    State(api): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    Path(params): Path<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
-    recovery(&api, &caller, &params, Right::Read)
+/// What a `POST recoveryJobs` asks for.
+#[derive(Debug)]
+pub(crate) struct RecoveryRequest {
+    pub scope: Scope,
+    pub from_report: Option<String>,
+    pub dry_run: bool,
 }
 
-pub async fn recovery_write(
-    State(api): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    Path(params): Path<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
-    recovery(&api, &caller, &params, Right::Write)
+/// The ids of `objectIds` (Rewind's listed scope): GUIDs, at most [`Scope::MAX_LISTED_IDS`].
+fn listed_ids(value: &Json) -> Result<Scope, ApiError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("objectIds must be an array of GUID strings"))?;
+    if items.len() > Scope::MAX_LISTED_IDS {
+        return Err(ApiError::bad_request(format!(
+            "objectIds names {} ids; at most {} in all",
+            items.len(),
+            Scope::MAX_LISTED_IDS
+        )));
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    for (i, v) in items.iter().enumerate() {
+        let id = v
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| ApiError::bad_request(format!("objectIds[{i}] {v} is not a GUID")))?;
+        ids.push(id);
+    }
+    Scope::ids_up_to(ids, Scope::MAX_LISTED_IDS)
+        .map_err(|e| ApiError::bad_request(format!("objectIds: {e}")))
 }
 
-fn recovery(
-    api: &ApiState,
-    caller: &Caller,
-    params: &[(String, String)],
-    right: Right,
+/// Reads a `POST recoveryJobs` body: `{}`, `filteringCriteria`, or (ext) `reportId` (the
+/// report's scope: a report of this tenant on this snapshot) or `objectIds`; and `dryRun`.
+pub(crate) fn recovery_request(
+    store: &Store,
+    tenant: &str,
+    snapshot: &str,
+    body: &Json,
+) -> Result<RecoveryRequest, ApiError> {
+    let map = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    if let Some(k) = map.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "filteringCriteria" | "@odata.type" | "reportId" | "objectIds" | "dryRun"
+        )
+    }) {
+        return Err(ApiError::bad_request(format!(
+            "unknown field {k:?} in the body (expected filteringCriteria, reportId, objectIds, dryRun)"
+        )));
+    }
+    let given = |k: &str| map.get(k).filter(|v| !v.is_null());
+    let (criteria, report, ids) = (
+        given("filteringCriteria"),
+        given("reportId"),
+        given("objectIds"),
+    );
+    let named: Vec<&str> = [
+        ("filteringCriteria", criteria.is_some()),
+        ("reportId", report.is_some()),
+        ("objectIds", ids.is_some()),
+    ]
+    .iter()
+    .filter(|(_, g)| *g)
+    .map(|(k, _)| *k)
+    .collect();
+    if named.len() > 1 {
+        return Err(ApiError::bad_request(format!(
+            "{} cannot be given together: a recovery takes one scope (from a report, a \
+             filteringCriteria, or a list of objectIds)",
+            named.join(" and ")
+        )));
+    }
+    let dry_run = match given("dryRun") {
+        None => false,
+        Some(Json::Bool(b)) => *b,
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun must be true or false, not {v}"
+            )))
+        }
+    };
+    let mut from_report = None;
+    let scope = if let Some(r) = report {
+        let id = r
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request(format!("reportId must be a string, not {r}")))?;
+        let job = match store.get_job(id) {
+            Ok(j) if j.tenant == tenant => j,
+            Ok(_) | Err(crate::state::StateError::NotFound { .. }) => {
+                return Err(ApiError::not_found(format!(
+                    "reportId: tenant {tenant} has no report {id}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let JobKind::Report { backup, scope } = &job.kind else {
+            return Err(ApiError::bad_request(format!(
+                "reportId: job {id} is a {} job, not a report",
+                job.kind.name()
+            )));
+        };
+        if backup != snapshot {
+            return Err(ApiError::bad_request(format!(
+                "reportId: report {id} compares with backup {backup}, not with {snapshot}"
+            )));
+        }
+        from_report = Some(id.to_owned());
+        scope.clone()
+    } else if let Some(ids) = ids {
+        listed_ids(ids)?
+    } else {
+        scope_from_criteria(criteria)?
+    };
+    Ok(RecoveryRequest {
+        scope,
+        from_report,
+        dry_run,
+    })
+}
+
+fn recovery_location(tenant: &str, snapshot: &str, id: &str) -> String {
+    format!(
+        "{}/directory/recovery/snapshots/{snapshot}/recoveryJobs/{id}",
+        base(tenant)
+    )
+}
+
+/// `POST snapshots/{id}/recoveryJobs`: 202 + `Location` of the new recovery job.
+pub async fn start_recovery_job(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((tenant, snapshot)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Json>,
 ) -> Result<Response, ApiError> {
-    let tenant = params
-        .iter()
-        .find(|(k, _)| k == "tenant")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default();
-    tenant_check(api, caller, tenant, right)?;
-    Err(ApiError::not_implemented(
-        "recovery jobs are not implemented yet in Rewind",
+    tenant_check(&api, &caller, &tenant, Right::Write)?;
+    let store = api.engine.state();
+    recovery_target(store, &tenant, &snapshot)?;
+    let req = recovery_request(store, &tenant, &snapshot, &body)?;
+    let job = api
+        .engine
+        .start_recovery_by(
+            &Actor::token(&caller.0),
+            &tenant,
+            &snapshot,
+            req.scope,
+            req.from_report,
+            req.dry_run,
+            None,
+        )
+        .await?;
+    let body = with_context(
+        recovery_job_json(store, &job, wants_newer(&headers)),
+        jobs_context(&tenant, &snapshot, "recoveryJobs", true),
+    );
+    Ok(accepted(
+        &recovery_location(&tenant, &snapshot, &job.id),
+        &body,
     ))
+}
+
+/// A recovery job of the tenant on that snapshot, else 404.
+fn recovery_job(store: &Store, tenant: &str, snapshot: &str, id: &str) -> Result<Job, ApiError> {
+    let job = store.get_job(id)?;
+    match &job.kind {
+        JobKind::Recovery { backup, .. } if job.tenant == tenant && backup == snapshot => Ok(job),
+        _ => Err(ApiError::not_found(format!(
+            "recovery job {id} not found on snapshot {snapshot}"
+        ))),
+    }
+}
+
+/// `GET snapshots/{id}/recoveryJobs`: the recoveries back to that snapshot, newest first;
+/// `$filter` and `$top` as `jobs`.
+pub async fn list_recovery_jobs(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((tenant, snapshot)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<axum::Json<Json>, ApiError> {
+    tenant_check(&api, &caller, &tenant, Right::Read)?;
+    let query = Query::parse(raw.as_deref(), &["$top", "$filter"], JOBS_FILTER)?;
+    let store = api.engine.state().clone();
+    recovery_target(&store, &tenant, &snapshot)?;
+    let newer = wants_newer(&headers);
+    let (name, backup) = (tenant.clone(), snapshot.clone());
+    let value = blocking(move || {
+        matching_jobs(&store, &name, &query, |j| {
+            matches!(j.kind, JobKind::Recovery { .. }) && j.kind.backup() == Some(backup.as_str())
+        })
+        .map(|jobs| {
+            jobs.iter()
+                .map(|j| recovery_job_json(&store, j, newer))
+                .collect::<Vec<_>>()
+        })
+    })
+    .await?;
+    Ok(axum::Json(json!({
+        "@odata.context": jobs_context(&tenant, &snapshot, "recoveryJobs", false),
+        "value": value,
+    })))
+}
+
+pub async fn get_recovery_job(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((tenant, snapshot, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Json>, ApiError> {
+    tenant_check(&api, &caller, &tenant, Right::Read)?;
+    let store = api.engine.state();
+    recovery_target(store, &tenant, &snapshot)?;
+    let job = recovery_job(store, &tenant, &snapshot, &id)?;
+    Ok(axum::Json(with_context(
+        recovery_job_json(store, &job, wants_newer(&headers)),
+        jobs_context(&tenant, &snapshot, "recoveryJobs", true),
+    )))
+}
+
+/// A `$skiptoken` of the action routes: the sequence number of the last action returned.
+pub(crate) fn seq_token(token: Option<&str>) -> Result<Option<u32>, ApiError> {
+    token
+        .map(|t| {
+            t.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "$skiptoken {t:?} is not a cursor of this collection (an action's sequence number)"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Up to `top` actions of a recovery after `after` that `keep` keeps, and the sequence number
+/// to continue after when more may follow.
+pub(crate) fn actions_page(
+    store: &Store,
+    job: &str,
+    mut after: Option<u32>,
+    top: usize,
+    keep: impl Fn(&ActionRecord) -> bool,
+) -> Result<(Vec<ActionRecord>, Option<u32>), ApiError> {
+    let chunk = top.max(256);
+    let mut out = Vec::with_capacity(top.min(1024));
+    loop {
+        let (actions, more) = store.actions_after(job, after, chunk)?;
+        let n = actions.len();
+        for (i, a) in actions.into_iter().enumerate() {
+            after = Some(a.seq);
+            if !keep(&a) {
+                continue;
+            }
+            let seq = a.seq;
+            out.push(a);
+            if out.len() == top {
+                let rest = more || i + 1 < n;
+                return Ok((out, rest.then_some(seq)));
+            }
+        }
+        if !more {
+            return Ok((out, None));
+        }
+    }
+}
+
+/// The `@odata.nextLink` of an action page.
+pub(crate) fn next_link(path: &str, top: usize, next: u32, extra: &[(&str, String)]) -> String {
+    let mut params = vec![("$top", top.to_string()), ("$skiptoken", next.to_string())];
+    params.extend(extra.iter().cloned());
+    let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
+    format!("{path}?{qs}")
+}
+
+/// `GET .../recoveryJobs/{id}/getFailedChanges`: the failed actions as change objects, paged
+/// like `getChanges` (`$top`, `$skiptoken`).
+pub async fn get_failed_changes(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((tenant, snapshot, id)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    uri: axum::http::Uri,
+) -> Result<axum::Json<Json>, ApiError> {
+    tenant_check(&api, &caller, &tenant, Right::Read)?;
+    let query = Query::parse(raw.as_deref(), &["$top", "$skiptoken"], &[])?;
+    let store = api.engine.state().clone();
+    recovery_target(&store, &tenant, &snapshot)?;
+    let job = recovery_job(&store, &tenant, &snapshot, &id)?;
+    let top = query.top.unwrap_or(100) as usize;
+    let after = seq_token(query.skiptoken.as_deref())?;
+    let (value, next) = blocking(move || {
+        actions_page(&store, &job.id, after, top, |a| {
+            matches!(a.outcome, Outcome::Failed { .. })
+        })
+    })
+    .await?;
+    let mut body = json!({
+        "@odata.context": context(&tenant, "Collection(microsoft.graph.entraRecoveryServices.recoveryChangeObjectBase)"),
+        "value": value.iter().map(failed_change_json).collect::<Vec<_>>(),
+    });
+    if let Some(next) = next {
+        body["@odata.nextLink"] = json!(next_link(uri.path(), top, next, &[]));
+    }
+    Ok(axum::Json(body))
 }
 
 const JOBS_FILTER: &[(&str, &[Op])] = &[
@@ -487,7 +861,28 @@ fn job_passes(store: &Store, job: &Job, filter: &[Clause]) -> Result<bool, ApiEr
     Ok(true)
 }
 
-/// Microsoft's jobs: the tenant's previews (and, later, recoveries), newest first.
+/// The tenant's jobs that `keep` keeps and pass the query's `$filter`, newest first, at most
+/// `$top`.
+fn matching_jobs(
+    store: &Store,
+    tenant: &str,
+    query: &Query,
+    keep: impl Fn(&Job) -> bool,
+) -> Result<Vec<Job>, ApiError> {
+    let top = query.top.unwrap_or(u64::MAX) as usize;
+    let mut out = Vec::new();
+    for job in store.list_jobs(tenant)? {
+        if out.len() == top {
+            break;
+        }
+        if keep(&job) && job_passes(store, &job, &query.filter)? {
+            out.push(job);
+        }
+    }
+    Ok(out)
+}
+
+/// Microsoft's jobs: the tenant's previews and recoveries, newest first.
 pub async fn list_jobs(
     State(api): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -499,21 +894,16 @@ pub async fn list_jobs(
     let query = Query::parse(raw.as_deref(), &["$top", "$filter"], JOBS_FILTER)?;
     let store = api.engine.state().clone();
     let newer = wants_newer(&headers);
-    let top = query.top.unwrap_or(u64::MAX) as usize;
     let name = tenant.clone();
     let value = blocking(move || {
-        let mut value = Vec::new();
-        for job in store.list_jobs(&name)? {
-            if value.len() == top {
-                break;
-            }
-            if matches!(job.kind, JobKind::Report { .. })
-                && job_passes(&store, &job, &query.filter)?
-            {
-                value.push(preview_job_json(&store, &job, newer));
-            }
-        }
-        Ok(value)
+        matching_jobs(&store, &name, &query, |j| {
+            !matches!(j.kind, JobKind::Backup)
+        })
+        .map(|jobs| {
+            jobs.iter()
+                .map(|j| ms_job_json(&store, j, newer))
+                .collect::<Vec<_>>()
+        })
     })
     .await?;
     Ok(axum::Json(json!({
@@ -540,14 +930,14 @@ pub async fn get_job(
     tenant_check(&api, &caller, &tenant, Right::Read)?;
     let store = api.engine.state();
     let job = tenant_job(store, &tenant, &id)?;
-    if !matches!(job.kind, JobKind::Report { .. }) {
+    if matches!(job.kind, JobKind::Backup) {
         return Err(ApiError::not_found(format!(
             "job {id} not found (a {} job is under /tenants/{tenant}/rewind/jobs)",
             job.kind.name()
         )));
     }
     Ok(axum::Json(with_context(
-        preview_job_json(store, &job, wants_newer(&headers)),
+        ms_job_json(store, &job, wants_newer(&headers)),
         context(&tenant, "directory/recovery/jobs/$entity"),
     )))
 }

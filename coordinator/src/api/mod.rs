@@ -1,6 +1,6 @@
 //! The coordinator's HTTP API (axum): Microsoft's `/directory/recovery` routes per tenant
-//! (`graph`), Rewind's extensions (`rewind`: job views and report exports; `admin`: tenants
-//! and tokens), and operations (`ops`: health, readiness, metrics). The contract is
+//! (`graph`), Rewind's extensions (`rewind`: job views, report exports, a recovery's actions,
+//! planned calls, approval and undo; `admin`: tenants and tokens), and operations (`ops`: health, readiness, metrics). The contract is
 //! `docs/api.md`. Every error is Graph's shape (`error`), every route but the operations'
 //! needs a bearer token (`auth`).
 
@@ -249,15 +249,19 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             &p("/snapshots/{snapshot}/recoveryJobs"),
-            get(graph::recovery_read).post(graph::recovery_write),
+            get(graph::list_recovery_jobs).post(graph::start_recovery_job),
         )
         .route(
             &p("/snapshots/{snapshot}/recoveryJobs/{job}"),
-            get(graph::recovery_read),
+            get(graph::get_recovery_job),
         )
         .route(
             &p("/snapshots/{snapshot}/recoveryJobs/{job}/getFailedChanges"),
-            get(graph::recovery_read),
+            get(graph::get_failed_changes),
+        )
+        .route(
+            &p("/snapshots/{snapshot}/recoveryJobs/{job}/microsoft.graph.entraRecoveryServices.getFailedChanges"),
+            get(graph::get_failed_changes),
         )
         .route(&p("/jobs"), get(graph::list_jobs))
         .route(&p("/jobs/{job}"), get(graph::get_job))
@@ -269,6 +273,15 @@ pub fn router(state: ApiState) -> Router {
         .route(&e("/jobs"), get(rewind::list_jobs))
         .route(&e("/jobs/{job}"), get(rewind::get_job))
         .route(&e("/reports/{job}/export"), get(rewind::export))
+        .route(&e("/recoveries/{job}/actions"), get(rewind::list_actions))
+        .route(
+            &e("/recoveries/{job}/actions/export"),
+            get(rewind::export_actions),
+        )
+        .route(&e("/recoveries/{job}/calls"), get(rewind::planned_calls))
+        .route(&e("/recoveries/{job}/approve"), post(rewind::approve))
+        .route(&e("/recoveries/{job}/reject"), post(rewind::reject))
+        .route(&e("/recoveries/{job}/undo"), post(rewind::undo))
         .route(
             "/admin/tenants",
             get(admin::list_tenants).post(admin::add_tenant),

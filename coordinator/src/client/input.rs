@@ -118,12 +118,7 @@ pub fn parse_ids(s: &str) -> Result<Vec<(Option<String>, String)>, ClientError> 
             }
             None => (None, item),
         };
-        let parsed: ObjectId = id.parse().map_err(|_| {
-            usage(format!(
-                "--ids: {id:?} is not a GUID (like 8a7c5e9d-1f2b-4c3d-9e8f-0a1b2c3d4e5f)"
-            ))
-        })?;
-        let id = parsed.to_string();
+        let id = guid(id, "--ids")?;
         if !out.iter().any(|(_, o)| *o == id) {
             out.push((ty, id));
         }
@@ -131,6 +126,42 @@ pub fn parse_ids(s: &str) -> Result<Vec<(Option<String>, String)>, ClientError> 
     if out.len() > MAX_IDS {
         return Err(usage(format!(
             "--ids: {} ids given, a report takes at most {MAX_IDS}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// One GUID as `flag` was given it, in its canonical form.
+fn guid(id: &str, flag: &str) -> Result<String, ClientError> {
+    let parsed: ObjectId = id.parse().map_err(|_| {
+        usage(format!(
+            "{flag}: {id:?} is not a GUID (like 8a7c5e9d-1f2b-4c3d-9e8f-0a1b2c3d4e5f)"
+        ))
+    })?;
+    Ok(parsed.to_string())
+}
+
+/// A recovery's listed object ids: GUIDs separated by commas, spaces or line breaks (a file's
+/// lines), duplicates counted once, at most `max`.
+pub fn parse_object_ids(text: &str, flag: &str, max: usize) -> Result<Vec<String>, ClientError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for item in text
+        .split([',', ' ', '\t', '\r', '\n'])
+        .filter(|i| !i.is_empty())
+    {
+        let id = guid(item, flag)?;
+        if seen.insert(id.clone()) {
+            out.push(id);
+        }
+    }
+    if out.is_empty() {
+        return Err(usage(format!("{flag}: no object id given")));
+    }
+    if out.len() > max {
+        return Err(usage(format!(
+            "{flag}: {} ids given, a recovery takes at most {max}",
             out.len()
         )));
     }

@@ -1,4 +1,4 @@
-//! The `rewind` client commands (`tenants`, `backups`, `report`, `jobs`): each is a few calls
+//! The `rewind` client commands (`tenants`, `backups`, `report`, `recover`, `jobs`): each is a few calls
 //! to the HTTP API of `docs/api.md` with a blocking client, printed as aligned tables for a
 //! person or as JSON for a script (with `--json`, or whenever stdout is not a terminal), and
 //! ending with an exit code that says what went wrong: 0 success, 1 a job that ended failed or
@@ -9,6 +9,7 @@ mod http;
 mod input;
 mod jobs;
 mod output;
+mod recover;
 mod report;
 mod tenants;
 mod wait;
@@ -19,8 +20,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 pub use http::Api;
-pub use input::{parse_ids, parse_schedule, parse_types, report_body, MAX_IDS};
+pub use input::{parse_ids, parse_object_ids, parse_schedule, parse_types, report_body, MAX_IDS};
 pub use output::Table;
+pub use recover::console_status;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -121,6 +123,9 @@ pub enum ClientCommand {
     Backups(jobs::BackupsArgs),
     /// Difference reports: create one, show its entries, export them as CSV or JSON Lines.
     Report(report::ReportArgs),
+    /// Recoveries: start one (or a dry run), approve or reject it, see its actions, failed
+    /// changes and planned calls, cancel or undo it.
+    Recover(recover::RecoverArgs),
     /// A tenant's jobs: list, show, cancel.
     Jobs(jobs::JobsArgs),
 }
@@ -170,6 +175,12 @@ fn dispatch(command: ClientCommand) -> Result<i32, ClientError> {
             let command = a.command.checked()?;
             let (api, out) = connect(&a.connection)?;
             report::run(&api, out, command)
+        }
+        ClientCommand::Recover(a) => {
+            // Arguments (and an ids file) are checked before the token is read.
+            let command = a.command.checked()?;
+            let (api, out) = connect(&a.connection)?;
+            recover::run(&api, out, command)
         }
         ClientCommand::Jobs(a) => {
             let (api, out) = connect(&a.connection)?;

@@ -34,7 +34,7 @@ pub enum Format {
 }
 
 impl Format {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
@@ -392,7 +392,20 @@ fn export(
     output: Option<PathBuf>,
 ) -> Result<(), ClientError> {
     let export_path = path(&["tenants", tenant, "rewind", "reports", id, "export"]);
-    let mut body = api.get_stream(&export_path, &[("format", format.as_str())])?;
+    export_to(api, out, ("report", id), &export_path, format, output)
+}
+
+/// Streams the export at `export_path` to `output` (through a temporary file beside it and a
+/// rename) or to stdout; `what` names the job in the JSON summary (`{"report": id, ...}`).
+pub(super) fn export_to(
+    api: &Api,
+    out: Output,
+    what: (&str, &str),
+    export_path: &str,
+    format: Format,
+    output: Option<PathBuf>,
+) -> Result<(), ClientError> {
+    let mut body = api.get_stream(export_path, &[("format", format.as_str())])?;
     let Some(file) = output else {
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
@@ -420,7 +433,7 @@ fn export(
         .map_err(|e| ClientError::io(format!("cannot write {shown}"), e.error))?;
     if out.json {
         super::output::print_json(&serde_json::json!({
-            "report": id, "format": format.as_str(), "file": shown, "bytes": bytes,
+            what.0: what.1, "format": format.as_str(), "file": shown, "bytes": bytes,
         }))
     } else {
         print(&format!(

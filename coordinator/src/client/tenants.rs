@@ -1,5 +1,5 @@
 //! `rewind tenants add|list|show|remove|set`: the operator's tenant administration over
-//! `/admin/tenants`. The client secret is read from a file or `REWIND_CLIENT_SECRET` (an
+//! `/admin/tenants` (with the recovery settings: write budgets, approval threshold, history). The client secret is read from a file or `REWIND_CLIENT_SECRET` (an
 //! argument is accepted with a warning: it shows in `ps`), and is never printed.
 
 use std::path::PathBuf;
@@ -58,6 +58,18 @@ pub struct SettingArgs {
     /// Days a difference report is kept.
     #[arg(long)]
     pub report_retention_days: Option<u32>,
+    /// Directory writes per second a recovery may make, all workers together.
+    #[arg(long)]
+    pub write_budget: Option<u32>,
+    /// Conditional access policy and named location writes per second.
+    #[arg(long)]
+    pub conditional_access_budget: Option<u32>,
+    /// A recovery that modifies more objects than this waits for a second administrator.
+    #[arg(long)]
+    pub approval_threshold: Option<u64>,
+    /// Days a finished recovery's actions are kept.
+    #[arg(long)]
+    pub history_days: Option<u32>,
 }
 
 impl SettingArgs {
@@ -76,6 +88,18 @@ impl SettingArgs {
         }
         if let Some(n) = self.report_retention_days {
             into.insert("reportRetentionDays".into(), json!(n));
+        }
+        for (key, n) in [
+            ("writeBudget", self.write_budget),
+            ("conditionalAccessBudget", self.conditional_access_budget),
+            ("historyDays", self.history_days),
+        ] {
+            if let Some(n) = n {
+                into.insert(key.into(), json!(n));
+            }
+        }
+        if let Some(n) = self.approval_threshold {
+            into.insert("approvalThreshold".into(), json!(n));
         }
         Ok(())
     }
@@ -230,7 +254,7 @@ pub fn run(api: &Api, out: Output, command: TenantsCommand) -> Result<(), Client
             };
             if patch.is_empty() && credentials.is_none() {
                 return Err(ClientError::Usage(
-                    "nothing to set: give --schedule, --retention, --report-retention-days, --graph-url, --token-url, --client-id or a client secret"
+                    "nothing to set: give --schedule, --retention, --report-retention-days, --write-budget, --conditional-access-budget, --approval-threshold, --history-days, --graph-url, --token-url, --client-id or a client secret"
                         .into(),
                 ));
             }
@@ -271,6 +295,10 @@ fn show(out: Output, tenant: &Value) -> Result<(), ClientError> {
         ("retention", field(tenant, "retention")),
         ("report days", field(tenant, "reportRetentionDays")),
         ("shard bits", field(tenant, "shardBits")),
+        ("write budget", field(tenant, "writeBudget")),
+        ("CA budget", field(tenant, "conditionalAccessBudget")),
+        ("approval above", field(tenant, "approvalThreshold")),
+        ("history days", field(tenant, "historyDays")),
         ("created", field(tenant, "createdDateTime")),
     ]))
 }

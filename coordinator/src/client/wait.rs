@@ -1,6 +1,7 @@
-//! Waiting for a job: polls its job view (`GET /tenants/{t}/rewind/jobs/{id}`) until its
-//! status is terminal, showing its phase and tasks done on an `indicatif` bar on stderr when
-//! the output allows one. A job that ends other than successful is [`ClientError::JobEnded`].
+//! Waiting for a job: polls its job view (`GET /tenants/{t}/rewind/jobs/{id}`) until it rests
+//! (its status is terminal, or it is a recovery awaiting approval), showing its phase and
+//! tasks done on an `indicatif` bar on stderr when the output allows one. A job that ends other
+//! than successful is [`ClientError::JobEnded`]; one awaiting approval is not an error.
 
 use std::time::Duration;
 
@@ -19,12 +20,21 @@ pub fn is_terminal(status: &str) -> bool {
     matches!(status, "successful" | "failed" | "abandoned")
 }
 
+/// A recovery waiting for a second administrator: not finished, but nothing happens until
+/// someone decides, so a wait stops there.
+pub const AWAITING_APPROVAL: &str = "awaitingApproval";
+
+/// Whether a wait stops at this status: terminal, or awaiting approval.
+pub fn is_resting(status: &str) -> bool {
+    is_terminal(status) || status == AWAITING_APPROVAL
+}
+
 /// A job's view.
 pub fn job(api: &Api, tenant: &str, id: &str) -> Result<Value, ClientError> {
     api.get(&path(&["tenants", tenant, "rewind", "jobs", id]), &[])
 }
 
-/// Polls job `id` of `tenant` until it ends; returns its last view.
+/// Polls job `id` of `tenant` until it rests ([`is_resting`]); returns its last view.
 pub fn until_done(api: &Api, out: Output, tenant: &str, id: &str) -> Result<Value, ClientError> {
     let bar = out.bar.then(|| {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
@@ -61,7 +71,7 @@ fn poll(
             bar.set_message(field(&view, "phase"));
         }
         let status = view.get("status").and_then(Value::as_str).unwrap_or("");
-        if is_terminal(status) {
+        if is_resting(status) {
             return Ok(view);
         }
         std::thread::sleep(POLL);

@@ -1,7 +1,8 @@
 //! The client commands as an operator runs them: the real `rewind` binary against a real
 //! coordinator (single-node mode, the API on `127.0.0.1:0`) and a simulator tenant; exit codes
 //! 0/1/2/3, JSON output of every command, a scope refused before any connection, and backup,
-//! report, show and export end to end.
+//! report, show and export end to end; `rewind recover` (dry run, approval by a second token,
+//! actions, failed changes, export, undo, reject).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -84,7 +85,7 @@ fn bad_input_is_refused_before_any_request() {
     let server = format!("http://{}", listener.local_addr().unwrap());
     let ids: Vec<String> = (0..101).map(guid).collect();
     let ids = ids.join(",");
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 10] = [
         (
             &[
                 "report", "create", "t", "--backup", "b", "--types", "user", "--ids", &ids,
@@ -117,6 +118,40 @@ fn bad_input_is_refused_before_any_request() {
             "required arguments were not provided",
         ),
         (&["jobs", "frob"], "unrecognized subcommand"),
+        (
+            &["recover", "start", "t", "--backup", "b", "--ids", "nope"],
+            "--ids: \"nope\" is not a GUID",
+        ),
+        (
+            &[
+                "recover",
+                "start",
+                "t",
+                "--backup",
+                "b",
+                "--ids-file",
+                "/nonexistent/ids",
+            ],
+            "--ids-file: cannot read",
+        ),
+        (
+            &[
+                "recover",
+                "start",
+                "t",
+                "--backup",
+                "b",
+                "--types",
+                "user",
+                "--from-report",
+                "r",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &["recover", "actions", "t", "j", "--outcome", "done"],
+            "--outcome: unknown outcome \"done\"",
+        ),
     ];
     for (args, says) in cases {
         let out = rewind_cli(&server, Some("rwd_x"), args);
@@ -580,5 +615,331 @@ async fn the_client_commands_end_to_end() {
     );
     assert_eq!(removed["removed"], bad);
 
+    server.stop().await;
+}
+
+/// `rewind recover` end to end: tenant recovery settings set by the CLI, a dry run from a
+/// report, a recovery that waits for approval (exit 0), refused to its starter (409, exit 2)
+/// and to a reader (403, exit 3), approved by a second administrator's token and waited for;
+/// its actions, failed changes, export; an undo that waits and is rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recoveries_from_the_command_line() {
+    let sim = simulator().await;
+    let base = sim.base_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let url = server.url.as_str();
+    let (ops, admin, reader) = (
+        Some(server.operator.as_str()),
+        Some(server.admin.as_str()),
+        Some(server.reader.as_str()),
+    );
+    let (_, second) = server
+        .coordinator
+        .engine()
+        .state()
+        .create_token(NewToken {
+            name: "second-admin".into(),
+            role: Role::Administrator,
+            tenants: TenantScope::All,
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    let second = Some(second.as_str());
+    let name = "cli-rec";
+    generate(&base, name, 400).await;
+    let add = add_args(&base, name, "--client-secret", &format!("secret-{name}"));
+    let add: Vec<&str> = add.iter().map(String::as_str).collect();
+    let add = [
+        &add[..],
+        &[
+            "--approval-threshold",
+            "5",
+            "--write-budget",
+            "200",
+            "--history-days",
+            "3",
+        ],
+    ]
+    .concat();
+    let t = json(&cli(url, ops, &add).await, 0, "tenants add");
+    assert_eq!(t["approvalThreshold"], 5, "{t}");
+    assert_eq!(t["writeBudget"], 200, "{t}");
+    assert_eq!(t["historyDays"], 3, "{t}");
+    let set = json(
+        &cli(
+            url,
+            ops,
+            &["tenants", "set", name, "--conditional-access-budget", "2"],
+        )
+        .await,
+        0,
+        "tenants set --conditional-access-budget",
+    );
+    assert_eq!(set["conditionalAccessBudget"], 2, "{set}");
+    assert_eq!(set["approvalThreshold"], 5, "kept: {set}");
+    refused(
+        &cli(url, ops, &["tenants", "set", name, "--write-budget", "0"]).await,
+        2,
+        "writeBudget",
+        "a write budget of 0",
+    );
+
+    let backup = json(
+        &cli(url, admin, &["backups", "now", name]).await,
+        0,
+        "backups now",
+    );
+    let snapshot = backup["snapshot"].as_str().unwrap().to_owned();
+    incident(&base, name, Scenario::S5, Phase::AfterBackup).await;
+    let report = json(
+        &cli(
+            url,
+            admin,
+            &["report", "create", name, "--backup", &snapshot],
+        )
+        .await,
+        0,
+        "report create",
+    );
+    let report_id = report["id"].as_str().unwrap().to_owned();
+
+    // A dry run: planned, nothing applied, no approval needed.
+    let dry = json(
+        &cli(
+            url,
+            admin,
+            &[
+                "recover",
+                "start",
+                name,
+                "--backup",
+                &snapshot,
+                "--from-report",
+                &report_id,
+                "--dry-run",
+            ],
+        )
+        .await,
+        0,
+        "recover start --dry-run",
+    );
+    assert_eq!(dry["status"], "successful", "{dry}");
+    assert_eq!(dry["consoleStatus"], "Completed", "{dry}");
+    assert_eq!(dry["recovery"]["dryRun"], true, "{dry}");
+    assert_eq!(dry["recovery"]["reportId"], report_id.as_str(), "{dry}");
+    assert!(dry["counts"]["planned"].as_u64().unwrap() > 5, "{dry}");
+    let dry_id = dry["id"].as_str().unwrap().to_owned();
+    let shown = json(
+        &cli(url, reader, &["recover", "show", name, &dry_id]).await,
+        0,
+        "recover show",
+    );
+    assert_eq!(shown["id"], dry_id.as_str());
+    assert_eq!(shown["counts"]["applied"], 0, "{shown}");
+    let planned = json(
+        &cli(
+            url,
+            reader,
+            &["recover", "actions", name, &dry_id, "--outcome", "planned"],
+        )
+        .await,
+        0,
+        "recover actions --outcome planned",
+    );
+    assert_eq!(
+        planned["value"].as_array().unwrap().len() as u64,
+        dry["counts"]["planned"].as_u64().unwrap()
+    );
+
+    let calls = json(
+        &cli(url, reader, &["recover", "calls", name, &dry_id]).await,
+        0,
+        "recover calls",
+    );
+    assert!(!calls["value"].as_array().unwrap().is_empty(), "{calls}");
+    // One object, from the report's backup: a dry run scoped to its id.
+    let one = planned["value"][0]["objectId"].as_str().unwrap().to_owned();
+    let object = json(
+        &cli(
+            url,
+            admin,
+            &[
+                "recover",
+                "object",
+                name,
+                &one,
+                "--from-report",
+                &report_id,
+                "--dry-run",
+            ],
+        )
+        .await,
+        0,
+        "recover object --dry-run",
+    );
+    assert_eq!(object["backup"], snapshot.as_str(), "{object}");
+    assert_eq!(object["status"], "successful", "{object}");
+    let its = json(
+        &cli(
+            url,
+            reader,
+            &["recover", "actions", name, object["id"].as_str().unwrap()],
+        )
+        .await,
+        0,
+        "recover actions of one object",
+    );
+    assert!(
+        its["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["objectId"] == one.as_str()),
+        "{its}"
+    );
+
+    // Above the threshold: it waits for approval (a resting state: exit 0).
+    let job = json(
+        &cli(
+            url,
+            admin,
+            &[
+                "recover",
+                "start",
+                name,
+                "--backup",
+                &snapshot,
+                "--from-report",
+                &report_id,
+            ],
+        )
+        .await,
+        0,
+        "recover start",
+    );
+    assert_eq!(job["status"], "awaitingApproval", "{job}");
+    assert_eq!(job["consoleStatus"], "Awaiting approval", "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    refused(
+        &cli(url, admin, &["recover", "approve", name, &id]).await,
+        2,
+        "a second administrator must",
+        "the starter approves",
+    );
+    refused(
+        &cli(url, reader, &["recover", "approve", name, &id]).await,
+        3,
+        "Authorization has been denied",
+        "a reader approves",
+    );
+    let done = json(
+        &cli(url, second, &["recover", "approve", name, &id]).await,
+        0,
+        "recover approve by a second token",
+    );
+    assert_eq!(done["status"], "successful", "{done}");
+    assert_eq!(done["consoleStatus"], "Completed", "{done}");
+    assert_eq!(
+        done["recovery"]["approval"]["decision"]["byName"], "second-admin",
+        "{done}"
+    );
+    assert!(
+        done["counts"]["linksModified"].as_u64().unwrap() > 0,
+        "{done}"
+    );
+    let applied = json(
+        &cli(
+            url,
+            reader,
+            &["recover", "actions", name, &id, "--outcome", "applied"],
+        )
+        .await,
+        0,
+        "recover actions --outcome applied",
+    );
+    let applied = applied["value"].as_array().unwrap();
+    assert!(!applied.is_empty());
+    assert!(applied.iter().all(|a| a["outcome"] == "applied"));
+    let failed = json(
+        &cli(url, reader, &["recover", "failed", name, &id]).await,
+        0,
+        "recover failed",
+    );
+    assert_eq!(failed["value"], serde_json::json!([]), "{failed}");
+    let csv = cli(
+        url,
+        reader,
+        &["recover", "export", name, &id, "--format", "csv"],
+    )
+    .await;
+    assert_eq!(code(&csv), 0, "{}", stderr(&csv));
+    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("seq,actionId,round,"));
+    let list = json(
+        &cli(url, reader, &["recover", "list", name]).await,
+        0,
+        "recover list",
+    );
+    let listed: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        listed.contains(&id.as_str()) && listed.contains(&dry_id.as_str()),
+        "{list}"
+    );
+    // A finished recovery cannot be approved again, nor cancelled: 409, exit 2.
+    refused(
+        &cli(url, second, &["recover", "approve", name, &id]).await,
+        2,
+        "not awaiting approval",
+        "approve a finished recovery",
+    );
+
+    // Undo: a recovery back to the pre-recovery snapshot; it waits, and is rejected.
+    let undo = json(
+        &cli(url, admin, &["recover", "undo", name, &id]).await,
+        0,
+        "recover undo",
+    );
+    assert_eq!(undo["recovery"]["undoOf"], id.as_str(), "{undo}");
+    assert_eq!(undo["status"], "awaitingApproval", "{undo}");
+    let undo_id = undo["id"].as_str().unwrap().to_owned();
+    let rejected = json(
+        &cli(url, second, &["recover", "reject", name, &undo_id]).await,
+        0,
+        "recover reject",
+    );
+    assert_eq!(rejected["status"], "abandoned", "{rejected}");
+    assert_eq!(rejected["consoleStatus"], "Canceled", "{rejected}");
+    // Undone again, and cancelled while it waits: abandoned, nothing applied.
+    let undo = json(
+        &cli(url, admin, &["recover", "undo", name, &id]).await,
+        0,
+        "recover undo again",
+    );
+    assert_eq!(undo["status"], "awaitingApproval", "{undo}");
+    let undo_id = undo["id"].as_str().unwrap().to_owned();
+    let canceled = json(
+        &cli(url, admin, &["recover", "cancel", name, &undo_id]).await,
+        0,
+        "recover cancel",
+    );
+    assert_eq!(canceled["status"], "abandoned", "{canceled}");
+    assert_eq!(
+        canceled["counts"]["applied"].as_u64().unwrap_or(0),
+        0,
+        "{canceled}"
+    );
+    // A report is not a recovery.
+    refused(
+        &cli(url, reader, &["recover", "show", name, &report_id]).await,
+        2,
+        "not a recovery",
+        "recover show of a report",
+    );
     server.stop().await;
 }

@@ -2,13 +2,15 @@
 //! two workers, the API on a free port, a simulator tenant backed up and reported through the
 //! API itself. `roles` is the table of every route × every role; `errors` the bad inputs;
 //! `paging` getChanges against the exports; `models` Microsoft's documented shapes; `cli`
-//! `rewind token`; `admin` tenants and tokens.
+//! `rewind token`; `admin` tenants and tokens; `recovery` recoveries (dry run, approval,
+//! failed changes, undo).
 
 mod admin;
 mod cli;
 mod errors;
 mod models;
 mod paging;
+mod recovery;
 mod roles;
 
 use std::time::Duration;
@@ -160,6 +162,10 @@ impl Fixture {
         call(&self.base, "GET", path, Some(token), None, &[]).await
     }
 
+    pub async fn get_with(&self, path: &str, token: &str, headers: &[(&str, &str)]) -> Answer {
+        call(&self.base, "GET", path, Some(token), None, headers).await
+    }
+
     /// Starts everything; `report` makes the backup, the incident and the report.
     pub async fn start() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
@@ -289,18 +295,23 @@ impl Fixture {
     }
 }
 
+/// A Graph client of the simulator's tenant under test (blocking).
+pub fn graph_client(sim: &str) -> GraphClient {
+    GraphClient::connect(
+        sim,
+        TENANT,
+        &format!("app-{TENANT}"),
+        &format!("secret-{TENANT}"),
+    )
+    .unwrap()
+}
+
 /// Gives the first users display names with quotes, commas and line breaks, through the
 /// simulator's Graph PATCH.
 async fn rename_users(sim: &str) {
     let sim = sim.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut graph = GraphClient::connect(
-            &sim,
-            TENANT,
-            &format!("app-{TENANT}"),
-            &format!("secret-{TENANT}"),
-        )
-        .unwrap();
+        let mut graph = graph_client(&sim);
         let users = graph
             .get_all(
                 "users",

@@ -24,11 +24,12 @@ const PO: &str = "/tenants/{o}/v1.0/directory/recovery";
 
 const TENANT_BODY: &str = r#"{"name":"acme","graphBaseUrl":"http://127.0.0.1:9/acme/v1.0","tokenUrl":"http://127.0.0.1:9/t","clientId":"c","clientSecret":"s"}"#;
 const CREDENTIALS: &str = r#"{"clientId":"app-acme","clientSecret":"secret-acme"}"#;
+const DRY_RUN: &str = r#"{"dryRun":true}"#;
 const TOKEN_BODY: &str = r#"{"name":"ci","role":"reader","tenants":["acme"],"expiresInDays":3}"#;
 
 /// (method, path, body, who, status). `{t}` the tenant, `{o}` a tenant outside the tokens'
-/// lists, `{b}` the backup, `{r}` the report, `{spare}` a token to revoke. A row answered 202
-/// that starts a job waits for the job before the next row.
+/// lists, `{b}` the backup, `{r}` the report, `{c}` a finished dry-run recovery, `{spare}` a
+/// token to revoke. A row answered 202 that starts a job waits for the job before the next row.
 #[rustfmt::skip]
 const TABLE: &[(&str, &str, &str, Who, u16)] = &[
     ("GET", "{P}/snapshots", "", Reader, 200),
@@ -55,18 +56,24 @@ const TABLE: &[(&str, &str, &str, Who, u16)] = &[
     ("GET", "{P}/snapshots/{b}/recoveryPreviewJobs/{r}/microsoft.graph.entraRecoveryServices.getChanges", "", Reader, 200),
     ("GET", "{P}/snapshots/{b}/recoveryPreviewJobs/{r}/microsoft.graph.entraRecoveryServices.getChanges", "", Admin, 200),
     ("GET", "{P}/snapshots/{b}/recoveryPreviewJobs/{r}/microsoft.graph.entraRecoveryServices.getChanges", "", Operator, 403),
-    ("GET", "{P}/snapshots/{b}/recoveryJobs", "", Reader, 501),
-    ("GET", "{P}/snapshots/{b}/recoveryJobs", "", Admin, 501),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs", "", Reader, 200),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs", "", Admin, 200),
     ("GET", "{P}/snapshots/{b}/recoveryJobs", "", Operator, 403),
-    ("POST", "{P}/snapshots/{b}/recoveryJobs", "{}", Reader, 403),
-    ("POST", "{P}/snapshots/{b}/recoveryJobs", "{}", Admin, 501),
-    ("POST", "{P}/snapshots/{b}/recoveryJobs", "{}", Operator, 403),
-    ("GET", "{P}/snapshots/{b}/recoveryJobs/{r}", "", Reader, 501),
-    ("GET", "{P}/snapshots/{b}/recoveryJobs/{r}", "", Admin, 501),
-    ("GET", "{P}/snapshots/{b}/recoveryJobs/{r}", "", Operator, 403),
-    ("GET", "{P}/snapshots/{b}/recoveryJobs/{r}/getFailedChanges", "", Reader, 501),
-    ("GET", "{P}/snapshots/{b}/recoveryJobs/{r}/getFailedChanges", "", Admin, 501),
-    ("GET", "{P}/snapshots/{b}/recoveryJobs/{r}/getFailedChanges", "", Operator, 403),
+    ("POST", "{P}/snapshots/{b}/recoveryJobs", DRY_RUN, Reader, 403),
+    ("POST", "{P}/snapshots/{b}/recoveryJobs", DRY_RUN, Operator, 403),
+    ("POST", "{P}/snapshots/{b}/recoveryJobs", DRY_RUN, Admin, 202),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs/{c}", "", Reader, 200),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs/{c}", "", Admin, 200),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs/{c}", "", Operator, 403),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs/{c}/getFailedChanges", "", Reader, 200),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs/{c}/getFailedChanges", "", Admin, 200),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs/{c}/getFailedChanges", "", Operator, 403),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs/{c}/microsoft.graph.entraRecoveryServices.getFailedChanges", "", Reader, 200),
+    ("GET", "{P}/snapshots/{b}/recoveryJobs/{c}/microsoft.graph.entraRecoveryServices.getFailedChanges", "", Operator, 403),
+    // A report is not a recovery job.
+    ("GET", "{P}/snapshots/{b}/recoveryJobs/{r}", "", Reader, 404),
+    ("GET", "{P}/jobs/{c}", "", Reader, 200),
+    ("GET", "{P}/jobs/{c}", "", Operator, 403),
     ("GET", "{P}/jobs", "", Reader, 200),
     ("GET", "{P}/jobs", "", Admin, 200),
     ("GET", "{P}/jobs", "", Operator, 403),
@@ -92,6 +99,26 @@ const TABLE: &[(&str, &str, &str, Who, u16)] = &[
     ("GET", "/tenants/{t}/rewind/reports/{r}/export?format=jsonl", "", Reader, 200),
     ("GET", "/tenants/{t}/rewind/reports/{r}/export?format=jsonl", "", Admin, 200),
     ("GET", "/tenants/{t}/rewind/reports/{r}/export?format=jsonl", "", Operator, 403),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/actions", "", Reader, 200),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/actions", "", Admin, 200),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/actions", "", Operator, 403),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/actions/export?format=csv", "", Reader, 200),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/actions/export?format=jsonl", "", Admin, 200),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/actions/export?format=csv", "", Operator, 403),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/calls", "", Reader, 200),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/calls", "", Admin, 200),
+    ("GET", "/tenants/{t}/rewind/recoveries/{c}/calls", "", Operator, 403),
+    // The dry run is finished: approving or rejecting it is allowed, and a conflict.
+    ("POST", "/tenants/{t}/rewind/recoveries/{c}/approve", "", Reader, 403),
+    ("POST", "/tenants/{t}/rewind/recoveries/{c}/approve", "", Admin, 409),
+    ("POST", "/tenants/{t}/rewind/recoveries/{c}/approve", "", Operator, 403),
+    ("POST", "/tenants/{t}/rewind/recoveries/{c}/reject", "", Reader, 403),
+    ("POST", "/tenants/{t}/rewind/recoveries/{c}/reject", "", Admin, 409),
+    ("POST", "/tenants/{t}/rewind/recoveries/{c}/reject", "", Operator, 403),
+    // A dry run applied nothing: undoing it is allowed, and a conflict.
+    ("POST", "/tenants/{t}/rewind/recoveries/{c}/undo", "", Reader, 403),
+    ("POST", "/tenants/{t}/rewind/recoveries/{c}/undo", "", Admin, 409),
+    ("POST", "/tenants/{t}/rewind/recoveries/{c}/undo", "", Operator, 403),
     ("GET", "/admin/tenants", "", Reader, 403),
     ("GET", "/admin/tenants", "", Admin, 403),
     ("GET", "/admin/tenants", "", Operator, 200),
@@ -181,6 +208,22 @@ async fn every_route_and_role_gets_its_status() {
     while rewind_coordinator::state::unix_now() <= now + 1 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let dry = f
+        .coordinator
+        .engine()
+        .start_recovery_by(
+            &rewind_coordinator::state::Actor::Console,
+            TENANT,
+            &f.backup,
+            rewind_common::report::Scope::All,
+            None,
+            true,
+            None,
+        )
+        .await
+        .unwrap();
+    f.wait(&format!("/tenants/{TENANT}/rewind/jobs/{}", dry.id))
+        .await;
     let bad = format!("rwd_{}", "A".repeat(43));
     let mut failures = Vec::new();
     for (method, path, body, who, want) in TABLE {
@@ -191,6 +234,7 @@ async fn every_route_and_role_gets_its_status() {
             .replace("{o}", super::OTHER)
             .replace("{b}", &f.backup)
             .replace("{r}", &f.report)
+            .replace("{c}", &dry.id)
             .replace("{spare}", &spare.id);
         let token = match who {
             Reader => Some(f.reader.as_str()),
