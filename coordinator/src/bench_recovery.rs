@@ -77,7 +77,8 @@ pub enum FirstWriteSource {
     /// The simulator's write log (`GET /_admin/tenants/{t}/writes`): milliseconds.
     #[default]
     WriteLog,
-    /// The simulator has no write log: the first applied action's time (whole seconds).
+    /// The simulator has no write log: when the first applied action's outcome was recorded
+    /// (whole seconds, once its apply task ended: later than the write).
     FirstActionAt,
 }
 
@@ -379,7 +380,7 @@ fn phase_sum(timing: &JobTiming, names: &[&str]) -> f64 {
     names
         .iter()
         .filter_map(|n| timing.phases.get(*n))
-        .sum::<f64>()
+        .fold(0.0, |a, b| a + b)
 }
 
 async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<BenchRecoveryResult> {
