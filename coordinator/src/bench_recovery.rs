@@ -19,17 +19,13 @@ use rewind_common::report::Scope;
 use rewind_common::secret_box::SecretKey;
 use rewind_common::snapshot::ShardLayout;
 use rewind_loadtest::tenant::{TenantGenerator, TenantSpec};
-use rewind_worker::queue::QueuePolicy;
-use rewind_worker::run::WorkerSettings;
 use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::bench_report::{
-    bench_tenant, generated_tenant, time_job, JobTiming, Processes, BENCH_TENANT,
+    bench_tenant, generated_tenant, single_node, time_job, JobTiming, Processes, BENCH_TENANT,
 };
-use crate::engine::EngineSettings;
-use crate::node::{Node, NodeConfig, Transport, DEFAULT_CACHE_BYTES};
-use crate::scheduler::SchedulerSettings;
+use crate::node::Node;
 use crate::state::{Actor, Outcome, RecoverySettings};
 
 /// Changes of a default unthrottled run, and of a default throttled one.
@@ -57,6 +53,11 @@ pub struct BenchRecoveryArgs {
     /// tenant that write budget; without it the simulator takes every write at once.
     #[arg(long)]
     pub throttled: bool,
+    /// With `--throttled`: the simulator's limit, writes per second, when it is not the
+    /// tenant's budget (a budget set below the directory's limit, to see what a margin buys).
+    /// The least time is reckoned at this limit.
+    #[arg(long)]
+    pub directory_limit: Option<u32>,
     /// Recoveries timed, the incident applied again before each.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
@@ -121,8 +122,8 @@ pub struct RecoveryRun {
     /// From the first write to the last (write log only).
     pub write_span_seconds: Option<f64>,
     pub writes: WriteCounts,
-    /// Throttled runs: `actions / budget`, the least time the budget allows for the writes,
-    /// and the apply phase and the whole recovery against it.
+    /// Throttled runs: `actions / limit`, the least time the directory's limit allows for
+    /// the writes, and the apply phase and the whole recovery against it.
     pub minimum_seconds: Option<f64>,
     pub apply_vs_minimum: Option<f64>,
     pub total_vs_minimum: Option<f64>,
@@ -161,8 +162,11 @@ pub struct BenchRecoveryResult {
     pub workers: usize,
     pub changes: u64,
     pub throttled: bool,
-    /// Writes per second of the tenant's budget and the simulator's limit (throttled runs).
+    /// Writes per second of the tenant's budget (throttled runs).
     pub budget: Option<u32>,
+    /// The simulator's write limit per second (throttled runs): the budget unless
+    /// `--directory-limit` sets another.
+    pub directory_limit: Option<u32>,
     pub gen_seconds: f64,
     pub backup: JobTiming,
     pub runs: Vec<RecoveryRun>,
@@ -187,6 +191,12 @@ pub fn run(args: BenchRecoveryArgs) -> anyhow::Result<()> {
     }
     if !(1..=100_000).contains(&args.budget) {
         bail!("--budget must be between 1 and 100000 writes per second");
+    }
+    if args.directory_limit.is_some_and(|l| l == 0) {
+        bail!("--directory-limit must be at least 1 write per second");
+    }
+    if args.directory_limit.is_some() && !args.throttled {
+        bail!("--directory-limit needs --throttled");
     }
     if args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -387,6 +397,7 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
     let objects = objects_for(changes);
     let layout = ShardLayout::for_object_count(objects);
     let budget = args.throttled.then_some(args.budget);
+    let limit = budget.map(|b| args.directory_limit.unwrap_or(b));
     let mut out = BenchRecoveryResult {
         objects,
         shards: layout.count(),
@@ -394,6 +405,7 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
         changes,
         throttled: args.throttled,
         budget,
+        directory_limit: limit,
         ..BenchRecoveryResult::default()
     };
     let spec = TenantSpec::new(objects, args.seed);
@@ -406,7 +418,7 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
     out.gen_seconds = generated.seconds;
     let incident = incident.await??;
     let admin = SimAdmin::new(&sim.url);
-    if let Some(w) = budget {
+    if let Some(w) = limit {
         admin
             .json(
                 "PATCH",
@@ -421,20 +433,7 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
             .await?;
     }
 
-    let policy = QueuePolicy::production();
-    let config = NodeConfig {
-        state_dir: dir.path().join("state"),
-        transport: Transport::Embedded {
-            blob_dir: dir.path().join("blobs"),
-            workers: args.workers,
-        },
-        policy: policy.clone(),
-        engine: EngineSettings::default(),
-        scheduler: SchedulerSettings::default(),
-        cache_bytes: DEFAULT_CACHE_BYTES,
-        worker: WorkerSettings::new("bench", policy),
-    };
-    let node = Node::start(config, key.clone()).await?;
+    let node = Node::start(single_node(dir.path(), args.workers), key.clone()).await?;
     let engine = node.engine().clone();
     let procs = Processes::of_this_process(sim.pid());
     let mut tenant = bench_tenant(&generated, layout.bits());
@@ -541,7 +540,7 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
             throttled_share: t as f64 / (a + t).max(1) as f64,
             max_per_second,
         };
-        if let Some(w) = budget {
+        if let Some(w) = limit {
             let minimum = run.actions as f64 / f64::from(w);
             run.minimum_seconds = Some(minimum);
             run.apply_vs_minimum = Some(run.apply_seconds / minimum.max(1e-9));
@@ -596,9 +595,12 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
 fn table(r: &BenchRecoveryResult) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let mode = match r.budget {
-        Some(w) => format!("throttled to {w} writes/s"),
-        None => "unthrottled".to_owned(),
+    let mode = match (r.budget, r.directory_limit) {
+        (Some(w), Some(l)) if l != w => {
+            format!("throttled to {l} writes/s, a budget of {w} writes/s")
+        }
+        (Some(w), _) => format!("throttled to {w} writes/s"),
+        _ => "unthrottled".to_owned(),
     };
     let _ = writeln!(
         s,

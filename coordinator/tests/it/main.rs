@@ -264,6 +264,10 @@ fn bench_recovery_refuses_bad_input_naming_the_flag() {
             "--budget must be between 1 and 100000",
         ),
         (vec!["--runs", "0"], "--runs must be at least 1"),
+        (
+            vec!["--directory-limit", "200"],
+            "--directory-limit needs --throttled",
+        ),
         (vec!["--changes", "many"], "invalid value 'many'"),
     ] {
         let mut all = vec!["loadtest", "bench-recovery"];
