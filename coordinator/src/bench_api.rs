@@ -17,17 +17,13 @@ use rewind_common::secret_box::SecretKey;
 use rewind_common::snapshot::ShardLayout;
 use rewind_loadtest::gen;
 use rewind_loadtest::tenant::TenantSpec;
-use rewind_worker::queue::QueuePolicy;
-use rewind_worker::run::WorkerSettings;
 use serde::Serialize;
 
 use crate::api::{self, ApiState};
 use crate::bench_report::{
-    bench_tenant, generated_tenant, time_job, JobTiming, Processes, BENCH_TENANT,
+    bench_tenant, generated_tenant, single_node, time_job, JobTiming, Processes, BENCH_TENANT,
 };
-use crate::engine::EngineSettings;
-use crate::node::{Node, NodeConfig, Transport, DEFAULT_CACHE_BYTES};
-use crate::scheduler::SchedulerSettings;
+use crate::node::Node;
 use crate::state::{NewToken, Role, TenantScope};
 
 #[derive(Debug, clap::Args)]
@@ -195,20 +191,7 @@ async fn run_async(args: &BenchApiArgs) -> anyhow::Result<BenchApiResult> {
     let (sim, gen_config, generated) = generated_tenant(args.objects, args.seed).await?;
     let tenant = BENCH_TENANT;
 
-    let policy = QueuePolicy::production();
-    let config = NodeConfig {
-        state_dir: dir.path().join("state"),
-        transport: Transport::Embedded {
-            blob_dir: dir.path().join("blobs"),
-            workers: 2,
-        },
-        policy: policy.clone(),
-        engine: EngineSettings::default(),
-        scheduler: SchedulerSettings::default(),
-        cache_bytes: DEFAULT_CACHE_BYTES,
-        worker: WorkerSettings::new("bench", policy),
-    };
-    let node = Node::start(config, key.clone()).await?;
+    let node = Node::start(single_node(dir.path(), 2), key.clone()).await?;
     let engine = node.engine().clone();
     let procs = Processes::of_this_process(sim.pid());
     engine

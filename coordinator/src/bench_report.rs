@@ -320,6 +320,23 @@ pub(crate) fn bench_tenant(generated: &gen::GenResult, shard_bits: u8) -> NewTen
     t
 }
 
+/// A single-node coordinator's configuration under `dir` with `workers` embedded workers
+/// (production queue policy, default engine and scheduler settings).
+pub(crate) fn single_node(dir: &std::path::Path, workers: usize) -> NodeConfig {
+    NodeConfig {
+        state_dir: dir.join("state"),
+        transport: Transport::Embedded {
+            blob_dir: dir.join("blobs"),
+            workers,
+        },
+        policy: policy(),
+        engine: EngineSettings::default(),
+        scheduler: SchedulerSettings::default(),
+        cache_bytes: DEFAULT_CACHE_BYTES,
+        worker: WorkerSettings::new("bench", policy()),
+    }
+}
+
 /// Starts the simulator (its own process) and generates [`BENCH_TENANT`] into it.
 pub(crate) async fn generated_tenant(
     objects: u64,

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit_cli;
 pub mod bench_api;
+pub mod bench_recovery;
 pub mod bench_report;
 pub mod cli;
 pub mod client;

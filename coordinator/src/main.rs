@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use rewind_coordinator::bench_api::BenchApiArgs;
+use rewind_coordinator::bench_recovery::BenchRecoveryArgs;
 use rewind_coordinator::bench_report::BenchReportArgs;
 use rewind_coordinator::cli::{CoordinatorArgs, WorkerArgs};
 use rewind_coordinator::demo::DemoArgs;
@@ -71,6 +72,10 @@ enum Loadtest {
     /// its export, and `GET jobs/{id}` from many clients; prints the results as JSON on the
     /// last line.
     BenchApi(BenchApiArgs),
+    /// The recovery benchmark: a generated tenant's incident (users disabled) recovered to its
+    /// backup, timed by phase, to the first write, and against the write budget with
+    /// `--throttled`; prints a table, then the results as JSON on the last line.
+    BenchRecovery(BenchRecoveryArgs),
     #[command(flatten)]
     Other(LoadtestCommand),
 }
@@ -91,6 +96,9 @@ fn main() {
         Command::Loadtest {
             command: Loadtest::BenchApi(args),
         } => rewind_coordinator::bench_api::run(args),
+        Command::Loadtest {
+            command: Loadtest::BenchRecovery(args),
+        } => rewind_coordinator::bench_recovery::run(args),
         Command::Loadtest {
             command: Loadtest::Other(command),
         } => rewind_loadtest::cli::run(command),

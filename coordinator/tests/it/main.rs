@@ -174,3 +174,107 @@ fn bench_api_pages_exports_and_polls_a_real_report() {
     assert!(exports[1]["lines"].as_u64().unwrap() >= entries, "{last}");
     assert!(r["job_polls"]["requests"].as_u64().unwrap() > 0, "{last}");
 }
+
+/// `rewind loadtest bench-recovery` with `args`: its stdout table and its JSON (the last line,
+/// the same as the `--json` file).
+fn bench_recovery(args: &[&str]) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recovery.json");
+    let mut all = vec![
+        "loadtest",
+        "bench-recovery",
+        "--json",
+        file.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = rewind(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench-recovery failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last = stdout.lines().last().expect("a result line");
+    let r: serde_json::Value = serde_json::from_str(last).expect("JSON on the last line");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written, r);
+    (stdout, r)
+}
+
+#[test]
+fn bench_recovery_recovers_every_change_and_times_its_phases() {
+    let (stdout, r) = bench_recovery(&["--changes", "300", "--runs", "2"]);
+    assert_eq!(r["changes"], 300);
+    assert_eq!(r["throttled"], false);
+    assert!(r["budget"].is_null(), "{r}");
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        // One update per disabled user, every one applied, none refused or throttled.
+        assert_eq!(run["actions"], 300, "{run}");
+        assert_eq!(run["applied"], 300, "{run}");
+        assert_eq!(run["failed"], 0, "{run}");
+        assert_eq!(run["writes"]["throttled"], 0, "{run}");
+        assert!(run["writes"]["admitted"].as_u64().unwrap() >= 300, "{run}");
+        for phase in ["capturing", "diffing", "planning", "applying"] {
+            assert!(run["job"]["phases"][phase].is_f64(), "{phase}: {run}");
+        }
+        assert!(run["apply_seconds"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(run["first_write_seconds"].as_f64().unwrap() >= 0.0, "{run}");
+        assert!(
+            ["writeLog", "firstActionAt"].contains(&run["first_write_source"].as_str().unwrap()),
+            "{run}"
+        );
+        assert!(run["minimum_seconds"].is_null(), "{run}");
+    }
+    // 500,000 changes at 20 and 60 writes per second.
+    let hours = &r["implied_500k_hours"];
+    assert_eq!(hours["microsoft"], 30.0);
+    assert!((hours["one_registration"].as_f64().unwrap() - 6.944).abs() < 0.01);
+    assert!((hours["three_registrations"].as_f64().unwrap() - 2.315).abs() < 0.01);
+    assert!(
+        stdout.contains("apply/s") && stdout.contains("500,000 changes"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_recovery_throttled_compares_with_the_budgets_minimum() {
+    let (_, r) = bench_recovery(&["--throttled", "--changes", "100", "--budget", "50"]);
+    assert_eq!(r["throttled"], true);
+    assert_eq!(r["budget"], 50);
+    let run = &r["runs"][0];
+    assert_eq!(run["actions"], 100, "{run}");
+    // 100 writes at 50 per second take 2 s at least.
+    assert_eq!(run["minimum_seconds"], 2.0, "{run}");
+    assert!(run["apply_vs_minimum"].as_f64().unwrap() > 0.0, "{run}");
+    let settled = ["applied", "failed", "not_sent", "already_in_state"]
+        .iter()
+        .map(|k| run[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(settled, 100, "{run}");
+    let share = run["writes"]["throttled_share"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share), "{run}");
+}
+
+#[test]
+fn bench_recovery_refuses_bad_input_naming_the_flag() {
+    for (args, message) in [
+        (vec!["--changes", "0"], "--changes must be at least 1"),
+        (
+            vec!["--budget", "0"],
+            "--budget must be between 1 and 100000",
+        ),
+        (vec!["--runs", "0"], "--runs must be at least 1"),
+        (
+            vec!["--directory-limit", "200"],
+            "--directory-limit needs --throttled",
+        ),
+        (vec!["--changes", "many"], "invalid value 'many'"),
+    ] {
+        let mut all = vec!["loadtest", "bench-recovery"];
+        all.extend(args);
+        let out = rewind(&all);
+        assert!(!out.status.success(), "{all:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{all:?}: {stderr}");
+    }
+}
