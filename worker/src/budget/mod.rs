@@ -61,15 +61,15 @@ impl Default for BudgetPolicy {
 }
 
 impl BudgetPolicy {
-    /// The default policy for an app budget of `writes_per_second` (the increase a quarter of
-    /// it per second).
+    /// The default policy for an app budget of `writes_per_second`: it starts at half of it
+    /// and climbs by half of it per second (to the budget in a second unless a 429 cuts it).
     pub fn with_budget(writes_per_second: f64) -> Self {
         Self {
             writes_per_second,
             conditional_access_per_second: 1.0,
             tenant_writes_per_second: 60.0,
             start_fraction: 0.5,
-            increase_per_second: writes_per_second / 4.0,
+            increase_per_second: writes_per_second / 2.0,
             decrease_factor: 0.5,
             min_rate: 0.5,
         }
@@ -274,8 +274,8 @@ mod tests {
         assert_eq!(p.budget(WriteClass::Directory), 20.0);
         assert_eq!(p.budget(WriteClass::ConditionalAccess), 1.0);
         assert_eq!(p.tenant_writes_per_second, 60.0);
-        assert_eq!(p.increase(WriteClass::Directory), 5.0);
-        assert_eq!(p.increase(WriteClass::ConditionalAccess), 0.25);
+        assert_eq!(p.increase(WriteClass::Directory), 10.0);
+        assert_eq!(p.increase(WriteClass::ConditionalAccess), 0.5);
         let parsed: BudgetPolicy =
             serde_json::from_str(r#"{"writes_per_second": 20.0}"#).unwrap_or_default();
         assert_eq!(parsed, p);

@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{BudgetKey, BudgetPolicy, Reservation, DEFAULT_RETRY_AFTER};
 
-/// The one-second window, in milliseconds.
-const WINDOW_MS: u64 = 1000;
+/// The sliding window a lane's reservations are held to, in milliseconds: a second, and a
+/// guard for the delay between a reservation and its request's arrival, which varies by some
+/// milliseconds from one batch to the next (a thread woken late, a slow connection): without
+/// it, a batch reserved for the start of a second can arrive after the next second's first
+/// one, and the directory's own one-second window then holds one batch too many.
+const WINDOW_MS: u64 = 1030;
 
 /// One rate limit: its current rate and its schedule (GCRA's theoretical arrival time, plus
 /// the reservations of the last second for the sliding window). Times are Unix milliseconds.
