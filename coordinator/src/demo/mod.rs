@@ -3,7 +3,9 @@
 //! (state and shard files in a temporary folder), generates one tenant per incident scenario
 //! S1–S7, registers them, backs them up, applies the incidents and makes a difference report
 //! of each, all through the API, then checks every report against the generator's expected
-//! report and prints a summary. Exit 0 only when every report matches.
+//! report; then recovers each tenant as its scenario says and verifies it with a new report
+//! (`recover.rs`), and prints a summary. Exit 0 only when every report matches and every
+//! tenant verifies.
 //!
 //! One tenant per scenario: the scenarios pick their objects independently (each with its own
 //! seeded choice), so on one tenant they overlap — a user disabled by S1 can be soft-deleted
