@@ -129,9 +129,15 @@ fn label_values() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         (m::label::KIND, set(&[m::job_kind::ALL, m::task_kind::ALL])),
         (m::label::STATUS, set(&[m::job_status::ALL])),
         (m::label::PHASE, set(&[m::phase::ALL])),
-        (m::label::OUTCOME, set(&[m::task_outcome::ALL])),
+        (
+            m::label::OUTCOME,
+            set(&[m::task_outcome::ALL, m::action_outcome::ALL]),
+        ),
         (m::label::LANE, set(&[m::lane::ALL])),
-        (m::label::CLASS, set(&[m::status_class::ALL])),
+        (
+            m::label::CLASS,
+            set(&[m::status_class::ALL, m::write_class::ALL]),
+        ),
     ])
 }
 
