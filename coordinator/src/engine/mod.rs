@@ -250,10 +250,17 @@ impl Engine {
     /// [`Engine::start_backup`] on behalf of `actor` (an API token, the scheduler), named in
     /// the job's audit record.
     pub async fn start_backup_by(&self, actor: &Actor, tenant: &str) -> Result<Job, EngineError> {
-        let job = self
-            .state
-            .create_job_by(actor, tenant, JobKind::Backup)
-            .await?;
+        self.open_job_by(actor, tenant, JobKind::Backup).await
+    }
+
+    /// Creates a job on behalf of `actor` and takes its first step.
+    async fn open_job_by(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        kind: JobKind,
+    ) -> Result<Job, EngineError> {
+        let job = self.state.create_job_by(actor, tenant, kind).await?;
         count_status(&job);
         self.advance_logged(&job.id, false).await;
         Ok(self.state.get_job(&job.id)?)
@@ -293,10 +300,7 @@ impl Engine {
             backup: backup.to_owned(),
             scope,
         };
-        let job = self.state.create_job_by(actor, tenant, kind).await?;
-        count_status(&job);
-        self.advance_logged(&job.id, false).await;
-        Ok(self.state.get_job(&job.id)?)
+        self.open_job_by(actor, tenant, kind).await
     }
 
     /// Cancels an open job: it becomes `abandoned` (results that arrive later are dropped) and

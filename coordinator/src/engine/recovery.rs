@@ -333,10 +333,7 @@ impl Engine {
             dry_run,
             undo_of,
         };
-        let job = self.state.create_job_by(actor, tenant, kind).await?;
-        count_status(&job);
-        self.advance_logged(&job.id, false).await;
-        Ok(self.state.get_job(&job.id)?)
+        self.open_job_by(actor, tenant, kind).await
     }
 
     /// Approves (or rejects) a recovery waiting for approval, on behalf of `actor`, who must

@@ -284,20 +284,12 @@ async fn a_report_survives_restarts_of_nats_and_of_the_coordinator() {
 
 /// Sets the simulator's latency per Graph request.
 async fn set_latency(base: &str, ms: u64) {
-    let url = format!("{base}/_admin/settings");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let r = agent
-            .patch(&url)
-            .send_json(serde_json::json!({ "latency_ms": ms }))
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-    })
-    .await
-    .unwrap();
+    admin_patch(
+        base,
+        "/_admin/settings",
+        serde_json::json!({ "latency_ms": ms }),
+    )
+    .await;
 }
 
 /// A shard blob damaged in the object store fails the report with an error that names the

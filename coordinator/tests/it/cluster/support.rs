@@ -336,6 +336,24 @@ pub async fn wait_hit(dir: &Path, name: &str, limit: Duration) {
     }
 }
 
+/// `PATCH` of a simulator admin route (its settings), off the runtime; it must succeed.
+pub async fn admin_patch(base: &str, path: &str, body: serde_json::Value) {
+    let url = format!("{base}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let r = agent
+            .patch(&url)
+            .send_json(body)
+            .expect("the simulator answers");
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+    })
+    .await
+    .expect("the request runs");
+}
+
 /// A nats-server for one test.
 pub fn nats() -> NatsServer {
     NatsServer::start()

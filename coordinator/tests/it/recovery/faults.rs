@@ -51,23 +51,6 @@ fn changed_once(log: &[WriteRecord]) -> (usize, usize) {
     (by_write.len(), repeated)
 }
 
-async fn admin_patch(base: &str, path: &str, body: Json) {
-    let url = format!("{base}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let r = agent
-            .patch(&url)
-            .send_json(body)
-            .expect("the simulator answers");
-        assert!(r.status().is_success(), "{url}: {}", r.status());
-    })
-    .await
-    .unwrap();
-}
-
 /// S9: S1 recovered through the cluster while one worker is killed after applying a task and
 /// before acknowledging it, another in the middle of a task's batches, and NATS restarts.
 /// The tenant verifies, every action has an outcome, and the write log shows that the
