@@ -195,7 +195,7 @@ fn verify(
 pub fn print_recoveries(runs: &[RecoveryRun], budget: u32) {
     println!();
     println!(
-        "{:<9}{:<24}{:>9}{:>9}{:>9}{:>8}{:>9}{:>11}  verified",
+        "{:<9}{:<40}{:>9}{:>9}{:>9}{:>8}{:>9}{:>11}  verified",
         "recovery", "status", "applied", "already", "skipped", "failed", "seconds", "writes/s"
     );
     for r in runs {
@@ -204,7 +204,7 @@ pub fn print_recoveries(runs: &[RecoveryRun], budget: u32) {
             None => r.status.clone(),
         };
         println!(
-            "{:<9}{:<24}{:>9}{:>9}{:>9}{:>8}{:>9.1}{:>11.0}  {}",
+            "{:<9}{:<40}{:>9}{:>9}{:>9}{:>8}{:>9.1}{:>11.0}  {}",
             r.scenario,
             status,
             r.applied,
