@@ -620,9 +620,13 @@ impl Engine {
         tenant: &TenantRecord,
         republish: bool,
     ) -> Result<(), EngineError> {
-        if job.status != JobStatus::Running {
+        match job.status {
+            JobStatus::Running => {}
+            // A dry run, or a plan with nothing to do, whose finish a crash interrupted (its
+            // plan is persisted): it finishes now.
+            JobStatus::Calculating => return self.finish_recovery(&job.id).await,
             // Awaiting approval: nothing moves until a decision.
-            return Ok(());
+            _ => return Ok(()),
         }
         let Some(progress) = job.recovery.clone() else {
             return Err(EngineError::Invalid(format!(

@@ -64,6 +64,47 @@ async fn wait_status(c: &Coordinator, job: &str, want: JobStatus) -> Job {
     }
 }
 
+/// A dry run whose finish a crash interrupted (its plan persisted, the job still
+/// `calculating`) finishes when the coordinator resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dry_run_interrupted_after_its_plan_finishes_on_resume() {
+    let sim = simulator().await;
+    let base = sim.base_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = key_file(dir.path());
+    let c = Coordinator::start(dir.path(), Coordinator::embedded(dir.path(), 2), key).await;
+    let (backup, _) = incident_tenant(&c, &base, "resume", Scenario::S3, u64::MAX).await;
+    let state = c.engine().state();
+    // A recovery as the planner leaves it just before its finish: planned, still calculating.
+    let job = state
+        .create_job(
+            "resume",
+            rewind_coordinator::state::JobKind::Recovery {
+                backup: backup.clone(),
+                scope: Scope::All,
+                from_report: None,
+                dry_run: true,
+                undo_of: None,
+            },
+        )
+        .await
+        .unwrap();
+    state
+        .transition(&job.id, JobStatus::LoadingData, |_| {})
+        .await
+        .unwrap();
+    state
+        .transition(&job.id, JobStatus::Calculating, |j| {
+            j.phase = rewind_coordinator::state::Phase::Applying;
+        })
+        .await
+        .unwrap();
+    c.engine().advance(&job.id, true).await.unwrap();
+    let done = state.get_job(&job.id).unwrap();
+    assert_eq!(done.status, JobStatus::Successful, "{done:?}");
+    assert_eq!(done.phase, rewind_coordinator::state::Phase::Done);
+}
+
 /// Above the tenant's threshold a recovery waits, with nothing written; its starter cannot
 /// approve it, another administrator can, and it then completes verified. A rejected one is
 /// abandoned with nothing applied.
