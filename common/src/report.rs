@@ -212,6 +212,17 @@ pub enum NotRecoverableReason {
     DynamicMembership,
 }
 
+impl NotRecoverableReason {
+    /// The reason's name on the wire and in the API (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotRecoverableReason::HardDeleted => "hardDeleted",
+            NotRecoverableReason::SyncedFromOnPremises => "syncedFromOnPremises",
+            NotRecoverableReason::DynamicMembership => "dynamicMembership",
+        }
+    }
+}
+
 /// A recoverable property whose value differs (absent values are `None`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

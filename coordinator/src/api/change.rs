@@ -31,11 +31,7 @@ pub fn action_name(action: RecoveryAction) -> &'static str {
 }
 
 pub fn reason_name(reason: NotRecoverableReason) -> &'static str {
-    match reason {
-        NotRecoverableReason::HardDeleted => "hardDeleted",
-        NotRecoverableReason::SyncedFromOnPremises => "syncedFromOnPremises",
-        NotRecoverableReason::DynamicMembership => "dynamicMembership",
-    }
+    reason.as_str()
 }
 
 /// Whether links of this kind are Microsoft's `oAuth2PermissionGrant` / `appRoleAssignment`

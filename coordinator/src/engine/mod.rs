@@ -471,8 +471,13 @@ impl Engine {
         kind: TaskKind,
     ) -> Result<BTreeMap<u32, TaskOutcome>, EngineError> {
         let base = round_base(job);
+        let kind_prefix = format!("{}.", kind.as_str());
         let mut out = BTreeMap::new();
-        for (_, bytes) in self.state.task_results(&job.id)? {
+        for (key, bytes) in self.state.task_results(&job.id)? {
+            // A recovery holds hundreds of apply results: only this kind's are decoded.
+            if !key.starts_with(&kind_prefix) {
+                continue;
+            }
             let r: TaskResult = wire::decode(&bytes)?;
             if r.id.kind == kind && r.id.number & !0xffff == base {
                 out.insert(r.id.number & 0xffff, r.outcome);
@@ -890,7 +895,14 @@ impl Engine {
         if let TaskOutcome::Applied(a) = &result.outcome {
             if let Err(e) = self.record_applied(&job, a).await {
                 tracing::warn!(job = %job.id, error = %e, "cannot record applied actions");
-                let _ = delivery.nak(Duration::from_secs(1)).await;
+                if e.is_transient() {
+                    let _ = delivery.nak(Duration::from_secs(1)).await;
+                } else {
+                    // Outcomes of actions the job does not hold: trying again cannot help.
+                    let _ = delivery.ack().await;
+                    self.fail(&job.id, &format!("recording applied actions: {e}"))
+                        .await;
+                }
                 return;
             }
         }

@@ -29,7 +29,7 @@ use rewind_common::report::{RecoveryAction, ReportEntry, Scope};
 use rewind_common::snapshot::{blake3_hex, SnapshotKind};
 use rewind_common::wire::{
     self, ApplyResult, ApplyStep, ApplyTask, BlobRef, DirectoryRef, RangeEntries, RangeValues,
-    StepReport, TaskKind, TaskOutcome, TaskResult, TaskSpec, WriteBudget,
+    StepReport, TaskKind, TaskOutcome, TaskSpec, WriteBudget,
 };
 use rewind_common::SnapshotError;
 
@@ -112,11 +112,6 @@ fn apply_number(round: u8, wave: u32, chunk: u32) -> u32 {
     (u32::from(round) << 24) | ((wave & 0xff) << 16) | (chunk & 0xffff)
 }
 
-/// The API's name of a reason a change is not recovered.
-fn reason_text(r: rewind_common::report::NotRecoverableReason) -> &'static str {
-    crate::api::change::reason_name(r)
-}
-
 /// What the planner returns for one round: the actions to persist, and its counts.
 struct RoundPlan {
     records: Vec<ActionRecord>,
@@ -167,11 +162,11 @@ fn plan_round_records(
                 .reason
                 .filter(|_| e.action == RecoveryAction::NotRecoverable)
             {
-                skipped.push(skip(e, format!("not recoverable: {}", reason_text(r))));
+                skipped.push(skip(e, format!("not recoverable: {}", r.as_str())));
                 continue;
             }
             for l in e.changed_links.iter().filter(|l| !l.recoverable) {
-                let why = l.reason.map_or("not recoverable", reason_text);
+                let why = l.reason.map_or("not recoverable", |r| r.as_str());
                 skipped.push(skip(
                     e,
                     format!("{} link to {} not recoverable: {why}", l.kind, l.target),
@@ -302,6 +297,24 @@ struct Tally {
     links_modified: u64,
 }
 
+impl Tally {
+    /// The counts into the job record.
+    fn put(&self, j: &mut Job) {
+        for (k, v) in [
+            ("planned", self.planned),
+            ("applied", self.applied),
+            ("alreadyInState", self.already),
+            ("skipped", self.skipped),
+            ("failedChanges", self.failed),
+            ("notSent", self.not_sent),
+            ("objectsModified", self.objects_modified),
+            ("linksModified", self.links_modified),
+        ] {
+            j.counts.insert(k.into(), v);
+        }
+    }
+}
+
 impl Engine {
     /// Opens a recovery of `tenant` back to `snapshot` (a backup, or a pre-recovery snapshot to
     /// undo a recovery) within `scope`, on behalf of `actor`.
@@ -397,7 +410,8 @@ impl Engine {
         let job = self
             .state
             .transition_by(actor, job_id, to, |j| {
-                if let Some(r) = &mut j.recovery {
+                // Two decisions racing: the first one written stands.
+                if let Some(r) = j.recovery.as_mut().filter(|r| r.approval.is_none()) {
                     r.approval = Some(decision);
                 }
                 if !approve {
@@ -567,7 +581,7 @@ impl Engine {
         };
         for (chunk, range) in chunks(&records).into_iter().enumerate() {
             let number = apply_number(progress.round, progress.wave, chunk as u32);
-            if done.contains_key(&number) {
+            if done.contains(&number) {
                 continue;
             }
             let steps = records[range]
@@ -594,22 +608,22 @@ impl Engine {
         Ok(())
     }
 
-    /// The apply results of the job's current wave, by task number.
-    fn wave_results(&self, job: &Job) -> Result<BTreeMap<u32, ApplyResult>, EngineError> {
+    /// The task numbers of the current wave's apply tasks that have a result, read from the
+    /// results' keys (`apply.<number>`), so that no result is decoded: this runs after every
+    /// result of a wave.
+    fn wave_results(&self, job: &Job) -> Result<BTreeSet<u32>, EngineError> {
         let Some(p) = &job.recovery else {
-            return Ok(BTreeMap::new());
+            return Ok(BTreeSet::new());
         };
         let base = apply_number(p.round, p.wave, 0);
-        let mut out = BTreeMap::new();
-        for (_, bytes) in self.state.task_results(&job.id)? {
-            let r: TaskResult = wire::decode(&bytes)?;
-            if let (TaskKind::Apply, TaskOutcome::Applied(a)) = (r.id.kind, r.outcome) {
-                if r.id.number & !0xffff == base {
-                    out.insert(r.id.number, a);
-                }
-            }
-        }
-        Ok(out)
+        let prefix = format!("{}.", TaskKind::Apply.as_str());
+        Ok(self
+            .state
+            .task_result_keys(&job.id)?
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix)?.parse::<u32>().ok())
+            .filter(|n| n & !0xffff == base)
+            .collect())
     }
 
     /// A running recovery: waits for its wave, then starts the next wave, the second round,
@@ -644,14 +658,13 @@ impl Engine {
             }
             return Ok(());
         }
-        if let Some(next) = progress.waves.get(progress.wave as usize + 1).copied() {
+        if progress.waves.len() > progress.wave as usize + 1 {
             let job = self
                 .state
                 .transition(&job.id, JobStatus::Running, |j| {
                     if let Some(r) = &mut j.recovery {
                         r.wave += 1;
                     }
-                    let _ = next;
                 })
                 .await?;
             return self.publish_wave(&job, tenant).await;
@@ -737,28 +750,17 @@ impl Engine {
     /// Counts a recovery's actions into its record and makes it successful ("completed with
     /// warnings" when some changes failed).
     async fn finish_recovery(&self, job_id: &str) -> Result<(), EngineError> {
-        let t = self.tally(job_id)?;
-        let job = self.state.get_job(job_id)?;
-        let to = JobStatus::Successful;
-        let edit = |j: &mut Job| {
-            j.phase = Phase::Done;
-            for (k, v) in [
-                ("planned", t.planned),
-                ("applied", t.applied),
-                ("alreadyInState", t.already),
-                ("skipped", t.skipped),
-                ("failedChanges", t.failed),
-                ("notSent", t.not_sent),
-                ("objectsModified", t.objects_modified),
-                ("linksModified", t.links_modified),
-            ] {
-                j.counts.insert(k.into(), v);
-            }
-        };
-        if job.status.is_terminal() {
+        if self.state.get_job(job_id)?.status.is_terminal() {
             return Ok(());
         }
-        let job = self.state.transition(job_id, to, edit).await?;
+        let t = self.tally(job_id)?;
+        let job = self
+            .state
+            .transition(job_id, JobStatus::Successful, |j| {
+                j.phase = Phase::Done;
+                t.put(j);
+            })
+            .await?;
         count_status(&job);
         tracing::info!(tenant = %job.tenant, job = %job.id, applied = t.applied, already = t.already, failed = t.failed, skipped = t.skipped, "recovery finished");
         Ok(())
@@ -812,19 +814,7 @@ impl Engine {
         let t = self.tally(&job.id)?;
         let job = self
             .state
-            .transition_by(actor, &job.id, JobStatus::Abandoned, |j| {
-                for (k, v) in [
-                    ("planned", t.planned),
-                    ("applied", t.applied),
-                    ("alreadyInState", t.already),
-                    ("failedChanges", t.failed),
-                    ("notSent", t.not_sent),
-                    ("objectsModified", t.objects_modified),
-                    ("linksModified", t.links_modified),
-                ] {
-                    j.counts.insert(k.into(), v);
-                }
-            })
+            .transition_by(actor, &job.id, JobStatus::Abandoned, |j| t.put(j))
             .await?;
         count_status(&job);
         Ok(())

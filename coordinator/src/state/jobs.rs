@@ -606,6 +606,16 @@ impl State {
             .collect()
     }
 
+    /// The task keys of a job's results, without reading the results.
+    pub fn task_result_keys(&self, job_id: &str) -> Result<Vec<String>, StateError> {
+        let prefix = prefix(job_id);
+        self.task_results
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|key| Ok(String::from_utf8_lossy(&key?[prefix.len()..]).into_owned()))
+            .collect()
+    }
+
     /// Stores the encoded entries of one range of a report (a shard's diff result), in order.
     /// Putting a range again replaces it, so a redelivered result leaves the same entries.
     pub async fn put_report_entries(
