@@ -139,8 +139,8 @@ pub fn run_apply(
         inner: gate,
         admitted: AtomicU32::new(0),
     };
+    // The gate's write lease stays until the coordinator has recorded these outcomes.
     let outcomes = connector.apply_steps_gated(&steps, &gate);
-    gate.finish();
     crate::failpoint::hit("apply");
     let steps = task
         .steps
@@ -201,10 +201,6 @@ impl WriteGate for FailpointGate<'_> {
         retry_after: Option<Duration>,
     ) {
         self.inner.feedback(class, sent, throttled, retry_after);
-    }
-
-    fn finish(&self) {
-        self.inner.finish();
     }
 }
 

@@ -40,10 +40,6 @@ pub trait WriteGate: Send + Sync {
     /// What the directory answered to `sent` admitted requests of `class`: how many were
     /// throttled (429), with the longest `Retry-After` among them.
     fn feedback(&self, class: WriteClass, sent: u32, throttled: u32, retry_after: Option<Duration>);
-
-    /// The writes through this gate are over (a gate holding a lease on the job's writes
-    /// gives it back).
-    fn finish(&self) {}
 }
 
 /// A gate that lets everything through at once (no budget, never stopped).

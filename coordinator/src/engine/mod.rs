@@ -889,6 +889,7 @@ impl Engine {
             }
         };
         if job.status.is_terminal() {
+            self.end_write_lease(&result.id).await;
             let _ = delivery.ack().await;
             return;
         }
@@ -906,6 +907,8 @@ impl Engine {
                 return;
             }
         }
+        // Only now that its outcomes are recorded may a canceled job count the task as over.
+        self.end_write_lease(&result.id).await;
         let report = matches!(job.kind, JobKind::Report { .. });
         if let (true, TaskOutcome::Diffed(d)) = (report, &result.outcome) {
             if let Err(e) = self.ingest_entries(&job, d).await {
@@ -937,6 +940,22 @@ impl Engine {
                 tracing::warn!(job = %job.id, error = %e, "cannot record a result");
                 let _ = delivery.nak(Duration::from_secs(1)).await;
             }
+        }
+    }
+
+    /// Ends the write lease an apply task's worker took (its gate keeps it after its last
+    /// write): a canceled recovery is abandoned only once no task holds one, so a task's
+    /// writes are listed before its job can be. A lease not ended runs out by itself.
+    async fn end_write_lease(&self, task: &TaskId) {
+        if task.kind != TaskKind::Apply {
+            return;
+        }
+        if let Err(e) = self
+            .budgets
+            .lease(&task.job, &task.task_msg_id(), None)
+            .await
+        {
+            tracing::warn!(job = %task.job, task = %task.task_msg_id(), error = %e, "a write lease was not ended; it runs out by itself");
         }
     }
 

@@ -33,7 +33,9 @@ pub struct BudgetGate {
     rates: Mutex<[f64; 2]>,
     /// The task whose writes this gate passes, and when its lease was last renewed: a lease
     /// is taken before the first write and renewed while writing, so that a canceled job is
-    /// abandoned only once no task of it may still be sending.
+    /// abandoned only once no task of it may still be sending. The gate never ends it: the
+    /// coordinator does once it has recorded the task's outcomes (or it runs out), so that
+    /// nothing a task wrote is missing from the list of an abandoned job.
     lease: Option<(String, Mutex<Option<std::time::Instant>>)>,
 }
 
@@ -107,17 +109,6 @@ impl BudgetGate {
             *r = Some(std::time::Instant::now());
         }
         Ok(())
-    }
-
-    /// Ends the task's lease (its writes are over).
-    pub fn release(&self) {
-        if let Some((task, _)) = &self.lease {
-            if let Err(e) = self.call("ending a write lease", || {
-                self.budgets.lease(&self.job, task, None)
-            }) {
-                tracing::warn!(job = %self.job, task, error = %e, "a write lease was not ended; it runs out by itself");
-            }
-        }
     }
 
     /// A budget call, tried again a few times when the store fails (it may be restarting).
@@ -231,10 +222,6 @@ impl WriteGate for BudgetGate {
 
     fn check(&self) -> Result<(), GateClosed> {
         self.check_stopped()
-    }
-
-    fn finish(&self) {
-        self.release();
     }
 
     fn max_batch(&self, class: WriteClass) -> usize {

@@ -51,34 +51,85 @@ fn changed_once(log: &[WriteRecord]) -> (usize, usize) {
     (by_write.len(), repeated)
 }
 
+/// A cluster (a coordinator over a real nats-server, workers as processes) with a backed-up
+/// tenant that then met S1: what the cluster fault tests start from (no worker running).
+struct ClusterIncident {
+    sim: rewind_loadtest::dirsim::Running,
+    base: String,
+    nats: rewind_worker::testing::NatsServer,
+    dir: tempfile::TempDir,
+    key_path: std::path::PathBuf,
+    /// The failpoints' folder.
+    fp: std::path::PathBuf,
+    c: Coordinator,
+    name: &'static str,
+    backup: String,
+    expected: rewind_loadtest::incident::ExpectedReport,
+    scope: Scope,
+    /// The last write before the recovery.
+    start: u64,
+}
+
+impl ClusterIncident {
+    async fn s1(name: &'static str) -> Self {
+        let sim = simulator().await;
+        let base = sim.base_url().to_owned();
+        let nats = nats();
+        let dir = tempfile::tempdir().unwrap();
+        let (key_path, key) = key_file(dir.path());
+        let fp = dir.path().join("failpoints");
+        std::fs::create_dir_all(&fp).unwrap();
+        let c = Coordinator::start(
+            &dir.path().join("coord"),
+            Transport::Nats(Box::new(rewind_worker::nats::NatsSettings::url(nats.url()))),
+            key,
+        )
+        .await;
+        generate(&base, name, OBJECTS).await;
+        c.add(no_approval(tenant(&base, name, 3))).await;
+        let mut b = WorkerProcess::start(&nats.url(), &key_path, "b", &[], &fp);
+        let backup = c.backup(name).await.snapshot.unwrap();
+        assert!(b.terminate(), "worker b stops cleanly");
+        let expected = incident(&base, name, Scenario::S1, Phase::AfterBackup).await;
+        let scope = scenario_scope(Scenario::S1, &expected);
+        let start = last_write(&base, name).await;
+        Self {
+            sim,
+            base,
+            nats,
+            dir,
+            key_path,
+            fp,
+            c,
+            name,
+            backup,
+            expected,
+            scope,
+            start,
+        }
+    }
+}
+
 /// S9: S1 recovered through the cluster while one worker is killed after applying a task and
 /// before acknowledging it, another in the middle of a task's batches, and NATS restarts.
 /// The tenant verifies, every action has an outcome, and the write log shows that the
 /// redelivered batches were sent again without any write changing the directory twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s9_workers_killed_mid_recovery_and_a_nats_restart_change_nothing_twice() {
-    let sim = simulator().await;
-    let base = sim.base_url().to_owned();
-    let mut nats = nats();
-    let dir = tempfile::tempdir().unwrap();
-    let (key_path, key) = key_file(dir.path());
-    let fp = dir.path().join("failpoints");
-    std::fs::create_dir_all(&fp).unwrap();
-    let c = Coordinator::start(
-        &dir.path().join("coord"),
-        Transport::Nats(Box::new(rewind_worker::nats::NatsSettings::url(nats.url()))),
-        key.clone(),
-    )
-    .await;
-    let name = "s9";
-    generate(&base, name, OBJECTS).await;
-    c.add(no_approval(tenant(&base, name, 3))).await;
-    let mut b = WorkerProcess::start(&nats.url(), &key_path, "b", &[], &fp);
-    let backup = c.backup(name).await.snapshot.unwrap();
-    assert!(b.terminate(), "worker b stops cleanly");
-    let expected = incident(&base, name, Scenario::S1, Phase::AfterBackup).await;
-    let scope = scenario_scope(Scenario::S1, &expected);
-    let start = last_write(&base, name).await;
+    let ClusterIncident {
+        sim: _sim,
+        base,
+        mut nats,
+        dir: _dir,
+        key_path,
+        fp,
+        c,
+        name,
+        backup,
+        expected,
+        scope,
+        start,
+    } = ClusterIncident::s1("s9").await;
 
     // A alone: it captures, diffs and applies the first task, then pauses before its result.
     let mut a = WorkerProcess::start(&nats.url(), &key_path, "a", &[("apply", 120_000)], &fp);
@@ -318,4 +369,55 @@ async fn a_canceled_recovery_keeps_what_it_applied_and_writes_nothing_after_aban
         })
         .expect("the abandonment is audited");
     let _ = record;
+}
+
+/// A cancel while a worker has made a task's writes and not yet sent its result (paused at
+/// the failpoint `apply`): the job stays stopping until that result is recorded, so the
+/// abandoned job lists every write the directory took. (When the worker's gate ended its own
+/// lease, the job was abandoned at once and the late result was dropped.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_waits_for_the_outcomes_of_writes_already_made() {
+    let ClusterIncident {
+        sim: _sim,
+        base,
+        nats,
+        dir: _dir,
+        key_path,
+        fp,
+        c,
+        name,
+        backup,
+        scope,
+        start,
+        ..
+    } = ClusterIncident::s1("late").await;
+    let mut a = WorkerProcess::start(&nats.url(), &key_path, "a", &[("apply", 6_000)], &fp);
+    let job = c
+        .engine()
+        .start_recovery_by(&admin("alice"), name, &backup, scope, None, false, None)
+        .await
+        .unwrap();
+    wait_hit(&fp, "apply", Duration::from_secs(120)).await;
+    let before = writes_after(&base, name, start).await;
+    assert!(
+        before.iter().any(|r| r.changed),
+        "the paused task made its writes"
+    );
+    c.engine().cancel_by(&admin("bob"), &job.id).await.unwrap();
+    let ended = wait_finished(c.engine(), &job.id, Duration::from_secs(90)).await;
+    assert_eq!(ended.status, JobStatus::Abandoned);
+    let log = writes_after(&base, name, start).await;
+    let changed = log.iter().filter(|r| r.changed).count();
+    let acts = actions(&c, &job.id);
+    let applied = acts
+        .iter()
+        .filter(|a| a.outcome == Outcome::Applied)
+        .count();
+    assert_eq!(
+        applied, changed,
+        "the paused task's writes are listed as applied"
+    );
+    assert_eq!(ended.counts["applied"], applied as u64);
+    assert!(a.terminate(), "worker a stops cleanly");
+    c.node.unwrap().shutdown().await;
 }
