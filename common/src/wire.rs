@@ -247,10 +247,15 @@ pub struct DiffTask {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WriteBudget {
-    /// Directory writes per second, all workers together.
+    /// Directory writes per second of the task's app registration, all workers together.
     pub writes_per_second: u32,
-    /// Conditional access policy and named location writes per second.
+    /// Conditional access policy and named location writes per second (the tenant's, all
+    /// apps together).
     pub conditional_access_per_second: u32,
+    /// Directory writes per second of all the tenant's app registrations together (0 in
+    /// tasks of builds before it: Graph's 60).
+    #[serde(default)]
+    pub tenant_writes_per_second: u32,
 }
 
 /// A planned step with its place in the recovery's actions.
@@ -493,6 +498,7 @@ mod tests {
                 budget: WriteBudget {
                     writes_per_second: 20,
                     conditional_access_per_second: 1,
+                    tenant_writes_per_second: 60,
                 },
             }),
         }

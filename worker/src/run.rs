@@ -88,6 +88,9 @@ impl GateMaker for crate::budget::BudgetGates {
             &task.job,
             f64::from(apply.budget.writes_per_second),
             f64::from(apply.budget.conditional_access_per_second),
+            Some(apply.budget.tenant_writes_per_second)
+                .filter(|&w| w > 0)
+                .map(f64::from),
         ) {
             Ok(gate) => Arc::new(gate.with_lease(task.task_msg_id())),
             Err(e) => Arc::new(crate::budget::ClosedGate(e.to_string())),

@@ -1,5 +1,6 @@
-//! `/admin/...` (role `operator`): tenants (add, update, remove, list, credentials) and API
-//! tokens (create, list, revoke), the audit log (read). Secrets and tokens are write-only: never written back.
+//! `/admin/...` (role `operator`): tenants (add, update, remove, list, credentials, more app
+//! registrations) and API tokens (create, list, revoke), the audit log (read). Secrets and
+//! tokens are write-only: never written back.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -77,6 +78,8 @@ pub fn tenant_json(t: &TenantRecord) -> Json {
         "reportRetentionDays": t.report_retention_days,
         "shardBits": t.shard_bits,
         "writeBudget": t.recovery.write_budget,
+        "tenantWriteBudget": t.recovery.tenant_write_budget,
+        "apps": t.apps.iter().map(|a| json!({"clientId": a.client_id})).collect::<Vec<_>>(),
         "conditionalAccessBudget": t.recovery.conditional_access_budget,
         "approvalThreshold": t.recovery.approval_threshold,
         "historyDays": t.recovery.history_days,
@@ -88,6 +91,7 @@ pub fn tenant_json(t: &TenantRecord) -> Json {
 #[derive(Debug, Default)]
 pub struct RecoveryFields {
     write_budget: Option<u32>,
+    tenant_write_budget: Option<u32>,
     conditional_access_budget: Option<u32>,
     approval_threshold: Option<u64>,
     history_days: Option<u32>,
@@ -96,6 +100,7 @@ pub struct RecoveryFields {
 impl RecoveryFields {
     fn any(&self) -> bool {
         self.write_budget.is_some()
+            || self.tenant_write_budget.is_some()
             || self.conditional_access_budget.is_some()
             || self.approval_threshold.is_some()
             || self.history_days.is_some()
@@ -105,6 +110,9 @@ impl RecoveryFields {
     fn apply(&self, mut base: RecoverySettings) -> RecoverySettings {
         if let Some(v) = self.write_budget {
             base.write_budget = v;
+        }
+        if let Some(v) = self.tenant_write_budget {
+            base.tenant_write_budget = v;
         }
         if let Some(v) = self.conditional_access_budget {
             base.conditional_access_budget = v;
@@ -132,6 +140,7 @@ pub struct TenantBody {
     report_retention_days: Option<u32>,
     shard_bits: Option<u8>,
     write_budget: Option<u32>,
+    tenant_write_budget: Option<u32>,
     conditional_access_budget: Option<u32>,
     approval_threshold: Option<u64>,
     history_days: Option<u32>,
@@ -141,6 +150,7 @@ impl TenantBody {
     fn recovery(&self) -> RecoveryFields {
         RecoveryFields {
             write_budget: self.write_budget,
+            tenant_write_budget: self.tenant_write_budget,
             conditional_access_budget: self.conditional_access_budget,
             approval_threshold: self.approval_threshold,
             history_days: self.history_days,
@@ -157,6 +167,7 @@ pub struct TenantPatch {
     retention: Option<u32>,
     report_retention_days: Option<u32>,
     write_budget: Option<u32>,
+    tenant_write_budget: Option<u32>,
     conditional_access_budget: Option<u32>,
     approval_threshold: Option<u64>,
     history_days: Option<u32>,
@@ -166,6 +177,7 @@ impl TenantPatch {
     fn recovery(&self) -> RecoveryFields {
         RecoveryFields {
             write_budget: self.write_budget,
+            tenant_write_budget: self.tenant_write_budget,
             conditional_access_budget: self.conditional_access_budget,
             approval_threshold: self.approval_threshold,
             history_days: self.history_days,
@@ -176,6 +188,14 @@ impl TenantPatch {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsBody {
+    client_id: String,
+    client_secret: String,
+}
+
+/// `POST /admin/tenants/{tenant}/apps`: one more app registration.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppBody {
     client_id: String,
     client_secret: String,
 }
@@ -295,6 +315,41 @@ pub async fn set_credentials(
             &body.client_id,
             &body.client_secret.into(),
         )
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Adds an app registration whose writes a recovery spreads over, beside the primary one.
+pub async fn add_app(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<AppBody>,
+) -> Result<Response, ApiError> {
+    operator_on(&caller, &tenant)?;
+    let record = api
+        .engine
+        .state()
+        .add_app_by(
+            &Actor::token(&caller.0),
+            &api.key,
+            &tenant,
+            &body.client_id,
+            &body.client_secret.into(),
+        )
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &tenant_json(&record)))
+}
+
+pub async fn remove_app(
+    State(api): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path((tenant, client_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    operator_on(&caller, &tenant)?;
+    api.engine
+        .state()
+        .remove_app_by(&Actor::token(&caller.0), &tenant, &client_id)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

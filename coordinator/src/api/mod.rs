@@ -296,6 +296,11 @@ pub fn router(state: ApiState) -> Router {
             "/admin/tenants/{tenant}/credentials",
             put(admin::set_credentials),
         )
+        .route("/admin/tenants/{tenant}/apps", post(admin::add_app))
+        .route(
+            "/admin/tenants/{tenant}/apps/{client_id}",
+            axum::routing::delete(admin::remove_app),
+        )
         .route(
             "/admin/tokens",
             get(admin::list_tokens).post(admin::create_token),

@@ -1,6 +1,8 @@
-//! `rewind tenants add|list|show|remove|set`: the operator's tenant administration over
-//! `/admin/tenants` (with the recovery settings: write budgets, approval threshold, history). The client secret is read from a file or `REWIND_CLIENT_SECRET` (an
-//! argument is accepted with a warning: it shows in `ps`), and is never printed.
+//! `rewind tenants add|list|show|remove|set|add-app|remove-app`: the operator's tenant
+//! administration over `/admin/tenants` (with the recovery settings: write budgets, approval
+//! threshold, history; and more app registrations for recoveries to write through). A client
+//! secret is read from a file or `REWIND_CLIENT_SECRET` (an argument is accepted with a
+//! warning: it shows in `ps`), and is never printed.
 
 use std::path::PathBuf;
 
@@ -58,9 +60,13 @@ pub struct SettingArgs {
     /// Days a difference report is kept.
     #[arg(long)]
     pub report_retention_days: Option<u32>,
-    /// Directory writes per second a recovery may make, all workers together.
+    /// Directory writes per second a recovery may make through each app registration, all
+    /// workers together.
     #[arg(long)]
     pub write_budget: Option<u32>,
+    /// Directory writes per second of all the tenant's app registrations together.
+    #[arg(long)]
+    pub tenant_write_budget: Option<u32>,
     /// Conditional access policy and named location writes per second.
     #[arg(long)]
     pub conditional_access_budget: Option<u32>,
@@ -91,6 +97,7 @@ impl SettingArgs {
         }
         for (key, n) in [
             ("writeBudget", self.write_budget),
+            ("tenantWriteBudget", self.tenant_write_budget),
             ("conditionalAccessBudget", self.conditional_access_budget),
             ("historyDays", self.history_days),
         ] {
@@ -150,6 +157,23 @@ pub enum TenantsCommand {
         secret: SecretArgs,
         #[command(flatten)]
         settings: SettingArgs,
+    },
+    /// Add an app registration a recovery also writes through (Graph limits writes per app
+    /// and tenant: three apps of 20 writes/s reach the tenant's 60).
+    AddApp {
+        name: String,
+        /// The app's client id.
+        #[arg(long)]
+        client_id: String,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// Remove an added app registration (the primary one is replaced with `set`).
+    RemoveApp {
+        name: String,
+        /// The app's client id.
+        #[arg(long)]
+        client_id: String,
     },
 }
 
@@ -254,7 +278,7 @@ pub fn run(api: &Api, out: Output, command: TenantsCommand) -> Result<(), Client
             };
             if patch.is_empty() && credentials.is_none() {
                 return Err(ClientError::Usage(
-                    "nothing to set: give --schedule, --retention, --report-retention-days, --write-budget, --conditional-access-budget, --approval-threshold, --history-days, --graph-url, --token-url, --client-id or a client secret"
+                    "nothing to set: give --schedule, --retention, --report-retention-days, --write-budget, --tenant-write-budget, --conditional-access-budget, --approval-threshold, --history-days, --graph-url, --token-url, --client-id or a client secret"
                         .into(),
                 ));
             }
@@ -276,6 +300,41 @@ pub fn run(api: &Api, out: Output, command: TenantsCommand) -> Result<(), Client
             }
             show(out, &tenant)
         }
+        TenantsCommand::AddApp {
+            name,
+            client_id,
+            secret,
+        } => {
+            let Some(secret) = secret.read()? else {
+                return Err(ClientError::Usage(
+                    "no client secret: give --client-secret-file FILE or set REWIND_CLIENT_SECRET"
+                        .into(),
+                ));
+            };
+            let body = json!({"clientId": client_id, "clientSecret": secret});
+            let tenant = api.post(&path(&["admin", "tenants", &name, "apps"]), Some(&body))?;
+            show(out, &tenant)
+        }
+        TenantsCommand::RemoveApp { name, client_id } => {
+            api.delete(&path(&["admin", "tenants", &name, "apps", &client_id]))?;
+            show(out, &api.get(&tenant_path(&name), &[])?)
+        }
+    }
+}
+
+/// The added app registrations' client ids, or `-`.
+fn apps(tenant: &Value) -> String {
+    let ids: Vec<String> = tenant
+        .get("apps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|a| field(a, "clientId"))
+        .collect();
+    if ids.is_empty() {
+        "-".into()
+    } else {
+        ids.join(", ")
     }
 }
 
@@ -288,6 +347,7 @@ fn show(out: Output, tenant: &Value) -> Result<(), ClientError> {
         ("graph URL", field(tenant, "graphBaseUrl")),
         ("token URL", field(tenant, "tokenUrl")),
         ("client id", field(tenant, "clientId")),
+        ("more apps", apps(tenant)),
         (
             "schedule",
             tenant.get("schedule").map_or("-".into(), schedule),
@@ -296,6 +356,7 @@ fn show(out: Output, tenant: &Value) -> Result<(), ClientError> {
         ("report days", field(tenant, "reportRetentionDays")),
         ("shard bits", field(tenant, "shardBits")),
         ("write budget", field(tenant, "writeBudget")),
+        ("tenant budget", field(tenant, "tenantWriteBudget")),
         ("CA budget", field(tenant, "conditionalAccessBudget")),
         ("approval above", field(tenant, "approvalThreshold")),
         ("history days", field(tenant, "historyDays")),

@@ -568,16 +568,22 @@ impl Engine {
         };
         let done = self.wave_results(job)?;
         let records = self.state.actions_range(&job.id, wave.first, wave.end)?;
-        let directory = DirectoryRef {
-            graph_base_url: tenant.graph_base_url.clone(),
-            token_url: tenant.token_url.clone(),
-            client_id: tenant.client_id.clone(),
-            secret: tenant.secret.clone(),
-            per_user_mfa_state: self.settings.per_user_mfa_state,
-        };
+        // The tasks take the tenant's app registrations in turn, each under its own budget.
+        let apps: Vec<DirectoryRef> = tenant
+            .write_apps()
+            .into_iter()
+            .map(|(client_id, secret)| DirectoryRef {
+                graph_base_url: tenant.graph_base_url.clone(),
+                token_url: tenant.token_url.clone(),
+                client_id: client_id.to_owned(),
+                secret: secret.clone(),
+                per_user_mfa_state: self.settings.per_user_mfa_state,
+            })
+            .collect();
         let budget = WriteBudget {
             writes_per_second: tenant.recovery.write_budget,
             conditional_access_per_second: tenant.recovery.conditional_access_budget,
+            tenant_writes_per_second: tenant.tenant_write_budget(),
         };
         for (chunk, range) in chunks(&records).into_iter().enumerate() {
             let number = apply_number(progress.round, progress.wave, chunk as u32);
@@ -598,7 +604,7 @@ impl Engine {
                 })
                 .collect();
             let spec = TaskSpec::Apply(ApplyTask {
-                directory: directory.clone(),
+                directory: apps[chunk % apps.len()].clone(),
                 steps,
                 budget,
             });

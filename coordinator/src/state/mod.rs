@@ -25,7 +25,9 @@ pub use jobs::{
 };
 pub use rewind_common::secret_box::{EncryptedSecret, SecretError, SecretKey, SECRET_KEY_ENV};
 pub use schedule::{next_after, Schedule};
-pub use tenants::{NewTenant, RecoverySettings, TenantRecord, TenantSettings};
+pub use tenants::{
+    AppRegistration, NewTenant, RecoverySettings, TenantRecord, TenantSettings, MAX_APPS,
+};
 pub use tokens::{AuthError, NewToken, Role, TenantScope, TokenRecord};
 
 /// The version every record is written with; a record of another version is refused.

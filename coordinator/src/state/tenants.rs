@@ -38,15 +38,34 @@ pub struct TenantRecord {
     /// defaults).
     #[serde(default)]
     pub recovery: RecoverySettings,
+    /// More app registrations beside the primary one (`client_id`, `secret`): a recovery
+    /// spreads its writes over all of them, since Graph limits writes per app and tenant
+    /// (absent in records of builds before them: none).
+    #[serde(default)]
+    pub apps: Vec<AppRegistration>,
 }
+
+/// One more app registration of a tenant: its client id and its secret, sealed as the
+/// primary one is (for the tenant).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRegistration {
+    pub client_id: String,
+    pub secret: EncryptedSecret,
+}
+
+/// The most app registrations a tenant may have, the primary one included.
+pub const MAX_APPS: usize = 16;
 
 /// A tenant's recovery settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RecoverySettings {
-    /// Directory writes per second, all workers together (Graph's default limit per app and
-    /// tenant is 20).
+    /// Directory writes per second of each app registration, all workers together (Graph's
+    /// default limit per app and tenant is 20).
     pub write_budget: u32,
+    /// Directory writes per second of all the tenant's app registrations together (Graph:
+    /// 60); never below one app's `write_budget`.
+    pub tenant_write_budget: u32,
     /// Conditional access policy and named location writes per second (Graph: 1).
     pub conditional_access_budget: u32,
     /// A recovery that modifies more objects than this waits for a second administrator.
@@ -59,6 +78,7 @@ impl Default for RecoverySettings {
     fn default() -> Self {
         Self {
             write_budget: 20,
+            tenant_write_budget: 60,
             conditional_access_budget: 1,
             approval_threshold: 25,
             history_days: 7,
@@ -71,6 +91,7 @@ impl RecoverySettings {
     pub fn validate(&self) -> Result<(), StateError> {
         for (field, v) in [
             ("writeBudget", self.write_budget),
+            ("tenantWriteBudget", self.tenant_write_budget),
             ("conditionalAccessBudget", self.conditional_access_budget),
         ] {
             if !(1..=100_000).contains(&v) {
@@ -96,6 +117,21 @@ impl TenantRecord {
     /// The tenant's client secret in clear, for the connector.
     pub fn client_secret(&self, key: &SecretKey) -> Result<Secret, StateError> {
         Ok(self.secret.open(key, &self.name)?)
+    }
+
+    /// Every app registration a recovery writes through, the primary one first: (client
+    /// id, sealed secret).
+    pub fn write_apps(&self) -> Vec<(&str, &EncryptedSecret)> {
+        std::iter::once((self.client_id.as_str(), &self.secret))
+            .chain(self.apps.iter().map(|a| (a.client_id.as_str(), &a.secret)))
+            .collect()
+    }
+
+    /// The effective tenant-wide write budget: never below one app's.
+    pub fn tenant_write_budget(&self) -> u32 {
+        self.recovery
+            .tenant_write_budget
+            .max(self.recovery.write_budget)
     }
 }
 
@@ -290,6 +326,7 @@ impl State {
             shard_bits: new.shard_bits,
             created_at: now(),
             recovery: new.recovery,
+            apps: Vec::new(),
         };
         let bytes = encode(tree::TENANTS, record.name.as_bytes(), &record)?;
         {
@@ -432,8 +469,82 @@ impl State {
         let entry = AuditEntry::new(actor, "credentials.set", Subject::tenant(name))
             .with("clientId", client_id);
         let record = self.edit_tenant(name, entry, |t| {
+            if t.apps.iter().any(|a| a.client_id == client_id) {
+                return Err(StateError::Exists {
+                    what: "app registration",
+                    id: client_id.to_owned(),
+                });
+            }
             t.client_id = client_id.to_owned();
             t.secret = sealed;
+            Ok(())
+        })?;
+        self.flush().await?;
+        Ok(record)
+    }
+
+    /// Adds an app registration to a tenant's (its secret sealed under `key`), on behalf of
+    /// `actor`: a client id the tenant already has is a conflict.
+    pub async fn add_app_by(
+        &self,
+        actor: &Actor,
+        key: &SecretKey,
+        name: &str,
+        client_id: &str,
+        secret: &Secret,
+    ) -> Result<TenantRecord, StateError> {
+        validate_client_id(client_id)?;
+        validate_secret(secret)?;
+        let sealed = EncryptedSecret::seal(key, name, secret)?;
+        let entry =
+            AuditEntry::new(actor, "app.added", Subject::tenant(name)).with("clientId", client_id);
+        let record = self.edit_tenant(name, entry, |t| {
+            if t.write_apps().iter().any(|(id, _)| *id == client_id) {
+                return Err(StateError::Exists {
+                    what: "app registration",
+                    id: client_id.to_owned(),
+                });
+            }
+            if t.write_apps().len() >= MAX_APPS {
+                return Err(StateError::invalid(
+                    "clientId",
+                    format!("{client_id:?}"),
+                    format!("the tenant already has {MAX_APPS} app registrations, the most it may"),
+                ));
+            }
+            t.apps.push(AppRegistration {
+                client_id: client_id.to_owned(),
+                secret: sealed,
+            });
+            Ok(())
+        })?;
+        self.flush().await?;
+        Ok(record)
+    }
+
+    /// Removes one of a tenant's added app registrations, on behalf of `actor` (the primary
+    /// one is replaced through [`State::set_credentials`], never removed).
+    pub async fn remove_app_by(
+        &self,
+        actor: &Actor,
+        name: &str,
+        client_id: &str,
+    ) -> Result<TenantRecord, StateError> {
+        let entry = AuditEntry::new(actor, "app.removed", Subject::tenant(name))
+            .with("clientId", client_id);
+        let record = self.edit_tenant(name, entry, |t| {
+            if t.client_id == client_id {
+                return Err(StateError::invalid(
+                    "clientId",
+                    format!("{client_id:?}"),
+                    "is the tenant's primary app registration: replace it through its credentials instead",
+                ));
+            }
+            let before = t.apps.len();
+            t.apps.retain(|a| a.client_id != client_id);
+            if t.apps.len() == before {
+                return Err(StateError::not_found("app registration", client_id));
+            }
             Ok(())
         })?;
         self.flush().await?;

@@ -266,8 +266,9 @@ impl BudgetGates {
     }
 
     /// The gate of `job`'s writes to `tenant` through app registration `app`, under the
-    /// default policy with these budgets (the tenant's cap is raised to the app's budget
-    /// when that is larger); a budget that cannot work gives a gate that refuses, naming it.
+    /// default policy with these budgets (the tenant's cap, Graph's 60 when `None`, is
+    /// raised to the app's budget when that is larger); a budget that cannot work gives a
+    /// gate that refuses, naming it.
     pub fn gate(
         &self,
         handle: Handle,
@@ -275,6 +276,7 @@ impl BudgetGates {
         job: &str,
         writes_per_second: f64,
         conditional_access_per_second: f64,
+        tenant_writes_per_second: Option<f64>,
     ) -> Arc<dyn WriteGate> {
         match self.budget_gate(
             handle,
@@ -282,6 +284,7 @@ impl BudgetGates {
             job,
             writes_per_second,
             conditional_access_per_second,
+            tenant_writes_per_second,
         ) {
             Ok(gate) => Arc::new(gate),
             Err(e) => Arc::new(ClosedGate(e.to_string())),
@@ -296,10 +299,14 @@ impl BudgetGates {
         job: &str,
         writes_per_second: f64,
         conditional_access_per_second: f64,
+        tenant_writes_per_second: Option<f64>,
     ) -> Result<BudgetGate, BudgetError> {
         let mut policy = BudgetPolicy::with_budget(writes_per_second);
         policy.conditional_access_per_second = conditional_access_per_second;
-        policy.tenant_writes_per_second = policy.tenant_writes_per_second.max(writes_per_second);
+        // Never below one app's budget: a tenant of one app writes at its app's budget.
+        policy.tenant_writes_per_second = tenant_writes_per_second
+            .unwrap_or(policy.tenant_writes_per_second)
+            .max(writes_per_second);
         BudgetGate::new(handle, self.budgets.clone(), key, policy, job)
     }
 }

@@ -439,8 +439,8 @@ async fn gates_are_made_from_a_tasks_budget(a: Budgets, b: Budgets) {
     let gates = BudgetGates::new(a);
     let handle = tokio::runtime::Handle::current();
     let key = BudgetKey::new("contoso", "app-1");
-    let good = gates.gate(handle.clone(), key.clone(), "job-3", 30.0, 1.0);
-    let bad = gates.gate(handle, key.clone(), "job-3", 0.0, 1.0);
+    let good = gates.gate(handle.clone(), key.clone(), "job-3", 30.0, 1.0, None);
+    let bad = gates.gate(handle, key.clone(), "job-3", 0.0, 1.0, None);
     let (good, bad) = tokio::task::spawn_blocking(move || {
         (
             good.admit(WriteClass::Directory, 2),
@@ -483,6 +483,7 @@ async fn the_gate_records_the_budget_metrics() {
         "job-4",
         20.0,
         1.0,
+        None,
     );
     let body = tokio::task::spawn_blocking(move || {
         gate.admit(WriteClass::ConditionalAccess, 1).unwrap();

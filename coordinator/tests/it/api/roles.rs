@@ -24,6 +24,7 @@ const PO: &str = "/tenants/{o}/v1.0/directory/recovery";
 
 const TENANT_BODY: &str = r#"{"name":"acme","graphBaseUrl":"http://127.0.0.1:9/acme/v1.0","tokenUrl":"http://127.0.0.1:9/t","clientId":"c","clientSecret":"s"}"#;
 const CREDENTIALS: &str = r#"{"clientId":"app-acme","clientSecret":"secret-acme"}"#;
+const APP: &str = r#"{"clientId":"app-2","clientSecret":"secret-2"}"#;
 const DRY_RUN: &str = r#"{"dryRun":true}"#;
 const TOKEN_BODY: &str = r#"{"name":"ci","role":"reader","tenants":["acme"],"expiresInDays":3}"#;
 
@@ -134,6 +135,19 @@ const TABLE: &[(&str, &str, &str, Who, u16)] = &[
     ("PUT", "/admin/tenants/{t}/credentials", CREDENTIALS, Reader, 403),
     ("PUT", "/admin/tenants/{t}/credentials", CREDENTIALS, Admin, 403),
     ("PUT", "/admin/tenants/{t}/credentials", CREDENTIALS, Operator, 204),
+    ("POST", "/admin/tenants/{t}/apps", APP, Reader, 403),
+    ("POST", "/admin/tenants/{t}/apps", APP, Admin, 403),
+    ("POST", "/admin/tenants/{t}/apps", APP, Operator, 201),
+    ("POST", "/admin/tenants/{t}/apps", APP, Operator, 409),
+    ("POST", "/admin/tenants/{t}/apps", CREDENTIALS, Operator, 409),
+    ("POST", "/admin/tenants/{t}/apps", r#"{"clientId":"app-3"}"#, Operator, 400),
+    ("POST", "/admin/tenants/{o}/apps", APP, Operator, 404),
+    ("DELETE", "/admin/tenants/{t}/apps/app-2", "", Reader, 403),
+    ("DELETE", "/admin/tenants/{t}/apps/app-2", "", Admin, 403),
+    ("DELETE", "/admin/tenants/{t}/apps/app-2", "", Operator, 204),
+    ("DELETE", "/admin/tenants/{t}/apps/app-2", "", Operator, 404),
+    ("DELETE", "/admin/tenants/{t}/apps/app-acme", "", Operator, 400),
+    ("PATCH", "/admin/tenants/{t}", r#"{"tenantWriteBudget":0}"#, Operator, 400),
     ("GET", "/admin/tokens", "", Reader, 403),
     ("GET", "/admin/tokens", "", Admin, 403),
     ("GET", "/admin/tokens", "", Operator, 200),

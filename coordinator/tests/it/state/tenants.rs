@@ -3,7 +3,8 @@
 
 use rewind_common::connector::Secret;
 use rewind_coordinator::state::{
-    ErrorClass, JobKind, JobStatus, Schedule, SecretKey, StateError, TenantSettings,
+    Actor, ErrorClass, JobKind, JobStatus, Schedule, SecretKey, StateError, TenantSettings,
+    MAX_APPS,
 };
 
 use super::{new_tenant, open, reopen, with_tenants};
@@ -165,6 +166,17 @@ async fn no_secret_is_on_disk_in_clear() {
         )
         .await
         .unwrap();
+    let app_secret = "app-secret-77d01b2e-never-on-disk";
+    state
+        .add_app_by(
+            &Actor::Coordinator,
+            &key,
+            "acme",
+            "second-app",
+            &Secret::new(app_secret),
+        )
+        .await
+        .unwrap();
     drop(state);
     let state = reopen(&dir);
     assert_eq!(
@@ -198,8 +210,107 @@ async fn no_secret_is_on_disk_in_clear() {
     );
     // …and the secret is not.
     assert!(
-        !contains(plaintext.as_bytes()),
-        "the secret is on disk in clear"
+        !contains(plaintext.as_bytes()) && !contains(app_secret.as_bytes()),
+        "a secret is on disk in clear"
+    );
+}
+
+/// More app registrations: added with their secrets sealed, kept over a restart, listed for
+/// recoveries after the primary one; a client id the tenant has (primary or added) is a
+/// conflict, the primary cannot be removed, an unknown one is not found, and no more than
+/// `MAX_APPS` are taken.
+#[tokio::test]
+async fn app_registrations_are_added_kept_and_removed() {
+    let (dir, state) = open();
+    let key = SecretKey::generate();
+    state.add_tenant(&key, new_tenant("acme")).await.unwrap();
+    let primary = state.get_tenant("acme").unwrap().client_id;
+    let actor = Actor::Coordinator;
+    for (id, secret) in [("app-2", "secret-2"), ("app-3", "secret-3")] {
+        state
+            .add_app_by(&actor, &key, "acme", id, &Secret::new(secret))
+            .await
+            .unwrap();
+    }
+    for taken in [primary.as_str(), "app-2"] {
+        let err = state
+            .add_app_by(&actor, &key, "acme", taken, &Secret::new("x"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Conflict, "{err}");
+        assert!(err.to_string().contains(taken), "{err}");
+    }
+    let err = state
+        .set_credentials(&key, "acme", "app-3", &Secret::new("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Conflict, "{err}");
+    let err = state
+        .add_app_by(&actor, &key, "acme", "app 4", &Secret::new("x"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("clientId"), "{err}");
+    let err = state
+        .add_app_by(&actor, &key, "acme", "app-4", &Secret::new(""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Invalid, "{err}");
+    let err = state
+        .add_app_by(&actor, &key, "nobody", "app-4", &Secret::new("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::NotFound, "{err}");
+
+    drop(state);
+    let state = reopen(&dir);
+    let record = state.get_tenant("acme").unwrap();
+    let apps = record.write_apps();
+    let ids: Vec<&str> = apps.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [primary.as_str(), "app-2", "app-3"]);
+    assert_eq!(apps[2].1.open(&key, "acme").unwrap().expose(), "secret-3");
+
+    let err = state
+        .remove_app_by(&actor, "acme", &primary)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Invalid, "{err}");
+    assert!(err.to_string().contains("primary"), "{err}");
+    let err = state
+        .remove_app_by(&actor, "acme", "app-9")
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::NotFound, "{err}");
+    let record = state.remove_app_by(&actor, "acme", "app-2").await.unwrap();
+    assert_eq!(record.apps.len(), 1);
+    assert_eq!(record.apps[0].client_id, "app-3");
+
+    for n in record.write_apps().len()..MAX_APPS {
+        state
+            .add_app_by(
+                &actor,
+                &key,
+                "acme",
+                &format!("more-{n}"),
+                &Secret::new("x"),
+            )
+            .await
+            .unwrap();
+    }
+    let err = state
+        .add_app_by(&actor, &key, "acme", "one-too-many", &Secret::new("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Invalid, "{err}");
+    assert!(err.to_string().contains(&MAX_APPS.to_string()), "{err}");
+    let audited: Vec<String> = state
+        .audit_records()
+        .map(|r| r.unwrap().action)
+        .filter(|a| a.starts_with("app."))
+        .collect();
+    assert_eq!(audited.iter().filter(|a| *a == "app.removed").count(), 1);
+    assert_eq!(
+        audited.iter().filter(|a| *a == "app.added").count(),
+        2 + MAX_APPS - 2
     );
 }
 
