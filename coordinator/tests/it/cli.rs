@@ -685,6 +685,72 @@ async fn recoveries_from_the_command_line() {
         "writeBudget",
         "a write budget of 0",
     );
+    let set = json(
+        &cli(
+            url,
+            ops,
+            &["tenants", "set", name, "--tenant-write-budget", "90"],
+        )
+        .await,
+        0,
+        "tenants set --tenant-write-budget",
+    );
+    assert_eq!(set["tenantWriteBudget"], 90, "{set}");
+    // More app registrations: added (the secret never printed), refused twice, removed.
+    let app = json(
+        &cli(
+            url,
+            ops,
+            &[
+                "tenants",
+                "add-app",
+                name,
+                "--client-id",
+                "second-app",
+                "--client-secret",
+                "second-secret",
+            ],
+        )
+        .await,
+        0,
+        "tenants add-app",
+    );
+    assert_eq!(
+        app["apps"],
+        serde_json::json!([{"clientId": "second-app"}]),
+        "{app}"
+    );
+    assert!(!app.to_string().contains("second-secret"), "{app}");
+    refused(
+        &cli(
+            url,
+            ops,
+            &[
+                "tenants",
+                "add-app",
+                name,
+                "--client-id",
+                "second-app",
+                "--client-secret",
+                "x",
+            ],
+        )
+        .await,
+        2,
+        "second-app",
+        "the same app twice",
+    );
+    let removed = json(
+        &cli(
+            url,
+            ops,
+            &["tenants", "remove-app", name, "--client-id", "second-app"],
+        )
+        .await,
+        0,
+        "tenants remove-app",
+    );
+    assert_eq!(removed["apps"], serde_json::json!([]), "{removed}");
 
     let backup = json(
         &cli(url, admin, &["backups", "now", name]).await,
