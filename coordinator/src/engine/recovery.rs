@@ -69,11 +69,13 @@ fn link_target(step: &Step) -> Option<(LinkKind, rewind_common::ObjectId)> {
 }
 
 /// Cuts a wave's actions (in sequence order, which is object id order) into apply tasks: at
-/// most [`TASK_STEPS`] steps and [`TASK_BYTES`] of encoding each, cut between objects, so that
-/// the steps of one object run in order in one task. An object with more steps than four tasks
-/// hold is cut too, but never between two steps on the same link (a grant removed, then
-/// re-added). Deterministic: the same actions always give the same tasks.
-pub fn chunks(records: &[ActionRecord]) -> Vec<Range<usize>> {
+/// most `max_steps` steps (at most [`TASK_STEPS`]) and [`TASK_BYTES`] of encoding each, cut
+/// between objects, so that the steps of one object run in order in one task. An object with
+/// more steps than four full tasks hold is cut too, but never between two steps on the same
+/// link (a grant removed, then re-added). Deterministic: the same actions and limit always
+/// give the same tasks.
+pub fn chunks(records: &[ActionRecord], max_steps: usize) -> Vec<Range<usize>> {
+    let max_steps = max_steps.clamp(1, TASK_STEPS);
     let mut out = Vec::new();
     let mut start = 0;
     let mut bytes = 0usize;
@@ -90,7 +92,7 @@ pub fn chunks(records: &[ActionRecord]) -> Vec<Range<usize>> {
             let new_object = here.object_id != prev.object_id;
             let new_link = here.step.as_ref().and_then(link_target)
                 != prev.step.as_ref().and_then(link_target);
-            let full = n >= TASK_STEPS || bytes + size > TASK_BYTES;
+            let full = n >= max_steps || bytes + size > TASK_BYTES;
             if full
                 && (new_object || (new_link && (n >= 4 * TASK_STEPS || bytes + size > TASK_BYTES)))
             {
@@ -105,6 +107,31 @@ pub fn chunks(records: &[ActionRecord]) -> Vec<Range<usize>> {
         out.push(start..records.len());
     }
     out
+}
+
+/// The most steps a task of a wave of `steps` takes when the tenant writes through `apps` app
+/// registrations: small enough that every app gets a task (each app has its own budget), at
+/// most [`TASK_STEPS`].
+pub fn task_steps(steps: usize, apps: usize) -> usize {
+    steps.div_ceil(apps.max(1)).clamp(1, TASK_STEPS)
+}
+
+/// A planned wave's step limit (jobs of builds before it: [`TASK_STEPS`]).
+fn wave_task_steps(w: &Wave) -> usize {
+    match w.task_steps {
+        0 => TASK_STEPS,
+        n => n as usize,
+    }
+}
+
+/// Fixes each wave's step limit and task count for a tenant of `apps` app registrations.
+fn cut_waves(records: &[ActionRecord], first_seq: u32, waves: &mut [Wave], apps: usize) {
+    for w in waves {
+        let slice = &records[(w.first - first_seq) as usize..(w.end - first_seq) as usize];
+        let limit = task_steps(slice.len(), apps);
+        w.task_steps = limit as u32;
+        w.tasks = chunks(slice, limit).len() as u32;
+    }
 }
 
 /// The number of an apply task: round, wave index and chunk, each in its own bits.
@@ -232,13 +259,10 @@ fn plan_round_records(
                 tasks: 0,
                 first: seq,
                 end: seq + 1,
+                task_steps: 0,
             }),
         }
         seq += 1;
-    }
-    for w in &mut waves {
-        let slice = &records[(w.first - first_seq) as usize..(w.end - first_seq) as usize];
-        w.tasks = chunks(slice).len() as u32;
     }
     let n_skipped = skipped.len() as u64;
     for mut r in skipped {
@@ -492,9 +516,10 @@ impl Engine {
             progress.round,
             progress.next_seq,
         );
+        let apps = tenant.write_apps().len();
         let planned = tokio::task::spawn_blocking(move || {
             let current = CurrentValues::from_pairs(values);
-            plan_round_records(
+            let mut planned = plan_round_records(
                 &tenant_name,
                 &job_id,
                 round,
@@ -502,7 +527,9 @@ impl Engine {
                 first,
                 &entries,
                 &current,
-            )
+            );
+            cut_waves(&planned.records, first, &mut planned.waves, apps);
+            planned
         })
         .await
         .map_err(|e| EngineError::Join(e.to_string()))?;
@@ -585,7 +612,8 @@ impl Engine {
             conditional_access_per_second: tenant.recovery.conditional_access_budget,
             tenant_writes_per_second: tenant.tenant_write_budget(),
         };
-        for (chunk, range) in chunks(&records).into_iter().enumerate() {
+        let cut = chunks(&records, wave_task_steps(&wave));
+        for (chunk, range) in cut.into_iter().enumerate() {
             let number = apply_number(progress.round, progress.wave, chunk as u32);
             if done.contains(&number) {
                 continue;
@@ -604,7 +632,7 @@ impl Engine {
                 })
                 .collect();
             let spec = TaskSpec::Apply(ApplyTask {
-                directory: apps[chunk % apps.len()].clone(),
+                directory: apps[(progress.wave as usize + chunk) % apps.len()].clone(),
                 steps,
                 budget,
             });
@@ -883,7 +911,7 @@ mod tests {
                 ));
             }
         }
-        let cut = chunks(&records);
+        let cut = chunks(&records, TASK_STEPS);
         assert!(cut.len() >= 2, "{cut:?}");
         for r in &cut {
             assert!(r.len() <= TASK_STEPS + 2);
@@ -899,7 +927,7 @@ mod tests {
             big.push(record(big.len() as u32, 7, member(7, t, false)));
             big.push(record(big.len() as u32, 7, member(7, t, true)));
         }
-        let cut = chunks(&big);
+        let cut = chunks(&big, TASK_STEPS);
         assert!(cut.len() >= 2, "{cut:?}");
         for r in &cut[1..] {
             let (a, b) = (&big[r.start - 1], &big[r.start]);
@@ -908,7 +936,38 @@ mod tests {
                 b.step.as_ref().and_then(link_target)
             );
         }
-        assert_eq!(chunks(&big), cut, "deterministic");
+        assert_eq!(chunks(&big, TASK_STEPS), cut, "deterministic");
+    }
+
+    /// A wave is cut so that each of the tenant's app registrations gets a task, and never
+    /// beyond the task limit.
+    #[test]
+    fn every_app_gets_a_task_of_a_wave() {
+        let records: Vec<ActionRecord> = (0..500u32)
+            .map(|i| record(i, u128::from(i) + 1, member(u128::from(i) + 1, 9, true)))
+            .collect();
+        for (apps, tasks) in [(1, 2), (3, 3), (4, 4), (16, 16)] {
+            let cut = chunks(&records, task_steps(records.len(), apps));
+            assert_eq!(cut.len(), tasks, "{apps} apps: {cut:?}");
+            assert_eq!(cut.iter().map(|r| r.len()).sum::<usize>(), records.len());
+        }
+        assert_eq!(task_steps(10_000, 3), TASK_STEPS);
+        assert_eq!(task_steps(2, 3), 1);
+        assert_eq!(task_steps(0, 3), 1);
+        let mut waves = vec![Wave {
+            key: LAST_WAVE,
+            tasks: 0,
+            first: 0,
+            end: 500,
+            task_steps: 0,
+        }];
+        cut_waves(&records, 0, &mut waves, 3);
+        assert_eq!((waves[0].tasks, waves[0].task_steps), (3, 167));
+        let old = Wave {
+            task_steps: 0,
+            ..waves[0]
+        };
+        assert_eq!(wave_task_steps(&old), TASK_STEPS, "jobs planned before");
     }
 
     #[test]

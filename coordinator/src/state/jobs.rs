@@ -159,6 +159,10 @@ pub struct Wave {
     /// The action sequence numbers of the wave: `first..end`.
     pub first: u32,
     pub end: u32,
+    /// The most steps one of its tasks takes, fixed when planned (0 in jobs of builds before
+    /// it: the engine's default).
+    #[serde(default)]
+    pub task_steps: u32,
 }
 
 /// A decision on a recovery waiting for approval.

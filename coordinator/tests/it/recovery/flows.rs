@@ -5,24 +5,14 @@ use std::time::Duration;
 use rewind_common::report::Scope;
 use rewind_coordinator::state::{JobStatus, Outcome, RecoverySettings};
 use rewind_loadtest::incident::{Phase, Scenario};
-use serde_json::Value as Json;
 
 use super::*;
 
 /// The simulator's write count (all tenants).
 async fn writes(base: &str) -> u64 {
-    let url = format!("{base}/_admin/counters");
-    let json: Json = tokio::task::spawn_blocking(move || {
-        ureq::get(&url)
-            .call()
-            .expect("counters answer")
-            .into_body()
-            .read_json()
-            .expect("counters are JSON")
-    })
-    .await
-    .unwrap();
-    json["writes"].as_u64().expect("a write count")
+    sim_counters(base).await["writes"]
+        .as_u64()
+        .expect("a write count")
 }
 
 /// A tenant of `scenario` after its incident, with its backup and expected report.

@@ -50,6 +50,34 @@ pub async fn recover(c: &Coordinator, tenant: &str, backup: &str, scope: Scope) 
     wait_finished(c.engine(), &job.id, Duration::from_secs(240)).await
 }
 
+/// The simulator's `/_admin/counters`, off the runtime.
+pub async fn sim_counters(base: &str) -> serde_json::Value {
+    let url = format!("{base}/_admin/counters");
+    tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .expect("counters answer")
+            .into_body()
+            .read_json()
+            .expect("counters are JSON")
+    })
+    .await
+    .unwrap()
+}
+
+/// The tenant's write log after `after`, off the runtime.
+pub async fn writes_after(
+    base: &str,
+    tenant: &str,
+    after: u64,
+) -> Vec<rewind_loadtest::dirsim::WriteRecord> {
+    let (base, tenant) = (base.to_owned(), tenant.to_owned());
+    tokio::task::spawn_blocking(move || rewind_loadtest::dirsim::write_log(&base, &tenant, after))
+        .await
+        .unwrap()
+        .expect("the write log reads")
+}
+
 /// Every action of a recovery.
 pub fn actions(c: &Coordinator, job: &str) -> Vec<rewind_coordinator::state::ActionRecord> {
     let mut out = Vec::new();
