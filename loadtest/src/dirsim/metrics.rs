@@ -20,6 +20,7 @@ pub struct Metrics {
     writes: AtomicU64,
     throttled_read: AtomicU64,
     throttled_write: AtomicU64,
+    throttled_app_write: AtomicU64,
     throttled_ca: AtomicU64,
     throttled_injected: AtomicU64,
     unavailable: AtomicU64,
@@ -50,6 +51,7 @@ impl Metrics {
         let c = match scope {
             Scope::Read => &self.throttled_read,
             Scope::Write => &self.throttled_write,
+            Scope::AppWrite => &self.throttled_app_write,
             Scope::ConditionalAccess => &self.throttled_ca,
             Scope::Injected => &self.throttled_injected,
         };
@@ -64,10 +66,14 @@ impl Metrics {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn throttled_by_scope(&self) -> [(Scope, u64); 4] {
+    fn throttled_by_scope(&self) -> [(Scope, u64); 5] {
         [
             (Scope::Read, self.throttled_read.load(Ordering::Relaxed)),
             (Scope::Write, self.throttled_write.load(Ordering::Relaxed)),
+            (
+                Scope::AppWrite,
+                self.throttled_app_write.load(Ordering::Relaxed),
+            ),
             (
                 Scope::ConditionalAccess,
                 self.throttled_ca.load(Ordering::Relaxed),

@@ -1,8 +1,10 @@
 //! `dirsim`, the tenant simulator: an HTTP server that serves many Entra ID tenants in the
 //! Microsoft Graph dialect (`shared/spec/graph-dialect.md`), faithful enough that a real Graph
 //! client works unchanged against `http://host:port/{tenant}/v1.0` (and `.../beta`),
-//! authenticating at `http://host:port/{tenant}/oauth2/v2.0/token` (client credentials). A
-//! tenant is addressed by its name or by its organization id.
+//! authenticating at `http://host:port/{tenant}/oauth2/v2.0/token` (client credentials, with
+//! any of the tenant's app registrations: its primary app or an added one, each with its own
+//! secret only; a token remembers its app). A tenant is addressed by its name or by its
+//! organization id.
 //!
 //! # Graph routes (relative to `/{tenant}/v1.0`, and the same under `/{tenant}/beta`)
 //! Each version has its own property names (`rewind_common::graph_names`): a `$select` naming a
@@ -47,7 +49,15 @@
 //! recomputed by the simulator whenever a user changes.
 //!
 //! # Admin routes
-//! - `POST /_admin/tenants` `{"tenant","clientId","clientSecret","organizationId"?}`, `GET /_admin/tenants`.
+//! - `POST /_admin/tenants` `{"tenant","clientId","clientSecret","organizationId"?}` (the
+//!   tenant's primary app), `GET /_admin/tenants`. A tenant's summary (both answers) is
+//!   `{"tenant","clientId","apps","organizationId","objects"}`, `clientId` the primary app's
+//!   and `apps` every app's client id, the primary first.
+//! - `POST /_admin/tenants/{tenant}/apps` `{"clientId","clientSecret"}`: adds an app
+//!   registration (saved in the state file), 201 with the tenant's summary; 409 when the
+//!   client id is already one of the tenant's apps, 400 for a body that is not an object or
+//!   lacks a non-empty `clientId` or `clientSecret` (the message names it), 404 for an unknown
+//!   tenant. [`add_app`] is its client.
 //! - `POST /_admin/tenants/{tenant}/objects`: JSON Lines of Graph-shaped objects, each with a
 //!   `type` (`user`, `group`, ..., or an `@odata.type`), links under `members`, `owners`,
 //!   `oauth2PermissionGrants`, `appRoleAssignedTo` (see `rewind_common::graph_json`).
@@ -60,7 +70,11 @@
 //!   `maxConditionalAccessWritesPerSecond`: the most write requests *admitted* (not answered
 //!   429 or 503 by throttling or fault injection) in any **sliding** 1-second window (any
 //!   two admissions less than a second apart share one), since the tenant was created or
-//!   its write log cleared; conditional access writes count in both.
+//!   its write log cleared, all its apps together; conditional access writes count in both.
+//!   `tenants.{tenant}.apps.{clientId}` holds the same two maxima for each app alone (zeros
+//!   for an app that has not written). The per-app write limit
+//!   (`app_write_requests_per_window`, in the window of the tenant-wide one) answers 429
+//!   with a Retry-After, counted as `throttled.app_write`.
 //! - `GET /_admin/tenants/{tenant}/writes?after=N&top=M` (`after` default 0, `top` default
 //!   1000, at most 10000): the tenant's write log, `{"value":[records],"last":seq,"first":seq}`,
 //!   the records with a seq above `after`, oldest first; `last` is the newest record's seq
@@ -72,9 +86,10 @@
 //!   after the change and before the answer), `method`, `path` (the canonical segments with
 //!   their ids, relative to the version: `/users/{id}`), `version` (`v1.0`, `beta`),
 //!   `bodyDigest` (blake3 hex of the body's canonical JSON, keys sorted, no whitespace; null
-//!   without a body), `status` (injected 429/503 included) and `changed` (whether the tenant's
+//!   without a body), `status` (injected 429/503 included), `changed` (whether the tenant's
 //!   state changed: false for every non-2xx answer and for a success that changed nothing,
-//!   such as a PATCH writing the values already there). The log keeps the newest
+//!   such as a PATCH writing the values already there) and `clientId` (the app whose token
+//!   made the request; for an inner request of a `$batch`, the batch's token). The log keeps the newest
 //!   [`WRITE_LOG_CAPACITY`] (2,000,000) records, dropping the oldest past it (`first` then
 //!   says from which seq it holds records); it is not saved in the state file. Requests
 //!   refused before the Graph handler sees them are not logged: unauthenticated ones, an
@@ -108,7 +123,9 @@ pub use persist::PersistError;
 pub use rule::{Rule, RuleError};
 pub use settings::Settings;
 pub use store::ObjectMap;
-pub use writelog::{write_log, WriteLogError, WritePage, WriteRecord, WRITE_LOG_CAPACITY};
+pub use writelog::{
+    add_app, write_log, AddAppError, WriteLogError, WritePage, WriteRecord, WRITE_LOG_CAPACITY,
+};
 
 use state::App;
 

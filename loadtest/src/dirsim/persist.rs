@@ -1,20 +1,17 @@
 //! Saving and loading the simulator's state: a zstd-compressed stream of msgpack records
-//! (a header, then per tenant its credentials followed by its objects), written to a temporary
-//! file that is renamed over the state file.
+//! (a header, then per tenant its app registrations followed by its objects), written to a
+//! temporary file that is renamed over the state file.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
 
 use rewind_common::{DirectoryObject, ObjectId};
 use serde::{Deserialize, Serialize};
 
 use super::settings::Settings;
-use super::state::{read, App, Tenant};
+use super::state::{read, App, AppCredentials, Tenant};
 use super::store::TenantData;
-use super::throttle::ThrottleState;
-use super::writelog::WriteLog;
 
 const FORMAT: &str = "rewind-dirsim-state";
 const VERSION: u32 = 1;
@@ -42,6 +39,11 @@ pub enum PersistError {
     },
     #[error("settings in the state file: {0}")]
     Settings(#[from] serde_json::Error),
+    #[error("the apps of a tenant in {path}: {source}")]
+    Apps {
+        path: PathBuf,
+        source: super::state::AppError,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -63,6 +65,10 @@ struct SavedTenant {
     /// The tenant's change counter (delta tokens stay meaningful across a restart).
     seq: u64,
     objects: u64,
+    /// The apps added after the primary one (`client_id`, `client_secret`), in order. Last,
+    /// and empty when absent, so that a file written before apps were added still loads.
+    #[serde(default)]
+    apps: Vec<AppCredentials>,
 }
 
 /// What a state file holds.
@@ -99,14 +105,20 @@ pub fn save(app: &App, path: &Path) -> Result<u64, PersistError> {
     rmp_serde::encode::write(&mut enc, &header)?;
     let mut total = 0u64;
     for t in &tenants {
+        let mut apps = t.apps().into_iter();
+        let primary = apps.next().unwrap_or(AppCredentials {
+            client_id: String::new(),
+            client_secret: String::new(),
+        });
         let data = read(&t.data);
         let saved = SavedTenant {
             name: t.name.clone(),
-            client_id: t.client_id.clone(),
-            client_secret: t.client_secret.clone(),
+            client_id: primary.client_id,
+            client_secret: primary.client_secret,
             org_id: t.org_id,
             seq: data.seq(),
             objects: data.object_count() as u64,
+            apps: apps.collect(),
         };
         rmp_serde::encode::write(&mut enc, &saved)?;
         for o in data.all_objects() {
@@ -152,15 +164,18 @@ pub fn load(path: &Path) -> Result<Loaded, PersistError> {
             let o: DirectoryObject = rmp_serde::decode::from_read(&mut dec).map_err(decode)?;
             data.upsert_quiet(o);
         }
-        tenants.push(Tenant {
-            name: saved.name,
+        let primary = AppCredentials {
             client_id: saved.client_id,
             client_secret: saved.client_secret,
-            org_id: saved.org_id,
-            data: RwLock::new(data),
-            throttle: Mutex::new(ThrottleState::default()),
-            writes: Mutex::new(WriteLog::default()),
-        });
+        };
+        let tenant = Tenant::new(saved.name, primary, saved.org_id, data);
+        for app in saved.apps {
+            tenant.add_app(app).map_err(|source| PersistError::Apps {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        tenants.push(tenant);
     }
     Ok(Loaded {
         clock_offset: header.clock_offset,

@@ -1,6 +1,6 @@
 //! The HTTP face of the simulator: the token endpoint, bearer-token checks, the Graph entry
 //! point (with latency and dropped-connection faults) and `$batch`, `/metrics`, and the admin
-//! routes under `/_admin/` (tenants, bulk load, settings, clock, counters, save).
+//! routes under `/_admin/` (tenants and their apps, bulk load, settings, clock, counters, save).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value as Json};
 use super::error::GraphError;
 use super::graph::{self, Ctx, GraphRequest, Reply};
 use super::persist;
-use super::state::{lock, read, write, App, Tenant};
+use super::state::{lock, read, write, App, AppCredentials, AppError, AppIndex, Tenant};
 use super::writelog::{DEFAULT_TOP, MAX_TOP};
 
 /// The simulator's routes.
@@ -31,6 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/_admin/tenants", get(list_tenants).post(create_tenant))
+        .route("/_admin/tenants/{tenant}/apps", post(add_app))
         .route(
             "/_admin/tenants/{tenant}/objects",
             post(bulk_load).layer(DefaultBodyLimit::disable()),
@@ -150,15 +151,17 @@ async fn token(State(app): State<Arc<App>>, Path(tenant): Path<String>, body: By
             format!("AADSTS90002: Tenant '{tenant}' not found."),
         );
     };
-    if field("client_id") != t.client_id {
+    // Any of the tenant's apps, each with its own secret only.
+    let Some((client, secret_matches)) = t.find_app(field("client_id"), field("client_secret"))
+    else {
         return oauth_error(
             &app,
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             format!("AADSTS700016: Application with identifier '{}' was not found in the directory '{tenant}'.", field("client_id")),
         );
-    }
-    if field("client_secret") != t.client_secret {
+    };
+    if !secret_matches {
         return oauth_error(
             &app,
             StatusCode::UNAUTHORIZED,
@@ -175,7 +178,7 @@ async fn token(State(app): State<Arc<App>>, Path(tenant): Path<String>, body: By
         );
     }
     let lifetime = app.settings().token_lifetime_secs;
-    let access_token = app.issue_token(&t.name, lifetime);
+    let access_token = app.issue_token(&t.name, client, lifetime);
     json_response(
         StatusCode::OK,
         &json!({
@@ -228,12 +231,15 @@ async fn graph_entry(
     let Some(bearer) = bearer else {
         return error_response(&app, &GraphError::unauthorized("Access token is empty."));
     };
-    if app.token_tenant(bearer).as_deref() != Some(tenant.name.as_str()) {
-        return error_response(
-            &app,
-            &GraphError::unauthorized("Access token has expired or is not yet valid."),
-        );
-    }
+    let client = match app.token_grant(bearer) {
+        Some((granted, client)) if granted == tenant.name => client,
+        _ => {
+            return error_response(
+                &app,
+                &GraphError::unauthorized("Access token has expired or is not yet valid."),
+            )
+        }
+    };
     let path = uri.path().splitn(4, '/').nth(3).unwrap_or("").to_owned();
     let query: Vec<(String, String)> = match serde_urlencoded::from_str(uri.query().unwrap_or("")) {
         Ok(q) => q,
@@ -279,6 +285,7 @@ async fn graph_entry(
             tenant: &tenant,
             base: &base,
             api,
+            client,
         };
         let reply = if is_batch {
             if req.method == Method::POST {
@@ -558,21 +565,39 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     r
 }
 
-/// The counters, with each tenant's per-second write maxima under `tenants`.
+fn maxima_json((writes, ca): (u64, u64)) -> Json {
+    json!({
+        "maxWritesPerSecond": writes,
+        "maxConditionalAccessWritesPerSecond": ca,
+    })
+}
+
+/// The counters, with each tenant's per-second write maxima under `tenants`, all its apps
+/// together and (under `apps`, by client id) each app alone.
 async fn counters(State(app): State<Arc<App>>) -> Response {
     let mut j = app.metrics.to_json(&app.write_windows());
     let tenants: Map<String, Json> = app
         .all_tenants()
         .iter()
         .map(|t| {
-            let (writes, ca) = lock(&t.writes).max_per_second();
-            (
-                t.name.clone(),
-                json!({
-                    "maxWritesPerSecond": writes,
-                    "maxConditionalAccessWritesPerSecond": ca,
-                }),
-            )
+            let client_ids = t.client_ids();
+            let (tenant, apps) = {
+                let log = lock(&t.writes);
+                let apps: Vec<(u64, u64)> = (0..client_ids.len())
+                    .map(|i| log.app_max_per_second(i.try_into().unwrap_or(AppIndex::MAX)))
+                    .collect();
+                (log.max_per_second(), apps)
+            };
+            let mut summary = maxima_json(tenant);
+            let apps: Map<String, Json> = client_ids
+                .into_iter()
+                .zip(apps)
+                .map(|(id, maxima)| (id, maxima_json(maxima)))
+                .collect();
+            if let Some(m) = summary.as_object_mut() {
+                m.insert("apps".into(), Json::Object(apps));
+            }
+            (t.name.clone(), summary)
         })
         .collect();
     if let Some(m) = j.as_object_mut() {
@@ -617,7 +642,8 @@ async fn write_log_page(
         Err(message) => return admin_error(StatusCode::BAD_REQUEST, message),
     };
     let page = tokio::task::spawn_blocking(move || {
-        let page = lock(&t.writes).page(after, top);
+        let client_ids = t.client_ids();
+        let page = lock(&t.writes).page(after, top, &client_ids);
         serde_json::to_vec(&page)
     })
     .await;
@@ -649,7 +675,8 @@ async fn clear_write_log(State(app): State<Arc<App>>, Path(tenant): Path<String>
 fn tenant_summary(t: &Tenant) -> Json {
     json!({
         "tenant": t.name,
-        "clientId": t.client_id,
+        "clientId": t.primary_client_id(),
+        "apps": t.client_ids(),
         "organizationId": t.org_id.to_string(),
         "objects": read(&t.data).counts(),
     })
@@ -686,6 +713,39 @@ async fn create_tenant(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(t) => json_response(StatusCode::CREATED, &tenant_summary(&t)),
         Err(e @ super::state::TenantError::Exists(_)) => admin_error(StatusCode::CONFLICT, e),
         Err(e) => admin_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `POST /_admin/tenants/{tenant}/apps` `{"clientId","clientSecret"}`: adds an app
+/// registration to the tenant; answers 201 with the tenant's summary.
+async fn add_app(State(app): State<Arc<App>>, Path(tenant): Path<String>, body: Bytes) -> Response {
+    let Some(t) = app.tenant(&tenant) else {
+        return admin_error(StatusCode::NOT_FOUND, format!("no tenant {tenant:?}"));
+    };
+    let Some(body) = serde_json::from_slice::<Json>(&body)
+        .ok()
+        .and_then(|b| b.as_object().cloned())
+    else {
+        return admin_error(StatusCode::BAD_REQUEST, "a JSON object was expected");
+    };
+    let field = |name: &str| match body.get(name).and_then(Json::as_str) {
+        Some(v) if !v.is_empty() => Ok(v.to_owned()),
+        _ => Err(format!("{name} is required (a non-empty string)")),
+    };
+    let credentials = field("clientId").and_then(|client_id| {
+        Ok(AppCredentials {
+            client_id,
+            client_secret: field("clientSecret")?,
+        })
+    });
+    let credentials = match credentials {
+        Ok(c) => c,
+        Err(message) => return admin_error(StatusCode::BAD_REQUEST, message),
+    };
+    match t.add_app(credentials) {
+        Ok(()) => json_response(StatusCode::CREATED, &tenant_summary(&t)),
+        Err(e @ AppError::Exists(_)) => admin_error(StatusCode::CONFLICT, e),
+        Err(e @ AppError::TooMany) => admin_error(StatusCode::BAD_REQUEST, e),
     }
 }
 

@@ -16,6 +16,10 @@ pub struct Settings {
     /// Directory writes: requests per window per tenant; off when absent.
     #[arg(long)]
     pub write_requests_per_window: Option<u32>,
+    /// Directory writes: requests per window per app of a tenant (Graph's per-app-per-tenant
+    /// limit), on top of the tenant-wide limit; off when absent.
+    #[arg(long)]
+    pub app_write_requests_per_window: Option<u32>,
     /// The write window, in seconds (also the window of the writes-per-window counter).
     #[arg(long, default_value_t = 150)]
     pub write_window_secs: u64,
@@ -62,6 +66,7 @@ impl Default for Settings {
             token_lifetime_secs: 3600,
             read_units_per_10s: None,
             write_requests_per_window: None,
+            app_write_requests_per_window: None,
             write_window_secs: 150,
             conditional_access_throttle: false,
             latency_ms: 0,

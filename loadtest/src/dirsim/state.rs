@@ -1,5 +1,5 @@
-//! The simulator's shared state: tenants (credentials, directory, throttling state), settings,
-//! the simulated clock, issued tokens and counters.
+//! The simulator's shared state: tenants (their app registrations, directory, throttling
+//! state), settings, the simulated clock, issued tokens and counters.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rewind_common::{DirectoryObject, ObjectId, ObjectType, Value};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::random_guid;
@@ -30,12 +31,37 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// One of a tenant's app registrations, as the token endpoint checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// An app's place in [`Tenant::apps`] (0 is the primary app). Apps are only ever appended, so
+/// an index names the same app for the tenant's whole life, and a token or a logged write
+/// keeps two bytes instead of the client id.
+pub type AppIndex = u16;
+
+/// The most app registrations one tenant holds (its primary app included).
+pub const MAX_APPS: usize = 1000;
+
+/// Why an app could not be added to a tenant.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("client id {0:?} is already one of the tenant's apps")]
+    Exists(String),
+    #[error("the tenant already holds {MAX_APPS} apps")]
+    TooMany,
+}
+
 /// One simulated tenant.
 #[derive(Debug)]
 pub struct Tenant {
     pub name: String,
-    pub client_id: String,
-    pub client_secret: String,
+    /// The tenant's app registrations: the primary app (the one it was created with) first,
+    /// then the added ones in the order they were added.
+    apps: RwLock<Vec<AppCredentials>>,
     /// The id of the tenant's organization object.
     pub org_id: ObjectId,
     pub data: RwLock<TenantData>,
@@ -45,10 +71,68 @@ pub struct Tenant {
     pub writes: Mutex<WriteLog>,
 }
 
+impl Tenant {
+    /// A tenant with fresh throttling state and an empty write log.
+    pub fn new(name: String, primary: AppCredentials, org_id: ObjectId, data: TenantData) -> Self {
+        Self {
+            name,
+            apps: RwLock::new(vec![primary]),
+            org_id,
+            data: RwLock::new(data),
+            throttle: Mutex::new(ThrottleState::default()),
+            writes: Mutex::new(WriteLog::default()),
+        }
+    }
+
+    /// Every app registration, the primary one first.
+    pub fn apps(&self) -> Vec<AppCredentials> {
+        read(&self.apps).clone()
+    }
+
+    /// Every app's client id, the primary one first (index = [`AppIndex`]).
+    pub fn client_ids(&self) -> Vec<String> {
+        read(&self.apps)
+            .iter()
+            .map(|a| a.client_id.clone())
+            .collect()
+    }
+
+    /// The primary app's client id.
+    pub fn primary_client_id(&self) -> String {
+        read(&self.apps)
+            .first()
+            .map(|a| a.client_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// The app with this client id: its index, and whether `secret` is its own secret.
+    pub fn find_app(&self, client_id: &str, secret: &str) -> Option<(AppIndex, bool)> {
+        let apps = read(&self.apps);
+        let i = apps.iter().position(|a| a.client_id == client_id)?;
+        let index = AppIndex::try_from(i).ok()?;
+        Some((index, apps[i].client_secret == secret))
+    }
+
+    /// Adds an app registration (after the ones already held).
+    pub fn add_app(&self, app: AppCredentials) -> Result<(), AppError> {
+        let mut apps = write(&self.apps);
+        if apps.iter().any(|a| a.client_id == app.client_id) {
+            return Err(AppError::Exists(app.client_id));
+        }
+        if apps.len() >= MAX_APPS {
+            return Err(AppError::TooMany);
+        }
+        apps.push(app);
+        Ok(())
+    }
+}
+
 /// An issued bearer token.
 #[derive(Debug, Clone)]
 pub struct Token {
     pub tenant: String,
+    /// The app (client id) the token was issued to.
+    pub app: AppIndex,
     pub expires: Instant,
 }
 
@@ -165,15 +249,11 @@ impl App {
         for object in seed_singletons(name, org_id) {
             data.upsert(object);
         }
-        let tenant = Arc::new(Tenant {
-            name: name.to_owned(),
+        let primary = AppCredentials {
             client_id: client_id.to_owned(),
             client_secret: client_secret.to_owned(),
-            org_id,
-            data: RwLock::new(data),
-            throttle: Mutex::new(ThrottleState::default()),
-            writes: Mutex::new(WriteLog::default()),
-        });
+        };
+        let tenant = Arc::new(Tenant::new(name.to_owned(), primary, org_id, data));
         tenants.insert(name.to_owned(), tenant.clone());
         Ok(tenant)
     }
@@ -183,8 +263,8 @@ impl App {
         write(&self.tenants).insert(tenant.name.clone(), Arc::new(tenant));
     }
 
-    /// Issues a token for `tenant` valid for the configured lifetime.
-    pub fn issue_token(&self, tenant: &str, lifetime_secs: u64) -> String {
+    /// Issues a token for `tenant`'s app `app` valid for the configured lifetime.
+    pub fn issue_token(&self, tenant: &str, app: AppIndex, lifetime_secs: u64) -> String {
         let token = format!("dirsim.{:032x}{:032x}", random_guid(), random_guid());
         let now = Instant::now();
         let mut tokens = lock(&self.tokens);
@@ -195,6 +275,7 @@ impl App {
             token.clone(),
             Token {
                 tenant: tenant.to_owned(),
+                app,
                 // At most ten years, so that the deadline cannot overflow.
                 expires: now + std::time::Duration::from_secs(lifetime_secs.min(315_360_000)),
             },
@@ -202,11 +283,11 @@ impl App {
         token
     }
 
-    /// The tenant a live token was issued for.
-    pub fn token_tenant(&self, token: &str) -> Option<String> {
+    /// The tenant and the app a live token was issued to.
+    pub fn token_grant(&self, token: &str) -> Option<(String, AppIndex)> {
         let tokens = lock(&self.tokens);
         let t = tokens.get(token)?;
-        (t.expires > Instant::now()).then(|| t.tenant.clone())
+        (t.expires > Instant::now()).then(|| (t.tenant.clone(), t.app))
     }
 
     /// Each tenant's writes in the current and the previous write window.

@@ -1,10 +1,12 @@
 //! Graph-like throttling of one tenant: a token bucket of read resource units per 10 s, a
-//! window of write requests, and conditional access's 1 request per second (whose 429s carry no
-//! Retry-After). Limits come from [`Settings`]; every limit is off unless set.
+//! window of write requests for the tenant and one for each of its apps, and conditional
+//! access's 1 request per second (whose 429s carry no Retry-After). Limits come from
+//! [`Settings`]; every limit is off unless set.
 
 use std::time::{Duration, Instant};
 
 use super::settings::Settings;
+use super::state::AppIndex;
 
 /// How a request is throttled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub enum Class {
 pub enum Scope {
     Read,
     Write,
+    /// The write limit of one app in the tenant (`app_write_requests_per_window`).
+    AppWrite,
     ConditionalAccess,
     /// A 429 injected at the configured rate (not a limit).
     Injected,
@@ -34,6 +38,7 @@ impl Scope {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
+            Scope::AppWrite => "app_write",
             Scope::ConditionalAccess => "conditional_access",
             Scope::Injected => "injected",
         }
@@ -47,14 +52,52 @@ pub struct Throttled {
     pub retry_after: Option<u64>,
 }
 
+/// The writes admitted in the current write window and in the one before it.
+#[derive(Debug, Clone, Copy)]
+struct WriteWindow {
+    start: Instant,
+    writes: u64,
+    previous: u64,
+}
+
+impl WriteWindow {
+    fn new(now: Instant) -> Self {
+        Self {
+            start: now,
+            writes: 0,
+            previous: 0,
+        }
+    }
+
+    /// Starts a new window when the current one is over at `now`.
+    fn roll(&mut self, window: Duration, now: Instant) {
+        if now.saturating_duration_since(self.start) >= window {
+            self.previous = self.writes;
+            self.writes = 0;
+            self.start = now;
+        }
+    }
+
+    /// The Retry-After (whole seconds to the window's end) when `limit` writes were already
+    /// admitted in the current window.
+    fn refusal(&self, limit: Option<u32>, window: Duration, now: Instant) -> Option<u64> {
+        let limit = limit?;
+        (self.writes >= u64::from(limit)).then(|| {
+            let left = window.saturating_sub(now.saturating_duration_since(self.start));
+            left.as_secs_f64().ceil().max(1.0) as u64
+        })
+    }
+}
+
 /// One tenant's throttling state.
 #[derive(Debug)]
 pub struct ThrottleState {
     read_tokens: Option<f64>,
     read_refilled: Instant,
-    window_start: Instant,
-    window_writes: u64,
-    previous_window_writes: u64,
+    /// All the tenant's apps together.
+    window: WriteWindow,
+    /// Each app's own window, by [`AppIndex`] (grown when an app first writes).
+    app_windows: Vec<WriteWindow>,
     ca_last: Option<Instant>,
 }
 
@@ -64,26 +107,30 @@ impl Default for ThrottleState {
         Self {
             read_tokens: None,
             read_refilled: now,
-            window_start: now,
-            window_writes: 0,
-            previous_window_writes: 0,
+            window: WriteWindow::new(now),
+            app_windows: Vec::new(),
             ca_last: None,
         }
     }
 }
 
+fn write_window(settings: &Settings) -> Duration {
+    Duration::from_secs(settings.write_window_secs.max(1))
+}
+
 impl ThrottleState {
-    /// Admits or refuses one request at `now`.
+    /// Admits or refuses one request of the tenant's app `app` at `now`.
     pub fn admit(
         &mut self,
         settings: &Settings,
         class: Class,
+        app: AppIndex,
         now: Instant,
     ) -> Result<(), Throttled> {
         match class {
             Class::Free => Ok(()),
             Class::Read { cost } => self.admit_read(settings, cost, now),
-            Class::Write => self.admit_write(settings, now),
+            Class::Write => self.admit_write(settings, app, now),
             Class::ConditionalAccess { write } => {
                 if settings.conditional_access_throttle {
                     if let Some(last) = self.ca_last {
@@ -97,8 +144,10 @@ impl ThrottleState {
                     self.ca_last = Some(now);
                 }
                 if write {
-                    self.roll_window(settings, now);
-                    self.window_writes += 1;
+                    // Counted in the windows, never refused by their limits.
+                    let (tenant, app) = self.windows(settings, app, now);
+                    tenant.writes += 1;
+                    app.writes += 1;
                 }
                 Ok(())
             }
@@ -137,35 +186,55 @@ impl ThrottleState {
         }
     }
 
-    fn roll_window(&mut self, settings: &Settings, now: Instant) {
-        let window = Duration::from_secs(settings.write_window_secs.max(1));
-        if now.saturating_duration_since(self.window_start) >= window {
-            self.previous_window_writes = self.window_writes;
-            self.window_writes = 0;
-            self.window_start = now;
+    /// The tenant's window and `app`'s, both rolled to `now`.
+    fn windows(
+        &mut self,
+        settings: &Settings,
+        app: AppIndex,
+        now: Instant,
+    ) -> (&mut WriteWindow, &mut WriteWindow) {
+        let window = write_window(settings);
+        let i = usize::from(app);
+        if self.app_windows.len() <= i {
+            self.app_windows.resize(i + 1, WriteWindow::new(now));
         }
+        let app = &mut self.app_windows[i];
+        self.window.roll(window, now);
+        app.roll(window, now);
+        (&mut self.window, app)
     }
 
-    fn admit_write(&mut self, settings: &Settings, now: Instant) -> Result<(), Throttled> {
-        self.roll_window(settings, now);
-        if let Some(limit) = settings.write_requests_per_window {
-            if self.window_writes >= u64::from(limit) {
-                let window = Duration::from_secs(settings.write_window_secs.max(1));
-                let left = window.saturating_sub(now.saturating_duration_since(self.window_start));
-                return Err(Throttled {
-                    scope: Scope::Write,
-                    retry_after: Some(left.as_secs_f64().ceil().max(1.0) as u64),
-                });
-            }
+    /// A write is refused when the tenant's window is full (all apps together), or else when
+    /// its app's own window is; it counts in both only when admitted.
+    fn admit_write(
+        &mut self,
+        settings: &Settings,
+        app: AppIndex,
+        now: Instant,
+    ) -> Result<(), Throttled> {
+        let window = write_window(settings);
+        let (tenant, app) = self.windows(settings, app, now);
+        let refused = match tenant.refusal(settings.write_requests_per_window, window, now) {
+            Some(retry) => Some((Scope::Write, retry)),
+            None => app
+                .refusal(settings.app_write_requests_per_window, window, now)
+                .map(|retry| (Scope::AppWrite, retry)),
+        };
+        if let Some((scope, retry)) = refused {
+            return Err(Throttled {
+                scope,
+                retry_after: Some(retry),
+            });
         }
-        self.window_writes += 1;
+        tenant.writes += 1;
+        app.writes += 1;
         Ok(())
     }
 
-    /// Writes admitted in the current window and in the one before it.
+    /// The tenant's writes admitted in the current window and in the one before it.
     pub fn writes_in_window(&mut self, settings: &Settings, now: Instant) -> (u64, u64) {
-        self.roll_window(settings, now);
-        (self.window_writes, self.previous_window_writes)
+        self.window.roll(write_window(settings), now);
+        (self.window.writes, self.window.previous)
     }
 }
 
@@ -173,6 +242,50 @@ impl ThrottleState {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The throttle as the tenant's primary app meets it.
+    struct Primary<'a>(&'a mut ThrottleState);
+
+    impl Primary<'_> {
+        fn admit(
+            &mut self,
+            settings: &Settings,
+            class: Class,
+            now: Instant,
+        ) -> Result<(), Throttled> {
+            self.0.admit(settings, class, 0, now)
+        }
+    }
+
+    #[test]
+    fn each_app_has_its_own_window_inside_the_tenants() {
+        let settings = Settings {
+            write_requests_per_window: Some(3),
+            app_write_requests_per_window: Some(2),
+            write_window_secs: 10,
+            ..Settings::default()
+        };
+        let mut s = ThrottleState::default();
+        let t0 = Instant::now();
+        let scope = |r: Result<(), Throttled>| r.err().map(|t| (t.scope, t.retry_after));
+        assert_eq!(scope(s.admit(&settings, Class::Write, 0, t0)), None);
+        assert_eq!(scope(s.admit(&settings, Class::Write, 0, t0)), None);
+        assert_eq!(
+            scope(s.admit(&settings, Class::Write, 0, t0)),
+            Some((Scope::AppWrite, Some(10))),
+            "app 0 is at its own limit"
+        );
+        assert_eq!(scope(s.admit(&settings, Class::Write, 2, t0)), None);
+        assert_eq!(
+            scope(s.admit(&settings, Class::Write, 2, t0)),
+            Some((Scope::Write, Some(10))),
+            "the tenant is at its limit, all apps together"
+        );
+        assert_eq!(s.writes_in_window(&settings, t0), (3, 0));
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(scope(s.admit(&settings, Class::Write, 0, later)), None);
+        assert_eq!(s.writes_in_window(&settings, later), (1, 3));
+    }
 
     #[test]
     fn buckets_and_windows() {
@@ -184,6 +297,7 @@ mod tests {
         };
         let mut s = ThrottleState::default();
         let t0 = Instant::now();
+        let mut s = Primary(&mut s);
         assert!(s.admit(&settings, Class::Read { cost: 2 }, t0).is_ok());
         assert!(s.admit(&settings, Class::Read { cost: 2 }, t0).is_ok());
         let e = s.admit(&settings, Class::Read { cost: 2 }, t0).unwrap_err();

@@ -1,8 +1,9 @@
 //! Each tenant's write log and per-second write counters: one record per directory write
 //! request answered (inner requests of a `$batch` included), served by
 //! `GET /_admin/tenants/{tenant}/writes`, and the largest number of writes admitted in any
-//! sliding 1-second window, served in `/_admin/counters`; plus [`write_log`], the client tests
-//! read the log with.
+//! sliding 1-second window (for the tenant, and for each of its apps), served in
+//! `/_admin/counters`; plus the clients tests use: [`write_log`] reads the log, [`add_app`]
+//! adds an app registration to a tenant.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,6 +12,8 @@ use axum::http::Method;
 use rewind_common::properties::Api;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+
+use super::state::AppIndex;
 
 /// The newest records a tenant's log keeps; past it the oldest are dropped (and
 /// `GET .../writes` says from which `seq` it holds records). A record takes about 150 bytes
@@ -43,6 +46,9 @@ pub struct WriteRecord {
     pub status: u16,
     /// Whether the request changed the tenant's state (false for every non-2xx answer).
     pub changed: bool,
+    /// The client id of the app whose token made the request (for an inner request of a
+    /// `$batch`, the batch's token).
+    pub client_id: String,
 }
 
 /// A page of the log as `GET .../writes` answers it.
@@ -68,10 +74,12 @@ struct Entry {
     digest: Option<[u8; 32]>,
     status: u16,
     changed: bool,
+    app: AppIndex,
 }
 
 impl Entry {
-    fn record(&self) -> WriteRecord {
+    /// The record, naming its app by `client_ids` (the tenant's, by [`AppIndex`]).
+    fn record(&self, client_ids: &[String]) -> WriteRecord {
         WriteRecord {
             seq: self.seq,
             at_ms: self.at_ms,
@@ -83,6 +91,10 @@ impl Entry {
                 .map(|d| blake3::Hash::from(d).to_hex().to_string()),
             status: self.status,
             changed: self.changed,
+            client_id: client_ids
+                .get(usize::from(self.app))
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 }
@@ -97,6 +109,8 @@ pub struct LoggedWrite<'a> {
     pub body: Option<&'a Json>,
     pub status: u16,
     pub changed: bool,
+    /// The app whose token made the request.
+    pub app: AppIndex,
 }
 
 /// The writes admitted in the last second, and the most there ever were.
@@ -121,14 +135,36 @@ impl SlidingWindow {
     }
 }
 
+/// The per-second maxima of one set of writers: all writes, conditional access writes alone.
+#[derive(Debug, Default)]
+struct Maxima {
+    writes: SlidingWindow,
+    conditional_access: SlidingWindow,
+}
+
+impl Maxima {
+    fn admit(&mut self, conditional_access: bool, now: Instant) {
+        self.writes.admit(now);
+        if conditional_access {
+            self.conditional_access.admit(now);
+        }
+    }
+
+    fn max(&self) -> (u64, u64) {
+        (self.writes.max, self.conditional_access.max)
+    }
+}
+
 /// One tenant's write log and write counters (behind the tenant's own mutex).
 #[derive(Debug)]
 pub struct WriteLog {
     entries: VecDeque<Entry>,
     last: u64,
     capacity: usize,
-    writes: SlidingWindow,
-    conditional_access: SlidingWindow,
+    /// All the tenant's apps together.
+    tenant: Maxima,
+    /// Each app's own, by [`AppIndex`] (grown when an app first writes).
+    apps: Vec<Maxima>,
 }
 
 impl Default for WriteLog {
@@ -144,24 +180,32 @@ impl WriteLog {
             entries: VecDeque::new(),
             last: 0,
             capacity: capacity.max(1),
-            writes: SlidingWindow::default(),
-            conditional_access: SlidingWindow::default(),
+            tenant: Maxima::default(),
+            apps: Vec::new(),
         }
     }
 
-    /// Counts a write request admitted (neither throttled nor refused by an injected fault)
-    /// at `now`; conditional access writes count in both maxima.
-    pub fn admitted(&mut self, conditional_access: bool, now: Instant) {
-        self.writes.admit(now);
-        if conditional_access {
-            self.conditional_access.admit(now);
+    /// Counts a write request of app `app` admitted (neither throttled nor refused by an
+    /// injected fault) at `now`, for the tenant and for the app; conditional access writes
+    /// count in both maxima of each.
+    pub fn admitted(&mut self, conditional_access: bool, app: AppIndex, now: Instant) {
+        self.tenant.admit(conditional_access, now);
+        let i = usize::from(app);
+        if self.apps.len() <= i {
+            self.apps.resize_with(i + 1, Maxima::default);
         }
+        self.apps[i].admit(conditional_access, now);
     }
 
     /// The most writes admitted in any sliding 1-second window since the tenant was created
-    /// or the log cleared: all writes, and conditional access writes alone.
+    /// or the log cleared, all apps together: all writes, and conditional access writes alone.
     pub fn max_per_second(&self) -> (u64, u64) {
-        (self.writes.max, self.conditional_access.max)
+        self.tenant.max()
+    }
+
+    /// The same maxima for app `app` alone (zeros for an app that has not written).
+    pub fn app_max_per_second(&self, app: AppIndex) -> (u64, u64) {
+        self.apps.get(usize::from(app)).map_or((0, 0), Maxima::max)
     }
 
     /// Logs an answered write; returns its seq.
@@ -188,12 +232,14 @@ impl WriteLog {
             digest: w.body.map(canonical_digest),
             status: w.status,
             changed: w.changed,
+            app: w.app,
         });
         self.last
     }
 
-    /// At most `top` records with a seq above `after`, oldest first.
-    pub fn page(&self, after: u64, top: usize) -> WritePage {
+    /// At most `top` records with a seq above `after`, oldest first; `client_ids` are the
+    /// tenant's, by [`AppIndex`].
+    pub fn page(&self, after: u64, top: usize, client_ids: &[String]) -> WritePage {
         let first = self.entries.front().map_or(self.last + 1, |e| e.seq);
         // Seqs are dense, so the first record above `after` is found by position.
         let skip =
@@ -204,7 +250,7 @@ impl WriteLog {
                 .iter()
                 .skip(skip)
                 .take(top)
-                .map(Entry::record)
+                .map(|e| e.record(client_ids))
                 .collect(),
             last: self.last,
             first,
@@ -288,6 +334,15 @@ pub enum WriteLogError {
     Malformed { url: String, message: String },
 }
 
+/// The blocking HTTP client of the admin routes: every status is an answer, a minute at most.
+fn admin_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
 /// Every record of `tenant`'s write log with a seq above `after`, oldest first, read from the
 /// simulator at `base_url` (`http://host:port`) page by page. Blocking.
 pub fn write_log(
@@ -295,11 +350,7 @@ pub fn write_log(
     tenant: &str,
     after: u64,
 ) -> Result<Vec<WriteRecord>, WriteLogError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
+    let agent = admin_agent();
     let root = base_url.trim_end_matches('/');
     let mut records = Vec::new();
     let mut after = after;
@@ -341,10 +392,74 @@ pub fn write_log(
     }
 }
 
+/// Why an app could not be added to a tenant.
+#[derive(Debug, thiserror::Error)]
+pub enum AddAppError {
+    #[error("adding an app at {url}: {source}")]
+    Unreachable {
+        url: String,
+        source: Box<ureq::Error>,
+    },
+    #[error("the simulator answered {status} to adding app {client_id:?} at {url}: {body}")]
+    Refused {
+        url: String,
+        client_id: String,
+        status: u16,
+        body: String,
+    },
+    #[error("adding an app: the blocking task failed: {0}")]
+    Task(String),
+}
+
+/// Adds the app registration `client_id` with `secret` to `tenant` of the simulator at
+/// `base_url` (`POST /_admin/tenants/{tenant}/apps`); its tokens then write as that app.
+pub async fn add_app(
+    base_url: &str,
+    tenant: &str,
+    client_id: &str,
+    secret: &str,
+) -> Result<(), AddAppError> {
+    let url = format!(
+        "{}/_admin/tenants/{tenant}/apps",
+        base_url.trim_end_matches('/')
+    );
+    let body = serde_json::json!({"clientId": client_id, "clientSecret": secret});
+    let client_id = client_id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let unreachable = |source| AddAppError::Unreachable {
+            url: url.clone(),
+            source: Box::new(source),
+        };
+        let response = admin_agent()
+            .post(&url)
+            .send_json(&body)
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        if status == 201 {
+            return Ok(());
+        }
+        let body = response.into_body().read_to_string().map_err(unreachable)?;
+        Err(AddAppError::Refused {
+            url,
+            client_id,
+            status,
+            body,
+        })
+    })
+    .await
+    .map_err(|e| AddAppError::Task(e.to_string()))?
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    impl WriteLog {
+        fn page_of_primary(&self, after: u64, top: usize) -> WritePage {
+            self.page(after, top, &["app".to_owned()])
+        }
+    }
 
     fn log_one(log: &mut WriteLog, n: u64) -> u64 {
         let segments = vec!["users".to_owned(), n.to_string()];
@@ -355,6 +470,7 @@ mod tests {
             body: None,
             status: 204,
             changed: true,
+            app: 0,
         })
     }
 
@@ -364,14 +480,14 @@ mod tests {
         for n in 1..=5 {
             assert_eq!(log_one(&mut log, n), n);
         }
-        let page = log.page(0, 10);
+        let page = log.page_of_primary(0, 10);
         assert_eq!((page.first, page.last), (3, 5));
         let seqs: Vec<u64> = page.value.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [3, 4, 5]);
-        assert_eq!(log.page(3, 1).value[0].path, "/users/4");
-        assert!(log.page(5, 10).value.is_empty());
+        assert_eq!(log.page_of_primary(3, 1).value[0].path, "/users/4");
+        assert!(log.page_of_primary(5, 10).value.is_empty());
         drop(log.clear());
-        let page = log.page(0, 10);
+        let page = log.page_of_primary(0, 10);
         assert_eq!((page.first, page.last, page.value.len()), (1, 0, 0));
         assert_eq!(log_one(&mut log, 9), 1);
     }
@@ -391,10 +507,18 @@ mod tests {
         let mut log = WriteLog::default();
         let t0 = Instant::now();
         for ms in [0, 100, 999, 1000, 1500, 1998] {
-            log.admitted(ms == 1500, t0 + Duration::from_millis(ms));
+            log.admitted(
+                ms == 1500,
+                (ms % 2) as AppIndex,
+                t0 + Duration::from_millis(ms),
+            );
         }
-        // (0, 100, 999) and (999, 1000, 1500, 1998) are each under a second.
+        // (0, 100, 999) and (999, 1000, 1500, 1998) are each under a second; app 0 wrote at
+        // 0, 100, 1000, 1500 and 1998, app 1 at 999.
         assert_eq!(log.max_per_second(), (4, 1));
+        assert_eq!(log.app_max_per_second(0), (3, 1));
+        assert_eq!(log.app_max_per_second(1), (1, 0));
+        assert_eq!(log.app_max_per_second(2), (0, 0));
     }
 
     #[test]

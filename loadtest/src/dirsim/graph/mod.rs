@@ -21,7 +21,7 @@ use serde_json::{Map, Value as Json};
 
 use super::error::{random_guid, GraphError};
 use super::settings::Settings;
-use super::state::{lock, read, write, App, Tenant};
+use super::state::{lock, read, write, App, AppIndex, Tenant};
 use super::store::{changes_on_this_thread, TenantData};
 use super::throttle::{Class, Scope};
 use super::writelog::LoggedWrite;
@@ -144,6 +144,8 @@ pub struct Ctx<'a> {
     pub base: &'a str,
     /// The Graph version of the request.
     pub api: Api,
+    /// The tenant's app whose token made the request (a `$batch`'s inner requests: the batch's).
+    pub client: AppIndex,
 }
 
 /// Splits a path into percent-decoded segments, each in its canonical spelling (see
@@ -383,7 +385,7 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
             ));
         }
         let at = Instant::now();
-        let admitted = lock(&ctx.tenant.throttle).admit(&settings, class, at);
+        let admitted = lock(&ctx.tenant.throttle).admit(&settings, class, ctx.client, at);
         if let Err(t) = admitted {
             ctx.app.metrics.throttled(t.scope);
             return Err(GraphError::throttled(
@@ -395,7 +397,7 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
             ctx.app.metrics.write();
             let ca = matches!(class, Class::ConditionalAccess { .. });
             // The throttle's own instant, so that the maxima see what it admitted.
-            lock(&ctx.tenant.writes).admitted(ca, at);
+            lock(&ctx.tenant.writes).admitted(ca, ctx.client, at);
         }
         purge_if_due(ctx.tenant, now, &settings);
         changes_before = Some(changes_on_this_thread());
@@ -454,6 +456,7 @@ fn log_write(
         body: req.body.as_ref(),
         status: status.as_u16(),
         changed,
+        app: ctx.client,
     });
 }
 

@@ -1,5 +1,6 @@
 //! Tests of the tenant simulator over real HTTP with a blocking client.
 
+mod apps;
 mod auth;
 mod batch;
 mod delta;

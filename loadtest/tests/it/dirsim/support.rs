@@ -173,13 +173,23 @@ impl Sim {
         )
     }
 
+    /// Runs a future on the simulator's runtime (for the crate's async clients).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
     /// A Graph client for the tenant, authenticated with its credentials.
     pub fn client(&self, tenant: &str) -> Client<'_> {
-        let r = self.token_request(
+        self.client_as(
             tenant,
             &format!("app-{tenant}"),
             &format!("secret-{tenant}"),
-        );
+        )
+    }
+
+    /// A Graph client for the tenant, authenticated as the app `client_id`.
+    pub fn client_as(&self, tenant: &str, client_id: &str, secret: &str) -> Client<'_> {
+        let r = self.token_request(tenant, client_id, secret);
         assert_eq!(r.status, 200, "{:?}", r.body);
         Client {
             sim: self,
