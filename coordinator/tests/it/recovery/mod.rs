@@ -3,6 +3,7 @@
 //! tenant verified: a report against the backup afterwards shows only what the scenario keeps
 //! (its legitimate changes, and what cannot be recovered: hard-deleted, synced, dynamic).
 
+mod apps;
 mod faults;
 mod flows;
 pub mod verify;
