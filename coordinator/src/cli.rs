@@ -37,6 +37,8 @@ pub struct ConfigFile {
     pub name: Option<String>,
     /// Bytes of shards a worker's cache keeps.
     pub cache_bytes: Option<u64>,
+    /// Apply tasks a worker runs side by side.
+    pub apply_tasks: Option<usize>,
     /// Seconds between the scheduler's looks at the tenants.
     pub scheduler_tick_seconds: Option<u64>,
     pub nats: Option<NatsSettings>,
@@ -91,6 +93,9 @@ pub struct CommonArgs {
     /// Deliveries of a task before it becomes a dead letter.
     #[arg(long)]
     pub max_deliver: Option<u32>,
+    /// Apply tasks of recoveries each worker runs side by side (default 4; at least 1).
+    #[arg(long)]
+    pub apply_tasks: Option<usize>,
 }
 
 /// `rewind coordinator`.
@@ -153,6 +158,23 @@ fn policy(common: &CommonArgs, file: &ConfigFile) -> anyhow::Result<QueuePolicy>
     }
     p.validate().context("queue settings")?;
     Ok(p)
+}
+
+/// A worker's settings: its name, the queue's rules and its apply slots (flag, then file).
+fn worker_settings(
+    name: String,
+    policy: QueuePolicy,
+    common: &CommonArgs,
+    file: &ConfigFile,
+) -> anyhow::Result<WorkerSettings> {
+    let mut w = WorkerSettings::new(name, policy);
+    if let Some(n) = common.apply_tasks.or(file.apply_tasks) {
+        if !(1..=256).contains(&n) {
+            bail!("apply tasks {n}: a worker runs 1 to 256 apply tasks side by side");
+        }
+        w.apply_slots = n;
+    }
+    Ok(w)
 }
 
 fn nats_settings(common: &CommonArgs, file: &ConfigFile) -> Option<NatsSettings> {
@@ -252,7 +274,7 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
                 .map_or(node::DEFAULT_SCHEDULER_TICK, Duration::from_secs),
         },
         cache_bytes: file.cache_bytes.unwrap_or(node::DEFAULT_CACHE_BYTES),
-        worker: WorkerSettings::new("embedded", policy),
+        worker: worker_settings("embedded".into(), policy, &args.common, &file)?,
     };
     runtime()?.block_on(async move {
         let shutdown = shutdown_on_signals()?;
@@ -339,7 +361,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
             .cache_bytes
             .or(file.cache_bytes)
             .unwrap_or(node::DEFAULT_CACHE_BYTES),
-        worker: WorkerSettings::new(name, policy),
+        worker: worker_settings(name, policy, &args.common, &file)?,
     };
     runtime()?.block_on(async move {
         let shutdown = shutdown_on_signals()?;
@@ -391,8 +413,43 @@ mod tests {
             metrics_listen: None,
             ack_wait_seconds: None,
             max_deliver: None,
+            apply_tasks: None,
         };
         let err = format!("{:#}", policy(&args, &file).unwrap_err());
         assert!(err.contains("max_deliver"), "{err}");
+    }
+
+    #[test]
+    fn apply_tasks_come_from_the_flag_then_the_file_and_are_bounded() {
+        let mut args = CommonArgs {
+            config: None,
+            nats: Vec::new(),
+            secret_key_file: None,
+            metrics_listen: None,
+            ack_wait_seconds: None,
+            max_deliver: None,
+            apply_tasks: None,
+        };
+        let mut file = ConfigFile::default();
+        let slots = |args: &CommonArgs, file: &ConfigFile| {
+            worker_settings("w".into(), QueuePolicy::production(), args, file)
+                .map(|w| w.apply_slots)
+        };
+        assert_eq!(
+            slots(&args, &file).unwrap(),
+            rewind_worker::run::DEFAULT_APPLY_SLOTS
+        );
+        file.apply_tasks = Some(2);
+        assert_eq!(slots(&args, &file).unwrap(), 2);
+        args.apply_tasks = Some(7);
+        assert_eq!(slots(&args, &file).unwrap(), 7, "the flag wins");
+        for bad in [0, 257] {
+            args.apply_tasks = Some(bad);
+            let err = slots(&args, &file).unwrap_err().to_string();
+            assert!(
+                err.contains("apply tasks") && err.contains(&bad.to_string()),
+                "{err}"
+            );
+        }
     }
 }

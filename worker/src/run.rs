@@ -36,7 +36,13 @@ pub struct WorkerSettings {
     /// How long a task in hand may go on after shutdown is asked before it is given back.
     pub shutdown_grace: Duration,
     pub connector: ConnectorTuning,
+    /// Apply tasks the worker runs side by side (they mostly wait on the write budget, and
+    /// each may write through another app registration); a capture or diff task runs alone.
+    pub apply_slots: usize,
 }
+
+/// The default of [`WorkerSettings::apply_slots`].
+pub const DEFAULT_APPLY_SLOTS: usize = 4;
 
 impl WorkerSettings {
     pub fn new(name: impl Into<String>, policy: QueuePolicy) -> Self {
@@ -46,6 +52,7 @@ impl WorkerSettings {
             retry_delay: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             connector: ConnectorTuning::default(),
+            apply_slots: DEFAULT_APPLY_SLOTS,
         }
     }
 }
@@ -148,21 +155,49 @@ impl Worker {
         self
     }
 
-    /// Runs until `shutdown` turns true.
+    /// Runs until `shutdown` turns true, then waits for the apply tasks in hand (each given
+    /// back after the grace period). A task is pulled only while an apply slot is free: an
+    /// apply task takes the slot along and runs beside the next ones; any other task runs
+    /// here, alone.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(worker = %self.settings.name, "worker pulling tasks");
+        tracing::info!(worker = %self.settings.name, apply_slots = self.settings.apply_slots, "worker pulling tasks");
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            self.settings.apply_slots.max(1),
+        ));
+        let mut applying = tokio::task::JoinSet::new();
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            while applying.try_join_next().is_some() {}
+            let slot = tokio::select! {
+                _ = shutdown.changed() => continue,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
             let pulled = tokio::select! {
                 _ = shutdown.changed() => continue,
                 pulled = self.queue.pull(Lane::Tasks, 1, Duration::from_secs(1)) => pulled,
             };
             match pulled {
                 Ok(deliveries) => {
+                    let mut slot = Some(slot);
                     for d in deliveries {
-                        self.handle(d, &mut shutdown).await;
+                        let Some((d, task)) = self.decode(d).await else {
+                            continue;
+                        };
+                        match (&task.spec, slot.take()) {
+                            (TaskSpec::Apply(_), Some(slot)) => {
+                                let (worker, mut shutdown) = (self.clone(), shutdown.clone());
+                                applying.spawn(async move {
+                                    worker.handle(d, task, &mut shutdown).await;
+                                    drop(slot);
+                                });
+                            }
+                            _ => self.handle(d, task, &mut shutdown).await,
+                        }
                     }
                 }
                 Err(e) => {
@@ -171,21 +206,26 @@ impl Worker {
                 }
             }
         }
+        while applying.join_next().await.is_some() {}
         tracing::info!(worker = %self.settings.name, "worker stopped");
     }
 
-    /// Runs one delivery to its ack, nak or term.
-    async fn handle(&self, delivery: Delivery, shutdown: &mut watch::Receiver<bool>) {
-        let task: Task = match wire::decode(&delivery.payload) {
-            Ok(t) => t,
+    /// A delivery with its task, or none when it does not decode (then it is terminated).
+    async fn decode(&self, delivery: Delivery) -> Option<(Delivery, Task)> {
+        match wire::decode(&delivery.payload) {
+            Ok(t) => Some((delivery, t)),
             Err(e) => {
                 let reason = format!("undecodable task on {}: {e}", delivery.subject);
                 tracing::warn!(worker = %self.settings.name, reason, "poison task");
                 metrics::counter!(m::TASKS_TOTAL, m::label::KIND => "unknown", m::label::OUTCOME => m::task_outcome::DEAD_LETTERED).increment(1);
                 let _ = delivery.term(&reason).await;
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Runs one task to its delivery's ack, nak or term.
+    async fn handle(&self, delivery: Delivery, task: Task, shutdown: &mut watch::Receiver<bool>) {
         let kind = kind_label(task.id.kind);
         if delivery.attempt > 1 {
             metrics::counter!(m::TASK_REDELIVERIES_TOTAL, m::label::KIND => kind).increment(1);

@@ -281,6 +281,18 @@ impl WorkerProcess {
         failpoints: &[(&str, u64)],
         dir: &Path,
     ) -> Self {
+        Self::start_with(url, key_file, name, failpoints, dir, &[])
+    }
+
+    /// [`WorkerProcess::start`] with more flags.
+    pub fn start_with(
+        url: &str,
+        key_file: &Path,
+        name: &str,
+        failpoints: &[(&str, u64)],
+        dir: &Path,
+        flags: &[&str],
+    ) -> Self {
         let log = dir.join(format!("{name}.log"));
         let spec: Vec<String> = failpoints
             .iter()
@@ -290,6 +302,7 @@ impl WorkerProcess {
             .args(["worker", "--nats", url, "--name", name])
             .args(["--ack-wait-seconds", "2", "--max-deliver", "3"])
             .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(flags)
             .arg("--secret-key-file")
             .arg(key_file)
             .env_remove("REWIND_SECRET_KEY")

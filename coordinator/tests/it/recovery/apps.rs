@@ -13,17 +13,19 @@ use super::*;
 
 /// S1 recovered through three apps of 20 writes/s each within a tenant budget of 50 (below
 /// the apps' 60, so that the tenant's cap is what binds): every app wrote, no app more than
-/// 20 in any second, the tenant no more than 50, and more than one app's 20 in some second
-/// (the apps ran side by side). The simulator limits nothing: its maxima are Rewind's.
+/// 20 in any second, the tenant no more than 50, and more than one and a half apps' 20 in
+/// some second (the apps ran side by side, in one worker). The simulator limits nothing: its maxima are
+/// Rewind's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recovery_writes_through_every_app_within_each_budget_and_the_tenants() {
     let sim = simulator().await;
     let base = sim.base_url().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let (_, key) = key_file(dir.path());
+    // One worker: it runs its apply tasks side by side, each through its own app.
     let c = Coordinator::start(
         dir.path(),
-        Coordinator::embedded(dir.path(), 3),
+        Coordinator::embedded(dir.path(), 1),
         key.clone(),
     )
     .await;
@@ -94,8 +96,10 @@ async fn a_recovery_writes_through_every_app_within_each_budget_and_the_tenants(
         max <= u64::from(tenant_budget),
         "{max} writes in one second, tenant budget {tenant_budget}"
     );
+    // One app at a time reaches a little over its budget where one task ends and the next
+    // begins within a second (23 when measured with one apply slot); side by side, well over.
     assert!(
-        max > u64::from(app_budget),
+        max > u64::from(app_budget) * 3 / 2,
         "the apps never wrote side by side: at most {max} writes in a second"
     );
     println!("apps: {by_app:?}, at most {max} writes/s in all");

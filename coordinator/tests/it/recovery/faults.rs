@@ -122,8 +122,17 @@ async fn s9_workers_killed_mid_recovery_and_a_nats_restart_change_nothing_twice(
         start,
     } = ClusterIncident::s1("s9").await;
 
-    // A alone: it captures, diffs and applies the first task, then pauses before its result.
-    let mut a = WorkerProcess::start(&nats.url(), &key_path, "a", &[("apply", 120_000)], &fp);
+    // A alone: it captures, diffs and applies the first task, then pauses before its result
+    // (one apply task at a time, so that the next one is left for C).
+    let one = ["--apply-tasks", "1"];
+    let mut a = WorkerProcess::start_with(
+        &nats.url(),
+        &key_path,
+        "a",
+        &[("apply", 120_000)],
+        &fp,
+        &one,
+    );
     let job = c
         .engine()
         .start_recovery_by(
@@ -139,12 +148,13 @@ async fn s9_workers_killed_mid_recovery_and_a_nats_restart_change_nothing_twice(
         .unwrap();
     wait_hit(&fp, "apply", Duration::from_secs(120)).await;
     // C takes the second task and pauses after its first batch.
-    let mut cw = WorkerProcess::start(
+    let mut cw = WorkerProcess::start_with(
         &nats.url(),
         &key_path,
         "c",
         &[("apply-batch", 120_000)],
         &fp,
+        &one,
     );
     wait_hit(&fp, "apply-batch", Duration::from_secs(120)).await;
     a.kill();
