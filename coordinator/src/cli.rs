@@ -72,7 +72,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
 }
 
 /// Flags both roles share.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct CommonArgs {
     /// A TOML config file (flags override it).
     #[arg(long)]
@@ -406,30 +406,14 @@ mod tests {
         )
         .unwrap();
         let file = read_config(&path).unwrap();
-        let args = CommonArgs {
-            config: None,
-            nats: Vec::new(),
-            secret_key_file: None,
-            metrics_listen: None,
-            ack_wait_seconds: None,
-            max_deliver: None,
-            apply_tasks: None,
-        };
+        let args = CommonArgs::default();
         let err = format!("{:#}", policy(&args, &file).unwrap_err());
         assert!(err.contains("max_deliver"), "{err}");
     }
 
     #[test]
     fn apply_tasks_come_from_the_flag_then_the_file_and_are_bounded() {
-        let mut args = CommonArgs {
-            config: None,
-            nats: Vec::new(),
-            secret_key_file: None,
-            metrics_listen: None,
-            ack_wait_seconds: None,
-            max_deliver: None,
-            apply_tasks: None,
-        };
+        let mut args = CommonArgs::default();
         let mut file = ConfigFile::default();
         let slots = |args: &CommonArgs, file: &ConfigFile| {
             worker_settings("w".into(), QueuePolicy::production(), args, file)
