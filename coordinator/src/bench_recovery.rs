@@ -5,9 +5,12 @@
 //! tenant back to the backup is timed: by phase from the job record, the first write from the
 //! simulator's write log (or the first action's time when the simulator has no write log),
 //! the share of writes answered 429 from its counters, CPU per process and peak memory.
-//! `--throttled` gives the simulator a write limit of `--budget` per second and the tenant the
-//! same write budget, and compares the time with the minimum that budget allows. The table
-//! goes to stdout, then the result as JSON on the last line (and to `--json`).
+//! `--throttled` gives the simulator a write limit of `--budget` per second per app
+//! registration and the tenant the same write budget per app, and compares the time with the
+//! minimum that budget allows. `--apps N` gives the tenant N app registrations (in the
+//! simulator and in Rewind): the tenant's budget and the simulator's tenant-wide limit are
+//! then N times an app's. The table goes to stdout, then the result as JSON on the last line
+//! (and to `--json`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -67,6 +70,9 @@ pub struct BenchRecoveryArgs {
     /// Workers of the single-node coordinator.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// App registrations of the tenant, each with its own `--budget` (1 to 16).
+    #[arg(long, default_value_t = 1)]
+    pub apps: usize,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
 }
@@ -94,6 +100,8 @@ pub struct WriteCounts {
     pub throttled_share: f64,
     /// The most writes it admitted in any second (absent when it does not count them).
     pub max_per_second: Option<u64>,
+    /// The same, per app registration (by client id).
+    pub max_per_second_by_app: std::collections::BTreeMap<String, u64>,
 }
 
 /// One recovery's run.
@@ -153,6 +161,9 @@ pub struct Implied500k {
     /// Throttled runs: one registration's 20 per second, slowed as much as this run fell
     /// short of its budget.
     pub one_registration_measured: Option<f64>,
+    /// Throttled runs: this run's registrations at 20 per second each, slowed as much as
+    /// this run fell short of their budget.
+    pub registrations_measured: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -160,6 +171,8 @@ pub struct BenchRecoveryResult {
     pub objects: u64,
     pub shards: u32,
     pub workers: usize,
+    /// App registrations the tenant writes through.
+    pub apps: usize,
     pub changes: u64,
     pub throttled: bool,
     /// Writes per second of the tenant's budget (throttled runs).
@@ -203,6 +216,12 @@ pub fn run(args: BenchRecoveryArgs) -> anyhow::Result<()> {
     }
     if args.workers == 0 {
         bail!("--workers must be at least 1");
+    }
+    if !(1..=crate::state::MAX_APPS).contains(&args.apps) {
+        bail!(
+            "--apps must be between 1 and {} app registrations",
+            crate::state::MAX_APPS
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -368,14 +387,31 @@ impl SimAdmin {
             .map(|last_ms| (first_ms, last_ms)))
     }
 
-    /// Write requests admitted and answered 429 so far, and the tenant's most writes in a
-    /// second (when the simulator counts them).
-    async fn write_counters(&self) -> anyhow::Result<(u64, u64, Option<u64>)> {
+    /// Write requests admitted and answered 429 so far (by the tenant's limit and by an
+    /// app's), and the tenant's and each app's most writes in a second (when the simulator
+    /// counts them).
+    async fn write_counters(
+        &self,
+    ) -> anyhow::Result<(
+        u64,
+        u64,
+        Option<u64>,
+        std::collections::BTreeMap<String, u64>,
+    )> {
         let c = self.json("GET", "/_admin/counters".into(), None).await?;
+        let tenant = &c["tenants"][BENCH_TENANT];
+        let by_app = tenant["apps"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, a)| Some((id.clone(), a["maxWritesPerSecond"].as_u64()?)))
+            .collect();
         Ok((
             c["writes"].as_u64().unwrap_or(0),
-            c["throttled"]["write"].as_u64().unwrap_or(0),
-            c["tenants"][BENCH_TENANT]["maxWritesPerSecond"].as_u64(),
+            c["throttled"]["write"].as_u64().unwrap_or(0)
+                + c["throttled"]["app_write"].as_u64().unwrap_or(0),
+            tenant["maxWritesPerSecond"].as_u64(),
+            by_app,
         ))
     }
 }
@@ -402,6 +438,7 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
         objects,
         shards: layout.count(),
         workers: args.workers,
+        apps: args.apps,
         changes,
         throttled: args.throttled,
         budget,
@@ -418,15 +455,21 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
     out.gen_seconds = generated.seconds;
     let incident = incident.await??;
     let admin = SimAdmin::new(&sim.url);
+    let apps = args.apps as u32;
     if let Some(w) = limit {
+        // Each app to the limit, and the tenant to the apps' together.
         admin
             .json(
                 "PATCH",
                 "/_admin/settings".into(),
                 Some((
-                    serde_json::json!({"write_requests_per_window": w, "write_window_secs": 1})
-                        .to_string()
-                        .into_bytes(),
+                    serde_json::json!({
+                        "write_requests_per_window": w * apps,
+                        "app_write_requests_per_window": w,
+                        "write_window_secs": 1,
+                    })
+                    .to_string()
+                    .into_bytes(),
                     "application/json",
                 )),
             )
@@ -440,20 +483,31 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
     tenant.recovery = RecoverySettings {
         // Unthrottled: the most a tenant may be given.
         write_budget: budget.unwrap_or(100_000),
+        tenant_write_budget: budget.map_or(100_000, |b| (b * apps).min(100_000)),
         approval_threshold: u64::MAX,
         ..RecoverySettings::default()
     };
     engine.state().add_tenant(&key, tenant).await?;
+    let actor = Actor::Token {
+        id: "bench".into(),
+        name: "bench".into(),
+    };
+    for n in 2..=args.apps {
+        let (id, secret) = (format!("bench-app-{n}"), format!("bench-secret-{n}"));
+        rewind_loadtest::dirsim::add_app(&sim.url, BENCH_TENANT, &id, &secret)
+            .await
+            .with_context(|| format!("adding app {id} to the simulator"))?;
+        engine
+            .state()
+            .add_app_by(&actor, &key, BENCH_TENANT, &id, &secret.into())
+            .await?;
+    }
 
     tracing::info!("backup");
     let job = engine.start_backup(BENCH_TENANT).await?;
     let (backup, timing) = time_job(&engine, &job, &procs).await?;
     out.backup = timing;
     let backup_id = backup.snapshot.context("the backup has no snapshot")?;
-    let actor = Actor::Token {
-        id: "bench".into(),
-        name: "bench".into(),
-    };
     rewind_loadtest::rss::release_free_heap();
     rewind_loadtest::rss::reset_peak();
 
@@ -472,7 +526,7 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
             ..RecoveryRun::default()
         };
         let write_log = admin.clear_write_log().await?;
-        let (admitted, throttled, _) = admin.write_counters().await?;
+        let (admitted, throttled, _, _) = admin.write_counters().await?;
 
         tracing::info!(run = n, runs = args.runs, "recovery");
         let requested_ms = unix_ms();
@@ -532,16 +586,18 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
                 });
             }
         }
-        let (admitted_after, throttled_after, max_per_second) = admin.write_counters().await?;
+        let (admitted_after, throttled_after, max_per_second, max_per_second_by_app) =
+            admin.write_counters().await?;
         let (a, t) = (admitted_after - admitted, throttled_after - throttled);
         run.writes = WriteCounts {
             admitted: a,
             throttled: t,
             throttled_share: t as f64 / (a + t).max(1) as f64,
             max_per_second,
+            max_per_second_by_app,
         };
         if let Some(w) = limit {
-            let minimum = run.actions as f64 / f64::from(w);
+            let minimum = run.actions as f64 / f64::from(w * apps);
             run.minimum_seconds = Some(minimum);
             run.apply_vs_minimum = Some(run.apply_seconds / minimum.max(1e-9));
             run.total_vs_minimum = Some(run.job.seconds / minimum.max(1e-9));
@@ -583,7 +639,11 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
             measured_rate: hours(best.apply_actions_per_second),
             one_registration_measured: best
                 .apply_vs_minimum
+                .filter(|_| args.apps == 1)
                 .map(|slower| hours(GRAPH_WRITES_PER_SECOND) * slower),
+            registrations_measured: best
+                .apply_vs_minimum
+                .map(|slower| hours(GRAPH_WRITES_PER_SECOND * args.apps as f64) * slower),
         };
     }
     node.shutdown().await;
@@ -595,17 +655,18 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
 fn table(r: &BenchRecoveryResult) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
+    let per_app = if r.apps > 1 { " per app" } else { "" };
     let mode = match (r.budget, r.directory_limit) {
         (Some(w), Some(l)) if l != w => {
-            format!("throttled to {l} writes/s, a budget of {w} writes/s")
+            format!("throttled to {l} writes/s{per_app}, a budget of {w} writes/s{per_app}")
         }
-        (Some(w), _) => format!("throttled to {w} writes/s"),
+        (Some(w), _) => format!("throttled to {w} writes/s{per_app}"),
         _ => "unthrottled".to_owned(),
     };
     let _ = writeln!(
         s,
-        "recovery of {} changes ({mode}; {} objects, {} shards, {} workers; backup {:.1} s)",
-        r.changes, r.objects, r.shards, r.workers, r.backup.seconds
+        "recovery of {} changes ({mode}; {} app registration(s), {} objects, {} shards, {} workers; backup {:.1} s)",
+        r.changes, r.apps, r.objects, r.shards, r.workers, r.backup.seconds
     );
     let _ = writeln!(
         s,
@@ -673,9 +734,29 @@ fn table(r: &BenchRecoveryResult) -> String {
             h.one_registration,
             h.three_registrations,
             h.measured_rate,
-            h.one_registration_measured
-                .map_or(String::new(), |v| format!("; at 20/s as reached here {v:.1} h")),
+            match (h.one_registration_measured, h.registrations_measured) {
+                (Some(v), _) => format!("; at 20/s as reached here {v:.1} h"),
+                (None, Some(v)) => format!(
+                    "; at {}×20/s as reached here {v:.1} h",
+                    r.apps
+                ),
+                _ => String::new(),
+            },
         );
+        if !best.writes.max_per_second_by_app.is_empty() && r.apps > 1 {
+            let by_app: Vec<String> = best
+                .writes
+                .max_per_second_by_app
+                .iter()
+                .map(|(id, n)| format!("{id} {n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "most writes admitted in a second: the tenant {}, by app: {}",
+                best.writes.max_per_second.unwrap_or(0),
+                by_app.join(", ")
+            );
+        }
     }
     s
 }

@@ -110,10 +110,12 @@ pub fn chunks(records: &[ActionRecord], max_steps: usize) -> Vec<Range<usize>> {
 }
 
 /// The most steps a task of a wave of `steps` takes when the tenant writes through `apps` app
-/// registrations: small enough that every app gets a task (each app has its own budget), at
-/// most [`TASK_STEPS`].
+/// registrations: the wave is cut into a multiple of `apps` tasks of even size, at most
+/// [`TASK_STEPS`] each, so that every app (each has its own budget) gets as many steps.
 pub fn task_steps(steps: usize, apps: usize) -> usize {
-    steps.div_ceil(apps.max(1)).clamp(1, TASK_STEPS)
+    let apps = apps.max(1);
+    let rounds = steps.div_ceil(apps * TASK_STEPS).max(1);
+    steps.div_ceil(apps * rounds).clamp(1, TASK_STEPS)
 }
 
 /// A planned wave's step limit (jobs of builds before it: [`TASK_STEPS`]).
@@ -951,7 +953,10 @@ mod tests {
             assert_eq!(cut.len(), tasks, "{apps} apps: {cut:?}");
             assert_eq!(cut.iter().map(|r| r.len()).sum::<usize>(), records.len());
         }
-        assert_eq!(task_steps(10_000, 3), TASK_STEPS);
+        // 27 tasks of 371 (the apps even), not 25 of 400 (one app with a task more).
+        assert_eq!(task_steps(10_000, 3), 371);
+        assert_eq!(task_steps(10_000, 1), TASK_STEPS);
+        assert_eq!(task_steps(1_200, 3), TASK_STEPS);
         assert_eq!(task_steps(2, 3), 1);
         assert_eq!(task_steps(0, 3), 1);
         let mut waves = vec![Wave {
