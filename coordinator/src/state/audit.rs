@@ -191,6 +191,16 @@ fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
+/// The audit log's last record, kept apart from the log (tree `audit_head`), so that records
+/// deleted from the end break the log as those deleted inside it do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+const HEAD_KEY: &[u8] = b"head";
+
 impl State {
     /// Appends `entry` to the log. The caller holds the write lock (`_locked` proves it) and
     /// flushes after its own write.
@@ -220,7 +230,53 @@ impl State {
         let key = seq_key(seq);
         let bytes = encode(tree::AUDIT, &key, &record)?;
         self.audit.insert(key, bytes)?;
+        // Then the head (no sled batch: see `State`): a crash between the two leaves the head
+        // one record behind, which `repair_audit_head` completes.
+        self.put_audit_head(&AuditHead {
+            seq,
+            hash: record.hash.clone(),
+        })?;
         Ok(record)
+    }
+
+    fn put_audit_head(&self, head: &AuditHead) -> Result<(), StateError> {
+        let bytes = encode(tree::AUDIT_HEAD, HEAD_KEY, head)?;
+        self.audit_head.insert(HEAD_KEY, bytes)?;
+        Ok(())
+    }
+
+    /// The audit log's head, as kept apart from it.
+    pub fn audit_head(&self) -> Result<Option<AuditHead>, StateError> {
+        match self.audit_head.get(HEAD_KEY)? {
+            Some(bytes) => Ok(Some(decode(tree::AUDIT_HEAD, HEAD_KEY, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// At open: a state of a build before the head gets it from its log's last record; a
+    /// head one record behind (a crash between the record and the head) moves to that record
+    /// when it chains from the head. Nothing else is changed: any other difference is for
+    /// [`State::verify_audit`] to name.
+    pub(super) fn repair_audit_head(&self, had_head: bool) -> Result<(), StateError> {
+        let Some((key, bytes)) = self.audit.last()? else {
+            return Ok(());
+        };
+        let last: AuditRecord = match decode(tree::AUDIT, &key, &bytes) {
+            Ok(r) => r,
+            Err(_) => return Ok(()),
+        };
+        let head = self.audit_head()?;
+        let behind_by_one = head
+            .as_ref()
+            .is_some_and(|h| h.seq + 1 == last.seq && h.hash == last.prev);
+        if (!had_head && head.is_none()) || behind_by_one {
+            self.put_audit_head(&AuditHead {
+                seq: last.seq,
+                hash: last.hash,
+            })?;
+            self.audit_head.flush()?;
+        }
+        Ok(())
     }
 
     /// Appends one record on its own (locks and flushes), for a change the state does not
@@ -333,9 +389,64 @@ impl State {
             prev = record.hash;
             expected += 1;
         }
-        Ok(AuditVerdict {
-            intact: expected - 1,
-            broken: None,
+        let intact = expected - 1;
+        // The end of the log: its head, kept apart, names its last record.
+        let head = match self.audit_head() {
+            Ok(h) => h,
+            Err(e) => {
+                return Ok(broken(
+                    intact + 1,
+                    format!("the log's head cannot be read ({e})"),
+                    intact,
+                ))
+            }
+        };
+        let problem = match head {
+            None if intact > 0 => Some((
+                intact + 1,
+                "the log's head (its last record's number and hash, kept apart) is missing"
+                    .to_owned(),
+            )),
+            None => None,
+            Some(h) if h.seq > intact => Some((
+                intact + 1,
+                if h.seq == intact + 1 {
+                    format!(
+                        "record {} is missing (deleted from the end): the log's head names it",
+                        h.seq
+                    )
+                } else {
+                    format!(
+                        "records {} to {} are missing (deleted from the end): the log's head names record {}",
+                        intact + 1,
+                        h.seq,
+                        h.seq
+                    )
+                },
+            )),
+            Some(h) if h.seq < intact => Some((
+                h.seq + 1,
+                format!(
+                    "records {} to {intact} follow the log's head, which names record {}",
+                    h.seq + 1,
+                    h.seq
+                ),
+            )),
+            Some(h) if h.hash != prev => Some((
+                intact,
+                format!(
+                    "record {intact} is not the one the log's head names: the head says hash {}, the record hashes to {prev}",
+                    h.hash
+                ),
+            )),
+            Some(_) => None,
+        };
+        Ok(match problem {
+            Some((seq, problem)) => broken(seq, problem, intact),
+            None => AuditVerdict {
+                intact,
+                broken: None,
+            },
         })
     }
 }
@@ -376,6 +487,64 @@ mod tests {
             }
         );
         assert_eq!(state.audit_page(1, 10).unwrap(), vec![second]);
+    }
+
+    fn head_at(records: &[AuditRecord], seq: u64) -> AuditHead {
+        AuditHead {
+            seq,
+            hash: records[seq as usize - 1].hash.clone(),
+        }
+    }
+
+    /// The head one record behind (a crash between the record and its head) is completed at
+    /// open; a state from before the head gets it from its log; a head two records behind is
+    /// left for `verify_audit` to name.
+    #[tokio::test]
+    async fn the_head_is_repaired_after_a_crash_and_set_for_an_older_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let actor = Actor::Console;
+        let records = {
+            let state = State::open(&path).unwrap();
+            let mut records = Vec::new();
+            for n in 0..3 {
+                records.push(
+                    state
+                        .audit(
+                            AuditEntry::new(&actor, "token.created", Subject::token("t"))
+                                .with("n", n),
+                        )
+                        .await
+                        .unwrap(),
+                );
+            }
+            assert_eq!(state.audit_head().unwrap(), Some(head_at(&records, 3)));
+            // The crash: record 3 written, its head not.
+            state.put_audit_head(&head_at(&records, 2)).unwrap();
+            state.db.flush().unwrap();
+            records
+        };
+        let state = State::open(&path).unwrap();
+        assert_eq!(state.audit_head().unwrap().map(|h| h.seq), Some(3));
+        assert_eq!(state.verify_audit().unwrap().broken, None);
+        // Older: no head tree at all.
+        state.db.drop_tree(tree::AUDIT_HEAD).unwrap();
+        state.db.flush().unwrap();
+        drop(state);
+        let state = State::open(&path).unwrap();
+        assert_eq!(state.audit_head().unwrap(), Some(head_at(&records, 3)));
+        // Two behind: not a crash's doing.
+        state.put_audit_head(&head_at(&records, 1)).unwrap();
+        state.db.flush().unwrap();
+        drop(state);
+        let state = State::open(&path).unwrap();
+        let verdict = state.verify_audit().unwrap();
+        let broken = verdict.broken.expect("records past the head are named");
+        assert_eq!((verdict.intact, broken.seq), (3, 2), "{broken:?}");
+        assert!(
+            broken.problem.contains("follow the log's head"),
+            "{broken:?}"
+        );
     }
 
     /// A record rewritten with a fresh hash of its new content passes its own check; its

@@ -173,6 +173,9 @@ pub(crate) mod tree {
     pub const TOKENS_BY_HASH: &str = "tokens_by_hash";
     /// sequence (u64 BE, dense from 1) -> audit record; append-only, hash-chained.
     pub const AUDIT: &str = "audit";
+    /// `head` -> the audit log's last record: its sequence number and hash (so that records
+    /// deleted from the end are seen).
+    pub const AUDIT_HEAD: &str = "audit_head";
     /// job NUL seq (u32 BE) -> a recovery's action record.
     pub const RECOVERY_ACTIONS: &str = "recovery_actions";
 }
@@ -200,6 +203,7 @@ pub struct State {
     pub(crate) tokens: sled::Tree,
     pub(crate) tokens_by_hash: sled::Tree,
     pub(crate) audit: sled::Tree,
+    pub(crate) audit_head: sled::Tree,
     pub(crate) recovery_actions: sled::Tree,
     /// Serializes every read-modify-write (job transitions, task results, tenant edits,
     /// snapshot removals). Held only over synchronous sled calls, never across an `.await`.
@@ -223,6 +227,11 @@ impl State {
                 path: path.clone(),
                 source,
             })?;
+        // A state of a build before the audit log's head: its head is set from the log once.
+        let had_head = db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == tree::AUDIT_HEAD.as_bytes());
         let open = |name: &str| db.open_tree(name);
         let state = State {
             tenants: open(tree::TENANTS)?,
@@ -236,11 +245,13 @@ impl State {
             tokens: open(tree::TOKENS)?,
             tokens_by_hash: open(tree::TOKENS_BY_HASH)?,
             audit: open(tree::AUDIT)?,
+            audit_head: open(tree::AUDIT_HEAD)?,
             recovery_actions: open(tree::RECOVERY_ACTIONS)?,
             db,
             write_lock: Arc::new(Mutex::new(())),
         };
         state.repair()?;
+        state.repair_audit_head(had_head)?;
         Ok(state)
     }
 

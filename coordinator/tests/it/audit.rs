@@ -1,5 +1,6 @@
 //! `rewind audit verify|export` on a stopped coordinator's state: an intact log verifies
-//! (exit 0); a record changed by one byte, deleted, moved or unreadable (each done through
+//! (exit 0); a record changed by one byte, deleted (inside the log or from its end), moved or
+//! unreadable, or the log's head deleted (each done through
 //! sled directly, as an attacker with the disk would) is named by `verify` with exit 1; the
 //! export is JSON Lines of every record; a held state and a missing folder are said plainly.
 
@@ -50,9 +51,10 @@ fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-type Tamper = fn(&sled::Tree);
+type Tamper = fn(&sled::Db);
 
-fn change_a_byte_of_record_2(tree: &sled::Tree) {
+fn change_a_byte_of_record_2(db: &sled::Db) {
+    let tree = log(db);
     let mut bytes = tree.get(key(2)).unwrap().unwrap().to_vec();
     let at = bytes
         .windows(5)
@@ -62,26 +64,44 @@ fn change_a_byte_of_record_2(tree: &sled::Tree) {
     tree.insert(key(2), bytes).unwrap();
 }
 
-fn delete_record_2(tree: &sled::Tree) {
-    tree.remove(key(2)).unwrap();
+fn delete_record_2(db: &sled::Db) {
+    log(db).remove(key(2)).unwrap();
 }
 
-fn delete_record_1(tree: &sled::Tree) {
-    tree.remove(key(1)).unwrap();
+fn delete_record_1(db: &sled::Db) {
+    log(db).remove(key(1)).unwrap();
 }
 
-fn swap_records_2_and_3(tree: &sled::Tree) {
+fn delete_the_last_record(db: &sled::Db) {
+    log(db).remove(key(4)).unwrap();
+}
+
+fn delete_the_last_two_records(db: &sled::Db) {
+    log(db).remove(key(4)).unwrap();
+    log(db).remove(key(3)).unwrap();
+}
+
+fn delete_the_head(db: &sled::Db) {
+    db.open_tree("audit_head").unwrap().remove(b"head").unwrap();
+}
+
+fn swap_records_2_and_3(db: &sled::Db) {
+    let tree = log(db);
     let two = tree.get(key(2)).unwrap().unwrap();
     let three = tree.get(key(3)).unwrap().unwrap();
     tree.insert(key(2), three).unwrap();
     tree.insert(key(3), two).unwrap();
 }
 
-fn garble_record_3(tree: &sled::Tree) {
-    tree.insert(key(3), b"\xc1garbage".as_slice()).unwrap();
+fn garble_record_3(db: &sled::Db) {
+    log(db).insert(key(3), b"\xc1garbage".as_slice()).unwrap();
 }
 
-fn nothing(_: &sled::Tree) {}
+fn nothing(_: &sled::Db) {}
+
+fn log(db: &sled::Db) -> sled::Tree {
+    db.open_tree("audit").unwrap()
+}
 
 #[test]
 fn verify_names_the_first_changed_deleted_or_moved_record() {
@@ -92,6 +112,9 @@ fn verify_names_the_first_changed_deleted_or_moved_record() {
         ("a byte of record 2's details changed", change_a_byte_of_record_2, 1, &["record 2", "changed", "1 records before it"]),
         ("record 2 deleted", delete_record_2, 1, &["record 2", "missing", "record 3 follows"]),
         ("record 1 deleted", delete_record_1, 1, &["record 1", "missing"]),
+        ("the last record deleted", delete_the_last_record, 1, &["record 4", "missing", "deleted from the end", "3 records before it"]),
+        ("the last two records deleted", delete_the_last_two_records, 1, &["records 3 to 4", "deleted from the end"]),
+        ("the log's head deleted", delete_the_head, 1, &["head", "missing"]),
         ("records 2 and 3 swapped", swap_records_2_and_3, 1, &["record 2", "out of order", "holds record 3"]),
         ("record 3 unreadable", garble_record_3, 1, &["record 3", "cannot be read", "2 records before it"]),
     ];
@@ -100,7 +123,7 @@ fn verify_names_the_first_changed_deleted_or_moved_record() {
         logged_state(dir.path());
         {
             let db = raw_db(dir.path());
-            tamper(&db.open_tree("audit").unwrap());
+            tamper(&db);
             db.flush().unwrap();
         }
         // sled lets go of its lock file as the last handle drops; retry while it does.
