@@ -256,7 +256,8 @@ pub mod lane {
     pub const TASKS: &str = "tasks";
     pub const RESULTS: &str = "results";
     pub const DEAD: &str = "dead";
-    pub const ALL: &[&str] = &[TASKS, RESULTS, DEAD];
+    pub const APPLY: &str = "apply";
+    pub const ALL: &[&str] = &[TASKS, RESULTS, DEAD, APPLY];
 }
 
 /// Values of the `class` label of [`super::GRAPH_REQUESTS_TOTAL`] and

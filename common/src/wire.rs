@@ -104,10 +104,12 @@ pub struct TaskId {
 }
 
 impl TaskId {
-    /// `rewind.tasks.<tenant>.<job>.<kind>.<number>`.
+    /// `rewind.tasks.<tenant>.<job>.<kind>.<number>`, or `rewind.apply.` for an apply task
+    /// (its own lane).
     pub fn task_subject(&self) -> String {
         format!(
-            "rewind.tasks.{}.{}.{}.{}",
+            "{}.{}.{}.{}.{}",
+            task_prefix(self.kind),
             self.tenant,
             self.job,
             self.kind.as_str(),
@@ -143,9 +145,17 @@ impl TaskId {
     }
 }
 
-/// Every queued task of a job, as a subject filter (to purge them on cancel).
-pub fn job_task_filter(tenant: &str, job: &str) -> String {
-    format!("rewind.tasks.{tenant}.{job}.>")
+/// The subjects' start of the lane of tasks of `kind`.
+pub fn task_prefix(kind: TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Apply => "rewind.apply",
+        TaskKind::Capture | TaskKind::Diff => "rewind.tasks",
+    }
+}
+
+/// Every queued task of `kind`'s lane of a job, as a subject filter (to purge them on cancel).
+pub fn job_task_filter(tenant: &str, job: &str, kind: TaskKind) -> String {
+    format!("{}.{tenant}.{job}.>", task_prefix(kind))
 }
 
 /// A task, as published on the tasks lane.
@@ -654,7 +664,18 @@ mod tests {
         );
         assert!(id
             .task_subject()
-            .starts_with(job_task_filter(&id.tenant, &id.job).trim_end_matches('>')));
+            .starts_with(job_task_filter(&id.tenant, &id.job, id.kind).trim_end_matches('>')));
+        let apply = task_id(TaskKind::Apply);
+        assert_eq!(
+            apply.task_subject(),
+            "rewind.apply.contoso.0b7f3c1e-3d6a-4a57-9a3c-5f1d2e0c9b11.apply.7"
+        );
+        assert!(apply.task_subject().starts_with(
+            job_task_filter(&apply.tenant, &apply.job, apply.kind).trim_end_matches('>')
+        ));
+        assert!(!apply
+            .task_subject()
+            .starts_with(job_task_filter(&id.tenant, &id.job, id.kind).trim_end_matches('>')));
         assert_eq!(id.task_msg_id(), task_id(TaskKind::Diff).task_msg_id());
         assert_ne!(id.task_msg_id(), task_id(TaskKind::Capture).task_msg_id());
         assert_ne!(id.result_msg_id(), id.task_msg_id());

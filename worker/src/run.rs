@@ -155,12 +155,45 @@ impl Worker {
         self
     }
 
-    /// Runs until `shutdown` turns true, then waits for the apply tasks in hand (each given
-    /// back after the grace period). A task is pulled only while an apply slot is free: an
-    /// apply task takes the slot along and runs beside the next ones; any other task runs
-    /// here, alone.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true: captures and diffs from the tasks lane one at a time,
+    /// and beside them apply tasks from the apply lane, up to `apply_slots` side by side (a
+    /// task is pulled only once a slot is free). Then it waits for the tasks in hand, each
+    /// given back after the grace period.
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
         tracing::info!(worker = %self.settings.name, apply_slots = self.settings.apply_slots, "worker pulling tasks");
+        tokio::join!(self.run_tasks(shutdown.clone()), self.run_applies(shutdown));
+        tracing::info!(worker = %self.settings.name, "worker stopped");
+    }
+
+    /// The tasks lane: one task at a time, run here.
+    async fn run_tasks(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let pulled = tokio::select! {
+                _ = shutdown.changed() => continue,
+                pulled = self.queue.pull(Lane::Tasks, 1, Duration::from_secs(1)) => pulled,
+            };
+            match pulled {
+                Ok(deliveries) => {
+                    for d in deliveries {
+                        if let Some((d, task)) = self.decode(d).await {
+                            self.handle(d, task, &mut shutdown).await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %self.settings.name, lane = %Lane::Tasks, error = %e, "cannot pull tasks");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// The apply lane: each task pulled once one of the apply slots is free, and run beside
+    /// the others (they mostly wait on the write budget).
+    async fn run_applies(&self, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(
             self.settings.apply_slots.max(1),
         ));
@@ -179,35 +212,31 @@ impl Worker {
             };
             let pulled = tokio::select! {
                 _ = shutdown.changed() => continue,
-                pulled = self.queue.pull(Lane::Tasks, 1, Duration::from_secs(1)) => pulled,
+                pulled = self.queue.pull(Lane::Apply, 1, Duration::from_secs(1)) => pulled,
             };
             match pulled {
                 Ok(deliveries) => {
+                    // One delivery at most (pulled one at a time): it takes the slot along.
                     let mut slot = Some(slot);
                     for d in deliveries {
                         let Some((d, task)) = self.decode(d).await else {
                             continue;
                         };
-                        match (&task.spec, slot.take()) {
-                            (TaskSpec::Apply(_), Some(slot)) => {
-                                let (worker, mut shutdown) = (self.clone(), shutdown.clone());
-                                applying.spawn(async move {
-                                    worker.handle(d, task, &mut shutdown).await;
-                                    drop(slot);
-                                });
-                            }
-                            _ => self.handle(d, task, &mut shutdown).await,
-                        }
+                        let (worker, mut shutdown, slot) =
+                            (self.clone(), shutdown.clone(), slot.take());
+                        applying.spawn(async move {
+                            worker.handle(d, task, &mut shutdown).await;
+                            drop(slot);
+                        });
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(worker = %self.settings.name, error = %e, "cannot pull tasks");
+                    tracing::warn!(worker = %self.settings.name, lane = %Lane::Apply, error = %e, "cannot pull tasks");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
         while applying.join_next().await.is_some() {}
-        tracing::info!(worker = %self.settings.name, "worker stopped");
     }
 
     /// A delivery with its task, or none when it does not decode (then it is terminated).

@@ -389,9 +389,15 @@ impl Engine {
     }
 
     async fn purge_tasks(&self, job: &Job) {
-        let filter = wire::job_task_filter(&job.tenant, &job.id);
-        if let Err(e) = self.queue.purge(Lane::Tasks, &filter).await {
-            tracing::warn!(job = %job.id, error = %e, "cannot purge the job's queued tasks");
+        let lanes: &[TaskKind] = match job.kind {
+            JobKind::Recovery { .. } => &[TaskKind::Capture, TaskKind::Apply],
+            _ => &[TaskKind::Capture],
+        };
+        for kind in lanes {
+            let filter = wire::job_task_filter(&job.tenant, &job.id, *kind);
+            if let Err(e) = self.queue.purge(Lane::of_task(*kind), &filter).await {
+                tracing::warn!(job = %job.id, error = %e, "cannot purge the job's queued tasks");
+            }
         }
     }
 
@@ -508,7 +514,7 @@ impl Engine {
         let bytes = wire::encode(&task)?;
         self.queue
             .publish(
-                Lane::Tasks,
+                Lane::of_task(task.id.kind),
                 &task.id.task_subject(),
                 &task.id.task_msg_id(),
                 Bytes::from(bytes),
@@ -1106,6 +1112,7 @@ impl Engine {
     pub async fn ready(&self) -> Result<(), EngineError> {
         self.state.list_tenants()?;
         self.queue.pending(Lane::Tasks).await?;
+        self.queue.pending(Lane::Apply).await?;
         Ok(())
     }
 }

@@ -34,7 +34,7 @@ impl std::fmt::Debug for MemoryQueue {
 
 struct Inner {
     policy: QueuePolicy,
-    lanes: [LaneState; 3],
+    lanes: [LaneState; 4],
     /// Wakes the sweeper: a new ack deadline, or the queue is gone.
     sweeper: Arc<Notify>,
 }

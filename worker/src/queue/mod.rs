@@ -25,18 +25,31 @@ pub use jetstream::JetStreamQueue;
 pub use memory::MemoryQueue;
 
 /// A queue of the cluster. Each lane is one JetStream stream with work-queue retention and one
-/// durable pull consumer (all workers share the consumer of `Tasks`; the coordinator pulls
-/// `Results` and `DeadLetters`). A new lane is one more variant here and in [`Lane::ALL`].
+/// durable pull consumer (all workers share the consumers of `Tasks` and `Apply`; the
+/// coordinator pulls `Results` and `DeadLetters`). A new lane is one more variant here and in
+/// [`Lane::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Lane {
+    /// Captures and diffs.
     Tasks,
     Results,
     DeadLetters,
+    /// Recoveries' apply tasks, apart from the others: they mostly wait on write budgets, and
+    /// a long recovery's thousands of them must not hold back another tenant's backup.
+    Apply,
 }
 
 impl Lane {
-    pub const ALL: [Lane; 3] = [Lane::Tasks, Lane::Results, Lane::DeadLetters];
+    pub const ALL: [Lane; 4] = [Lane::Tasks, Lane::Results, Lane::DeadLetters, Lane::Apply];
+
+    /// The lane a task of `kind` is published on.
+    pub fn of_task(kind: rewind_common::wire::TaskKind) -> Lane {
+        match kind {
+            rewind_common::wire::TaskKind::Apply => Lane::Apply,
+            _ => Lane::Tasks,
+        }
+    }
 
     /// The lane's name in subjects, metrics and logs.
     pub fn name(self) -> &'static str {
@@ -44,6 +57,7 @@ impl Lane {
             Lane::Tasks => "tasks",
             Lane::Results => "results",
             Lane::DeadLetters => "dead",
+            Lane::Apply => "apply",
         }
     }
 
@@ -53,6 +67,7 @@ impl Lane {
             Lane::Tasks => "REWIND_TASKS",
             Lane::Results => "REWIND_RESULTS",
             Lane::DeadLetters => "REWIND_DEAD",
+            Lane::Apply => "REWIND_APPLY",
         }
     }
 
@@ -62,6 +77,7 @@ impl Lane {
             Lane::Tasks => "rewind-tasks",
             Lane::Results => "rewind-results",
             Lane::DeadLetters => "rewind-dead",
+            Lane::Apply => "rewind-apply",
         }
     }
 
@@ -71,6 +87,7 @@ impl Lane {
             Lane::Tasks => "rewind.tasks",
             Lane::Results => "rewind.results",
             Lane::DeadLetters => "rewind.dead",
+            Lane::Apply => "rewind.apply",
         }
     }
 
@@ -92,6 +109,7 @@ impl Lane {
             Lane::Tasks => 0,
             Lane::Results => 1,
             Lane::DeadLetters => 2,
+            Lane::Apply => 3,
         }
     }
 }

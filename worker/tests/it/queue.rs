@@ -281,6 +281,46 @@ async fn exhausted_message_becomes_a_dead_letter(q: Queue) {
 }
 both!(exhausted_message_becomes_a_dead_letter);
 
+/// The apply lane is apart from the tasks lane (a recovery's queued applies never stand
+/// before a backup's capture), and an exhausted apply task becomes a dead letter too.
+async fn the_apply_lane_is_apart_and_dead_letters_too(q: Queue) {
+    let subject = "rewind.apply.acme.j1.apply.7";
+    q.publish(Lane::Apply, subject, "a1", Bytes::from_static(b"apply"))
+        .await
+        .unwrap();
+    publish(&q, "rewind.tasks.acme.j2.capture.0", "c1").await;
+    assert!(q
+        .publish(
+            Lane::Apply,
+            "rewind.tasks.acme.j1.apply.8",
+            "a2",
+            Bytes::new()
+        )
+        .await
+        .is_err());
+    let capture = pull_one(&q, Lane::Tasks, LONG).await.expect("the capture");
+    assert_eq!(capture.subject, "rewind.tasks.acme.j2.capture.0");
+    capture.ack().await.unwrap();
+    assert!(pull_one(&q, Lane::Tasks, SHORT).await.is_none());
+    for attempt in 1..=3 {
+        let d = pull_one(&q, Lane::Apply, LONG)
+            .await
+            .expect("the apply task");
+        assert_eq!((d.attempt, d.subject.as_str()), (attempt, subject));
+        drop(d);
+    }
+    assert!(pull_one(&q, Lane::Apply, Duration::from_millis(2500))
+        .await
+        .is_none());
+    let letter = dead_letter(&q).await;
+    assert_eq!(
+        (letter.lane, letter.subject.as_str(), letter.msg_id.as_str()),
+        (Lane::Apply, subject, "a1")
+    );
+    wait_pending(&q, Lane::Apply, 0).await;
+}
+both!(the_apply_lane_is_apart_and_dead_letters_too);
+
 async fn nak_of_the_last_delivery_makes_a_dead_letter(q: Queue) {
     publish(&q, "rewind.tasks.a", "m1").await;
     for _ in 1..=3 {

@@ -160,7 +160,11 @@ async fn poison_and_failing_tasks_fail_their_jobs_with_the_reason() {
         .await
         .unwrap();
     let queue = JetStreamQueue::start(client, js, policy()).await.unwrap();
-    let filter = rewind_common::wire::job_task_filter("poisoned", &job.id);
+    let filter = rewind_common::wire::job_task_filter(
+        "poisoned",
+        &job.id,
+        rewind_common::wire::TaskKind::Capture,
+    );
     assert_eq!(queue.purge(Lane::Tasks, &filter).await.unwrap(), 3);
     let subject = format!("rewind.tasks.poisoned.{}.capture.0", job.id);
     queue
