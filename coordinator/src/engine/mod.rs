@@ -42,6 +42,7 @@ use rewind_worker::queue::{DeadLetter, Delivery, Lane, QueueError, WorkQueue};
 use tokio::sync::watch;
 
 mod recovery;
+pub use recovery::{apply_window, MAX_APPLY_WINDOW, TASK_STEPS};
 
 use crate::state::{
     Actor, Job, JobKind, JobStatus, Phase, SnapshotRecord, State, StateError, TenantRecord,
@@ -58,6 +59,8 @@ pub struct EngineSettings {
     pub diff_range_bits: u8,
     /// Whether captures read the per-user MFA states.
     pub per_user_mfa_state: bool,
+    /// The most steps of a recovery's apply task (1 to [`recovery::TASK_STEPS`]).
+    pub apply_task_steps: usize,
 }
 
 impl Default for EngineSettings {
@@ -75,6 +78,7 @@ impl Default for EngineSettings {
             ],
             diff_range_bits: 4,
             per_user_mfa_state: true,
+            apply_task_steps: recovery::TASK_STEPS,
         }
     }
 }
@@ -349,10 +353,14 @@ impl Engine {
     /// its last result is already recorded.
     async fn advance_logged(&self, job_id: &str, republish: bool) {
         let mut delay = Duration::from_millis(500);
+        let mut republish = republish;
         for attempt in 1..=ADVANCE_ATTEMPTS {
             match self.advance(job_id, republish).await {
                 Ok(()) => return,
                 Err(e) if e.is_transient() && attempt < ADVANCE_ATTEMPTS => {
+                    // What the failed attempt stored may be ahead of what it published (a
+                    // recovery's window): the next attempt publishes everything admitted.
+                    republish = true;
                     tracing::warn!(job = %job_id, error = %e, attempt, "job cannot go on yet; trying again");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(8));

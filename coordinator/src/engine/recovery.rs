@@ -112,10 +112,10 @@ pub fn chunks(records: &[ActionRecord], max_steps: usize) -> Vec<Range<usize>> {
 /// The most steps a task of a wave of `steps` takes when the tenant writes through `apps` app
 /// registrations: the wave is cut into a multiple of `apps` tasks of even size, at most
 /// [`TASK_STEPS`] each, so that every app (each has its own budget) gets as many steps.
-pub fn task_steps(steps: usize, apps: usize) -> usize {
-    let apps = apps.max(1);
-    let rounds = steps.div_ceil(apps * TASK_STEPS).max(1);
-    steps.div_ceil(apps * rounds).clamp(1, TASK_STEPS)
+pub fn task_steps(steps: usize, apps: usize, max: usize) -> usize {
+    let (apps, max) = (apps.max(1), max.clamp(1, TASK_STEPS));
+    let rounds = steps.div_ceil(apps * max).max(1);
+    steps.div_ceil(apps * rounds).clamp(1, max)
 }
 
 /// A planned wave's step limit (jobs of builds before it: [`TASK_STEPS`]).
@@ -127,14 +127,34 @@ fn wave_task_steps(w: &Wave) -> usize {
 }
 
 /// Fixes each wave's step limit and task count for a tenant of `apps` app registrations.
-fn cut_waves(records: &[ActionRecord], first_seq: u32, waves: &mut [Wave], apps: usize) {
+fn cut_waves(
+    records: &[ActionRecord],
+    first_seq: u32,
+    waves: &mut [Wave],
+    apps: usize,
+    max_steps: usize,
+) {
     for w in waves {
         let slice = &records[(w.first - first_seq) as usize..(w.end - first_seq) as usize];
-        let limit = task_steps(slice.len(), apps);
+        let limit = task_steps(slice.len(), apps, max_steps);
         w.task_steps = limit as u32;
         w.tasks = chunks(slice, limit).len() as u32;
+        w.published = Some(0);
     }
 }
+
+/// How many of a job's apply tasks may be queued or running at once: two per app
+/// registration, and one more per app for each 1,000 writes per second of its budget (one
+/// task keeps up with about that), at most [`MAX_APPLY_WINDOW`]. A job holds no more of the
+/// workers' apply slots than its budget can use, and another tenant's recovery is not queued
+/// behind thousands of its tasks.
+pub fn apply_window(apps: usize, writes_per_second: u32) -> usize {
+    let per_app = 2 + writes_per_second as usize / 1_000;
+    (apps.max(1) * per_app).min(MAX_APPLY_WINDOW)
+}
+
+/// The most apply tasks of one job queued or running at once.
+pub const MAX_APPLY_WINDOW: usize = 32;
 
 /// The number of an apply task: round, wave index and chunk, each in its own bits.
 fn apply_number(round: u8, wave: u32, chunk: u32) -> u32 {
@@ -262,6 +282,7 @@ fn plan_round_records(
                 first: seq,
                 end: seq + 1,
                 task_steps: 0,
+                published: None,
             }),
         }
         seq += 1;
@@ -518,7 +539,7 @@ impl Engine {
             progress.round,
             progress.next_seq,
         );
-        let apps = tenant.write_apps().len();
+        let (apps, max_steps) = (tenant.write_apps().len(), self.settings.apply_task_steps);
         let planned = tokio::task::spawn_blocking(move || {
             let current = CurrentValues::from_pairs(values);
             let mut planned = plan_round_records(
@@ -530,7 +551,7 @@ impl Engine {
                 &entries,
                 &current,
             );
-            cut_waves(&planned.records, first, &mut planned.waves, apps);
+            cut_waves(&planned.records, first, &mut planned.waves, apps, max_steps);
             planned
         })
         .await
@@ -582,20 +603,54 @@ impl Engine {
         }
         count_status(&job);
         if job.status == JobStatus::Running {
-            self.publish_wave(&job, tenant).await?;
+            self.publish_wave(&job, tenant, false).await?;
         }
         Ok(())
     }
 
-    /// Publishes the apply tasks of the current wave that have no result yet.
-    async fn publish_wave(&self, job: &Job, tenant: &TenantRecord) -> Result<(), EngineError> {
+    /// Publishes the current wave's apply tasks that the window admits (see
+    /// [`apply_window`]) and that were not published yet, or, with `republish` (a resumed
+    /// job), every admitted one without a result. The window's end is stored before its tasks
+    /// are published, so that a crash between the two is made good by the republish.
+    async fn publish_wave(
+        &self,
+        job: &Job,
+        tenant: &TenantRecord,
+        republish: bool,
+    ) -> Result<(), EngineError> {
         let Some(progress) = &job.recovery else {
             return Ok(());
         };
-        let Some(wave) = progress.waves.get(progress.wave as usize).copied() else {
+        let index = progress.wave as usize;
+        let Some(wave) = progress.waves.get(index).copied() else {
             return Ok(());
         };
         let done = self.wave_results(job)?;
+        let (from, to) = match wave.published {
+            // Planned by a build before the window: everything without a result, as then.
+            None => (0, wave.tasks),
+            Some(published) => {
+                let window = apply_window(tenant.write_apps().len(), tenant.recovery.write_budget);
+                let to = (done.len() as u32 + window as u32)
+                    .min(wave.tasks)
+                    .max(published);
+                if to > published {
+                    self.state
+                        .transition(&job.id, job.status, |j| {
+                            if let Some(w) =
+                                j.recovery.as_mut().and_then(|r| r.waves.get_mut(index))
+                            {
+                                w.published = Some(w.published.unwrap_or(0).max(to));
+                            }
+                        })
+                        .await?;
+                }
+                (if republish { 0 } else { published }, to)
+            }
+        };
+        if from >= to {
+            return Ok(());
+        }
         let records = self.state.actions_range(&job.id, wave.first, wave.end)?;
         // The tasks take the tenant's app registrations in turn, each under its own budget.
         let apps: Vec<DirectoryRef> = tenant
@@ -615,7 +670,12 @@ impl Engine {
             tenant_writes_per_second: tenant.tenant_write_budget(),
         };
         let cut = chunks(&records, wave_task_steps(&wave));
-        for (chunk, range) in cut.into_iter().enumerate() {
+        for (chunk, range) in cut
+            .into_iter()
+            .enumerate()
+            .take(to as usize)
+            .skip(from as usize)
+        {
             let number = apply_number(progress.round, progress.wave, chunk as u32);
             if done.contains(&number) {
                 continue;
@@ -689,10 +749,9 @@ impl Engine {
         };
         let done = self.wave_results(job)?;
         if (done.len() as u32) < wave.tasks {
-            if republish {
-                self.publish_wave(job, tenant).await?;
-            }
-            return Ok(());
+            // The window moves on as tasks report (and everything admitted goes again after
+            // a restart).
+            return self.publish_wave(job, tenant, republish).await;
         }
         if progress.waves.len() > progress.wave as usize + 1 {
             let job = self
@@ -703,7 +762,7 @@ impl Engine {
                     }
                 })
                 .await?;
-            return self.publish_wave(&job, tenant).await;
+            return self.publish_wave(&job, tenant, false).await;
         }
         if progress.round == 1 && progress.two_rounds {
             let groups = self.settings.capture_groups.len() as u64;
@@ -949,25 +1008,35 @@ mod tests {
             .map(|i| record(i, u128::from(i) + 1, member(u128::from(i) + 1, 9, true)))
             .collect();
         for (apps, tasks) in [(1, 2), (3, 3), (4, 4), (16, 16)] {
-            let cut = chunks(&records, task_steps(records.len(), apps));
+            let cut = chunks(&records, task_steps(records.len(), apps, TASK_STEPS));
             assert_eq!(cut.len(), tasks, "{apps} apps: {cut:?}");
             assert_eq!(cut.iter().map(|r| r.len()).sum::<usize>(), records.len());
         }
         // 27 tasks of 371 (the apps even), not 25 of 400 (one app with a task more).
-        assert_eq!(task_steps(10_000, 3), 371);
-        assert_eq!(task_steps(10_000, 1), TASK_STEPS);
-        assert_eq!(task_steps(1_200, 3), TASK_STEPS);
-        assert_eq!(task_steps(2, 3), 1);
-        assert_eq!(task_steps(0, 3), 1);
+        assert_eq!(task_steps(10_000, 3, TASK_STEPS), 371);
+        assert_eq!(task_steps(10_000, 1, TASK_STEPS), TASK_STEPS);
+        assert_eq!(task_steps(1_200, 3, TASK_STEPS), TASK_STEPS);
+        assert_eq!(task_steps(2, 3, TASK_STEPS), 1);
+        assert_eq!(task_steps(0, 3, TASK_STEPS), 1);
+        // A smaller limit (the engine's setting): 757 steps of 1 app in 38 tasks of 20.
+        assert_eq!(task_steps(757, 1, 20), 20);
+        assert_eq!(task_steps(757, 1, 0), 1);
         let mut waves = vec![Wave {
             key: LAST_WAVE,
             tasks: 0,
             first: 0,
             end: 500,
             task_steps: 0,
+            published: None,
         }];
-        cut_waves(&records, 0, &mut waves, 3);
+        cut_waves(&records, 0, &mut waves, 3, TASK_STEPS);
         assert_eq!((waves[0].tasks, waves[0].task_steps), (3, 167));
+        assert_eq!(waves[0].published, Some(0), "published a few at a time");
+        // Two tasks per app, more for a budget one task cannot keep up with, at most 32.
+        assert_eq!(apply_window(1, 20), 2);
+        assert_eq!(apply_window(3, 200), 6);
+        assert_eq!(apply_window(1, 5_000), 7);
+        assert_eq!(apply_window(1, 100_000), MAX_APPLY_WINDOW);
         let old = Wave {
             task_steps: 0,
             ..waves[0]

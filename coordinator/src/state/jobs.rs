@@ -163,6 +163,11 @@ pub struct Wave {
     /// it: the engine's default).
     #[serde(default)]
     pub task_steps: u32,
+    /// How many of its tasks (in order) were published: a wave's tasks are published a few
+    /// at a time, as the earlier ones report (absent in jobs of builds before it: all at
+    /// once).
+    #[serde(default)]
+    pub published: Option<u32>,
 }
 
 /// A decision on a recovery waiting for approval.

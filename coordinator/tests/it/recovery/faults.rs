@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rewind_common::report::Scope;
-use rewind_coordinator::node::{Node, Transport};
+use rewind_coordinator::node::Transport;
 use rewind_coordinator::state::{JobStatus, Outcome};
 use rewind_loadtest::dirsim::WriteRecord;
 use rewind_loadtest::incident::{Phase, Scenario};
@@ -186,19 +186,11 @@ async fn s9_workers_killed_mid_recovery_and_a_nats_restart_change_nothing_twice(
 
 /// A coordinator whose workers' connector retries as in production (8 attempts).
 async fn patient(dir: &std::path::Path, key: rewind_common::secret_box::SecretKey) -> Coordinator {
-    let transport = Coordinator::embedded(dir, 2);
-    let mut config = node_config(dir, transport.clone());
-    config.worker.connector.max_attempts = 8;
-    config.worker.connector.max_backoff = Duration::from_secs(2);
-    let node = Node::start(config, key.clone())
-        .await
-        .expect("the coordinator starts");
-    Coordinator {
-        node: Some(node),
-        key,
-        dir: dir.to_owned(),
-        transport,
-    }
+    embedded_with(dir, key, |config| {
+        config.worker.connector.max_attempts = 8;
+        config.worker.connector.max_backoff = Duration::from_secs(2);
+    })
+    .await
 }
 
 /// S10: S4 recovered while the directory answers 10% of writes with 429 (Retry-After 1–3 s)

@@ -356,3 +356,76 @@ async fn a_dry_run_writes_nothing_and_an_undo_puts_back_the_state_before_the_rec
         "another recovery's is kept"
     );
 }
+
+/// A wave's tasks are published a few at a time: S1's 757 steps cut into tasks of 20 (38
+/// tasks) through one app of 1,000 writes/s, a window of 3 tasks. While the recovery runs,
+/// no more tasks are published than have reported plus the window; at the end all of them
+/// were, and the tenant verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waves_tasks_are_published_a_few_at_a_time() {
+    let sim = simulator().await;
+    let base = sim.base_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key) = key_file(dir.path());
+    let c = embedded_with(dir.path(), key, |config| {
+        config.engine.apply_task_steps = 20
+    })
+    .await;
+    let name = "window";
+    generate(&base, name, OBJECTS).await;
+    c.add(no_approval(tenant(&base, name, 3))).await;
+    let window = rewind_coordinator::engine::apply_window(1, 1_000) as u32;
+    assert_eq!(window, 3);
+    let backup = c.backup(name).await.snapshot.unwrap();
+    let expected = incident(&base, name, Scenario::S1, Phase::AfterBackup).await;
+    let scope = scenario_scope(Scenario::S1, &expected);
+    let job = c
+        .engine()
+        .start_recovery_by(
+            &admin("alice"),
+            name,
+            &backup,
+            scope.clone(),
+            None,
+            false,
+            None,
+        )
+        .await
+        .unwrap();
+    let state = c.engine().state().clone();
+    let mut looks = 0;
+    let done = loop {
+        let now = state.get_job(&job.id).unwrap();
+        if now.status.is_terminal() {
+            break now;
+        }
+        if let Some(wave) = now
+            .recovery
+            .as_ref()
+            .and_then(|r| r.waves.get(r.wave as usize))
+        {
+            let reported = state
+                .task_result_keys(&job.id)
+                .unwrap()
+                .iter()
+                .filter(|k| k.starts_with("apply."))
+                .count() as u32;
+            let published = wave.published.expect("a windowed wave");
+            assert!(
+                published <= reported + window,
+                "{published} published, {reported} reported, a window of {window}"
+            );
+            looks += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(done.status, JobStatus::Successful, "{:?}", done.error);
+    let waves = &done.recovery.as_ref().unwrap().waves;
+    assert!(waves.iter().any(|w| w.tasks >= 30), "{waves:?}");
+    assert!(
+        waves.iter().all(|w| w.published == Some(w.tasks)),
+        "{waves:?}"
+    );
+    assert!(looks > 0, "the recovery was seen while it applied");
+    verify::verified(&c, name, &backup, Scenario::S1, &expected, &scope).await;
+}

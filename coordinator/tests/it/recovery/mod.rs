@@ -51,6 +51,26 @@ pub async fn recover(c: &Coordinator, tenant: &str, backup: &str, scope: Scope) 
     wait_finished(c.engine(), &job.id, Duration::from_secs(240)).await
 }
 
+/// A single-node coordinator (two embedded workers) whose configuration `edit` changes.
+pub async fn embedded_with(
+    dir: &std::path::Path,
+    key: rewind_common::secret_box::SecretKey,
+    edit: impl FnOnce(&mut rewind_coordinator::node::NodeConfig),
+) -> Coordinator {
+    let transport = Coordinator::embedded(dir, 2);
+    let mut config = node_config(dir, transport.clone());
+    edit(&mut config);
+    let node = rewind_coordinator::node::Node::start(config, key.clone())
+        .await
+        .expect("the coordinator starts");
+    Coordinator {
+        node: Some(node),
+        key,
+        dir: dir.to_owned(),
+        transport,
+    }
+}
+
 /// The simulator's `/_admin/counters`, off the runtime.
 pub async fn sim_counters(base: &str) -> serde_json::Value {
     let url = format!("{base}/_admin/counters");
