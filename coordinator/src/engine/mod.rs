@@ -166,6 +166,10 @@ pub struct Engine {
     /// When each open job entered its current phase (for the phase-seconds histogram; a job
     /// resumed after a restart starts its phase's clock again).
     phase_clock: Arc<std::sync::Mutex<BTreeMap<String, Instant>>>,
+    /// Each running recovery's current wave cut into tasks: (round, wave, the tasks' ranges of
+    /// the wave's actions), so that the window's next task is published without reading and
+    /// cutting the whole wave again after every result. Recomputed after a restart.
+    wave_cuts: recovery::WaveCuts,
 }
 
 impl std::fmt::Debug for Engine {
@@ -207,6 +211,7 @@ impl Engine {
             settings: Arc::new(settings),
             budgets: Arc::new(MemoryBudgets::new()),
             phase_clock: Arc::default(),
+            wave_cuts: recovery::WaveCuts::default(),
         })
     }
 

@@ -156,6 +156,11 @@ pub fn apply_window(apps: usize, writes_per_second: u32) -> usize {
 /// The most apply tasks of one job queued or running at once.
 pub const MAX_APPLY_WINDOW: usize = 32;
 
+/// The cut of each running recovery's current wave (see `Engine::wave_cuts`).
+pub(super) type WaveCuts = std::sync::Arc<
+    std::sync::Mutex<BTreeMap<String, (u8, u32, std::sync::Arc<Vec<Range<usize>>>)>>,
+>;
+
 /// The number of an apply task: round, wave index and chunk, each in its own bits.
 fn apply_number(round: u8, wave: u32, chunk: u32) -> u32 {
     (u32::from(round) << 24) | ((wave & 0xff) << 16) | (chunk & 0xffff)
@@ -651,7 +656,7 @@ impl Engine {
         if from >= to {
             return Ok(());
         }
-        let records = self.state.actions_range(&job.id, wave.first, wave.end)?;
+        let cut = self.wave_cut(job, progress.round, progress.wave, &wave)?;
         // The tasks take the tenant's app registrations in turn, each under its own budget.
         let apps: Vec<DirectoryRef> = tenant
             .write_apps()
@@ -669,18 +674,17 @@ impl Engine {
             conditional_access_per_second: tenant.recovery.conditional_access_budget,
             tenant_writes_per_second: tenant.tenant_write_budget(),
         };
-        let cut = chunks(&records, wave_task_steps(&wave));
-        for (chunk, range) in cut
-            .into_iter()
-            .enumerate()
-            .take(to as usize)
-            .skip(from as usize)
-        {
+        for (chunk, range) in cut.iter().enumerate().take(to as usize).skip(from as usize) {
             let number = apply_number(progress.round, progress.wave, chunk as u32);
             if done.contains(&number) {
                 continue;
             }
-            let steps = records[range]
+            let records = self.state.actions_range(
+                &job.id,
+                wave.first + range.start as u32,
+                wave.first + range.end as u32,
+            )?;
+            let steps = records
                 .iter()
                 .filter_map(|r| {
                     r.step.clone().map(|step| ApplyStep {
@@ -702,6 +706,38 @@ impl Engine {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The wave's tasks as ranges of its actions: cut once per process and wave (reading and
+    /// cutting a wave of 100,000 actions takes a good part of a second), then kept until the
+    /// job moves on.
+    fn wave_cut(
+        &self,
+        job: &Job,
+        round: u8,
+        index: u32,
+        wave: &Wave,
+    ) -> Result<std::sync::Arc<Vec<Range<usize>>>, EngineError> {
+        if let Ok(cuts) = self.wave_cuts.lock() {
+            if let Some((r, w, cut)) = cuts.get(&job.id) {
+                if (*r, *w) == (round, index) {
+                    return Ok(cut.clone());
+                }
+            }
+        }
+        let records = self.state.actions_range(&job.id, wave.first, wave.end)?;
+        let cut = std::sync::Arc::new(chunks(&records, wave_task_steps(wave)));
+        if let Ok(mut cuts) = self.wave_cuts.lock() {
+            cuts.insert(job.id.clone(), (round, index, cut.clone()));
+        }
+        Ok(cut)
+    }
+
+    /// Forgets a finished recovery's cut.
+    fn forget_cut(&self, job_id: &str) {
+        if let Ok(mut cuts) = self.wave_cuts.lock() {
+            cuts.remove(job_id);
+        }
     }
 
     /// The task numbers of the current wave's apply tasks that have a result, read from the
@@ -845,6 +881,7 @@ impl Engine {
     /// Counts a recovery's actions into its record and makes it successful ("completed with
     /// warnings" when some changes failed).
     async fn finish_recovery(&self, job_id: &str) -> Result<(), EngineError> {
+        self.forget_cut(job_id);
         if self.state.get_job(job_id)?.status.is_terminal() {
             return Ok(());
         }
@@ -906,6 +943,7 @@ impl Engine {
     /// Once no batch of a canceled recovery can still be in flight, it is abandoned with its
     /// counts (what was applied stays, and is listed; what was never sent stays planned).
     async fn advance_stopping_by(&self, actor: &Actor, job: &Job) -> Result<(), EngineError> {
+        self.forget_cut(&job.id);
         let t = self.tally(&job.id)?;
         let job = self
             .state
