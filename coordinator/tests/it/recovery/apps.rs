@@ -12,10 +12,11 @@ use rewind_loadtest::incident::{Phase, Scenario};
 use super::*;
 
 /// S1 recovered through three apps of 20 writes/s each within a tenant budget of 50 (below
-/// the apps' 60, so that the tenant's cap is what binds): every app wrote, no app more than
-/// 20 in any second, the tenant no more than 50, and more than one and a half apps' 20 in
-/// some second (the apps ran side by side, in one worker). The simulator limits nothing: its maxima are
-/// Rewind's.
+/// the apps' 60, so that the tenant's cap is what binds), with one worker: every app wrote;
+/// in any 5 s of the simulator's write log no app wrote more than 5 s of its budget, nor the
+/// tenant more than 5 s of its own (each with one batch of jitter), and the apps together
+/// wrote more than one app could (they ran side by side). The simulator limits nothing: its
+/// log is Rewind's doing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recovery_writes_through_every_app_within_each_budget_and_the_tenants() {
     let sim = simulator().await;
@@ -80,28 +81,58 @@ async fn a_recovery_writes_through_every_app_within_each_budget_and_the_tenants(
         apps.len(),
         "only the tenant's apps: {by_app:?}"
     );
-    let counters = sim_counters(&base).await;
-    let of_tenant = &counters["tenants"][name];
+    // The simulator counts a write when it handles it, not when Rewind reserved it: on a
+    // loaded machine a batch can be handled far more than the budget's 30 ms guard after its
+    // reservation and share a sliding second with its app's next batch (33 in one second for
+    // an app of 20 was seen with the whole suite running on both cores), although the
+    // budget's own reservations never exceed it (`budget::record`'s tests). So the write log
+    // is read over sliding windows of 5 s, where such a delay moves one batch at most across
+    // a window's edge: at most 5 s of budget and one batch. Each bound fails without the limit
+    // it checks: an app bound only by the tenant's 50/s would put 250 writes in 5 s, and
+    // three apps of 20 without the cap 300.
+    const WINDOW_MS: i64 = 5_000;
+    let batch = rewind_common::connector::write::MAX_BATCH;
+    let admitted: Vec<(i64, &str)> = log
+        .iter()
+        .filter(|r| r.status != 429 && r.status != 503)
+        .map(|r| (r.at_ms, r.client_id.as_str()))
+        .collect();
+    let most_in_window = |app: Option<&str>| {
+        let mut times: Vec<i64> = admitted
+            .iter()
+            .filter(|(_, a)| app.is_none_or(|app| *a == app))
+            .map(|(t, _)| *t)
+            .collect();
+        times.sort_unstable();
+        (0..times.len())
+            .map(|i| times[i..].partition_point(|t| *t < times[i] + WINDOW_MS))
+            .max()
+            .unwrap_or(0)
+    };
     for app in &apps {
-        let max = of_tenant["apps"][app]["maxWritesPerSecond"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("a maximum for {app}: {of_tenant}"));
+        let most = most_in_window(Some(app));
         assert!(
-            max <= u64::from(app_budget),
-            "app {app}: {max} writes in one second, budget {app_budget}"
+            most <= 5 * app_budget as usize + batch,
+            "app {app}: {most} writes in 5 s, a budget of {app_budget}/s"
         );
     }
-    let max = of_tenant["maxWritesPerSecond"].as_u64().expect("a maximum");
+    let most = most_in_window(None);
     assert!(
-        max <= u64::from(tenant_budget),
-        "{max} writes in one second, tenant budget {tenant_budget}"
+        most <= 5 * tenant_budget as usize + batch,
+        "{most} writes in 5 s, a tenant budget of {tenant_budget}/s"
     );
-    // One app at a time reaches a little over its budget where one task ends and the next
-    // begins within a second (23 when measured with one apply slot); side by side, well over.
+    // One app at a time puts at most 5 s of its budget and a batch in a window (the bound
+    // above); side by side, the apps put more (200 when measured, on an idle machine).
     assert!(
-        max > u64::from(app_budget) * 3 / 2,
-        "the apps never wrote side by side: at most {max} writes in a second"
+        most > 5 * app_budget as usize + batch,
+        "the apps never wrote side by side: at most {most} writes in 5 s"
     );
-    println!("apps: {by_app:?}, at most {max} writes/s in all");
+    let max = sim_counters(&base).await["tenants"][name]["maxWritesPerSecond"]
+        .as_u64()
+        .unwrap_or(0);
+    let by_app_most: Vec<usize> = apps.iter().map(|a| most_in_window(Some(a))).collect();
+    println!(
+        "apps: {by_app:?}; most in 5 s: {by_app_most:?}, {most} in all; at most {max} writes/s in all"
+    );
     c.node.unwrap().shutdown().await;
 }
