@@ -185,17 +185,10 @@ impl TenantPatch {
     }
 }
 
+/// `PUT .../credentials` (the primary app) and `POST .../apps` (one more).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsBody {
-    client_id: String,
-    client_secret: String,
-}
-
-/// `POST /admin/tenants/{tenant}/apps`: one more app registration.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AppBody {
     client_id: String,
     client_secret: String,
 }
@@ -324,7 +317,7 @@ pub async fn add_app(
     State(api): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(tenant): Path<String>,
-    JsonBody(body): JsonBody<AppBody>,
+    JsonBody(body): JsonBody<CredentialsBody>,
 ) -> Result<Response, ApiError> {
     operator_on(&caller, &tenant)?;
     let record = api

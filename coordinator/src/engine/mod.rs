@@ -392,6 +392,7 @@ impl Engine {
             Ok(job) => {
                 count_status(&job);
                 tracing::warn!(tenant = %job.tenant, job = %job.id, reason, "job failed");
+                self.forget_cut(&job.id);
                 self.purge_tasks(&job).await;
             }
             Err(StateError::Transition { .. }) => {}

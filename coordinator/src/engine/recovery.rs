@@ -608,20 +608,24 @@ impl Engine {
         }
         count_status(&job);
         if job.status == JobStatus::Running {
-            self.publish_wave(&job, tenant, false).await?;
+            let done = self.wave_results(&job)?;
+            self.publish_wave(&job, tenant, false, &done).await?;
         }
         Ok(())
     }
 
     /// Publishes the current wave's apply tasks that the window admits (see
     /// [`apply_window`]) and that were not published yet, or, with `republish` (a resumed
-    /// job), every admitted one without a result. The window's end is stored before its tasks
-    /// are published, so that a crash between the two is made good by the republish.
+    /// job), every admitted one without a result; `done` holds the wave's tasks that have a
+    /// result ([`Engine::wave_results`]). The window's end is stored before its tasks are
+    /// published, so that a crash between the two is made good by the republish; a job that
+    /// left `applying` meanwhile (canceled) gets nothing more.
     async fn publish_wave(
         &self,
         job: &Job,
         tenant: &TenantRecord,
         republish: bool,
+        done: &BTreeSet<u32>,
     ) -> Result<(), EngineError> {
         let Some(progress) = &job.recovery else {
             return Ok(());
@@ -630,7 +634,6 @@ impl Engine {
         let Some(wave) = progress.waves.get(index).copied() else {
             return Ok(());
         };
-        let done = self.wave_results(job)?;
         let (from, to) = match wave.published {
             // Planned by a build before the window: everything without a result, as then.
             None => (0, wave.tasks),
@@ -640,8 +643,12 @@ impl Engine {
                     .min(wave.tasks)
                     .max(published);
                 if to > published {
-                    self.state
+                    let stored = self
+                        .state
                         .transition(&job.id, job.status, |j| {
+                            if j.phase != Phase::Applying {
+                                return;
+                            }
                             if let Some(w) =
                                 j.recovery.as_mut().and_then(|r| r.waves.get_mut(index))
                             {
@@ -649,6 +656,9 @@ impl Engine {
                             }
                         })
                         .await?;
+                    if stored.phase != Phase::Applying {
+                        return Ok(());
+                    }
                 }
                 (if republish { 0 } else { published }, to)
             }
@@ -734,7 +744,7 @@ impl Engine {
     }
 
     /// Forgets a finished recovery's cut.
-    fn forget_cut(&self, job_id: &str) {
+    pub(super) fn forget_cut(&self, job_id: &str) {
         if let Ok(mut cuts) = self.wave_cuts.lock() {
             cuts.remove(job_id);
         }
@@ -787,7 +797,7 @@ impl Engine {
         if (done.len() as u32) < wave.tasks {
             // The window moves on as tasks report (and everything admitted goes again after
             // a restart).
-            return self.publish_wave(job, tenant, republish).await;
+            return self.publish_wave(job, tenant, republish, &done).await;
         }
         if progress.waves.len() > progress.wave as usize + 1 {
             let job = self
@@ -798,7 +808,8 @@ impl Engine {
                     }
                 })
                 .await?;
-            return self.publish_wave(&job, tenant, false).await;
+            let done = self.wave_results(&job)?;
+            return self.publish_wave(&job, tenant, false, &done).await;
         }
         if progress.round == 1 && progress.two_rounds {
             let groups = self.settings.capture_groups.len() as u64;

@@ -246,6 +246,18 @@ fn validate_secret(secret: &Secret) -> Result<(), StateError> {
     Ok(())
 }
 
+/// An app registration's client id and secret checked, and the secret sealed for the tenant.
+fn seal_app(
+    key: &SecretKey,
+    tenant: &str,
+    client_id: &str,
+    secret: &Secret,
+) -> Result<EncryptedSecret, StateError> {
+    validate_client_id(client_id)?;
+    validate_secret(secret)?;
+    Ok(EncryptedSecret::seal(key, tenant, secret)?)
+}
+
 fn validate_retention(retention: u32) -> Result<(), StateError> {
     if retention == 0 {
         return Err(StateError::invalid(
@@ -463,9 +475,7 @@ impl State {
         client_id: &str,
         secret: &Secret,
     ) -> Result<TenantRecord, StateError> {
-        validate_client_id(client_id)?;
-        validate_secret(secret)?;
-        let sealed = EncryptedSecret::seal(key, name, secret)?;
+        let sealed = seal_app(key, name, client_id, secret)?;
         let entry = AuditEntry::new(actor, "credentials.set", Subject::tenant(name))
             .with("clientId", client_id);
         let record = self.edit_tenant(name, entry, |t| {
@@ -493,9 +503,7 @@ impl State {
         client_id: &str,
         secret: &Secret,
     ) -> Result<TenantRecord, StateError> {
-        validate_client_id(client_id)?;
-        validate_secret(secret)?;
-        let sealed = EncryptedSecret::seal(key, name, secret)?;
+        let sealed = seal_app(key, name, client_id, secret)?;
         let entry =
             AuditEntry::new(actor, "app.added", Subject::tenant(name)).with("clientId", client_id);
         let record = self.edit_tenant(name, entry, |t| {

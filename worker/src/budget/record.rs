@@ -93,13 +93,18 @@ impl Lane {
             return from;
         }
         // Room is made only where a reservation leaves the windows: the earliest such time
-        // that fits (past the last one, every window is empty).
+        // that fits. A window past the last reservation's holds none, so the last one's exit
+        // always fits (`limit` is at least `writes`).
+        let last_exit = self
+            .recent
+            .last()
+            .map_or(from, |(r, _)| r.saturating_add(WINDOW_MS).max(from));
         self.recent
             .iter()
             .map(|(r, _)| r.saturating_add(WINDOW_MS))
             .filter(|t| *t > from)
             .find(|t| fits(*t))
-            .unwrap_or(from)
+            .unwrap_or(last_exit)
     }
 
     /// Books `writes` at `at` in time order among the others (see
