@@ -99,6 +99,8 @@ metric_names! {
         "Bytes of blobs read from the shard store.";
     BLOB_STORE_WRITTEN_BYTES_TOTAL = "rewind_blob_store_written_bytes_total", Counter, Bytes,
         "Bytes of blobs written to the shard store.";
+    BLOB_SWEEPS_PENDING = "rewind_blob_sweeps_pending", Gauge, Count,
+        "Store prefixes of removed snapshots and reports whose blobs are not all deleted yet (coordinator; retried every scheduler tick).";
 
     // Microsoft Graph (the connector).
     GRAPH_REQUESTS_TOTAL = "rewind_graph_requests_total", Counter, Count,

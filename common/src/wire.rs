@@ -387,9 +387,14 @@ pub fn part_shards_key(tenant: &str, snapshot: &str, part: u16) -> String {
     )
 }
 
+/// The store prefix (with its trailing `/`) under which a report's or recovery's blobs are.
+pub fn report_prefix(tenant: &str, job: &str) -> String {
+    format!("tenants/{tenant}/reports/{job}/")
+}
+
 /// The store key of a diff range's entries.
 pub fn range_entries_key(tenant: &str, job: &str, range: u32) -> String {
-    format!("tenants/{tenant}/reports/{job}/range-{range:05}.rmp.zst")
+    format!("{}range-{range:05}.rmp.zst", report_prefix(tenant, job))
 }
 
 /// Encodes a payload that goes through the blob store (rmp-serde named, then zstd), with no
@@ -407,7 +412,7 @@ pub fn decode_blob<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 
 /// The store key of a diff range's unique values (a recovery's).
 pub fn range_values_key(tenant: &str, job: &str, range: u32) -> String {
-    format!("tenants/{tenant}/reports/{job}/values-{range:05}.rmp.zst")
+    format!("{}values-{range:05}.rmp.zst", report_prefix(tenant, job))
 }
 
 /// The blob types, named for their round-trip tests.

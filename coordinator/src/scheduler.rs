@@ -1,6 +1,7 @@
 //! The scheduler: on every tick, starts the backup of each tenant whose schedule is due (a
 //! tenant with an open job is skipped until the next tick), and removes reports (with their
-//! live snapshots and entries) older than the tenant's report retention.
+//! live snapshots and entries) older than the tenant's report retention; then it deletes the
+//! blobs of removals a crash or a failed delete left behind.
 
 use std::time::Duration;
 
@@ -73,5 +74,6 @@ pub async fn tick(engine: &Engine, now: i64) -> Result<(), EngineError> {
             engine.expire_report(&recovery).await;
         }
     }
+    engine.sweep_blobs().await;
     Ok(())
 }

@@ -797,7 +797,7 @@ impl Engine {
     }
 
     /// Removes the tenant's backups beyond its retention: catalog first (recorded with the
-    /// reason), then the blobs.
+    /// reason, and with a sweep of its blobs), then the blobs.
     async fn apply_retention(&self, tenant: &TenantRecord) {
         let victims = match self.state.retention_victims(&tenant.name, tenant.retention) {
             Ok(v) => v,
@@ -806,7 +806,7 @@ impl Engine {
                 return;
             }
         };
-        for victim in victims {
+        for victim in &victims {
             let reason = format!("retention keeps the newest {} backups", tenant.retention);
             if let Err(e) = self
                 .state
@@ -816,15 +816,17 @@ impl Engine {
                 tracing::warn!(tenant = %tenant.name, snapshot = %victim.id, error = %e, "retention cannot remove a backup");
                 continue;
             }
-            self.delete_snapshot_blobs(&tenant.name, &victim.id).await;
             tracing::info!(tenant = %tenant.name, snapshot = %victim.id, reason, "backup removed by retention");
+        }
+        if !victims.is_empty() {
+            self.sweep_blobs().await;
         }
     }
 
-    /// Removes a finished report past its retention: its live snapshot (catalog, then blobs),
-    /// its entries' blobs, then the report itself.
+    /// Removes a finished report past its retention: its live snapshot (from the catalog), its
+    /// record, then the blobs of both.
     /// A recovery's history goes the same way: its pre-recovery and live snapshots, its
-    /// entries' blobs, its actions and its record.
+    /// actions, its record and its entries' blobs.
     pub async fn expire_report(&self, report: &Job) {
         let reason = match report.kind {
             JobKind::Recovery { .. } => "recovery history retention",
@@ -844,17 +846,14 @@ impl Engine {
                 .remove_snapshot(&report.tenant, live, reason)
                 .await
             {
-                Ok(_) | Err(StateError::NotFound { .. }) => {
-                    self.delete_snapshot_blobs(&report.tenant, live).await;
-                }
+                // Gone already: removed (and its sweep recorded) before a crash.
+                Ok(_) | Err(StateError::NotFound { .. }) => {}
                 Err(e) => {
                     tracing::warn!(job = %report.id, error = %e, "cannot remove an expired job's snapshot");
                     return;
                 }
             }
         }
-        self.delete_prefix(&format!("tenants/{}/reports/{}/", report.tenant, report.id))
-            .await;
         match self.state.delete_report(&report.id).await {
             Ok(()) => {
                 tracing::info!(tenant = %report.tenant, job = %report.id, "expired report removed")
@@ -863,29 +862,64 @@ impl Engine {
                 tracing::warn!(job = %report.id, error = %e, "cannot remove an expired report")
             }
         }
+        self.sweep_blobs().await;
     }
 
-    /// Deletes every blob under a snapshot's prefix (the manifest last is not needed: the
-    /// catalog no longer names the snapshot).
-    async fn delete_snapshot_blobs(&self, tenant: &str, snapshot: &str) {
-        let prefix = format!(
-            "{}/",
-            rewind_common::snapshot::snapshot_prefix(tenant, snapshot)
-        );
-        self.delete_prefix(&prefix).await;
-    }
-
-    async fn delete_prefix(&self, prefix: &str) {
-        match self.blobs.list(prefix).await {
-            Ok(keys) => {
-                for key in keys {
-                    if let Err(e) = self.blobs.delete(&key).await {
-                        tracing::warn!(key, error = %e, "cannot delete a removed blob");
-                    }
+    /// Deletes the blobs of every recorded sweep whose owner is gone. A sweep is dropped only
+    /// once its prefix lists empty; one that fails stays for the next pass (the scheduler's
+    /// tick runs one). Returns how many sweeps remain.
+    pub async fn sweep_blobs(&self) -> usize {
+        let sweeps = match self.state.blob_sweeps() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the blob sweeps");
+                return usize::MAX;
+            }
+        };
+        let mut left = 0;
+        for sweep in sweeps {
+            match self.sweep(&sweep).await {
+                Ok(true) => {}
+                Ok(false) => left += 1,
+                Err(e) => {
+                    left += 1;
+                    tracing::warn!(prefix = %sweep.prefix, error = %e, "cannot delete a removed prefix's blobs");
                 }
             }
-            Err(e) => tracing::warn!(prefix, error = %e, "cannot list blobs to remove"),
         }
+        metrics::gauge!(m::BLOB_SWEEPS_PENDING).set(left as f64);
+        left
+    }
+
+    /// One sweep: `true` when it is done (or was stale), `false` when blobs remain.
+    async fn sweep(&self, sweep: &crate::state::BlobSweep) -> Result<bool, EngineError> {
+        if !self.state.sweep_is_due(sweep).await? {
+            tracing::warn!(prefix = %sweep.prefix, "a sweep whose owner is still here was dropped");
+            return Ok(true);
+        }
+        let keys = self
+            .blobs
+            .list(&sweep.prefix)
+            .await
+            .map_err(SnapshotError::from)?;
+        let mut failed = 0usize;
+        for key in &keys {
+            if let Err(e) = self.blobs.delete(key).await {
+                failed += 1;
+                tracing::warn!(key, error = %e, "cannot delete a removed blob");
+            }
+        }
+        let left = self
+            .blobs
+            .list(&sweep.prefix)
+            .await
+            .map_err(SnapshotError::from)?;
+        if failed > 0 || !left.is_empty() {
+            return Ok(false);
+        }
+        self.state.sweep_done(&sweep.prefix).await?;
+        tracing::debug!(prefix = %sweep.prefix, blobs = keys.len(), "removed blobs deleted");
+        Ok(true)
     }
 
     /// Takes one result: a diff's entries are stored first, then the result is recorded

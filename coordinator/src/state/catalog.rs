@@ -35,6 +35,27 @@ pub struct Removal {
     pub removed_at: i64,
 }
 
+/// The blobs a removal left to delete: the store prefix of a removed snapshot or of a deleted
+/// report or recovery. It is recorded before its owner leaves the state and dropped once the
+/// store holds nothing under the prefix, so a crash (or a failed delete) in between leaves it
+/// for the next sweep rather than blobs that nothing names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobSweep {
+    /// With its trailing `/`.
+    pub prefix: String,
+    pub owner: SweepOwner,
+    pub recorded_at: i64,
+}
+
+/// What held a sweep's blobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum SweepOwner {
+    Snapshot { tenant: String, id: String },
+    Job { id: String },
+}
+
 fn validate_snapshot_id(id: &str) -> Result<(), StateError> {
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == '/') {
         return Err(StateError::invalid(
@@ -213,11 +234,78 @@ impl State {
             .with("reason", reason);
             self.append_audit(&guard, entry)?;
             self.removals.insert(seq, removal_bytes)?;
+            // The sweep before the record goes: the blobs then always have a name.
+            self.record_sweep(
+                &guard,
+                format!("{}/", rewind_common::snapshot::snapshot_prefix(tenant, id)),
+                SweepOwner::Snapshot {
+                    tenant: tenant.to_owned(),
+                    id: id.to_owned(),
+                },
+            )?;
             self.catalog.remove(key.as_slice())?;
             removal
         };
         self.flush().await?;
         Ok(removal)
+    }
+
+    /// Records that the blobs under `prefix` are to be deleted once `owner` is gone. Called
+    /// under the write lock, before the owner's record goes.
+    pub(crate) fn record_sweep(
+        &self,
+        _guard: &std::sync::MutexGuard<'_, ()>,
+        prefix: String,
+        owner: SweepOwner,
+    ) -> Result<(), StateError> {
+        let sweep = BlobSweep {
+            prefix,
+            owner,
+            recorded_at: now(),
+        };
+        let bytes = encode(tree::BLOB_SWEEPS, sweep.prefix.as_bytes(), &sweep)?;
+        self.blob_sweeps.insert(sweep.prefix.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// The blob prefixes still to delete, by prefix.
+    pub fn blob_sweeps(&self) -> Result<Vec<BlobSweep>, StateError> {
+        self.blob_sweeps
+            .iter()
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode(tree::BLOB_SWEEPS, &key, &bytes)
+            })
+            .collect()
+    }
+
+    /// Whether the sweep's owner is gone, so that its blobs may be deleted. A sweep whose
+    /// owner is still here was left by a crash before the owner's removal: it is dropped (a
+    /// later removal records it again) and `false` returned.
+    pub async fn sweep_is_due(&self, sweep: &BlobSweep) -> Result<bool, StateError> {
+        let due = {
+            let _guard = self.lock();
+            let present = match &sweep.owner {
+                SweepOwner::Snapshot { tenant, id } => {
+                    self.catalog.contains_key(pair_key(tenant, id.as_bytes()))?
+                }
+                SweepOwner::Job { id } => self.jobs.contains_key(id.as_bytes())?,
+            };
+            if present {
+                self.blob_sweeps.remove(sweep.prefix.as_bytes())?;
+            }
+            !present
+        };
+        if !due {
+            self.flush().await?;
+        }
+        Ok(due)
+    }
+
+    /// Drops a sweep whose prefix the store no longer holds anything under.
+    pub async fn sweep_done(&self, prefix: &str) -> Result<(), StateError> {
+        self.blob_sweeps.remove(prefix.as_bytes())?;
+        self.flush().await
     }
 
     /// Every removal, oldest first.

@@ -734,7 +734,7 @@ impl State {
     /// its job record. Refused while the job is open. Its live snapshot goes through [`State::remove_snapshot`].
     pub async fn delete_report(&self, job_id: &str) -> Result<(), StateError> {
         {
-            let _guard = self.lock();
+            let guard = self.lock();
             let job = self.get_job(job_id)?;
             if matches!(job.kind, JobKind::Backup) {
                 return Err(StateError::Refused {
@@ -773,8 +773,16 @@ impl State {
                     break;
                 }
             }
-            // The index and the job record go first: a crash after them leaves only
-            // unreachable entries and results (keyed by the job id, never reused).
+            // The sweep of its blobs, then the index and the job record go first: a crash
+            // after them leaves only unreachable entries and results (keyed by the job id,
+            // never reused), and blobs the next sweep deletes.
+            self.record_sweep(
+                &guard,
+                rewind_common::wire::report_prefix(&job.tenant, job_id),
+                super::SweepOwner::Job {
+                    id: job_id.to_owned(),
+                },
+            )?;
             if let Some(key) = &index {
                 self.jobs_by_tenant.remove(key)?;
             }

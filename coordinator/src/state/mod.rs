@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use actions::{ActionRecord, Outcome};
 pub use audit::{Actor, AuditEntry, AuditRecord, AuditVerdict, BrokenRecord, Subject};
-pub use catalog::{Removal, SnapshotRecord};
+pub use catalog::{BlobSweep, Removal, SnapshotRecord, SweepOwner};
 pub use jobs::{
     Approval, EntryCursor, Job, JobKind, JobStatus, Phase, RecordOutcome, RecoveryProgress,
     TaskCounts, Wave,
@@ -167,6 +167,8 @@ pub(crate) mod tree {
     pub const CATALOG: &str = "catalog";
     /// sequence (u64 BE) -> removal record; append-only.
     pub const REMOVALS: &str = "removals";
+    /// store prefix -> the blobs a removal left to delete (its owner already gone).
+    pub const BLOB_SWEEPS: &str = "blob_sweeps";
     /// token id -> token record (with the token's hash, never the token).
     pub const TOKENS: &str = "tokens";
     /// blake3 hex of a token -> its id.
@@ -200,6 +202,7 @@ pub struct State {
     pub(crate) report_entries: sled::Tree,
     pub(crate) catalog: sled::Tree,
     pub(crate) removals: sled::Tree,
+    pub(crate) blob_sweeps: sled::Tree,
     pub(crate) tokens: sled::Tree,
     pub(crate) tokens_by_hash: sled::Tree,
     pub(crate) audit: sled::Tree,
@@ -242,6 +245,7 @@ impl State {
             report_entries: open(tree::REPORT_ENTRIES)?,
             catalog: open(tree::CATALOG)?,
             removals: open(tree::REMOVALS)?,
+            blob_sweeps: open(tree::BLOB_SWEEPS)?,
             tokens: open(tree::TOKENS)?,
             tokens_by_hash: open(tree::TOKENS_BY_HASH)?,
             audit: open(tree::AUDIT)?,

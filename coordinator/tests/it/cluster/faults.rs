@@ -469,15 +469,70 @@ async fn scheduled_backups_fire_and_retention_keeps_exactly_n() {
     assert_eq!(kept, newest, "retention keeps the newest two");
     let removals = state.removals().unwrap();
     assert!(removals.len() >= 2, "{removals:?}");
+    // The blobs go after the backup's job is over (its retention runs then): wait for the
+    // sweeps the removals recorded, then none of their blobs may remain.
+    let blobs = coordinator.engine().blobs().clone();
+    let removed_blobs = |removals: Vec<rewind_coordinator::state::Removal>| {
+        let blobs = blobs.clone();
+        async move {
+            let mut left = Vec::new();
+            for r in &removals {
+                let prefix = format!("tenants/scheduled/snapshots/{}/", r.snapshot.id);
+                left.extend(blobs.list(&prefix).await.unwrap());
+            }
+            left
+        }
+    };
+    let started = std::time::Instant::now();
+    while !state.blob_sweeps().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "sweeps still pending: {:?}",
+            state.blob_sweeps().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for r in &removals {
         assert!(r.reason.contains("retention"), "{r:?}");
-        let prefix = format!("tenants/scheduled/snapshots/{}/", r.snapshot.id);
-        let left = coordinator.engine().blobs().list(&prefix).await.unwrap();
-        assert!(
-            left.is_empty(),
-            "blobs of a removed backup remain: {left:?}"
-        );
     }
+    let left = removed_blobs(removals.clone()).await;
+    assert!(
+        left.is_empty(),
+        "blobs of a removed backup remain: {left:?}"
+    );
+
+    // A crash between a removal and its blobs' deletion (the removal alone, as the state
+    // records it) leaves a sweep, which the scheduler's next tick completes.
+    state
+        .update_tenant(
+            "scheduled",
+            rewind_coordinator::state::TenantSettings {
+                retention: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let crashed = state
+        .remove_snapshot(
+            "scheduled",
+            &kept[1],
+            "retention keeps the newest 1 backups",
+        )
+        .await
+        .unwrap();
+    assert!(!removed_blobs(vec![crashed.clone()]).await.is_empty());
+    assert_eq!(state.blob_sweeps().unwrap().len(), 1);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    rewind_coordinator::scheduler::tick(coordinator.engine(), now)
+        .await
+        .unwrap();
+    assert!(state.blob_sweeps().unwrap().is_empty());
+    let left = removed_blobs(vec![crashed]).await;
+    assert!(
+        left.is_empty(),
+        "blobs of a crashed removal remain: {left:?}"
+    );
 
     // A report, then two days later (past a report retention of one day) it is gone.
     state

@@ -179,4 +179,35 @@ async fn retention_keeps_exactly_n_and_removes_the_oldest() {
         .collect();
     assert_eq!(audited, removals);
     assert_eq!(state.verify_audit().unwrap().broken, None);
+
+    // Each removal left a sweep of its snapshot's blobs, due once the snapshot is gone.
+    let sweeps = state.blob_sweeps().unwrap();
+    let prefixes: Vec<&str> = sweeps.iter().map(|s| s.prefix.as_str()).collect();
+    assert_eq!(
+        prefixes,
+        [
+            "tenants/acme/snapshots/b1/",
+            "tenants/acme/snapshots/b2/",
+            "tenants/acme/snapshots/b3/",
+            "tenants/acme/snapshots/l0/"
+        ]
+    );
+    assert!(state.sweep_is_due(&sweeps[1]).await.unwrap());
+    state.sweep_done(&sweeps[1].prefix).await.unwrap();
+    // A sweep never deletes blobs the catalog names: with b1 back, its sweep is dropped.
+    state
+        .add_sealed(snapshot("acme", "b1", SnapshotKind::Backup, 100))
+        .await
+        .unwrap();
+    assert!(!state.sweep_is_due(&sweeps[0]).await.unwrap());
+    let prefixes: Vec<String> = state
+        .blob_sweeps()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.prefix)
+        .collect();
+    assert_eq!(
+        prefixes,
+        ["tenants/acme/snapshots/b3/", "tenants/acme/snapshots/l0/"]
+    );
 }
