@@ -62,6 +62,8 @@ pub struct QueueConfig {
 pub struct EngineConfig {
     pub diff_range_bits: Option<u8>,
     pub per_user_mfa_state: Option<bool>,
+    /// The most steps of one apply task of a recovery.
+    pub apply_task_steps: Option<usize>,
 }
 
 /// Reads a config file, naming the file and the key or value it refuses.
@@ -160,6 +162,28 @@ fn policy(common: &CommonArgs, file: &ConfigFile) -> anyhow::Result<QueuePolicy>
     Ok(p)
 }
 
+/// The engine's settings: the defaults, less what the file's `[engine]` section sets.
+fn engine_settings(file: &ConfigFile) -> anyhow::Result<EngineSettings> {
+    let mut engine = EngineSettings::default();
+    let Some(e) = &file.engine else {
+        return Ok(engine);
+    };
+    if let Some(b) = e.diff_range_bits {
+        engine.diff_range_bits = b;
+    }
+    if let Some(m) = e.per_user_mfa_state {
+        engine.per_user_mfa_state = m;
+    }
+    if let Some(n) = e.apply_task_steps {
+        let most = crate::engine::TASK_STEPS;
+        if !(1..=most).contains(&n) {
+            bail!("[engine] apply_task_steps {n}: an apply task holds 1 to {most} steps");
+        }
+        engine.apply_task_steps = n;
+    }
+    Ok(engine)
+}
+
 /// A worker's settings: its name, the queue's rules and its apply slots (flag, then file).
 fn worker_settings(
     name: String,
@@ -254,15 +278,7 @@ pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
         Some(_) => SecretKey::from_env_or_file(&key_file)?,
         None => SecretKey::load_or_create(&key_file)?,
     };
-    let mut engine = EngineSettings::default();
-    if let Some(e) = &file.engine {
-        if let Some(b) = e.diff_range_bits {
-            engine.diff_range_bits = b;
-        }
-        if let Some(m) = e.per_user_mfa_state {
-            engine.per_user_mfa_state = m;
-        }
-    }
+    let engine = engine_settings(&file)?;
     let config = NodeConfig {
         state_dir: state_dir.join("state"),
         transport,
@@ -409,6 +425,30 @@ mod tests {
         let args = CommonArgs::default();
         let err = format!("{:#}", policy(&args, &file).unwrap_err());
         assert!(err.contains("max_deliver"), "{err}");
+    }
+
+    #[test]
+    fn apply_task_steps_come_from_the_file_and_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rewind.toml");
+        std::fs::write(&path, "[engine]\napply_task_steps = 50\n").unwrap();
+        let file = read_config(&path).unwrap();
+        assert_eq!(engine_settings(&file).unwrap().apply_task_steps, 50);
+        assert_eq!(
+            engine_settings(&ConfigFile::default())
+                .unwrap()
+                .apply_task_steps,
+            crate::engine::TASK_STEPS
+        );
+        for bad in [0, crate::engine::TASK_STEPS + 1] {
+            std::fs::write(&path, format!("[engine]\napply_task_steps = {bad}\n")).unwrap();
+            let file = read_config(&path).unwrap();
+            let err = engine_settings(&file).unwrap_err().to_string();
+            assert!(
+                err.contains("apply_task_steps") && err.contains(&bad.to_string()),
+                "{err}"
+            );
+        }
     }
 
     #[test]

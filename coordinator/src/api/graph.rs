@@ -206,7 +206,7 @@ pub fn recovery_job_json(store: &Store, job: &Job, newer: bool) -> Json {
         "jobCompletionDateTime": time(job.finished_at),
         "filteringCriteria": criteria_of(scope),
         "totalChangedObjectsCalculated": count("objectsToModify", planned),
-        "totalChangedLinksCalculated": Json::Null,
+        "totalChangedLinksCalculated": count("linksToModify", planned),
         "totalObjectsModified": count("objectsModified", ended),
         "totalLinksModified": count("linksModified", ended),
         "totalFailedChanges": count("failedChanges", ended),

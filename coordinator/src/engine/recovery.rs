@@ -565,6 +565,11 @@ impl Engine {
         let next_seq = first + planned.records.len() as u32;
         let tasks: u64 = planned.waves.iter().map(|w| u64::from(w.tasks)).sum();
         let steps = planned.records.len() as u64 - planned.skipped;
+        let links = planned
+            .records
+            .iter()
+            .filter(|r| r.step.as_ref().is_some_and(|s| link_target(s).is_some()))
+            .count() as u64;
         tracing::info!(tenant = %job.tenant, job = %job.id, round, steps, skipped = planned.skipped, waves = planned.waves.len(), "recovery planned");
         let nothing = planned.waves.is_empty();
         let needs_approval = round == 1
@@ -596,6 +601,8 @@ impl Engine {
                 }
             }
             *j.counts.entry(format!("plannedRound{round}")).or_default() = steps;
+            // Link changes of every round (a restored object's links are planned in round 2).
+            *j.counts.entry("linksToModify".into()).or_default() += links;
             if round == 1 {
                 j.counts.insert("skipped".into(), planned.skipped);
                 j.counts.insert("objectsToModify".into(), planned.objects);

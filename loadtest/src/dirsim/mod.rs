@@ -74,7 +74,9 @@
 //!   `tenants.{tenant}.apps.{clientId}` holds the same two maxima for each app alone (zeros
 //!   for an app that has not written). The per-app write limit
 //!   (`app_write_requests_per_window`, in the window of the tenant-wide one) answers 429
-//!   with a Retry-After, counted as `throttled.app_write`.
+//!   with a Retry-After, counted as `throttled.app_write`. Every 429 carries Graph's
+//!   `x-ms-throttle-scope: <Scope>/<Limit>/<clientId>/<tenant>`: `Tenant_Application` for the
+//!   read and per-app limits (and injected 429s), `Tenant` for the tenant-wide ones.
 //! - `GET /_admin/tenants/{tenant}/writes?after=N&top=M` (`after` default 0, `top` default
 //!   1000, at most 10000): the tenant's write log, `{"value":[records],"last":seq,"first":seq}`,
 //!   the records with a seq above `after`, oldest first; `last` is the newest record's seq

@@ -43,6 +43,18 @@ impl Scope {
             Scope::Injected => "injected",
         }
     }
+
+    /// The `<Scope>/<Limit>` part of Graph's `x-ms-throttle-scope` header for a 429 of this
+    /// scope: read and per-app limits are an app's in the tenant (`Tenant_Application`),
+    /// the write and conditional-access limits the tenant's for every app.
+    pub fn header_prefix(self) -> &'static str {
+        match self {
+            Scope::Read => "Tenant_Application/Read",
+            Scope::AppWrite => "Tenant_Application/Write",
+            Scope::Write | Scope::ConditionalAccess => "Tenant/Write",
+            Scope::Injected => "Tenant_Application/ReadWrite",
+        }
+    }
 }
 
 /// A request over a limit: the scope and the Retry-After to send (none for conditional access).

@@ -222,6 +222,17 @@ async fn recoveries_through_the_api() {
     );
     let seqs: Vec<u64> = actions.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // Its link writes planned: the actions whose step names a link (a dry run has one round).
+    let link_steps = actions
+        .iter()
+        .filter(|a| a["step"]["link"].is_string())
+        .count();
+    assert!(link_steps > 0, "{actions:?}");
+    assert_eq!(
+        ms_job["totalChangedLinksCalculated"].as_u64(),
+        Some(link_steps as u64),
+        "{ms_job}"
+    );
     let only_planned = all_pages(&f, &format!("{}?outcome=planned", f.rec(&dry, "/actions"))).await;
     let steps = actions.iter().filter(|a| a["step"].is_object()).count();
     assert_eq!(only_planned.len(), steps);

@@ -358,6 +358,8 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
     let is_write = is_write(class);
     // This thread's change count when the handler starts (see `changes_on_this_thread`).
     let mut changes_before = None;
+    // The scope of a 429, for its `x-ms-throttle-scope` header.
+    let mut throttled_by = Scope::Injected;
 
     let reply = (|| {
         if settings.error_503_rate > 0.0 && rand::random::<f64>() < settings.error_503_rate {
@@ -388,6 +390,7 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
         let admitted = lock(&ctx.tenant.throttle).admit(&settings, class, ctx.client, at);
         if let Err(t) = admitted {
             ctx.app.metrics.throttled(t.scope);
+            throttled_by = t.scope;
             return Err(GraphError::throttled(
                 "Application request limit has been reached for the tenant.",
                 t.retry_after,
@@ -418,8 +421,20 @@ pub fn handle(ctx: &Ctx<'_>, req: &GraphRequest) -> Reply {
             }
             let mut r = Reply::error(&e, now);
             if e.status == StatusCode::TOO_MANY_REQUESTS {
-                r.headers
-                    .push(("x-ms-throttle-scope", "Tenant/ReadWrite/All".to_owned()));
+                let client = ctx
+                    .tenant
+                    .client_ids()
+                    .get(usize::from(ctx.client))
+                    .cloned()
+                    .unwrap_or_default();
+                r.headers.push((
+                    "x-ms-throttle-scope",
+                    format!(
+                        "{}/{client}/{}",
+                        throttled_by.header_prefix(),
+                        ctx.tenant.name
+                    ),
+                ));
             }
             r
         }

@@ -324,6 +324,11 @@ fn the_per_app_limit_throttles_one_app_while_the_other_writes() {
     assert_eq!(limited.status, 429, "{:?}", limited.body);
     let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!(retry > 3000, "the window's end: {retry}");
+    assert_eq!(
+        limited.header("x-ms-throttle-scope"),
+        Some(format!("Tenant_Application/Write/{PRIMARY}/contoso").as_str()),
+        "Graph's <Scope>/<Limit>/<ApplicationId>/<TenantId>"
+    );
     assert_eq!(patch(&second, 3).status, 204, "the other app still writes");
     let tenant_limited = patch(&second, 4);
     assert_eq!(
@@ -331,6 +336,10 @@ fn the_per_app_limit_throttles_one_app_while_the_other_writes() {
         "the tenant's limit holds for all apps together"
     );
     assert!(tenant_limited.header("retry-after").is_some());
+    assert_eq!(
+        tenant_limited.header("x-ms-throttle-scope"),
+        Some(format!("Tenant/Write/{SECOND}/contoso").as_str())
+    );
 
     let counters = sim.counters();
     assert_eq!(counters["throttled"]["app_write"], 1, "{counters}");
