@@ -13,7 +13,7 @@ use super::auth::{Caller, Right};
 use super::error::ApiError;
 use super::{json_response, ApiState, JsonBody};
 use crate::state::{
-    Actor, AuditRecord, NewTenant, NewToken, RecoverySettings, Role, Schedule, TenantRecord,
+    Actor, AuditRecord, NewTenant, NewToken, RecoveryPatch, Role, Schedule, TenantRecord,
     TenantScope, TenantSettings, TokenRecord,
 };
 use rewind_common::graph_json::{format_time, parse_time};
@@ -87,46 +87,6 @@ pub fn tenant_json(t: &TenantRecord) -> Json {
     })
 }
 
-/// The recovery settings a tenant body may set (each absent one kept).
-#[derive(Debug, Default)]
-pub struct RecoveryFields {
-    write_budget: Option<u32>,
-    tenant_write_budget: Option<u32>,
-    conditional_access_budget: Option<u32>,
-    approval_threshold: Option<u64>,
-    history_days: Option<u32>,
-}
-
-impl RecoveryFields {
-    fn any(&self) -> bool {
-        self.write_budget.is_some()
-            || self.tenant_write_budget.is_some()
-            || self.conditional_access_budget.is_some()
-            || self.approval_threshold.is_some()
-            || self.history_days.is_some()
-    }
-
-    /// `base` with the fields given replaced.
-    fn apply(&self, mut base: RecoverySettings) -> RecoverySettings {
-        if let Some(v) = self.write_budget {
-            base.write_budget = v;
-        }
-        if let Some(v) = self.tenant_write_budget {
-            base.tenant_write_budget = v;
-        }
-        if let Some(v) = self.conditional_access_budget {
-            base.conditional_access_budget = v;
-        }
-        if let Some(v) = self.approval_threshold {
-            base.approval_threshold = v;
-        }
-        if let Some(v) = self.history_days {
-            base.history_days = v;
-        }
-        base
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantBody {
@@ -147,8 +107,8 @@ pub struct TenantBody {
 }
 
 impl TenantBody {
-    fn recovery(&self) -> RecoveryFields {
-        RecoveryFields {
+    fn recovery(&self) -> RecoveryPatch {
+        RecoveryPatch {
             write_budget: self.write_budget,
             tenant_write_budget: self.tenant_write_budget,
             conditional_access_budget: self.conditional_access_budget,
@@ -174,8 +134,8 @@ pub struct TenantPatch {
 }
 
 impl TenantPatch {
-    fn recovery(&self) -> RecoveryFields {
-        RecoveryFields {
+    fn recovery(&self) -> RecoveryPatch {
+        RecoveryPatch {
             write_budget: self.write_budget,
             tenant_write_budget: self.tenant_write_budget,
             conditional_access_budget: self.conditional_access_budget,
@@ -269,13 +229,7 @@ pub async fn update_tenant(
     JsonBody(body): JsonBody<TenantPatch>,
 ) -> Result<axum::Json<Json>, ApiError> {
     operator_on(&caller, &tenant)?;
-    let fields = body.recovery();
-    let recovery = if fields.any() {
-        let current = api.engine.state().get_tenant(&tenant)?.recovery;
-        Some(fields.apply(current))
-    } else {
-        None
-    };
+    let recovery = body.recovery();
     let settings = TenantSettings {
         graph_base_url: body.graph_base_url,
         token_url: body.token_url,

@@ -26,7 +26,8 @@ pub use jobs::{
 pub use rewind_common::secret_box::{EncryptedSecret, SecretError, SecretKey, SECRET_KEY_ENV};
 pub use schedule::{next_after, Schedule};
 pub use tenants::{
-    AppRegistration, NewTenant, RecoverySettings, TenantRecord, TenantSettings, MAX_APPS,
+    AppRegistration, NewTenant, RecoveryPatch, RecoverySettings, TenantRecord, TenantSettings,
+    MAX_APPS,
 };
 pub use tokens::{AuthError, NewToken, Role, TenantScope, TokenRecord};
 

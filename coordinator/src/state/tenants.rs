@@ -182,7 +182,46 @@ pub struct TenantSettings {
     pub schedule: Option<Schedule>,
     pub retention: Option<u32>,
     pub report_retention_days: Option<u32>,
-    pub recovery: Option<RecoverySettings>,
+    pub recovery: RecoveryPatch,
+}
+
+/// Recovery settings to change: each field given replaces the tenant's, the others stay.
+/// Applied to the stored record under the state's lock, so two edits of different fields made
+/// at the same time both stand.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryPatch {
+    pub write_budget: Option<u32>,
+    pub tenant_write_budget: Option<u32>,
+    pub conditional_access_budget: Option<u32>,
+    pub approval_threshold: Option<u64>,
+    pub history_days: Option<u32>,
+}
+
+impl RecoveryPatch {
+    /// Whether no field is given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `base` with the fields given replaced.
+    pub fn apply(&self, mut base: RecoverySettings) -> RecoverySettings {
+        if let Some(v) = self.write_budget {
+            base.write_budget = v;
+        }
+        if let Some(v) = self.tenant_write_budget {
+            base.tenant_write_budget = v;
+        }
+        if let Some(v) = self.conditional_access_budget {
+            base.conditional_access_budget = v;
+        }
+        if let Some(v) = self.approval_threshold {
+            base.approval_threshold = v;
+        }
+        if let Some(v) = self.history_days {
+            base.history_days = v;
+        }
+        base
+    }
 }
 
 /// `[a-z0-9][a-z0-9-]{0,62}`: tenant names go into NATS subjects and bucket names.
@@ -409,8 +448,12 @@ impl State {
         if let Some(days) = settings.report_retention_days {
             validate_report_retention_days(days)?;
         }
-        if let Some(r) = &settings.recovery {
-            r.validate()?;
+        if !settings.recovery.is_empty() {
+            // Every check is of one field: the fields given, over any valid base.
+            settings
+                .recovery
+                .apply(RecoverySettings::default())
+                .validate()?;
         }
         let mut entry = AuditEntry::new(actor, "tenant.updated", Subject::tenant(name));
         for (field, given) in [
@@ -422,7 +465,7 @@ impl State {
                 "reportRetentionDays",
                 settings.report_retention_days.is_some(),
             ),
-            ("recovery", settings.recovery.is_some()),
+            ("recovery", !settings.recovery.is_empty()),
         ] {
             if given {
                 entry = entry.with(field, "changed");
@@ -444,7 +487,9 @@ impl State {
             if let Some(days) = settings.report_retention_days {
                 t.report_retention_days = days;
             }
-            if let Some(r) = settings.recovery {
+            if !settings.recovery.is_empty() {
+                let r = settings.recovery.apply(t.recovery.clone());
+                r.validate()?;
                 t.recovery = r;
             }
             Ok(())

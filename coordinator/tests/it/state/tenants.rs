@@ -3,8 +3,8 @@
 
 use rewind_common::connector::Secret;
 use rewind_coordinator::state::{
-    Actor, ErrorClass, JobKind, JobStatus, Schedule, SecretKey, StateError, TenantSettings,
-    MAX_APPS,
+    Actor, ErrorClass, JobKind, JobStatus, RecoveryPatch, RecoverySettings, Schedule, SecretKey,
+    StateError, TenantSettings, MAX_APPS,
 };
 
 use super::{new_tenant, open, reopen, with_tenants};
@@ -119,6 +119,80 @@ async fn add_get_list_update_and_duplicates() {
     assert_eq!(
         state.get_tenant("nobody").unwrap_err().class(),
         ErrorClass::NotFound
+    );
+}
+
+/// Edits of different recovery settings made at the same time all stand: each one's fields
+/// are applied to the stored record under the state's lock, never a copy read before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_edits_of_recovery_settings_all_stand() {
+    let (_dir, state, _key) = with_tenants(&["acme"]).await;
+    let edit = |patch: RecoveryPatch| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            state
+                .update_tenant(
+                    "acme",
+                    TenantSettings {
+                        recovery: patch,
+                        ..TenantSettings::default()
+                    },
+                )
+                .await
+                .unwrap()
+        })
+    };
+    for round in 1..=20u32 {
+        let edits = [
+            edit(RecoveryPatch {
+                write_budget: Some(round),
+                ..RecoveryPatch::default()
+            }),
+            edit(RecoveryPatch {
+                approval_threshold: Some(u64::from(round) * 10),
+                ..RecoveryPatch::default()
+            }),
+            edit(RecoveryPatch {
+                history_days: Some(round + 1),
+                conditional_access_budget: Some(round + 2),
+                ..RecoveryPatch::default()
+            }),
+        ];
+        for e in edits {
+            e.await.unwrap();
+        }
+        let r = state.get_tenant("acme").unwrap().recovery;
+        assert_eq!(
+            r,
+            RecoverySettings {
+                write_budget: round,
+                approval_threshold: u64::from(round) * 10,
+                history_days: round + 1,
+                conditional_access_budget: round + 2,
+                ..RecoverySettings::default()
+            },
+            "round {round}"
+        );
+    }
+    // A bad field is named, and nothing of its edit is kept.
+    let err = state
+        .update_tenant(
+            "acme",
+            TenantSettings {
+                recovery: RecoveryPatch {
+                    approval_threshold: Some(1),
+                    write_budget: Some(0),
+                    ..RecoveryPatch::default()
+                },
+                ..TenantSettings::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("writeBudget"), "{err}");
+    assert_eq!(
+        state.get_tenant("acme").unwrap().recovery.approval_threshold,
+        200
     );
 }
 
