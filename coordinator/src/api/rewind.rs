@@ -209,46 +209,75 @@ pub async fn list_actions(
 }
 
 /// `GET recoveries/{id}/calls`: the directory calls the recovery's planned steps make (a dry
-/// run's: exactly what it would send), in action order, with their count by method.
+/// run's: exactly what it would send), in action order. Paged by action: `$top` actions with a
+/// step (default 100, at most 999) and their calls, `$skiptoken` the last action's sequence
+/// number, `@odata.nextLink` while more follow. The first page (no `$skiptoken`) also holds the
+/// whole plan's `total` calls, `countsByMethod` and `steps`.
 pub async fn planned_calls(
     State(api): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path((tenant, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    uri: axum::http::Uri,
 ) -> Result<axum::Json<Json>, ApiError> {
     tenant_check(&api, &caller, &tenant, Right::Read)?;
+    let query = Query::parse(raw.as_deref(), &["$top", "$skiptoken"], &[])?;
     let store = api.engine.state().clone();
     let job = recovery_of(&store, &tenant, &id)?;
     let graph_base = store.get_tenant(&tenant)?.graph_base_url;
+    let top = query.top.unwrap_or(100) as usize;
+    let after = seq_token(query.skiptoken.as_deref())?;
+    let path = uri.path().to_owned();
     let body = blocking(move || {
-        let mut steps = Vec::new();
-        let mut seqs = std::collections::HashMap::new();
-        store.for_each_action(&job.id, |a| {
-            if let Some(step) = a.step {
-                seqs.insert(a.action_id.clone(), a.seq);
-                steps.push(PlannedStep {
-                    action_id: a.action_id,
-                    step,
-                    note: a.note,
-                });
-            }
-            Ok(())
-        })?;
+        let planned = |a: crate::state::ActionRecord| {
+            a.step.map(|step| {
+                (
+                    a.seq,
+                    PlannedStep {
+                        action_id: a.action_id,
+                        step,
+                        note: a.note,
+                    },
+                )
+            })
+        };
+        let (page, next) = actions_page(&store, &job.id, after, top, |a| a.step.is_some())?;
+        let (seqs, steps): (Vec<u32>, Vec<PlannedStep>) =
+            page.into_iter().filter_map(planned).unzip();
+        let seq_of: std::collections::HashMap<&str, u32> = steps
+            .iter()
+            .zip(&seqs)
+            .map(|(s, q)| (s.action_id.as_str(), *q))
+            .collect();
         let calls = rewind_common::connector::planned_calls(&graph_base, &steps);
-        let mut by_method: std::collections::BTreeMap<&str, u64> = Default::default();
         let mut value = Vec::with_capacity(calls.len());
         for c in &calls {
-            *by_method.entry(c.method.as_str()).or_default() += 1;
             let mut v = serde_json::to_value(c)
                 .map_err(|e| ApiError::internal(format!("a planned call does not encode: {e}")))?;
-            v["seq"] = json!(seqs.get(&c.action_id));
+            v["seq"] = json!(seq_of.get(c.action_id.as_str()));
             value.push(v);
         }
-        Ok(json!({
-            "value": value,
-            "total": calls.len(),
-            "countsByMethod": by_method,
-            "steps": steps.len(),
-        }))
+        let mut body = json!({ "value": value });
+        if after.is_none() {
+            // The whole plan's counts, once.
+            let mut all = Vec::new();
+            store.for_each_action(&job.id, |a| {
+                all.extend(planned(a).map(|(_, s)| s));
+                Ok(())
+            })?;
+            let mut by_method: std::collections::BTreeMap<String, u64> = Default::default();
+            let calls = rewind_common::connector::planned_calls(&graph_base, &all);
+            for c in &calls {
+                *by_method.entry(c.method.clone()).or_default() += 1;
+            }
+            body["total"] = json!(calls.len());
+            body["countsByMethod"] = json!(by_method);
+            body["steps"] = json!(all.len());
+        }
+        if let Some(next) = next {
+            body["@odata.nextLink"] = json!(next_link(&path, top, next, &[]));
+        }
+        Ok(body)
     })
     .await?;
     Ok(axum::Json(body))

@@ -160,6 +160,15 @@ impl Api {
         }
     }
 
+    /// The pages of a collection from an `@odata.nextLink` on (the first page read already).
+    pub fn pages_at<'a>(&'a self, link: &str) -> Pages<'a> {
+        Pages {
+            api: self,
+            next: Some(self.next_link(link)),
+            seen: 1,
+        }
+    }
+
     fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         req.header("Authorization", format!("Bearer {}", self.token))
             .header("Prefer", "include-unknown-enum-members")

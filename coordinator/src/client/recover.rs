@@ -598,7 +598,18 @@ fn failed(api: &Api, out: Output, tenant: &str, id: &str) -> Result<(), ClientEr
 }
 
 fn calls(api: &Api, out: Output, tenant: &str, id: &str) -> Result<(), ClientError> {
-    let answer = api.get(&recoveries(tenant, id, "calls"), &[])?;
+    // The first page holds the plan's counts; the calls come on every page.
+    let mut answer = api.get(&recoveries(tenant, id, "calls"), &[("$top", "999")])?;
+    let mut list = values(&answer).to_vec();
+    if let Some(link) = answer.get("@odata.nextLink").and_then(Value::as_str) {
+        for page in api.pages_at(link) {
+            list.extend(page?);
+        }
+    }
+    if let Some(map) = answer.as_object_mut() {
+        map.remove("@odata.nextLink");
+    }
+    answer["value"] = Value::Array(list);
     if out.json {
         return print_json(&answer);
     }

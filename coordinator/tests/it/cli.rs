@@ -825,6 +825,11 @@ async fn recoveries_from_the_command_line() {
         "recover calls",
     );
     assert!(!calls["value"].as_array().unwrap().is_empty(), "{calls}");
+    assert_eq!(
+        calls["total"].as_u64(),
+        Some(calls["value"].as_array().unwrap().len() as u64),
+        "every page's calls, and the plan's count: {calls}"
+    );
     // One object, from the report's backup: a dry run scoped to its id.
     let one = planned["value"][0]["objectId"].as_str().unwrap().to_owned();
     let object = json(

@@ -246,12 +246,39 @@ async fn recoveries_through_the_api() {
         .await;
     assert!(csv.text.starts_with("seq,actionId,"), "{}", csv.text);
     // Its calls: what the connector would send, in action order, counted by method.
+    // Paged by action: the first page holds the whole plan's counts, every page its calls.
     let calls = f.get(&f.rec(&dry, "/calls"), &f.reader).await;
     assert_eq!(calls.status, 200, "{}", calls.text);
     let calls = calls.json();
-    let list = calls["value"].as_array().unwrap();
+    let paged = all_pages(&f, &format!("{}?$top=3", f.rec(&dry, "/calls"))).await;
+    let list = &paged;
     assert!(!list.is_empty(), "{calls}");
     assert_eq!(calls["total"].as_u64().unwrap() as usize, list.len());
+    assert_eq!(calls["steps"].as_u64().unwrap() as usize, steps, "{calls}");
+    assert!(steps > 3, "more than one page of 3: {steps}");
+    let first = f
+        .get(&format!("{}?$top=3", f.rec(&dry, "/calls")), &f.reader)
+        .await
+        .json();
+    let next = first["@odata.nextLink"].as_str().unwrap().to_owned();
+    let page_seqs: std::collections::BTreeSet<u64> = first["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(page_seqs.len(), 3, "3 actions' calls: {first}");
+    let second = f.get(&next, &f.reader).await.json();
+    assert!(second["total"].is_null(), "counts on the first page only");
+    assert_eq!(
+        f.get(
+            &format!("{}?$skiptoken=x", f.rec(&dry, "/calls")),
+            &f.reader
+        )
+        .await
+        .status,
+        400
+    );
     let by_method: u64 = calls["countsByMethod"]
         .as_object()
         .unwrap()

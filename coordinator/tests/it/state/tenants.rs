@@ -191,7 +191,11 @@ async fn concurrent_edits_of_recovery_settings_all_stand() {
         .unwrap_err();
     assert!(err.to_string().contains("writeBudget"), "{err}");
     assert_eq!(
-        state.get_tenant("acme").unwrap().recovery.approval_threshold,
+        state
+            .get_tenant("acme")
+            .unwrap()
+            .recovery
+            .approval_threshold,
         200
     );
 }
