@@ -753,11 +753,17 @@ fn table(r: &BenchRecoveryResult) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "CPU seconds of run {} by process: {}; peak RSS: coordinator {} MiB, simulator {} MiB",
+            "CPU seconds of run {} by process: {}; peak RSS: coordinator {} MiB, simulator {} MiB{}",
             r.best + 1,
             cpu.join(", "),
             r.peak_memory.coordinator >> 20,
-            r.peak_memory.simulator >> 20
+            r.peak_memory.simulator >> 20,
+            r.peak_memory
+                .workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| format!(", worker-{} {} MiB", i + 1, w >> 20))
+                .collect::<String>()
         );
         if best.first_write_source == FirstWriteSource::FirstActionAt {
             let _ = writeln!(
