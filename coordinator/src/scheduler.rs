@@ -74,6 +74,6 @@ pub async fn tick(engine: &Engine, now: i64) -> Result<(), EngineError> {
             engine.expire_report(&recovery).await;
         }
     }
-    engine.sweep_blobs().await;
+    engine.sweep_blobs(now).await;
     Ok(())
 }

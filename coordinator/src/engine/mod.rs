@@ -127,6 +127,11 @@ pub enum EngineError {
     Budget(#[from] rewind_worker::budget::BudgetError),
 }
 
+/// How long after a job fails or is canceled the blobs of the snapshots it never sealed are
+/// kept: a capture task in flight at that moment may still write (a capture of a million
+/// objects takes well under a minute here).
+pub const UNSEALED_SWEEP_DELAY: Duration = Duration::from_secs(15 * 60);
+
 /// Attempts of one step of a job that fails transiently, before the job fails (about half a
 /// minute in all).
 const ADVANCE_ATTEMPTS: u32 = 6;
@@ -335,6 +340,7 @@ impl Engine {
             .await?;
         count_status(&job);
         self.purge_tasks(&job).await;
+        self.sweep_unsealed_of(&job).await;
         Ok(job)
     }
 
@@ -394,6 +400,7 @@ impl Engine {
                 tracing::warn!(tenant = %job.tenant, job = %job.id, reason, "job failed");
                 self.forget_cut(&job.id);
                 self.purge_tasks(&job).await;
+                self.sweep_unsealed_of(&job).await;
             }
             Err(StateError::Transition { .. }) => {}
             Err(e) => {
@@ -819,7 +826,7 @@ impl Engine {
             tracing::info!(tenant = %tenant.name, snapshot = %victim.id, reason, "backup removed by retention");
         }
         if !victims.is_empty() {
-            self.sweep_blobs().await;
+            self.sweep_blobs(crate::state::unix_now()).await;
         }
     }
 
@@ -832,22 +839,20 @@ impl Engine {
             JobKind::Recovery { .. } => "recovery history retention",
             _ => "report retention",
         };
-        let mut snapshots: Vec<&String> = report.snapshot.iter().collect();
-        if let Some(r) = &report.recovery {
-            snapshots.extend(
-                r.snapshots
-                    .iter()
-                    .filter(|s| Some(*s) != report.snapshot.as_ref()),
-            );
-        }
-        for live in snapshots {
+        for live in report.snapshots() {
             match self
                 .state
                 .remove_snapshot(&report.tenant, live, reason)
                 .await
             {
-                // Gone already: removed (and its sweep recorded) before a crash.
-                Ok(_) | Err(StateError::NotFound { .. }) => {}
+                Ok(_) => {}
+                // Never sealed (the job failed or was canceled while capturing), or removed
+                // before a crash: its blobs, if any, are swept.
+                Err(StateError::NotFound { .. }) => {
+                    if let Err(e) = self.state.sweep_unsealed(&report.tenant, live, 0).await {
+                        tracing::warn!(job = %report.id, error = %e, "cannot record the sweep of an expired job's snapshot");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(job = %report.id, error = %e, "cannot remove an expired job's snapshot");
                     return;
@@ -862,13 +867,26 @@ impl Engine {
                 tracing::warn!(job = %report.id, error = %e, "cannot remove an expired report")
             }
         }
-        self.sweep_blobs().await;
+        self.sweep_blobs(crate::state::unix_now()).await;
     }
 
-    /// Deletes the blobs of every recorded sweep whose owner is gone. A sweep is dropped only
-    /// once its prefix lists empty; one that fails stays for the next pass (the scheduler's
-    /// tick runs one). Returns how many sweeps remain.
-    pub async fn sweep_blobs(&self) -> usize {
+    /// Records sweeps of the snapshots a job that failed or was canceled was capturing and
+    /// never sealed, due after [`UNSEALED_SWEEP_DELAY`] (a capture still in flight may write
+    /// a little longer). Sealed snapshots are kept: retention and expiry remove them.
+    async fn sweep_unsealed_of(&self, job: &Job) {
+        let not_before = crate::state::unix_now() + UNSEALED_SWEEP_DELAY.as_secs() as i64;
+        for id in job.snapshots() {
+            if let Err(e) = self.state.sweep_unsealed(&job.tenant, id, not_before).await {
+                tracing::warn!(job = %job.id, snapshot = %id, error = %e, "cannot record the sweep of an unsealed snapshot");
+            }
+        }
+    }
+
+    /// Deletes the blobs of every recorded sweep whose owner is gone and whose time has come
+    /// at `at` (unix seconds). A sweep is dropped only once its prefix lists empty; one that
+    /// fails stays for the next pass (the scheduler's tick runs one). Returns how many sweeps
+    /// remain.
+    pub async fn sweep_blobs(&self, at: i64) -> usize {
         let sweeps = match self.state.blob_sweeps() {
             Ok(s) => s,
             Err(e) => {
@@ -878,7 +896,7 @@ impl Engine {
         };
         let mut left = 0;
         for sweep in sweeps {
-            match self.sweep(&sweep).await {
+            match self.sweep(&sweep, at).await {
                 Ok(true) => {}
                 Ok(false) => left += 1,
                 Err(e) => {
@@ -891,11 +909,17 @@ impl Engine {
         left
     }
 
-    /// One sweep: `true` when it is done (or was stale), `false` when blobs remain.
-    async fn sweep(&self, sweep: &crate::state::BlobSweep) -> Result<bool, EngineError> {
-        if !self.state.sweep_is_due(sweep).await? {
-            tracing::warn!(prefix = %sweep.prefix, "a sweep whose owner is still here was dropped");
-            return Ok(true);
+    /// One sweep: `true` when it is done (or was stale), `false` when it stays (blobs remain,
+    /// or its time has not come).
+    async fn sweep(&self, sweep: &crate::state::BlobSweep, at: i64) -> Result<bool, EngineError> {
+        use crate::state::SweepState;
+        match self.state.sweep_state(sweep, at).await? {
+            SweepState::Due => {}
+            SweepState::Later => return Ok(false),
+            SweepState::Stale => {
+                tracing::warn!(prefix = %sweep.prefix, "a sweep whose owner is still here was dropped");
+                return Ok(true);
+            }
         }
         let keys = self
             .blobs

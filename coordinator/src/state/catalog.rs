@@ -46,6 +46,21 @@ pub struct BlobSweep {
     pub prefix: String,
     pub owner: SweepOwner,
     pub recorded_at: i64,
+    /// Not deleted before this time (unix seconds): the blobs of a snapshot a failed or
+    /// canceled job was capturing, which a capture still in flight may yet write.
+    #[serde(default)]
+    pub not_before: i64,
+}
+
+/// Whether a sweep's blobs may be deleted now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepState {
+    /// Its owner is gone: delete.
+    Due,
+    /// Its owner is gone, but not before its `not_before`.
+    Later,
+    /// Its owner is still here (a crash before the owner's removal): the sweep was dropped.
+    Stale,
 }
 
 /// What held a sweep's blobs.
@@ -235,14 +250,7 @@ impl State {
             self.append_audit(&guard, entry)?;
             self.removals.insert(seq, removal_bytes)?;
             // The sweep before the record goes: the blobs then always have a name.
-            self.record_sweep(
-                &guard,
-                format!("{}/", rewind_common::snapshot::snapshot_prefix(tenant, id)),
-                SweepOwner::Snapshot {
-                    tenant: tenant.to_owned(),
-                    id: id.to_owned(),
-                },
-            )?;
+            self.record_snapshot_sweep(&guard, tenant, id, 0)?;
             self.catalog.remove(key.as_slice())?;
             removal
         };
@@ -257,15 +265,36 @@ impl State {
         _guard: &std::sync::MutexGuard<'_, ()>,
         prefix: String,
         owner: SweepOwner,
+        not_before: i64,
     ) -> Result<(), StateError> {
         let sweep = BlobSweep {
             prefix,
             owner,
             recorded_at: now(),
+            not_before,
         };
         let bytes = encode(tree::BLOB_SWEEPS, sweep.prefix.as_bytes(), &sweep)?;
         self.blob_sweeps.insert(sweep.prefix.as_bytes(), bytes)?;
         Ok(())
+    }
+
+    /// [`State::record_sweep`] of a snapshot's blobs.
+    fn record_snapshot_sweep(
+        &self,
+        guard: &std::sync::MutexGuard<'_, ()>,
+        tenant: &str,
+        id: &str,
+        not_before: i64,
+    ) -> Result<(), StateError> {
+        self.record_sweep(
+            guard,
+            format!("{}/", rewind_common::snapshot::snapshot_prefix(tenant, id)),
+            SweepOwner::Snapshot {
+                tenant: tenant.to_owned(),
+                id: id.to_owned(),
+            },
+            not_before,
+        )
     }
 
     /// The blob prefixes still to delete, by prefix.
@@ -279,11 +308,11 @@ impl State {
             .collect()
     }
 
-    /// Whether the sweep's owner is gone, so that its blobs may be deleted. A sweep whose
-    /// owner is still here was left by a crash before the owner's removal: it is dropped (a
-    /// later removal records it again) and `false` returned.
-    pub async fn sweep_is_due(&self, sweep: &BlobSweep) -> Result<bool, StateError> {
-        let due = {
+    /// Whether the sweep's blobs may be deleted at `at` (unix seconds). A sweep whose owner is
+    /// still here was left by a crash before the owner's removal: it is dropped (a later
+    /// removal records it again), and never run.
+    pub async fn sweep_state(&self, sweep: &BlobSweep, at: i64) -> Result<SweepState, StateError> {
+        let state = {
             let _guard = self.lock();
             let present = match &sweep.owner {
                 SweepOwner::Snapshot { tenant, id } => {
@@ -293,13 +322,42 @@ impl State {
             };
             if present {
                 self.blob_sweeps.remove(sweep.prefix.as_bytes())?;
+                SweepState::Stale
+            } else if at < sweep.not_before {
+                SweepState::Later
+            } else {
+                SweepState::Due
             }
-            !present
         };
-        if !due {
+        if state == SweepState::Stale {
             self.flush().await?;
         }
-        Ok(due)
+        Ok(state)
+    }
+
+    /// Records a sweep of the blobs of a snapshot the catalog does not hold (one a failed or
+    /// canceled job was capturing, never sealed), not to run before `not_before`. Nothing is
+    /// recorded for a sealed snapshot: its blobs go with its removal. `true` when recorded.
+    pub async fn sweep_unsealed(
+        &self,
+        tenant: &str,
+        id: &str,
+        not_before: i64,
+    ) -> Result<bool, StateError> {
+        validate_snapshot_id(id)?;
+        let recorded = {
+            let guard = self.lock();
+            if self.catalog.contains_key(pair_key(tenant, id.as_bytes()))? {
+                false
+            } else {
+                self.record_snapshot_sweep(&guard, tenant, id, not_before)?;
+                true
+            }
+        };
+        if recorded {
+            self.flush().await?;
+        }
+        Ok(recorded)
     }
 
     /// Drops a sweep whose prefix the store no longer holds anything under.

@@ -242,6 +242,22 @@ pub struct Job {
     pub recovery: Option<RecoveryProgress>,
 }
 
+impl Job {
+    /// Every snapshot the job produced or was producing, each once: its current one, then a
+    /// recovery's others (pre-recovery, and each round's live one).
+    pub fn snapshots(&self) -> Vec<&String> {
+        let mut ids: Vec<&String> = self.snapshot.iter().collect();
+        if let Some(r) = &self.recovery {
+            ids.extend(
+                r.snapshots
+                    .iter()
+                    .filter(|s| Some(*s) != self.snapshot.as_ref()),
+            );
+        }
+        ids
+    }
+}
+
 /// Whether `kind` may go from `from` to `to`. Staying in a non-terminal status (to update the
 /// phase or counts) is allowed; a terminal status never changes.
 pub fn allowed(kind: &JobKind, from: JobStatus, to: JobStatus) -> bool {
@@ -782,6 +798,7 @@ impl State {
                 super::SweepOwner::Job {
                     id: job_id.to_owned(),
                 },
+                0,
             )?;
             if let Some(key) = &index {
                 self.jobs_by_tenant.remove(key)?;

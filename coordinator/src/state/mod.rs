@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use actions::{ActionRecord, Outcome};
 pub use audit::{Actor, AuditEntry, AuditRecord, AuditVerdict, BrokenRecord, Subject};
-pub use catalog::{BlobSweep, Removal, SnapshotRecord, SweepOwner};
+pub use catalog::{BlobSweep, Removal, SnapshotRecord, SweepOwner, SweepState};
 pub use jobs::{
     Approval, EntryCursor, Job, JobKind, JobStatus, Phase, RecordOutcome, RecoveryProgress,
     TaskCounts, Wave,

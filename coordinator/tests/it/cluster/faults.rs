@@ -137,6 +137,76 @@ async fn workers_killed_mid_capture_and_mid_diff_lose_nothing() {
     coordinator.node.unwrap().shutdown().await;
 }
 
+/// A backup canceled mid-capture leaves the blobs of the part already written, in no
+/// snapshot: they are swept once the grace for captures in flight has passed, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canceled_backups_blobs_are_swept_after_the_grace() {
+    let OverNats {
+        _sim,
+        base,
+        nats,
+        dir,
+        key_path,
+        key: _key,
+        coordinator,
+    } = OverNats::start().await;
+    let fp = dir.path().join("failpoints");
+    std::fs::create_dir_all(&fp).unwrap();
+    let name = "canceled";
+    generate(&base, name, OBJECTS).await;
+    coordinator.add(tenant(&base, name, 3)).await;
+    // One worker pausing in every capture task: one part is written while the next waits.
+    let mut a = WorkerProcess::start(&nats.url(), &key_path, "a", &[("capture", 2_000)], &fp);
+    let engine = coordinator.engine().clone();
+    let job = engine.start_backup(name).await.unwrap();
+    let started = std::time::Instant::now();
+    let prefix = loop {
+        let snapshot = engine.state().get_job(&job.id).unwrap().snapshot;
+        if let Some(id) = snapshot {
+            let prefix = format!("tenants/{name}/snapshots/{id}/");
+            if !engine.blobs().list(&prefix).await.unwrap().is_empty() {
+                break prefix;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no capture part written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let canceled = engine.cancel(&job.id).await.unwrap();
+    assert_eq!(canceled.status, JobStatus::Abandoned);
+    a.kill();
+    let written = engine.blobs().list(&prefix).await.unwrap();
+    assert!(!written.is_empty());
+    let sweeps = engine.state().blob_sweeps().unwrap();
+    assert_eq!(
+        sweeps.iter().map(|s| s.prefix.as_str()).collect::<Vec<_>>(),
+        [prefix.as_str()]
+    );
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    rewind_coordinator::scheduler::tick(&engine, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.blobs().list(&prefix).await.unwrap(),
+        written,
+        "swept before the grace"
+    );
+    let after_grace = now + rewind_coordinator::engine::UNSEALED_SWEEP_DELAY.as_secs() as i64;
+    rewind_coordinator::scheduler::tick(&engine, after_grace)
+        .await
+        .unwrap();
+    let left = engine.blobs().list(&prefix).await.unwrap();
+    assert!(
+        left.is_empty(),
+        "blobs of the canceled backup remain: {left:?}"
+    );
+    assert!(engine.state().blob_sweeps().unwrap().is_empty());
+    coordinator.node.unwrap().shutdown().await;
+}
+
 /// A poison task (undecodable) ends on the dead-letter lane and fails its job with the
 /// reason; so does a task that always fails (an unreachable directory: bounded deliveries),
 /// and one that fails for good (a wrong secret), each with the connector's message.

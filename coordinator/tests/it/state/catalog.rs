@@ -3,7 +3,9 @@
 
 use rewind_common::report::Scope;
 use rewind_common::snapshot::SnapshotKind;
-use rewind_coordinator::state::{Actor, ErrorClass, JobKind, JobStatus, TenantSettings};
+use rewind_coordinator::state::{
+    Actor, ErrorClass, JobKind, JobStatus, SweepState, TenantSettings,
+};
 
 use super::{snapshot, with_tenants};
 
@@ -192,14 +194,20 @@ async fn retention_keeps_exactly_n_and_removes_the_oldest() {
             "tenants/acme/snapshots/l0/"
         ]
     );
-    assert!(state.sweep_is_due(&sweeps[1]).await.unwrap());
+    assert_eq!(
+        state.sweep_state(&sweeps[1], 0).await.unwrap(),
+        SweepState::Due
+    );
     state.sweep_done(&sweeps[1].prefix).await.unwrap();
     // A sweep never deletes blobs the catalog names: with b1 back, its sweep is dropped.
     state
         .add_sealed(snapshot("acme", "b1", SnapshotKind::Backup, 100))
         .await
         .unwrap();
-    assert!(!state.sweep_is_due(&sweeps[0]).await.unwrap());
+    assert_eq!(
+        state.sweep_state(&sweeps[0], 0).await.unwrap(),
+        SweepState::Stale
+    );
     let prefixes: Vec<String> = state
         .blob_sweeps()
         .unwrap()
@@ -210,4 +218,23 @@ async fn retention_keeps_exactly_n_and_removes_the_oldest() {
         prefixes,
         ["tenants/acme/snapshots/b3/", "tenants/acme/snapshots/l0/"]
     );
+
+    // An unsealed snapshot's sweep waits for its time; a sealed one gets none.
+    assert!(!state.sweep_unsealed("acme", "b1", 500).await.unwrap());
+    assert!(state.sweep_unsealed("acme", "u1", 500).await.unwrap());
+    let unsealed = state
+        .blob_sweeps()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.prefix == "tenants/acme/snapshots/u1/")
+        .unwrap();
+    assert_eq!(
+        state.sweep_state(&unsealed, 499).await.unwrap(),
+        SweepState::Later
+    );
+    assert_eq!(
+        state.sweep_state(&unsealed, 500).await.unwrap(),
+        SweepState::Due
+    );
+    assert!(state.sweep_unsealed("acme", "a/b", 0).await.is_err());
 }
