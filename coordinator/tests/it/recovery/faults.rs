@@ -61,8 +61,20 @@ struct ClusterIncident {
     start: u64,
 }
 
+/// The tenant's size for S9: [`OBJECTS`], or `REWIND_S9_OBJECTS` (the scenario's 100,000, run
+/// by hand in release mode: `REWIND_S9_OBJECTS=100000 cargo test --release -p
+/// rewind-coordinator --test it s9_`).
+fn s9_objects() -> u64 {
+    match std::env::var("REWIND_S9_OBJECTS") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("REWIND_S9_OBJECTS={v:?} is not a number of objects")),
+        Err(_) => OBJECTS,
+    }
+}
+
 impl ClusterIncident {
-    async fn s1(name: &'static str) -> Self {
+    async fn s1(name: &'static str, objects: u64) -> Self {
         let sim = simulator().await;
         let base = sim.base_url().to_owned();
         let nats = nats();
@@ -76,7 +88,7 @@ impl ClusterIncident {
             key,
         )
         .await;
-        generate(&base, name, OBJECTS).await;
+        generate(&base, name, objects).await;
         c.add(no_approval(tenant(&base, name, 3))).await;
         let mut b = WorkerProcess::start(&nats.url(), &key_path, "b", &[], &fp);
         let backup = c.backup(name).await.snapshot.unwrap();
@@ -120,7 +132,7 @@ async fn s9_workers_killed_mid_recovery_and_a_nats_restart_change_nothing_twice(
         expected,
         scope,
         start,
-    } = ClusterIncident::s1("s9").await;
+    } = ClusterIncident::s1("s9", s9_objects()).await;
 
     // A alone: it captures, diffs and applies the first task, then pauses before its result
     // (one apply task at a time, so that the next one is left for C).
@@ -370,7 +382,7 @@ async fn a_cancel_waits_for_the_outcomes_of_writes_already_made() {
         scope,
         start,
         ..
-    } = ClusterIncident::s1("late").await;
+    } = ClusterIncident::s1("late", OBJECTS).await;
     let mut a = WorkerProcess::start(&nats.url(), &key_path, "a", &[("apply", 6_000)], &fp);
     let job = c
         .engine()
