@@ -192,6 +192,7 @@ async fn s9_workers_killed_mid_recovery_and_a_nats_restart_change_nothing_twice(
         repeated > 0,
         "the killed workers' batches were sent again: {repeated}"
     );
+    eprintln!("S9: {planned} actions, {distinct} distinct writes, {repeated} sent again");
     assert_eq!(log.iter().filter(|r| r.changed).count(), planned);
     c.node.unwrap().shutdown().await;
 }
