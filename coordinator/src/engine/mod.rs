@@ -884,14 +884,14 @@ impl Engine {
 
     /// Deletes the blobs of every recorded sweep whose owner is gone and whose time has come
     /// at `at` (unix seconds). A sweep is dropped only once its prefix lists empty; one that
-    /// fails stays for the next pass (the scheduler's tick runs one). Returns how many sweeps
-    /// remain.
-    pub async fn sweep_blobs(&self, at: i64) -> usize {
+    /// fails stays for the next pass (the scheduler's tick runs one). The sweeps that remain
+    /// are the gauge `rewind_blob_sweeps_pending`.
+    pub async fn sweep_blobs(&self, at: i64) {
         let sweeps = match self.state.blob_sweeps() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the blob sweeps");
-                return usize::MAX;
+                return;
             }
         };
         let mut left = 0;
@@ -906,7 +906,6 @@ impl Engine {
             }
         }
         metrics::gauge!(m::BLOB_SWEEPS_PENDING).set(left as f64);
-        left
     }
 
     /// One sweep: `true` when it is done (or was stale), `false` when it stays (blobs remain,

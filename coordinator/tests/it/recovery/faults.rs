@@ -145,19 +145,7 @@ async fn s9_workers_killed_mid_recovery_and_a_nats_restart_change_nothing_twice(
         &fp,
         &one,
     );
-    let job = c
-        .engine()
-        .start_recovery_by(
-            &admin("alice"),
-            name,
-            &backup,
-            scope.clone(),
-            None,
-            false,
-            None,
-        )
-        .await
-        .unwrap();
+    let job = start_recovery(&c, name, &backup, scope.clone()).await;
     wait_hit(&fp, "apply", Duration::from_secs(120)).await;
     // C takes the second task and pauses after its first batch.
     let mut cw = WorkerProcess::start_with(
@@ -300,11 +288,7 @@ async fn a_canceled_recovery_keeps_what_it_applied_and_writes_nothing_after_aban
     let expected = incident(&base, name, Scenario::S1, Phase::AfterBackup).await;
     let start = last_write(&base, name).await;
     let scope = scenario_scope(Scenario::S1, &expected);
-    let job = c
-        .engine()
-        .start_recovery_by(&admin("alice"), name, &backup, scope, None, false, None)
-        .await
-        .unwrap();
+    let job = start_recovery(&c, name, &backup, scope).await;
     let began = Instant::now();
     loop {
         let n = writes_after(&base, name, start).await.len();
@@ -385,11 +369,7 @@ async fn a_cancel_waits_for_the_outcomes_of_writes_already_made() {
         ..
     } = ClusterIncident::s1("late", OBJECTS).await;
     let mut a = WorkerProcess::start(&nats.url(), &key_path, "a", &[("apply", 6_000)], &fp);
-    let job = c
-        .engine()
-        .start_recovery_by(&admin("alice"), name, &backup, scope, None, false, None)
-        .await
-        .unwrap();
+    let job = start_recovery(&c, name, &backup, scope).await;
     wait_hit(&fp, "apply", Duration::from_secs(120)).await;
     let before = writes_after(&base, name, start).await;
     assert!(

@@ -379,19 +379,7 @@ async fn a_waves_tasks_are_published_a_few_at_a_time() {
     let backup = c.backup(name).await.snapshot.unwrap();
     let expected = incident(&base, name, Scenario::S1, Phase::AfterBackup).await;
     let scope = scenario_scope(Scenario::S1, &expected);
-    let job = c
-        .engine()
-        .start_recovery_by(
-            &admin("alice"),
-            name,
-            &backup,
-            scope.clone(),
-            None,
-            false,
-            None,
-        )
-        .await
-        .unwrap();
+    let job = start_recovery(&c, name, &backup, scope.clone()).await;
     let state = c.engine().state().clone();
     let mut looks = 0;
     let done = loop {

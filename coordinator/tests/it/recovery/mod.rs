@@ -43,12 +43,17 @@ pub fn no_approval(
 
 /// Starts a recovery and waits for it to finish.
 pub async fn recover(c: &Coordinator, tenant: &str, backup: &str, scope: Scope) -> Job {
-    let job = c
-        .engine()
+    let job = start_recovery(c, tenant, backup, scope).await;
+    wait_finished(c.engine(), &job.id, Duration::from_secs(240)).await
+}
+
+/// Starts a recovery of `tenant` to `backup` within `scope` as administrator alice (no report,
+/// not a dry run), without waiting for it.
+pub async fn start_recovery(c: &Coordinator, tenant: &str, backup: &str, scope: Scope) -> Job {
+    c.engine()
         .start_recovery_by(&admin("alice"), tenant, backup, scope, None, false, None)
         .await
-        .expect("the recovery starts");
-    wait_finished(c.engine(), &job.id, Duration::from_secs(240)).await
+        .expect("the recovery starts")
 }
 
 /// A single-node coordinator (two embedded workers) whose configuration `edit` changes.
